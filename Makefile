@@ -1,0 +1,53 @@
+# Tollgate: `make run` serves the portal, API and proxy on http://127.0.0.1:8000;
+# `make test` runs every test. Both set themselves up first (idempotent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+PYTEST_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help setup run test lint bench clean
+
+help:
+	@echo "make run    - set up, migrate, seed a demo tenant and serve on http://$(HOST):$(PORT)"
+	@echo "make test   - set up and run the whole test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - proxy benchmark against the mock upstream (see README)"
+
+$(UV):
+	@python_bin=$$(scripts/find-python) && "$$python_bin" -m venv $(TOOLS) && \
+	  $(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# The virtual environment follows the lock file exactly (uv sync --frozen).
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	@python_bin=$$(scripts/find-python) && $(UV) sync --frozen --quiet --python "$$python_bin"
+	@touch $@
+
+setup: $(VENV)/.synced
+
+run: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+	  --loop uvloop --no-ws config.asgi:application
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

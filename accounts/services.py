@@ -1,0 +1,68 @@
+"""Writes for tenants, their owners and their reseller API tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.exceptions import EmailTaken
+from accounts.models import ApiToken, Tenant
+from billing.services import wallet_get_or_create
+from keys.hashing import RESELLER_TOKEN_PREFIX, secret_generate
+
+# last_used_at is informative; writing it at most once a minute keeps auth read-only.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+@transaction.atomic(durable=True)
+def reseller_create(*, email: str, password: str | None = None, name: str = "") -> tuple[Tenant, IssuedToken]:
+    """Create a user, its tenant, the tenant's empty wallet and a first API token.
+
+    The token's secret is returned once and never stored.
+    """
+    user_model = get_user_model()
+    email = user_model.objects.normalize_email(email).strip()
+    if user_model.objects.filter(email__iexact=email).exists():
+        raise EmailTaken(f"a user with email {email} already exists")
+    user = user_model.objects.create_user(username=email, email=email, password=password)
+    if password is None:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    tenant = Tenant.objects.create(name=name or email, owner=user)
+    wallet_get_or_create(tenant=tenant)
+    return tenant, api_token_create(tenant=tenant)
+
+
+@transaction.atomic
+def api_token_create(*, tenant: Tenant, name: str = "default") -> IssuedToken:
+    new = secret_generate(RESELLER_TOKEN_PREFIX)
+    token = ApiToken.objects.create(
+        tenant=tenant, name=name, prefix=new.prefix, digest=new.digest, last4=new.last4
+    )
+    return IssuedToken(token=token, secret=new.secret)
+
+
+def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
+    token = ApiToken.objects.get(tenant=tenant, pk=token_id)
+    # Conditional update: revoking twice keeps the first revocation time.
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db()
+    return token
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now

@@ -1,0 +1,214 @@
+"""Wallets, the append-only ledger, upstreams, routes, versioned prices and reservations.
+
+Invariants (checked by ``manage.py check_ledger``):
+* ``Wallet.balance_nanos == SUM(LedgerEntry.amount_nanos)`` for the wallet; the cached
+  balance only ever changes in the same transaction as the entry that explains it.
+* ``0 <= Wallet.reserved_nanos <= Wallet.balance_nanos`` (database check constraints), so a
+  wallet can never be overdrawn, whatever the concurrency.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.money import Prices
+
+
+class Wallet(models.Model):
+    tenant = models.OneToOneField("accounts.Tenant", on_delete=models.PROTECT, related_name="wallet")
+    balance_nanos = models.BigIntegerField(default=0)
+    # Held for in-flight requests of wallet-funded keys; released or charged at settlement.
+    reserved_nanos = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(reserved_nanos__gte=0), name="wallet_reserved_non_negative"),
+            models.CheckConstraint(
+                condition=Q(balance_nanos__gte=models.F("reserved_nanos")), name="wallet_covers_reservations"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"wallet of {self.tenant}"
+
+    @property
+    def available_nanos(self) -> int:
+        return self.balance_nanos - self.reserved_nanos
+
+
+class LedgerEntry(models.Model):
+    """One balance change of a wallet. Only ever inserted; never updated or deleted."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Top-up"
+        MANUAL_CREDIT = "manual_credit", "Manual credit"
+        KEY_FUNDING = "key_funding", "Key funding"
+        KEY_REFUND = "key_refund", "Key refund"
+        USAGE = "usage", "Usage"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    amount_nanos = models.BigIntegerField()
+    balance_after_nanos = models.BigIntegerField()
+    reason = models.CharField(max_length=500)
+    reference = models.CharField(max_length=200, blank=True, default="")
+    # A natural key for writes triggered from outside (Stripe session, request id, ...).
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    client_key = models.ForeignKey(
+        "keys.ClientKey", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
+    )
+    actor = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["wallet", "-id"])]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount_nanos=0), name="ledger_amount_non_zero"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_nanos}"
+
+
+class Upstream(models.Model):
+    """A provider account the operator holds: where requests of one wire format go."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(max_length=500)
+    # The secret is read from this environment variable at dispatch time ...
+    api_key_env = models.CharField(max_length=100, blank=True, default="")
+    # ... or stored here, encrypted (billing.crypto); never in clear.
+    api_key_encrypted = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    timeout_seconds = models.PositiveIntegerField(default=600)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelRoute(models.Model):
+    """A model name clients may ask for, served by one upstream. Several routes of one
+    model (same wire format) are tried in ``priority`` order before the first byte."""
+
+    model = models.CharField(max_length=200, db_index=True)
+    upstream = models.ForeignKey(Upstream, on_delete=models.PROTECT, related_name="routes")
+    # The name the upstream knows the model by (defaults to ``model``).
+    upstream_model = models.CharField(max_length=200, blank=True, default="")
+    priority = models.PositiveIntegerField(default=100)
+    max_output_tokens = models.PositiveIntegerField(default=16_384)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "priority", "pk"]
+        constraints = [models.UniqueConstraint(fields=["model", "upstream"], name="route_model_upstream_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model} via {self.upstream.name}"
+
+    @property
+    def target_model(self) -> str:
+        return self.upstream_model or self.model
+
+
+class ModelPrice(models.Model):
+    """A price version of one route. Never edited: a change inserts a new version, and a
+    trace keeps the version it was charged at."""
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Set by the operator"
+        GENAI_PRICES = "genai-prices", "genai-prices database"
+
+    route = models.ForeignKey(ModelRoute, on_delete=models.PROTECT, related_name="prices")
+    input_per_mtok_nanos = models.BigIntegerField()
+    output_per_mtok_nanos = models.BigIntegerField()
+    cached_input_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
+    cache_write_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
+    effective_from = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.MANUAL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-effective_from", "-pk"]
+        indexes = [models.Index(fields=["route", "-effective_from"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_per_mtok_nanos__gte=0)
+                & Q(output_per_mtok_nanos__gte=0)
+                & (Q(cached_input_per_mtok_nanos__isnull=True) | Q(cached_input_per_mtok_nanos__gte=0))
+                & (Q(cache_write_per_mtok_nanos__isnull=True) | Q(cache_write_per_mtok_nanos__gte=0)),
+                name="price_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+    def as_prices(self) -> Prices:
+        return Prices(
+            input_per_mtok_nanos=self.input_per_mtok_nanos,
+            output_per_mtok_nanos=self.output_per_mtok_nanos,
+            cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
+            cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
+        )
+
+
+class Reservation(models.Model):
+    """Worst-case cost held for one in-flight request, keyed by its request id.
+
+    Created before dispatch, then exactly one of: settled (charged the actual cost),
+    released (charged nothing), expired (a crashed worker's hold, charged nothing).
+    """
+
+    class Status(models.TextChoices):
+        HELD = "held", "Held"
+        SETTLED = "settled", "Settled"
+        RELEASED = "released", "Released"
+        EXPIRED = "expired", "Expired"
+
+    request_id = models.CharField(max_length=100, unique=True)
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.PROTECT, related_name="reservations")
+    # Set for wallet-funded keys: the wallet holds the cost part of the reservation.
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    price = models.ForeignKey(ModelPrice, on_delete=models.PROTECT, related_name="+")
+    cost_nanos = models.BigIntegerField()
+    client_nanos = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
+    charged_cost_nanos = models.BigIntegerField(default=0)
+    charged_client_nanos = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(status="held"), name="reservation_held_expiry"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cost_nanos__gte=0) & Q(client_nanos__gte=0), name="reservation_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(charged_cost_nanos__lte=models.F("cost_nanos"))
+                & Q(charged_client_nanos__lte=models.F("client_nanos")),
+                name="reservation_charge_within_hold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id
+

@@ -1,0 +1,241 @@
+"""Money: integer nano-dollars inside, decimal strings and cents at the edges.
+
+Design overview
+---------------
+* Every amount inside Tollgate is an ``int`` of nano-dollars (1e-9 USD), stored in a
+  ``BigIntegerField`` whose name ends in ``_nanos``. A signed 64-bit column holds about
+  9.2 billion dollars, far beyond any wallet.
+* Prices are posted per 1M tokens, also in nano-dollars (``$2.50 / MTok`` is
+  ``2_500_000_000``), so a price is exact to 1e-15 USD per token.
+* A key's price ratio (your cost / client price) is kept exact as the two amounts it was
+  created from (``PriceRatio(cost_nanos, client_nanos)``), never as a rounded float.
+* **The one rounding rule.** A request's cost and client price are computed from the exact
+  rational sum ``Σ tokens × price_per_mtok / 1e6`` (times ``client / cost`` for the client
+  price), each rounded *once*, half up, to a whole nano-dollar. Funding a prepaid key and
+  topping it up convert a client amount to cost with the same rule
+  (``ratio.cost_from_client``). Nothing rounds twice and no float is ever involved.
+* Decimal only at the edges: :func:`parse_usd` reads API input (exact, at most 9 decimal
+  places), :func:`format_usd` writes it ("140.00", "0.000123456"). Stripe and the
+  sub-account API speak integer cents (:func:`cents_to_nanos`, :func:`nanos_to_cents`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+NANOS_PER_USD = 1_000_000_000
+NANOS_PER_CENT = 10_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per 1M tokens
+USD_DECIMAL_PLACES = 9
+# The largest amount any single API call may move: a guard against typos and overflow.
+MAX_AMOUNT_NANOS = 1_000_000 * NANOS_PER_USD
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be represented exactly or is out of range."""
+
+
+def div_round_half_up(numerator: int, denominator: int) -> int:
+    """The documented rounding rule: exact integer division, rounded half up (for n >= 0)."""
+    if denominator <= 0:
+        raise MoneyError("denominator must be positive")
+    if numerator < 0:
+        return -div_round_half_up(-numerator, denominator)
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (1 if remainder * 2 >= denominator else 0)
+
+
+def parse_usd(value: Decimal | str | int) -> int:
+    """A USD amount from the edge (API input) as nano-dollars, exactly; no rounding.
+
+    Raises MoneyError for non-numbers, NaN/infinity, or more than 9 decimal places.
+    """
+    if isinstance(value, float):
+        # Floats cannot be trusted to carry the amount the user typed.
+        value = repr(value)
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise MoneyError("not a number") from exc
+    if not amount.is_finite():
+        raise MoneyError("not a finite number")
+    nanos = amount * NANOS_PER_USD
+    if nanos != nanos.to_integral_value():
+        raise MoneyError(f"at most {USD_DECIMAL_PLACES} decimal places")
+    result = int(nanos)
+    if abs(result) > 10**18:
+        raise MoneyError("amount out of range")
+    return result
+
+
+def to_decimal(nanos: int) -> Decimal:
+    """Exact Decimal of a nano amount (for serializers' DecimalFields)."""
+    return Decimal(nanos).scaleb(-USD_DECIMAL_PLACES)
+
+
+def format_usd(nanos: int) -> str:
+    """Nano-dollars as a decimal string: at least 2 places, up to 9, no float.
+
+    >>> format_usd(140 * NANOS_PER_USD), format_usd(123_456)
+    ('140.00', '0.000123456')
+    """
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_USD)
+    digits = f"{frac:09d}".rstrip("0")
+    if len(digits) < 2:
+        digits = digits.ljust(2, "0")
+    return f"{sign}{whole}.{digits}"
+
+
+def cents_to_nanos(cents: int) -> int:
+    return int(cents) * NANOS_PER_CENT
+
+
+def nanos_to_cents(nanos: int) -> int:
+    """Nano-dollars to whole cents, by the same half-up rule (for display in cents)."""
+    return div_round_half_up(nanos, NANOS_PER_CENT)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRatio:
+    """your cost / client price, exact, as the two amounts a key was created from."""
+
+    cost_nanos: int
+    client_nanos: int
+
+    def __post_init__(self) -> None:
+        if self.cost_nanos <= 0 or self.client_nanos <= 0:
+            raise MoneyError("a price ratio needs two positive amounts")
+        if self.cost_nanos > self.client_nanos:
+            raise MoneyError("your cost cannot exceed the client price")
+
+    @classmethod
+    def one(cls) -> PriceRatio:
+        return cls(NANOS_PER_USD, NANOS_PER_USD)
+
+    def cost_from_client(self, client_nanos: int) -> int:
+        return div_round_half_up(client_nanos * self.cost_nanos, self.client_nanos)
+
+    def client_from_cost(self, cost_nanos: int) -> int:
+        return div_round_half_up(cost_nanos * self.client_nanos, self.cost_nanos)
+
+    def as_decimal(self, places: int = 6) -> Decimal:
+        return _fraction_to_decimal(self.cost_nanos, self.client_nanos, places)
+
+    def margin(self, places: int = 6) -> Decimal:
+        """(client price - cost) / client price."""
+        return _fraction_to_decimal(self.client_nanos - self.cost_nanos, self.client_nanos, places)
+
+
+def _fraction_to_decimal(numerator: int, denominator: int, places: int) -> Decimal:
+    scale = 10**places
+    return Decimal(div_round_half_up(numerator * scale, denominator)).scaleb(-places).normalize()
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """A price version: nano-dollars per 1M tokens. Unset cached / cache-write rates
+    are billed at the input rate."""
+
+    input_per_mtok_nanos: int
+    output_per_mtok_nanos: int
+    cached_input_per_mtok_nanos: int | None = None
+    cache_write_per_mtok_nanos: int | None = None
+
+    @property
+    def cached_rate(self) -> int:
+        if self.cached_input_per_mtok_nanos is None:
+            return self.input_per_mtok_nanos
+        return self.cached_input_per_mtok_nanos
+
+    @property
+    def cache_write_rate(self) -> int:
+        if self.cache_write_per_mtok_nanos is None:
+            return self.input_per_mtok_nanos
+        return self.cache_write_per_mtok_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts normalised across wire formats.
+
+    ``input_tokens`` excludes cached reads and cache writes (OpenAI's ``prompt_tokens``
+    includes cached tokens; the adapters subtract them).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"):
+            if getattr(self, name) < 0:
+                raise MoneyError(f"{name} cannot be negative")
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    cost_nanos: int
+    client_nanos: int
+
+
+def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
+    """Σ tokens × price per MTok; divide by TOKENS_PER_PRICE_UNIT for nano-dollars."""
+    return (
+        usage.input_tokens * prices.input_per_mtok_nanos
+        + usage.cached_input_tokens * prices.cached_rate
+        + usage.cache_write_tokens * prices.cache_write_rate
+        + usage.output_tokens * prices.output_per_mtok_nanos
+    )
+
+
+def request_charge(usage: Usage, prices: Prices, ratio: PriceRatio) -> Charge:
+    """Cost and client price of one request, each rounded once (half up)."""
+    numerator = _exact_cost_numerator(usage, prices)
+    cost = div_round_half_up(numerator, TOKENS_PER_PRICE_UNIT)
+    client = div_round_half_up(
+        numerator * ratio.client_nanos, TOKENS_PER_PRICE_UNIT * ratio.cost_nanos
+    )
+    return Charge(cost_nanos=cost, client_nanos=client)
+
+
+def affordable_output_tokens(
+    *,
+    input_tokens: int,
+    prices: Prices,
+    ratio: PriceRatio,
+    client_available_nanos: int | None,
+    cost_available_nanos: int | None,
+) -> int:
+    """The largest ``max_tokens`` whose worst case fits what is available (0 if none).
+
+    Used for the 402 message; the bound is checked again by the reservation itself.
+    """
+    if prices.output_per_mtok_nanos <= 0:
+        return 2**31 - 1
+    best: int | None = None
+    input_part = input_tokens * prices.input_per_mtok_nanos
+    if cost_available_nanos is not None:
+        # cost = round_half_up(N / 1e6) <= A  <=>  N < (A + 0.5) * 1e6
+        limit = cost_available_nanos * TOKENS_PER_PRICE_UNIT + TOKENS_PER_PRICE_UNIT // 2 - 1
+        best = _max_tokens_under(limit - input_part, prices.output_per_mtok_nanos)
+    if client_available_nanos is not None:
+        denominator = TOKENS_PER_PRICE_UNIT * ratio.cost_nanos
+        limit_scaled = client_available_nanos * denominator + (denominator - 1) // 2
+        # numerator * client_r <= limit_scaled
+        limit = limit_scaled // ratio.client_nanos
+        tokens = _max_tokens_under(limit - input_part, prices.output_per_mtok_nanos)
+        best = tokens if best is None else min(best, tokens)
+    return max(0, best if best is not None else 0)
+
+
+def _max_tokens_under(budget_numerator: int, per_token: int) -> int:
+    if budget_numerator < 0:
+        return 0
+    return budget_numerator // per_token

@@ -1,0 +1,257 @@
+"""Writes for wallets, upstreams, prices and metering (reserve / settle / release / expire).
+
+Money rules themselves live in ``billing.ledger`` and ``billing.metering`` as operations
+that run on either database driver; these services are their synchronous front door.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Tenant
+from billing import crypto
+from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
+from billing.ledger import Posted, ledger_post_op
+from billing.metering import Hold, Settlement, reserve_op, settle_op
+from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
+from billing.money import MAX_AMOUNT_NANOS, Charge, Usage, request_charge
+from billing.sqlops import run_sync
+from keys.models import ClientKey
+from keys.periods import period_index
+
+# Ledger kinds an operator may post by hand.
+MANUAL_KINDS = {LedgerEntry.Kind.MANUAL_CREDIT, LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.TOP_UP}
+
+
+def wallet_get_or_create(*, tenant: Tenant) -> Wallet:
+    wallet, _ = Wallet.objects.get_or_create(tenant=tenant)
+    return wallet
+
+
+@transaction.atomic(durable=True)
+def wallet_credit(
+    *,
+    tenant: Tenant,
+    amount_nanos: int,
+    reason: str,
+    kind: str = LedgerEntry.Kind.MANUAL_CREDIT,
+    reference: str = "",
+    idempotency_key: str | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> LedgerEntry:
+    """Post a manual credit, top-up or (signed) adjustment to a tenant's wallet.
+
+    A negative adjustment cannot take the wallet below its reservations
+    (InsufficientFunds). With an ``idempotency_key`` already used, returns the earlier entry.
+    """
+    if kind not in MANUAL_KINDS:
+        raise LedgerError(f"{kind} entries are posted by their own flows")
+    if kind != LedgerEntry.Kind.ADJUSTMENT and amount_nanos <= 0:
+        raise LedgerError("a credit must be positive")
+    if abs(amount_nanos) > MAX_AMOUNT_NANOS:
+        raise LedgerError("amount out of range")
+    if idempotency_key:
+        earlier = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            return earlier
+    wallet = wallet_get_or_create(tenant=tenant)
+    posted: Posted = run_sync(
+        ledger_post_op(
+            wallet_id=wallet.pk,
+            kind=kind,
+            amount_nanos=amount_nanos,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            actor_id=actor.pk if actor is not None else None,
+            now=timezone.now(),
+        )
+    )
+    return LedgerEntry.objects.get(pk=posted.entry_id)
+
+
+# ----------------------------------------------------------------------------- upstreams
+
+
+def upstream_base_url_validate(*, kind: str, base_url: str) -> str:
+    """Normalise and check an upstream base URL as the official SDKs take it."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise UpstreamInvalid("The base URL must be an http(s) URL with a host.")
+    if parts.username or parts.password:
+        raise UpstreamInvalid("Put credentials in the API key, not in the base URL.")
+    if parts.query or parts.fragment:
+        raise UpstreamInvalid("The base URL cannot have a query string or fragment.")
+    if kind == Upstream.Kind.ANTHROPIC and parts.path.rstrip("/").endswith("/v1"):
+        raise UpstreamInvalid(
+            "An Anthropic base URL is the host (e.g. https://api.anthropic.com), without /v1."
+        )
+    if kind not in Upstream.Kind.values:
+        raise UpstreamInvalid(f"Unknown upstream kind {kind!r}.")
+    return url
+
+
+@transaction.atomic(durable=True)
+def upstream_save(
+    *,
+    name: str,
+    kind: str,
+    base_url: str,
+    api_key_env: str = "",
+    api_key: str | None = None,
+    timeout_seconds: int | None = None,
+) -> Upstream:
+    """Create or update an upstream. A literal ``api_key`` is stored encrypted."""
+    url = upstream_base_url_validate(kind=kind, base_url=base_url)
+    upstream, _ = Upstream.objects.get_or_create(name=name, defaults={"kind": kind, "base_url": url})
+    upstream.kind = kind
+    upstream.base_url = url
+    upstream.api_key_env = api_key_env
+    if api_key is not None:
+        upstream.api_key_encrypted = crypto.encrypt(api_key) if api_key else ""
+    if timeout_seconds is not None:
+        upstream.timeout_seconds = timeout_seconds
+    upstream.full_clean()
+    upstream.save()
+    return upstream
+
+
+# ----------------------------------------------------------------------------- prices
+
+
+@transaction.atomic(durable=True)
+def price_set(
+    *,
+    model: str,
+    upstream: Upstream,
+    input_per_mtok_nanos: int,
+    output_per_mtok_nanos: int,
+    cached_input_per_mtok_nanos: int | None = None,
+    cache_write_per_mtok_nanos: int | None = None,
+    source: str = ModelPrice.Source.MANUAL,
+    effective_from: datetime | None = None,
+    max_output_tokens: int | None = None,
+) -> ModelPrice:
+    """Post a new price version for ``model`` on ``upstream`` (creating the route).
+
+    Earlier versions stay untouched; requests already charged keep their version.
+    """
+    model = model.strip()
+    if not model:
+        raise PriceInvalid("A model name is required.")
+    for value in (input_per_mtok_nanos, output_per_mtok_nanos, cached_input_per_mtok_nanos, cache_write_per_mtok_nanos):
+        if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
+            raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
+    route, _ = ModelRoute.objects.get_or_create(model=model, upstream=upstream)
+    if max_output_tokens is not None and route.max_output_tokens != max_output_tokens:
+        route.max_output_tokens = max_output_tokens
+        route.save(update_fields=["max_output_tokens"])
+    return ModelPrice.objects.create(
+        route=route,
+        input_per_mtok_nanos=input_per_mtok_nanos,
+        output_per_mtok_nanos=output_per_mtok_nanos,
+        cached_input_per_mtok_nanos=cached_input_per_mtok_nanos,
+        cache_write_per_mtok_nanos=cache_write_per_mtok_nanos,
+        source=source,
+        effective_from=effective_from or timezone.now(),
+    )
+
+
+# ----------------------------------------------------------------------------- metering
+
+
+@dataclass(frozen=True)
+class Reserved:
+    request_id: str
+    hold: Hold
+    worst_case: Charge
+
+
+def reservation_create(
+    *,
+    key: ClientKey,
+    price: ModelPrice,
+    request_id: str,
+    worst_case: Usage,
+    now: datetime | None = None,
+) -> Reserved:
+    """Hold the worst-case charge of one request before dispatch.
+
+    Raises ReservationRefused or KeyInactive; nothing is held then.
+    """
+    now = now or timezone.now()
+    charge = request_charge(worst_case, price.as_prices(), key.ratio)
+    hold = run_sync(
+        reserve_op(
+            request_id=request_id,
+            key_id=key.pk,
+            price_id=price.pk,
+            worst_case=charge,
+            period=period_index(key.budget_period, now),
+            now=now,
+            expires_at=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
+        )
+    )
+    return Reserved(request_id=request_id, hold=hold, worst_case=charge)
+
+
+def _finish(*, request_id: str, usage: Usage, status: str, now: datetime | None) -> Settlement | None:
+    reservation = (
+        Reservation.objects.select_related("client_key", "price").filter(request_id=request_id).first()
+    )
+    if reservation is None:
+        raise BillingError(f"no reservation for request {request_id}")
+    key = reservation.client_key
+    now = now or timezone.now()
+    actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
+    return run_sync(
+        settle_op(
+            request_id=request_id,
+            actual=actual,
+            period=period_index(key.budget_period, now),
+            now=now,
+            status=status,
+        )
+    )
+
+
+@transaction.atomic(durable=True)
+def usage_settle(*, request_id: str, usage: Usage, now: datetime | None = None) -> Settlement | None:
+    """Charge a request the cost of the usage its upstream reported, at the price version
+    it was reserved at, and release the rest of its hold. Idempotent on ``request_id``:
+    a second call (or one after release / expiry) charges nothing and returns None."""
+    return _finish(request_id=request_id, usage=usage, status=Reservation.Status.SETTLED, now=now)
+
+
+@transaction.atomic(durable=True)
+def reservation_release(*, request_id: str, now: datetime | None = None) -> Settlement | None:
+    """Release a hold without charging (upstream failed before any output)."""
+    return _finish(request_id=request_id, usage=Usage(), status=Reservation.Status.RELEASED, now=now)
+
+
+def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Release holds whose worker never settled them (crashed or killed), charging nothing.
+
+    Each expiry claims its reservation like a settlement does, so a late settlement and the
+    sweep can never both apply. Returns how many were expired.
+    """
+    now = now or timezone.now()
+    request_ids = list(
+        Reservation.objects.filter(status=Reservation.Status.HELD, expires_at__lt=now)
+        .order_by("expires_at")
+        .values_list("request_id", flat=True)[:limit]
+    )
+    expired = 0
+    for request_id in request_ids:
+        with transaction.atomic(durable=True):
+            if _finish(request_id=request_id, usage=Usage(), status=Reservation.Status.EXPIRED, now=now):
+                expired += 1
+    return expired

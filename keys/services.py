@@ -1,0 +1,356 @@
+"""Writes for client keys: create (and fund), top up, change limits, revoke, delete (and refund).
+
+Every flow that moves money runs under ``transaction.atomic(durable=True)`` and changes the
+wallet only through ``billing.ledger.ledger_post_op`` (a conditional update: a wallet can
+never be overdrawn). Key rows are claimed with conditional updates too, so concurrent
+top-ups, deletes and reservations serialise on the key's row lock in the order key → wallet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Tenant
+from billing.exceptions import LedgerError
+from billing.ledger import ledger_post_op
+from billing.models import LedgerEntry
+from billing.money import MAX_AMOUNT_NANOS, MoneyError, PriceRatio
+from billing.selectors import known_models, wallet_for_tenant
+from billing.sqlops import run_sync
+from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
+from keys.hashing import CLIENT_KEY_PREFIX, secret_generate
+from keys.models import ClientKey
+from keys.periods import period_index
+from keys.selectors import key_get
+
+MAX_LIMIT = 1_000_000
+PREFIX_COLLISION_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ClientKey
+    secret: str
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    requests_per_minute: int
+    tokens_per_minute: int | None
+    max_concurrency: int
+    allowed_models: list[str]
+    expires_at: datetime | None
+
+
+def _validate_amount(field: str, value: int | None, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            raise ClientKeyInvalid(field, "This field is required.")
+        return None
+    if value <= 0:
+        raise ClientKeyInvalid(field, "Must be greater than zero.")
+    if value > MAX_AMOUNT_NANOS:
+        raise ClientKeyInvalid(field, "Must be at most 1,000,000.")
+    return value
+
+
+def _validate_models(models: list[str]) -> list[str]:
+    cleaned = sorted({m.strip() for m in models if m and m.strip()})
+    unknown = sorted(set(cleaned) - known_models())
+    if unknown:
+        raise ClientKeyInvalid("models", f"Unknown models: {', '.join(unknown)}.")
+    return cleaned
+
+
+def _validate_limits(*, rpm: int, tpm: int | None, max_concurrency: int) -> None:
+    for field, value in (("rpm", rpm), ("max_concurrency", max_concurrency)):
+        if not 1 <= value <= MAX_LIMIT:
+            raise ClientKeyInvalid(field, f"Must be between 1 and {MAX_LIMIT:,}.")
+    if tpm is not None and not 1 <= tpm <= 10**9:
+        raise ClientKeyInvalid("tpm", "Must be between 1 and 1,000,000,000, or null for no limit.")
+
+
+def _ratio(client_budget_nanos: int, your_cost_nanos: int) -> PriceRatio:
+    if your_cost_nanos > client_budget_nanos:
+        raise ClientKeyInvalid("your_cost", "Your cost cannot exceed the client budget.")
+    try:
+        return PriceRatio(cost_nanos=your_cost_nanos, client_nanos=client_budget_nanos)
+    except MoneyError as exc:
+        raise ClientKeyInvalid("your_cost", str(exc)) from exc
+
+
+@transaction.atomic(durable=True)
+def key_create(
+    *,
+    tenant: Tenant,
+    actor: AbstractBaseUser | None,
+    label: str,
+    funding: str = ClientKey.Funding.PREPAID,
+    client_budget_nanos: int | None = None,
+    your_cost_nanos: int | None = None,
+    spend_cap_nanos: int | None = None,
+    budget_period: str = ClientKey.BudgetPeriod.NONE,
+    rpm: int = 60,
+    tpm: int | None = None,
+    max_concurrency: int = 5,
+    models: list[str] | None = None,
+    expires_at: datetime | None = None,
+    default_tag: str = "",
+) -> IssuedKey:
+    """Mint a client key; the secret is in the result and nowhere else.
+
+    ``prepaid``: debits the wallet ``your_cost`` (= client budget × ratio) in the same
+    transaction, or raises InsufficientFunds and creates nothing. ``wallet``: sets nothing
+    aside; ``client_budget``/``your_cost`` only fix the ratio (1:1 by default) and
+    ``spend_cap`` bounds spend per ``budget_period``.
+    """
+    label = label.strip()
+    if not label:
+        raise ClientKeyInvalid("label", "This field is required.")
+    if funding not in ClientKey.Funding.values:
+        raise ClientKeyInvalid("funding", f"Must be one of: {', '.join(ClientKey.Funding.values)}.")
+    if budget_period not in ClientKey.BudgetPeriod.values:
+        raise ClientKeyInvalid("budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}.")
+    is_prepaid = funding == ClientKey.Funding.PREPAID
+    budget = _validate_amount("client_budget", client_budget_nanos, required=is_prepaid)
+    cost = _validate_amount("your_cost", your_cost_nanos, required=is_prepaid)
+    if (budget is None) != (cost is None):
+        raise ClientKeyInvalid("your_cost", "Give both client_budget and your_cost, or neither.")
+    ratio = _ratio(budget, cost) if budget is not None and cost is not None else PriceRatio.one()
+    if spend_cap_nanos is not None and (spend_cap_nanos < 0 or spend_cap_nanos > MAX_AMOUNT_NANOS):
+        raise ClientKeyInvalid("spend_cap", "Must be between 0 and 1,000,000.")
+    if budget_period != ClientKey.BudgetPeriod.NONE and spend_cap_nanos is None:
+        raise ClientKeyInvalid("budget_period", "A budget period needs a spend_cap.")
+    _validate_limits(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
+    allowed = _validate_models(models or [])
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise ClientKeyInvalid("expires_at", "Must be in the future.")
+    wallet = wallet_for_tenant(tenant=tenant)
+
+    for attempt in range(PREFIX_COLLISION_RETRIES):
+        new = secret_generate(CLIENT_KEY_PREFIX)
+        try:
+            with transaction.atomic():
+                key = ClientKey.objects.create(
+                    tenant=tenant,
+                    wallet=wallet,
+                    label=label,
+                    prefix=new.prefix,
+                    digest=new.digest,
+                    last4=new.last4,
+                    default_tag=default_tag.strip(),
+                    funding=funding,
+                    ratio_cost_nanos=ratio.cost_nanos,
+                    ratio_client_nanos=ratio.client_nanos,
+                    client_budget_nanos=budget if is_prepaid else 0,
+                    cost_funded_nanos=cost if is_prepaid else 0,
+                    spend_cap_nanos=spend_cap_nanos,
+                    budget_period=budget_period,
+                    period_index=period_index(budget_period, now),
+                    requests_per_minute=rpm,
+                    tokens_per_minute=tpm,
+                    max_concurrency=max_concurrency,
+                    allowed_models=allowed,
+                    expires_at=expires_at,
+                    created_at=now,
+                    updated_at=now,
+                )
+            break
+        except IntegrityError:
+            # A prefix collision (about 1 in 2^54): draw a new secret.
+            if attempt == PREFIX_COLLISION_RETRIES - 1:
+                raise
+    if is_prepaid:
+        assert cost is not None  # noqa: S101 - validated above
+        run_sync(
+            ledger_post_op(
+                wallet_id=wallet.pk,
+                kind=LedgerEntry.Kind.KEY_FUNDING,
+                amount_nanos=-cost,
+                reason=f"Funding of key {label}",
+                reference=f"key:{key.pk}",
+                client_key_id=key.pk,
+                actor_id=actor.pk if actor is not None else None,
+                now=now,
+            )
+        )
+    return IssuedKey(key=key, secret=new.secret)
+
+
+@transaction.atomic(durable=True)
+def key_top_up(
+    *, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, client_amount_nanos: int
+) -> ClientKey:
+    """Raise a prepaid key's client budget by ``client_amount_nanos`` and debit the wallet
+    that amount × the key's ratio. Raises InsufficientFunds and changes nothing if the
+    wallet cannot cover it."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    amount = _validate_amount("client_amount", client_amount_nanos, required=True)
+    assert amount is not None  # noqa: S101
+    if key.funding != ClientKey.Funding.PREPAID:
+        raise ClientKeyStateConflict("Wallet-funded keys draw from the wallet; raise spend_cap instead.")
+    cost = key.ratio.cost_from_client(amount)
+    if cost <= 0:
+        raise ClientKeyInvalid("client_amount", "Amount too small.")
+    now = timezone.now()
+    # Claim: only an undeleted key can be topped up; the update also takes its row lock.
+    updated = (
+        ClientKey.objects.filter(pk=key.pk, funding=ClientKey.Funding.PREPAID)
+        .exclude(status=ClientKey.Status.DELETED)
+        .update(
+            client_budget_nanos=F("client_budget_nanos") + amount,
+            cost_funded_nanos=F("cost_funded_nanos") + cost,
+            updated_at=now,
+        )
+    )
+    if updated != 1:
+        raise ClientKeyStateConflict("This key was deleted.")
+    run_sync(
+        ledger_post_op(
+            wallet_id=key.wallet_id,
+            kind=LedgerEntry.Kind.KEY_FUNDING,
+            amount_nanos=-cost,
+            reason=f"Top-up of key {key.label}",
+            reference=f"key:{key.pk}",
+            client_key_id=key.pk,
+            actor_id=actor.pk if actor is not None else None,
+            now=now,
+        )
+    )
+    key.refresh_from_db()
+    return key
+
+
+UPDATABLE_FIELDS = {
+    "label",
+    "default_tag",
+    "rpm",
+    "tpm",
+    "max_concurrency",
+    "models",
+    "expires_at",
+    "spend_cap",
+    "budget_period",
+    "status",
+}
+
+
+@transaction.atomic(durable=True)
+def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, changes: dict[str, Any]) -> ClientKey:
+    """Change a key's label, tag, limits, cap or status (active / revoked).
+
+    Funding and price ratio never change: to reprice, create a new key. Money amounts in
+    ``changes`` are nano-dollars (``spend_cap``).
+    """
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise ClientKeyInvalid(sorted(unknown)[0], "This field cannot be changed.")
+    key = ClientKey.objects.select_for_update().get(pk=key_get(tenant=tenant, key_id=key_id).pk)
+    if key.status == ClientKey.Status.DELETED:
+        raise ClientKeyStateConflict("This key was deleted.")
+    now = timezone.now()
+    if "label" in changes:
+        label = (changes["label"] or "").strip()
+        if not label:
+            raise ClientKeyInvalid("label", "This field may not be blank.")
+        key.label = label
+    if "default_tag" in changes:
+        key.default_tag = (changes["default_tag"] or "").strip()
+    key.requests_per_minute = changes.get("rpm", key.requests_per_minute)
+    key.tokens_per_minute = changes.get("tpm", key.tokens_per_minute)
+    key.max_concurrency = changes.get("max_concurrency", key.max_concurrency)
+    _validate_limits(rpm=key.requests_per_minute, tpm=key.tokens_per_minute, max_concurrency=key.max_concurrency)
+    if "models" in changes:
+        key.allowed_models = _validate_models(changes["models"] or [])
+    if "expires_at" in changes:
+        expires_at = changes["expires_at"]
+        if expires_at is not None and expires_at <= now:
+            raise ClientKeyInvalid("expires_at", "Must be in the future.")
+        key.expires_at = expires_at
+    if "spend_cap" in changes:
+        cap = changes["spend_cap"]
+        if cap is not None and (cap < 0 or cap > MAX_AMOUNT_NANOS):
+            raise ClientKeyInvalid("spend_cap", "Must be between 0 and 1,000,000.")
+        key.spend_cap_nanos = cap
+    if "budget_period" in changes:
+        period = changes["budget_period"]
+        if period not in ClientKey.BudgetPeriod.values:
+            raise ClientKeyInvalid("budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}.")
+        if period != key.budget_period:
+            # A new kind of period starts afresh.
+            key.budget_period = period
+            key.period_index = period_index(period, now)
+            key.period_client_spent_nanos = 0
+    if key.budget_period != ClientKey.BudgetPeriod.NONE and key.spend_cap_nanos is None:
+        raise ClientKeyInvalid("budget_period", "A budget period needs a spend_cap.")
+    if "status" in changes:
+        status = changes["status"]
+        if status not in (ClientKey.Status.ACTIVE, ClientKey.Status.REVOKED):
+            raise ClientKeyInvalid("status", "Must be 'active' or 'revoked'; use DELETE to delete.")
+        if status != key.status:
+            key.status = status
+            key.revoked_at = now if status == ClientKey.Status.REVOKED else None
+    key.updated_at = now
+    # Only configuration columns: the money counters belong to metering and funding flows.
+    key.save(
+        update_fields=[
+            "label", "default_tag", "requests_per_minute", "tokens_per_minute", "max_concurrency",
+            "allowed_models", "expires_at", "spend_cap_nanos", "budget_period", "period_index",
+            "period_client_spent_nanos", "status", "revoked_at", "updated_at",
+        ]
+    )
+    return key
+
+
+@dataclass(frozen=True)
+class Deleted:
+    key: ClientKey
+    refunded_nanos: int
+
+
+@transaction.atomic(durable=True)
+def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -> Deleted:
+    """Delete a key: it stops working at once, and a prepaid key's unspent cost goes back to
+    the wallet (spent usage never does). Requests in flight settle normally; what they held
+    and did not spend is refunded when they settle. Deleting twice refunds once."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    now = timezone.now()
+    # Claim: of concurrent deletes exactly one flips the status; the rest see no row.
+    claimed = (
+        ClientKey.objects.filter(pk=key.pk)
+        .exclude(status=ClientKey.Status.DELETED)
+        .update(status=ClientKey.Status.DELETED, deleted_at=now, updated_at=now)
+    )
+    if claimed != 1:
+        raise ClientKeyStateConflict("This key was already deleted.")
+    key.refresh_from_db()
+    refund = 0
+    if key.funding == ClientKey.Funding.PREPAID:
+        refund = key.cost_funded_nanos - key.cost_spent_nanos - key.cost_reserved_nanos - key.cost_refunded_nanos
+        if refund > 0:
+            ClientKey.objects.filter(pk=key.pk).update(cost_refunded_nanos=F("cost_refunded_nanos") + refund)
+            run_sync(
+                ledger_post_op(
+                    wallet_id=key.wallet_id,
+                    kind=LedgerEntry.Kind.KEY_REFUND,
+                    amount_nanos=refund,
+                    reason=f"Refund of deleted key {key.label}",
+                    reference=f"key:{key.pk}",
+                    idempotency_key=f"key-delete:{key.pk}",
+                    client_key_id=key.pk,
+                    actor_id=actor.pk if actor is not None else None,
+                    now=now,
+                )
+            )
+        elif refund < 0:
+            raise LedgerError(f"key {key.pk} spent more than it was funded")
+        key.refresh_from_db()
+    return Deleted(key=key, refunded_nanos=max(refund, 0))

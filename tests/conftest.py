@@ -1,0 +1,86 @@
+"""Shared fixtures. Tenants come in pairs (``tenant`` and ``outsider``) so every test can
+check that one reseller never reaches another's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from accounts.models import Tenant
+from accounts.services import IssuedToken, reseller_create
+from billing.models import ModelPrice, Upstream
+from billing.money import parse_usd
+from billing.selectors import ledger_mismatches
+from billing.services import price_set, upstream_save, wallet_credit
+
+
+@pytest.fixture
+def make_reseller(db: None) -> Callable[..., tuple[Tenant, IssuedToken]]:
+    counter = iter(range(1, 10_000))
+
+    def make(email: str | None = None, balance: str | None = None) -> tuple[Tenant, IssuedToken]:
+        tenant, token = reseller_create(email=email or f"reseller{next(counter)}@example.com")
+        if balance is not None:
+            wallet_credit(tenant=tenant, amount_nanos=parse_usd(balance), reason="test funds")
+        return tenant, token
+
+    return make
+
+
+@pytest.fixture
+def reseller(make_reseller: Callable[..., tuple[Tenant, IssuedToken]]) -> tuple[Tenant, IssuedToken]:
+    return make_reseller(email="alice@example.com")
+
+
+@pytest.fixture
+def tenant(reseller: tuple[Tenant, IssuedToken]) -> Tenant:
+    return reseller[0]
+
+
+@pytest.fixture
+def outsider(make_reseller: Callable[..., tuple[Tenant, IssuedToken]]) -> tuple[Tenant, IssuedToken]:
+    """A second reseller who must never see or touch the first one's rows."""
+    return make_reseller(email="mallory@example.com", balance="500")
+
+
+@pytest.fixture
+def api(reseller: tuple[Tenant, IssuedToken]) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {reseller[1].secret}")
+    return client
+
+
+@pytest.fixture
+def outsider_api(outsider: tuple[Tenant, IssuedToken]) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {outsider[1].secret}")
+    return client
+
+
+@pytest.fixture
+def upstream(db: None) -> Upstream:
+    return upstream_save(name="mock-openai", kind="openai", base_url="http://127.0.0.1:9/v1")
+
+
+@pytest.fixture
+def price(upstream: Upstream) -> ModelPrice:
+    """mock-gpt at $1 input / $2 output / $0.50 cached per 1M tokens."""
+    return price_set(
+        model="mock-gpt",
+        upstream=upstream,
+        input_per_mtok_nanos=parse_usd(Decimal("1")),
+        output_per_mtok_nanos=parse_usd(Decimal("2")),
+        cached_input_per_mtok_nanos=parse_usd(Decimal("0.5")),
+    )
+
+
+@pytest.fixture
+def books_balance(db: None) -> Iterator[None]:
+    """Use in every test that moves money: the ledger must add up afterwards."""
+    yield
+    assert ledger_mismatches() == []
+    call_command("check_ledger")
