@@ -144,6 +144,9 @@ else:
         }
     }
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+if not IS_POSTGRES:
+    # Tests that run the server in a subprocess need the test database in a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -184,6 +187,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "expire-reservations": {"task": "billing.tasks.reservations_expire_task", "schedule": 30.0},
+    "purge-traces": {"task": "proxy.tasks.traces_purge_task", "schedule": 3600.0},
 }
 
 REST_FRAMEWORK = {
@@ -208,7 +212,15 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Proxy and metering.
+# A hold not settled by then belongs to a crashed worker and is released by the sweep; it
+# must outlast the slowest upstream call (Upstream.timeout_seconds, 600 by default).
 RESERVATION_TTL_SECONDS = env_int("RESERVATION_TTL_SECONDS", 900)
+PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 10 * 1024 * 1024)
+PROXY_KEY_CACHE_SECONDS = env_int("PROXY_KEY_CACHE_SECONDS", 10)
+PROXY_ROUTE_CACHE_SECONDS = env_int("PROXY_ROUTE_CACHE_SECONDS", 10)
+PROXY_TRACE_FLUSH_MS = env_int("PROXY_TRACE_FLUSH_MS", 50)
+PROXY_DB_POOL_MIN = env_int("PROXY_DB_POOL_MIN", 2)
+PROXY_DB_POOL_MAX = env_int("PROXY_DB_POOL_MAX", 16)
 TRACE_RETENTION_DAYS = env_int("TRACE_RETENTION_DAYS", 30)
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5

@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Tenant
+from billing.events import config_changed
 from billing.exceptions import LedgerError
 from billing.ledger import ledger_post_op
 from billing.models import LedgerEntry
@@ -307,6 +308,7 @@ def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, c
             "period_client_spent_nanos", "status", "revoked_at", "updated_at",
         ]
     )
+    config_changed(f"key:{key.prefix}")
     return key
 
 
@@ -331,6 +333,7 @@ def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -
     )
     if claimed != 1:
         raise ClientKeyStateConflict("This key was already deleted.")
+    config_changed(f"key:{key.prefix}")
     key.refresh_from_db()
     refund = 0
     if key.funding == ClientKey.Funding.PREPAID:

@@ -1,0 +1,50 @@
+"""Per-request traces: what happened, what it cost, never what was said."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Trace(models.Model):
+    class Status(models.TextChoices):
+        OK = "ok", "Completed"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        CLIENT_DISCONNECTED = "client_disconnected", "Client disconnected"
+        REFUSED = "refused", "Refused before dispatch"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="traces")
+    tag = models.CharField(max_length=100, blank=True, default="")
+    endpoint = models.CharField(max_length=40)
+    model = models.CharField(max_length=200)
+    upstream = models.ForeignKey("billing.Upstream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    upstream_model = models.CharField(max_length=200, blank=True, default="")
+    price = models.ForeignKey("billing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    is_stream = models.BooleanField(default=False)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cached_input_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    # True when the upstream never reported usage (client gone mid-stream) and tokens are counted by us.
+    is_usage_estimated = models.BooleanField(default=False)
+    cost_nanos = models.BigIntegerField(default=0)
+    client_nanos = models.BigIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=24, choices=Status.choices)
+    error_class = models.CharField(max_length=64, blank=True, default="")
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["client_key", "-created_at"]),
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

@@ -1,0 +1,45 @@
+"""Telling proxy workers that cached configuration changed (keys, routes, prices).
+
+Each proxy worker caches keys and routes; a change made through a service is announced
+after its transaction commits: to listeners in this process, and on a Redis channel that
+every worker subscribes to when ``REDIS_URL`` is set. Caches also expire on their own (a
+few seconds), and every money operation re-checks the key's status in the database, so a
+lost message can never let a revoked key spend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+
+CHANNEL = "tg:config"
+logger = logging.getLogger(__name__)
+_listeners: list[Callable[[str], None]] = []
+
+
+def config_listen(listener: Callable[[str], None]) -> None:
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def config_changed(topic: str) -> None:
+    """Announce ``topic`` ("key:<prefix>" or "routes") once the current transaction commits."""
+    transaction.on_commit(lambda: _publish(topic))
+
+
+def _publish(topic: str) -> None:
+    for listener in list(_listeners):
+        listener(topic)
+    if settings.REDIS_URL:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+            client.publish(CHANNEL, topic)
+            client.close()
+        except redis.RedisError:
+            # Caches expire on their own; the database still enforces status on spend.
+            logger.warning("could not publish config change %s", topic)

@@ -1,0 +1,324 @@
+"""Admission: everything decided before a request is dispatched.
+
+Design overview
+---------------
+In order, each step answering in the endpoint's own error shape:
+
+1. **Authenticate** the client key (``Authorization: Bearer`` or ``x-api-key``): 401 for
+   unknown, revoked, deleted or expired keys. Keys are cached per worker for a few seconds
+   and dropped at once when a service announces a change (``billing.events``); the cache
+   never decides money: the reservation re-checks the key's status in the database.
+2. **Model**: 403 when the key may not use it, 404 when no active route of this wire
+   format has a price.
+3. **Rate limits** (``proxy.ratelimit``): 429 with ``Retry-After`` and ``x-ratelimit-*``.
+4. **Reserve** the worst case (``billing.metering.reserve_op``, one transaction): input
+   bounded by the request's size, output by ``max_tokens`` (or the route's output limit),
+   priced at the dearest candidate route. 402 says how many ``max_tokens`` would fit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+
+from billing.exceptions import KeyInactive, ReservationRefused
+from billing.metering import Hold, reserve_op
+from billing.money import Charge, PriceRatio, Prices, Usage, affordable_output_tokens, format_usd, request_charge
+from keys.hashing import secret_matches, secret_prefix
+from proxy.db import Database, as_aware, as_list
+from proxy.ratelimit import Limits
+from proxy.upstreams.base import UpstreamTarget, upstream_secret
+
+
+class ProxyError(Exception):
+    """An answer the proxy gives itself, before or instead of the upstream's."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        error_class: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = headers or []
+        self.error_class = error_class or code
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    tenant_id: int
+    digest: str
+    status: str
+    funding: str
+    ratio: PriceRatio
+    budget_period: str
+    limits: Limits
+    allowed_models: frozenset[str]
+    expires_at: datetime | None
+    default_tag: str
+
+    def allows(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    route_id: int
+    model: str
+    target_model: str
+    max_output_tokens: int
+    target: UpstreamTarget
+    price_id: int
+    prices: Prices
+
+
+@dataclass(slots=True)
+class TtlCache:
+    ttl_seconds: float
+    entries: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any | None:
+        hit = self.entries.get(name)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, name: str, value: Any) -> None:
+        if len(self.entries) > 50_000:
+            self.entries.clear()
+        self.entries[name] = (time.monotonic() + self.ttl_seconds, value)
+
+    def drop(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+KEY_SELECT = """
+SELECT id, tenant_id, digest, status, funding, ratio_cost_nanos, ratio_client_nanos,
+       budget_period, requests_per_minute, tokens_per_minute, max_concurrency,
+       allowed_models, expires_at, default_tag
+  FROM keys_clientkey WHERE prefix = %(prefix)s
+"""
+
+ROUTES_SELECT = """
+SELECT r.id, r.model, r.upstream_model, r.max_output_tokens,
+       u.id, u.name, u.kind, u.base_url, u.timeout_seconds, u.api_key_env, u.api_key_encrypted,
+       p.id, p.input_per_mtok_nanos, p.output_per_mtok_nanos, p.cached_input_per_mtok_nanos,
+       p.cache_write_per_mtok_nanos
+  FROM billing_modelroute r
+  JOIN billing_upstream u ON u.id = r.upstream_id
+  JOIN billing_modelprice p ON p.route_id = r.id
+ WHERE r.is_active AND u.is_active AND p.effective_from <= %(now)s
+ ORDER BY r.model, r.priority, r.id, p.effective_from DESC, p.id DESC
+"""
+
+
+class Catalog:
+    """Per-worker caches of keys and routes (the only state a worker keeps)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.keys = TtlCache(settings.PROXY_KEY_CACHE_SECONDS)
+        self.routes = TtlCache(settings.PROXY_ROUTE_CACHE_SECONDS)
+
+    def on_config_changed(self, topic: str) -> None:
+        if topic.startswith("key:"):
+            self.keys.drop(topic[4:])
+        else:
+            self.routes.clear()
+
+    async def key_for_secret(self, secret: str) -> KeyInfo | None:
+        prefix = secret_prefix(secret)
+        info: KeyInfo | None = self.keys.get(prefix)
+        if info is None:
+            rows = await self.db.fetch(KEY_SELECT, {"prefix": prefix})
+            if not rows:
+                return None
+            info = _key_info(rows[0])
+            self.keys.put(prefix, info)
+        if not secret_matches(secret, info.digest):
+            return None
+        return info
+
+    async def all_routes(self) -> dict[str, list[RouteInfo]]:
+        routes: dict[str, list[RouteInfo]] | None = self.routes.get("all")
+        if routes is None:
+            from django.utils import timezone
+
+            rows = await self.db.fetch(ROUTES_SELECT, {"now": timezone.now()})
+            routes = _routes_by_model(rows)
+            self.routes.put("all", routes)
+        return routes
+
+    async def routes_for(self, model: str, kind: str) -> list[RouteInfo]:
+        return [r for r in (await self.all_routes()).get(model, []) if r.target.kind == kind]
+
+
+def _key_info(row: tuple[Any, ...]) -> KeyInfo:
+    (key_id, tenant_id, digest, status, funding, ratio_cost, ratio_client, budget_period, rpm, tpm,
+     concurrency, allowed, expires_at, default_tag) = row
+    return KeyInfo(
+        id=int(key_id),
+        tenant_id=int(tenant_id),
+        digest=digest,
+        status=status,
+        funding=funding,
+        ratio=PriceRatio(int(ratio_cost), int(ratio_client)),
+        budget_period=budget_period,
+        limits=Limits(
+            requests_per_minute=int(rpm),
+            tokens_per_minute=int(tpm) if tpm is not None else None,
+            max_concurrency=int(concurrency),
+        ),
+        allowed_models=frozenset(as_list(allowed)),
+        expires_at=as_aware(expires_at),
+        default_tag=default_tag or "",
+    )
+
+
+def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
+    by_model: dict[str, list[RouteInfo]] = {}
+    seen_routes: set[int] = set()
+    secrets: dict[int, str] = {}
+    for row in rows:
+        (route_id, model, upstream_model, max_output, upstream_id, name, kind, base_url, timeout, key_env,
+         key_encrypted, price_id, input_price, output_price, cached_price, cache_write_price) = row
+        if route_id in seen_routes:
+            continue  # an older price version of a route already taken
+        seen_routes.add(route_id)
+        if upstream_id not in secrets:
+            secrets[upstream_id] = upstream_secret(api_key_env=key_env, api_key_encrypted=key_encrypted)
+        by_model.setdefault(model, []).append(
+            RouteInfo(
+                route_id=int(route_id),
+                model=model,
+                target_model=upstream_model or model,
+                max_output_tokens=int(max_output),
+                target=UpstreamTarget(
+                    upstream_id=int(upstream_id),
+                    name=name,
+                    kind=kind,
+                    base_url=base_url.rstrip("/"),
+                    timeout_seconds=int(timeout),
+                    api_key=secrets[upstream_id],
+                ),
+                price_id=int(price_id),
+                prices=Prices(
+                    input_per_mtok_nanos=int(input_price),
+                    output_per_mtok_nanos=int(output_price),
+                    cached_input_per_mtok_nanos=None if cached_price is None else int(cached_price),
+                    cache_write_per_mtok_nanos=None if cache_write_price is None else int(cache_write_price),
+                ),
+            )
+        )
+    return by_model
+
+
+def client_secret(headers: dict[str, str]) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("x-api-key")
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
+async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime) -> KeyInfo:
+    secret = client_secret(headers)
+    if secret is None:
+        raise ProxyError(401, "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.", "missing_api_key")
+    key = await catalog.key_for_secret(secret)
+    if key is None:
+        raise ProxyError(401, "Invalid API key.", "invalid_api_key")
+    if key.status != "active":
+        raise ProxyError(401, f"This API key is {key.status}.", f"key_{key.status}")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise ProxyError(401, "This API key has expired.", "key_expired")
+    return key
+
+
+async def routes_for_request(catalog: Catalog, key: KeyInfo, model: str, kind: str) -> list[RouteInfo]:
+    if not key.allows(model):
+        raise ProxyError(403, f"This key may not use model '{model}'.", "model_not_allowed")
+    routes = await catalog.routes_for(model, kind)
+    if not routes:
+        raise ProxyError(404, f"The model '{model}' does not exist or is not available here.", "model_not_found")
+    return routes
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    hold: Hold
+    worst_case: Charge
+    price_route: RouteInfo
+
+
+async def reserve(
+    db: Database,
+    *,
+    key: KeyInfo,
+    routes: list[RouteInfo],
+    request_id: str,
+    input_bound: int,
+    requested_max_output: int | None,
+    now: datetime,
+) -> Admitted:
+    """Hold the worst case of this request, priced at the dearest route it may take."""
+    worst: tuple[Charge, RouteInfo, Usage] | None = None
+    for route in routes:
+        output = route.max_output_tokens if requested_max_output is None else min(
+            requested_max_output, route.max_output_tokens
+        )
+        usage = Usage(input_tokens=input_bound, output_tokens=output)
+        charge = request_charge(usage, route.prices, key.ratio)
+        if worst is None or charge.cost_nanos > worst[0].cost_nanos:
+            worst = (charge, route, usage)
+    assert worst is not None  # noqa: S101 - routes is never empty here
+    charge, route, usage = worst
+    try:
+        hold = await db.run(
+            reserve_op(
+                request_id=request_id,
+                key_id=key.id,
+                price_id=route.price_id,
+                worst_case=charge,
+                now=now,
+                expires_at=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
+            )
+        )
+    except KeyInactive as exc:
+        raise ProxyError(401, str(exc), "key_inactive") from exc
+    except ReservationRefused as exc:
+        affordable = affordable_output_tokens(
+            input_tokens=input_bound,
+            prices=route.prices,
+            ratio=key.ratio,
+            client_available_nanos=exc.client_available_nanos,
+            cost_available_nanos=exc.cost_available_nanos,
+        )
+        hint = (
+            f" Set max_tokens to at most {affordable} to fit."
+            if affordable > 0
+            else " Even the input alone does not fit: top up the key."
+        )
+        raise ProxyError(
+            402,
+            f"{exc} (worst case: {usage.input_tokens} input + {usage.output_tokens} output tokens, "
+            f"{format_usd(charge.client_nanos)}).{hint}",
+            "insufficient_budget",
+        ) from exc
+    return Admitted(hold=hold, worst_case=charge, price_route=route)

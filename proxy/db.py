@@ -1,0 +1,162 @@
+"""The proxy's database access: the billing operations on an async driver, and raw reads.
+
+On PostgreSQL the hot path uses an async psycopg connection pool: no ORM, no thread hop,
+statements prepared by the server after a few uses. On SQLite (``make run`` without
+``DATABASE_URL``) it runs the same operations through Django's connection in a worker
+thread. Either way the money rules are the ones in ``billing.metering`` /
+``billing.ledger``: this module only *runs* their statements.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from billing.sqlops import Op, Rows, run_sync
+
+T = TypeVar("T")
+
+
+class Database(Protocol):
+    async def run(self, op: Op[T]) -> T: ...
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> Rows: ...
+
+    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def as_aware(value: Any) -> datetime | None:
+    """Datetimes from raw SQLite rows come back naive (UTC); PostgreSQL's are aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def as_list(value: Any) -> list[Any]:
+    """JSON columns: PostgreSQL returns the value, SQLite the text."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return list(json.loads(value))
+    return list(value)
+
+
+class PostgresDatabase:
+    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+        self._opened = False
+
+    async def _ensure_open(self) -> None:
+        if not self._opened:
+            await self._pool.open(wait=True)
+            self._opened = True
+
+    async def run(self, op: Op[T]) -> T:
+        await self._ensure_open()
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                cursor = conn.cursor()
+                try:
+                    statement = next(op)
+                    while True:
+                        await cursor.execute(statement.text, statement.params)
+                        rows = await cursor.fetchall() if cursor.description else []
+                        statement = op.send(rows)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
+        await self._ensure_open()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        await self._ensure_open()
+        from psycopg import sql
+
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        async with self._pool.connection() as conn:
+            async with conn.cursor() as cursor:
+                async with cursor.copy(statement) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+
+class DjangoDatabase:
+    """Development fallback: Django's own connection, in its database thread."""
+
+    async def run(self, op: Op[T]) -> T:
+        return await sync_to_async(run_sync)(op)
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
+        return await sync_to_async(_fetch_sync)(sql, params)
+
+    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        await sync_to_async(_insert_many_sync)(table, columns, rows)
+
+    async def close(self) -> None:
+        return None
+
+
+def _fetch_sync(sql: str, params: dict[str, Any]) -> Rows:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _insert_many_sync(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
+    placeholders = ", ".join(["%s"] * len(columns))
+    adapt = connection.ops.adapt_datetimefield_value
+    prepared = [tuple(adapt(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {connection.ops.quote_name(table)} ({quoted}) VALUES ({placeholders})",  # noqa: S608 - names are ours
+            prepared,
+        )
+
+
+def postgres_conninfo() -> str:
+    db = settings.DATABASES["default"]
+    parts = {
+        "dbname": db.get("NAME"),
+        "user": db.get("USER"),
+        "password": db.get("PASSWORD"),
+        "host": db.get("HOST"),
+        "port": db.get("PORT"),
+    }
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**{k: str(v) for k, v in parts.items() if v})
+
+
+def database_from_settings() -> Database:
+    if settings.IS_POSTGRES:
+        return PostgresDatabase(
+            postgres_conninfo(),
+            min_size=settings.PROXY_DB_POOL_MIN,
+            max_size=settings.PROXY_DB_POOL_MAX,
+        )
+    return DjangoDatabase()

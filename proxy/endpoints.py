@@ -1,0 +1,171 @@
+"""The proxied endpoints: for each, its wire format and how to read and rewrite a request.
+
+The pipeline in ``proxy.views`` is shared; an :class:`Endpoint` answers only the questions
+that differ between formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from billing.money import Usage
+from proxy.wire import anthropic, openai
+from proxy.wire.base import ParsedRequest, StreamScanner
+
+
+class RequestInvalid(ValueError):
+    """The client's request body is not one this endpoint can take (400)."""
+
+
+def _model(payload: dict[str, Any]) -> str:
+    model = payload.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise RequestInvalid("'model' is required.")
+    return model
+
+
+def _positive_int(payload: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = payload.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RequestInvalid(f"'{name}' must be a positive integer.")
+        return value
+    return None
+
+
+def _stream(payload: dict[str, Any]) -> bool:
+    return payload.get("stream") is True
+
+
+def _rewrite_model(payload: dict[str, Any], raw: bytes, target_model: str) -> bytes:
+    if payload.get("model") == target_model:
+        return raw
+    return orjson.dumps({**payload, "model": target_model})
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
+    if not isinstance(payload.get("messages"), list):
+        raise RequestInvalid("'messages' must be a list.")
+    return ParsedRequest(
+        model=_model(payload),
+        is_stream=_stream(payload),
+        max_output_tokens=_positive_int(payload, "max_completion_tokens", "max_tokens"),
+        payload=payload,
+    )
+
+
+def prepare_chat(parsed: ParsedRequest, raw: bytes, target_model: str) -> bytes:
+    if not parsed.is_stream:
+        return _rewrite_model(parsed.payload, raw, target_model)
+    # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
+    options = parsed.payload.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    return orjson.dumps({**parsed.payload, "model": target_model, "stream_options": options})
+
+
+def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
+    options = parsed.payload.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    return openai.ChatStreamScanner(hide_usage_chunk=not asked)
+
+
+def parse_responses(payload: dict[str, Any]) -> ParsedRequest:
+    if "input" not in payload:
+        raise RequestInvalid("'input' is required.")
+    return ParsedRequest(
+        model=_model(payload),
+        is_stream=_stream(payload),
+        max_output_tokens=_positive_int(payload, "max_output_tokens"),
+        payload=payload,
+    )
+
+
+def parse_embeddings(payload: dict[str, Any]) -> ParsedRequest:
+    if "input" not in payload:
+        raise RequestInvalid("'input' is required.")
+    if _stream(payload):
+        raise RequestInvalid("Embeddings cannot be streamed.")
+    return ParsedRequest(model=_model(payload), is_stream=False, max_output_tokens=0, payload=payload)
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
+    if not isinstance(payload.get("messages"), list):
+        raise RequestInvalid("messages: Field required")
+    max_tokens = _positive_int(payload, "max_tokens")
+    if max_tokens is None:
+        raise RequestInvalid("max_tokens: Field required")
+    return ParsedRequest(model=_model(payload), is_stream=_stream(payload), max_output_tokens=max_tokens, payload=payload)
+
+
+def prepare_plain(parsed: ParsedRequest, raw: bytes, target_model: str) -> bytes:
+    return _rewrite_model(parsed.payload, raw, target_model)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    kind: str  # the upstream kind (and error shape) this endpoint speaks
+    upstream_path: str
+    parse: Callable[[dict[str, Any]], ParsedRequest]
+    prepare: Callable[[ParsedRequest, bytes, str], bytes]
+    usage_from_body: Callable[[dict[str, Any]], Usage | None]
+    scanner: Callable[[ParsedRequest], StreamScanner] | None
+    error_body: Callable[[int, str, str | None], bytes]
+
+
+CHAT = Endpoint(
+    name="chat.completions",
+    kind="openai",
+    upstream_path="/chat/completions",
+    parse=parse_chat,
+    prepare=prepare_chat,
+    usage_from_body=lambda body: openai.chat_usage(body.get("usage")),
+    scanner=chat_scanner,
+    error_body=openai.error_body,
+)
+
+RESPONSES = Endpoint(
+    name="responses",
+    kind="openai",
+    upstream_path="/responses",
+    parse=parse_responses,
+    prepare=prepare_plain,
+    usage_from_body=lambda body: openai.responses_usage(body.get("usage")),
+    scanner=lambda parsed: openai.ResponsesStreamScanner(),
+    error_body=openai.error_body,
+)
+
+EMBEDDINGS = Endpoint(
+    name="embeddings",
+    kind="openai",
+    upstream_path="/embeddings",
+    parse=parse_embeddings,
+    prepare=prepare_plain,
+    usage_from_body=lambda body: openai.embeddings_usage(body.get("usage")),
+    scanner=None,
+    error_body=openai.error_body,
+)
+
+MESSAGES = Endpoint(
+    name="messages",
+    kind="anthropic",
+    upstream_path="/v1/messages",
+    parse=parse_messages,
+    prepare=prepare_plain,
+    usage_from_body=lambda body: anthropic.messages_usage(body.get("usage")),
+    scanner=lambda parsed: anthropic.MessagesStreamScanner(),
+    error_body=anthropic.error_body,
+)

@@ -1,0 +1,93 @@
+"""Per-worker state of the proxy: connections and caches, created in the serving loop.
+
+Nothing here is needed for correctness across workers: limits live in Redis (or in this
+process without it), money in the database. A worker holds one aiohttp session (pooled
+keep-alive connections to upstreams), one database pool, one rate limiter client, the key
+and route caches, and the trace buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+from django.conf import settings
+
+from billing.events import CHANNEL, config_listen
+from proxy.admission import Catalog
+from proxy.db import Database, database_from_settings
+from proxy.ratelimit import RateLimiter, rate_limiter_from_settings
+from proxy.traces import TraceWriter
+from proxy.upstreams.anthropic import AnthropicAdapter
+from proxy.upstreams.base import UpstreamAdapter
+from proxy.upstreams.openai import OpenAIAdapter
+
+logger = logging.getLogger(__name__)
+
+ADAPTERS: dict[str, UpstreamAdapter] = {"openai": OpenAIAdapter(), "anthropic": AnthropicAdapter()}
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.db: Database = database_from_settings()
+        self.catalog = Catalog(self.db)
+        self.limiter: RateLimiter = rate_limiter_from_settings()
+        self.traces = TraceWriter(self.db, settings.PROXY_TRACE_FLUSH_MS)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=True,
+        )
+        config_listen(self.catalog.on_config_changed)
+        self._subscriber: asyncio.Task[None] | None = None
+        if settings.REDIS_URL:
+            self._subscriber = asyncio.get_running_loop().create_task(self._subscribe())
+
+    async def _subscribe(self) -> None:
+        """Drop cached keys and routes when any process announces a change."""
+        import redis.asyncio as redis
+
+        while True:
+            try:
+                client = redis.Redis.from_url(settings.REDIS_URL)
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.catalog.on_config_changed(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("config subscription lost; retrying", exc_info=True)
+                self.catalog.keys.clear()
+                self.catalog.routes.clear()
+                await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscriber
+        await self.traces.close()
+        await self.session.close()
+        await self.limiter.close()
+        await self.db.close()
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one per worker process, created in its event loop
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+async def close_runtime() -> None:
+    global _runtime  # noqa: PLW0603
+    if _runtime is not None:
+        runtime, _runtime = _runtime, None
+        await runtime.close()
