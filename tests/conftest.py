@@ -84,3 +84,20 @@ def books_balance(db: None) -> Iterator[None]:
     yield
     assert ledger_mismatches() == []
     call_command("check_ledger")
+
+
+@pytest.fixture
+def api_throttle_reset(
+    reseller: tuple[Tenant, IssuedToken], outsider: tuple[Tenant, IssuedToken]
+) -> None:
+    """Forget the REST API's courtesy-throttle counts of both resellers' users.
+
+    DRF counts requests per user id in the cache, and a SQLite test database hands the same
+    ids out again in every test, so without this a long run could hit 429 mid-suite.
+    """
+    from django.core.cache import cache
+    from rest_framework.throttling import UserRateThrottle
+
+    for tenant, _ in (reseller, outsider):
+        ident = {"scope": UserRateThrottle.scope, "ident": tenant.owner_id}
+        cache.delete(UserRateThrottle.cache_format % ident)
