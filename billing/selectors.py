@@ -15,8 +15,12 @@ def wallet_for_tenant(*, tenant: Tenant) -> Wallet:
     return Wallet.objects.get(tenant=tenant)
 
 
-def ledger_entries(*, tenant: Tenant) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(wallet__tenant=tenant).select_related("client_key").order_by("-id")
+def ledger_entries(*, tenant: Tenant, kind: str | None = None) -> QuerySet[LedgerEntry]:
+    """The tenant's ledger, newest first; only entries of ``kind`` when given."""
+    entries = LedgerEntry.objects.filter(wallet__tenant=tenant)
+    if kind is not None:
+        entries = entries.filter(kind=kind)
+    return entries.select_related("client_key").order_by("-id")
 
 
 def routes_for_model(*, model: str) -> list[ModelRoute]:
