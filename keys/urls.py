@@ -1,5 +1,61 @@
+"""Key endpoints under ``/api/v1/``. One APIView per operation (house rule 15), so a path
+that serves several methods dispatches to the view for each."""
+
 from __future__ import annotations
 
-from django.urls import path
+from collections.abc import Callable
+from http import HTTPStatus
 
-urlpatterns: list = []
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from keys.apis import (
+    KeyCreateApi,
+    KeyDeleteApi,
+    KeyDetailApi,
+    KeyListApi,
+    KeyTopUpApi,
+    KeyUpdateApi,
+)
+
+View = Callable[..., HttpResponseBase]
+
+
+def by_method(**views: View) -> View:
+    """A view that hands each HTTP method to its own APIView.
+
+    Other methods go to the GET view (else the first), so DRF still authenticates before
+    it answers 405; the ``Allow`` header of a 405 then lists the methods of the whole path.
+    """
+    fallback = views.get("GET") or next(iter(views.values()))
+    allowed = ", ".join([*views, "OPTIONS"])
+
+    # Safe: every target is a DRF APIView, which exempts itself and authenticates by token.
+    @csrf_exempt
+    def view(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
+        response = views.get(request.method or "", fallback)(request, *args, **kwargs)
+        if response.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            response["Allow"] = allowed
+        return response
+
+    return view
+
+
+urlpatterns = [
+    path(
+        "keys",
+        by_method(GET=KeyListApi.as_view(), POST=KeyCreateApi.as_view()),
+        name="key-list",
+    ),
+    path(
+        "keys/<int:key_id>",
+        by_method(
+            GET=KeyDetailApi.as_view(),
+            PATCH=KeyUpdateApi.as_view(),
+            DELETE=KeyDeleteApi.as_view(),
+        ),
+        name="key-detail",
+    ),
+    path("keys/<int:key_id>/top-up", KeyTopUpApi.as_view(), name="key-top-up"),
+]
