@@ -61,6 +61,7 @@ Failure
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -73,8 +74,7 @@ from django.conf import settings
 
 WINDOW_SECONDS = 60
 DEFAULT_SLOT_TTL_SECONDS = 900
-REDIS_MAX_CONNECTIONS = 32  # per worker process
-REDIS_POOL_TIMEOUT_SECONDS = 5
+REDIS_MAX_CONNECTIONS = 32  # per RedisRateLimiter, i.e. per worker process
 
 REASON_REQUESTS = "requests_per_minute"
 REASON_TOKENS = "tokens_per_minute"
@@ -186,16 +186,19 @@ def _decision(
 
 
 class RedisRateLimiter:
-    """Limits shared by every worker through one Redis; one ``EVALSHA`` per call."""
+    """Limits shared by every worker through one Redis; one ``EVALSHA`` per call.
+
+    Create one per worker process and event loop (its connections and queue belong to the
+    loop that first uses them), and ``close`` it on shutdown.
+    """
 
     def __init__(self, url: str, *, slot_ttl_seconds: int = DEFAULT_SLOT_TTL_SECONDS) -> None:
-        # A bounded pool that queues callers rather than failing: one Redis thread serves
-        # each script in microseconds, so more connections add no throughput, while a burst
-        # of requests must wait for a connection, not turn into errors.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT_SECONDS
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        # A burst of requests must queue for a connection, not turn into errors, and one
+        # Redis thread runs each script in microseconds, so a few connections suffice. The
+        # queue is a FIFO semaphore: redis-py's BlockingConnectionPool lets newcomers barge
+        # past waiters, which starved some callers for seconds in bench/ratelimit_bench.py.
+        self._redis = aioredis.Redis.from_url(url, max_connections=REDIS_MAX_CONNECTIONS)
+        self._connections = asyncio.Semaphore(REDIS_MAX_CONNECTIONS)
         # register_script sends EVALSHA and loads the script only on NOSCRIPT (first use,
         # or after a Redis restart), so a call stays one round trip.
         self._script = self._redis.register_script(_SCRIPT_SOURCE)
@@ -217,9 +220,9 @@ class RedisRateLimiter:
             max(0, estimated_tokens),
             self._slot_ttl_us,
         ]
-        allowed, reason, retry, rq_left, rq_reset, tk_left, tk_reset = await self._script(
-            keys=self._keys(key_id), args=args
-        )
+        async with self._connections:
+            reply = await self._script(keys=self._keys(key_id), args=args)
+        allowed, reason, retry, rq_left, rq_reset, tk_left, tk_reset = reply
         return _decision(
             limits,
             allowed=bool(allowed),
@@ -232,9 +235,9 @@ class RedisRateLimiter:
         )
 
     async def release(self, *, key_id: int, request_id: str, tokens_used: int) -> None:
-        await self._script(
-            keys=self._keys(key_id), args=["release", request_id, max(0, tokens_used)]
-        )
+        args: list[str | int] = ["release", request_id, max(0, tokens_used)]
+        async with self._connections:
+            await self._script(keys=self._keys(key_id), args=args)
 
     async def close(self) -> None:
         await self._redis.aclose()
