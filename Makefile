@@ -49,5 +49,11 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 
+# Loopback only: a mock upstream, Tollgate with 2 workers on PostgreSQL + Redis, the load
+# generator; see bench/README.md. BENCH_ARGS="--runs 1" for a quick look.
+BENCH_ARGS ?=
+bench: setup
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ thread. Either way the money rules are the ones in ``billing.metering`` /
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -52,18 +53,28 @@ def as_list(value: Any) -> list[Any]:
 
 
 class PostgresDatabase:
-    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16) -> None:
+    def __init__(
+        self, conninfo: str, *, min_size: int = 2, max_size: int = 16, synchronous_commit: bool = True
+    ) -> None:
         from psycopg_pool import AsyncConnectionPool
 
+        options = {} if synchronous_commit else {"options": "-c synchronous_commit=off"}
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True, **options}
         )
         self._opened = False
+        self._opening: asyncio.Lock | None = None
 
     async def _ensure_open(self) -> None:
-        if not self._opened:
-            await self._pool.open(wait=True)
-            self._opened = True
+        if self._opened:
+            return
+        # Many first requests arrive together; the pool must be opened exactly once.
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if not self._opened:
+                await self._pool.open(wait=True)
+                self._opened = True
 
     async def run(self, op: Op[T]) -> T:
         await self._ensure_open()
@@ -158,5 +169,6 @@ def database_from_settings() -> Database:
             postgres_conninfo(),
             min_size=settings.PROXY_DB_POOL_MIN,
             max_size=settings.PROXY_DB_POOL_MAX,
+            synchronous_commit=settings.PROXY_SYNCHRONOUS_COMMIT,
         )
     return DjangoDatabase()
