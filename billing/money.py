@@ -21,8 +21,9 @@ Design overview
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, Inexact, localcontext
 
 NANOS_PER_USD = 1_000_000_000
 NANOS_PER_CENT = 10_000_000
@@ -30,6 +31,13 @@ TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per 1M tokens
 USD_DECIMAL_PLACES = 9
 # The largest amount any single API call may move: a guard against typos and overflow.
 MAX_AMOUNT_NANOS = 1_000_000 * NANOS_PER_USD
+# The largest amount parse_usd reads at all, checked before any arithmetic.
+MAX_PARSED_USD = Decimal(10**18 // NANOS_PER_USD)
+# An amount as people and JSON write it: digits, one optional point, an optional exponent.
+# Decimal() alone also takes "1_000", "Infinity" and non-ASCII digits.
+USD_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# What affordable_output_tokens answers when nothing bounds max_tokens.
+UNBOUNDED_OUTPUT_TOKENS = 2**31 - 1
 
 
 class MoneyError(ValueError):
@@ -54,19 +62,31 @@ def parse_usd(value: Decimal | str | int) -> int:
     if isinstance(value, float):
         # Floats cannot be trusted to carry the amount the user typed.
         value = repr(value)
-    try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError) as exc:
-        raise MoneyError("not a number") from exc
+    if isinstance(value, Decimal):
+        amount = value
+    else:
+        text = str(value).strip()
+        if not USD_TEXT.fullmatch(text):
+            raise MoneyError("not a number")
+        amount = Decimal(text)
     if not amount.is_finite():
         raise MoneyError("not a finite number")
-    nanos = amount * NANOS_PER_USD
+    # Range first, with an exact comparison: arithmetic on "1E+999990" would build a
+    # million-digit int (seconds of CPU per request) and "1E+100000000" would overflow.
+    if amount.copy_abs() > MAX_PARSED_USD:
+        raise MoneyError("amount out of range")
+    # Decimal arithmetic silently rounds to the context precision (28 digits): without the
+    # trap, "0.1000000000000000000000000000001" would be read as 0.10. An in-range amount
+    # with at most 9 places scales exactly; anything the trap catches has more places.
+    with localcontext() as exact:
+        exact.traps[Inexact] = True
+        try:
+            nanos = amount * NANOS_PER_USD
+        except Inexact as exc:
+            raise MoneyError(f"at most {USD_DECIMAL_PLACES} decimal places") from exc
     if nanos != nanos.to_integral_value():
         raise MoneyError(f"at most {USD_DECIMAL_PLACES} decimal places")
-    result = int(nanos)
-    if abs(result) > 10**18:
-        raise MoneyError("amount out of range")
-    return result
+    return int(nanos)
 
 
 def to_decimal(nanos: int) -> Decimal:
@@ -216,26 +236,26 @@ def affordable_output_tokens(
     """The largest ``max_tokens`` whose worst case fits what is available (0 if none).
 
     Used for the 402 message; the bound is checked again by the reservation itself.
+    Free output is bounded only by whether the input alone fits.
     """
-    if prices.output_per_mtok_nanos <= 0:
-        return 2**31 - 1
-    best: int | None = None
-    input_part = input_tokens * prices.input_per_mtok_nanos
+    # Each limit is the largest exact numerator (Σ tokens × price per MTok) that still
+    # rounds to an amount within what is available.
+    limits: list[int] = []
     if cost_available_nanos is not None:
         # cost = round_half_up(N / 1e6) <= A  <=>  N < (A + 0.5) * 1e6
-        limit = cost_available_nanos * TOKENS_PER_PRICE_UNIT + TOKENS_PER_PRICE_UNIT // 2 - 1
-        best = _max_tokens_under(limit - input_part, prices.output_per_mtok_nanos)
+        limits.append(cost_available_nanos * TOKENS_PER_PRICE_UNIT + TOKENS_PER_PRICE_UNIT // 2 - 1)
     if client_available_nanos is not None:
         denominator = TOKENS_PER_PRICE_UNIT * ratio.cost_nanos
         limit_scaled = client_available_nanos * denominator + (denominator - 1) // 2
-        # numerator * client_r <= limit_scaled
-        limit = limit_scaled // ratio.client_nanos
-        tokens = _max_tokens_under(limit - input_part, prices.output_per_mtok_nanos)
-        best = tokens if best is None else min(best, tokens)
-    return max(0, best if best is not None else 0)
-
-
-def _max_tokens_under(budget_numerator: int, per_token: int) -> int:
-    if budget_numerator < 0:
-        return 0
-    return budget_numerator // per_token
+        # The numerator times the ratio's client amount must stay within limit_scaled.
+        limits.append(limit_scaled // ratio.client_nanos)
+    input_part = input_tokens * prices.input_per_mtok_nanos
+    per_token = prices.output_per_mtok_nanos
+    best = UNBOUNDED_OUTPUT_TOKENS
+    for limit in limits:
+        room = limit - input_part
+        if room < 0:
+            return 0
+        if per_token > 0:
+            best = min(best, room // per_token)
+    return best
