@@ -19,6 +19,12 @@ update serialises competitors; the loser updates no row and is refused):
    ledger in the same transaction. Releasing is settling a zero charge. A prepaid key that
    was deleted while the request was in flight refunds the released part at once.
 
+A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
+statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
+caller's copy of the key may predate a change of ``budget_period`` (the proxy caches keys,
+and a request can run for minutes), and an index of another kind would reset a cap early or
+push ``period_index`` so far ahead that the cap never resets again.
+
 Locks are always taken in the order reservation → key → wallet, so two operations never
 wait on each other in opposite orders. Every operation is an ``Op`` (see ``billing.sqlops``)
 run by the sync services or by the proxy's async driver: one implementation for both.
@@ -33,32 +39,38 @@ from billing.exceptions import KeyInactive, ReservationRefused
 from billing.ledger import ledger_post_op
 from billing.money import Charge, format_usd
 from billing.sqlops import Op, Sql
+from keys.periods import period_indexes
 
-KEY_RESERVE = """
+# The current period of the key's stored budget_period (params: ``period_indexes(now)``).
+PERIOD = """(CASE budget_period WHEN 'daily' THEN %(daily)s WHEN 'weekly' THEN %(weekly)s
+ WHEN 'monthly' THEN %(monthly)s ELSE 0 END)"""
+
+# Only the PERIOD fragment above is interpolated into these statements; values are params.
+KEY_RESERVE = f"""
 UPDATE keys_clientkey
    SET client_reserved_nanos = client_reserved_nanos + %(client)s,
        cost_reserved_nanos = cost_reserved_nanos + %(cost)s,
-       period_client_spent_nanos = CASE WHEN period_index < %(period)s THEN 0
+       period_client_spent_nanos = CASE WHEN period_index < {PERIOD} THEN 0
                                         ELSE period_client_spent_nanos END,
-       period_index = CASE WHEN period_index < %(period)s THEN %(period)s ELSE period_index END
+       period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END
  WHERE id = %(key_id)s
    AND status = 'active'
    AND (funding <> 'prepaid' OR (
             client_spent_nanos + client_reserved_nanos + %(client)s <= client_budget_nanos
         AND cost_spent_nanos + cost_reserved_nanos + cost_refunded_nanos + %(cost)s <= cost_funded_nanos))
    AND (spend_cap_nanos IS NULL OR
-        (CASE WHEN period_index < %(period)s THEN 0 ELSE period_client_spent_nanos END)
+        (CASE WHEN period_index < {PERIOD} THEN 0 ELSE period_client_spent_nanos END)
         + client_reserved_nanos + %(client)s <= spend_cap_nanos)
 RETURNING funding, wallet_id
-"""
+"""  # noqa: S608
 
-KEY_STATE = """
+KEY_STATE = f"""
 SELECT status, funding, client_budget_nanos, client_spent_nanos, client_reserved_nanos,
        cost_funded_nanos, cost_spent_nanos, cost_reserved_nanos, cost_refunded_nanos,
        spend_cap_nanos,
-       CASE WHEN period_index < %(period)s THEN 0 ELSE period_client_spent_nanos END
+       CASE WHEN period_index < {PERIOD} THEN 0 ELSE period_client_spent_nanos END
   FROM keys_clientkey WHERE id = %(key_id)s
-"""
+"""  # noqa: S608
 
 WALLET_RESERVE = """
 UPDATE billing_wallet
@@ -89,18 +101,18 @@ RETURNING id, client_key_id, wallet_id, cost_nanos, client_nanos,
           charged_cost_nanos, charged_client_nanos
 """
 
-KEY_SETTLE = """
+KEY_SETTLE = f"""
 UPDATE keys_clientkey
    SET client_reserved_nanos = client_reserved_nanos - %(held_client)s,
        cost_reserved_nanos = cost_reserved_nanos - %(held_cost)s,
        client_spent_nanos = client_spent_nanos + %(client)s,
        cost_spent_nanos = cost_spent_nanos + %(cost)s,
-       period_client_spent_nanos = CASE WHEN period_index < %(period)s THEN 0
+       period_client_spent_nanos = CASE WHEN period_index < {PERIOD} THEN 0
                                         ELSE period_client_spent_nanos END + %(client)s,
-       period_index = CASE WHEN period_index < %(period)s THEN %(period)s ELSE period_index END
+       period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END
  WHERE id = %(key_id)s
 RETURNING funding, status, wallet_id
-"""
+"""  # noqa: S608
 
 KEY_REFUND_RELEASED = """
 UPDATE keys_clientkey SET cost_refunded_nanos = cost_refunded_nanos + %(refund)s WHERE id = %(key_id)s
@@ -135,23 +147,26 @@ def reserve_op(
     key_id: int,
     price_id: int,
     worst_case: Charge,
-    period: int,
     now: datetime,
     expires_at: datetime,
+    period: int | None = None,
 ) -> Op[Hold]:
     """Hold ``worst_case`` against the key (and its wallet, for wallet-funded keys).
 
     Raises ReservationRefused (with what is available) or KeyInactive; nothing is held then.
+    ``period`` is ignored (the statement picks the stored budget_period's period at
+    ``now``); it is accepted only until the proxy's callers stop passing it.
     """
+    periods = period_indexes(now)
     params = {
         "client": worst_case.client_nanos,
         "cost": worst_case.cost_nanos,
-        "period": period,
         "key_id": key_id,
+        **periods,
     }
     rows = yield Sql(KEY_RESERVE, params)
     if not rows:
-        state = yield Sql(KEY_STATE, {"key_id": key_id, "period": period})
+        state = yield Sql(KEY_STATE, {"key_id": key_id, **periods})
         raise _refusal(state, worst_case)
     funding, key_wallet_id = rows[0]
     wallet_id = int(key_wallet_id) if funding == "wallet" else None
@@ -209,15 +224,15 @@ def settle_op(
     *,
     request_id: str,
     actual: Charge,
-    period: int,
     now: datetime,
     status: str = "settled",
     reason: str = "API usage",
+    period: int | None = None,
 ) -> Op[Settlement | None]:
     """Charge ``actual`` (clamped to the hold) and release the rest of the reservation.
 
     Returns None when the reservation was already settled, released or expired: settling
-    is idempotent on the request id.
+    is idempotent on the request id. ``period`` is ignored, as in :func:`reserve_op`.
     """
     claimed = yield Sql(
         RESERVATION_CLAIM,
@@ -242,8 +257,8 @@ def settle_op(
             "held_cost": held_cost,
             "client": charged_client,
             "cost": charged_cost,
-            "period": period,
             "key_id": key_id,
+            **period_indexes(now),
         },
     )
     funding, key_status, key_wallet_id = key_rows[0]

@@ -24,7 +24,6 @@ from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Ups
 from billing.money import MAX_AMOUNT_NANOS, Charge, Usage, request_charge
 from billing.sqlops import run_sync
 from keys.models import ClientKey
-from keys.periods import period_index
 
 # Ledger kinds an operator may post by hand.
 MANUAL_KINDS = {LedgerEntry.Kind.MANUAL_CREDIT, LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.TOP_UP}
@@ -195,7 +194,6 @@ def reservation_create(
             key_id=key.pk,
             price_id=price.pk,
             worst_case=charge,
-            period=period_index(key.budget_period, now),
             now=now,
             expires_at=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
         )
@@ -216,7 +214,6 @@ def _finish(*, request_id: str, usage: Usage, status: str, now: datetime | None)
         settle_op(
             request_id=request_id,
             actual=actual,
-            period=period_index(key.budget_period, now),
             now=now,
             status=status,
         )

@@ -24,6 +24,15 @@ def period_index(budget_period: str, now: datetime) -> int:
     return 0
 
 
+def period_indexes(now: datetime) -> dict[str, int]:
+    """The index at ``now`` of every kind of resetting period, by name.
+
+    Metering passes all of them so its statements pick the one of the key's stored
+    ``budget_period`` (see ``billing.metering``).
+    """
+    return {kind: period_index(kind, now) for kind in ("daily", "weekly", "monthly")}
+
+
 def period_start(budget_period: str, now: datetime) -> datetime | None:
     """The UTC start of the current period (None when the cap never resets)."""
     from datetime import timedelta

@@ -31,7 +31,8 @@ Concurrency
     (keep it above the proxy's longest upstream timeout), so a crashed worker never locks a
     key out: expired slots are swept inside every acquire. Releasing an unknown, expired or
     already released ``request_id`` is harmless, and tokens are counted once, by the release
-    that actually frees the slot. Acquiring again with an id that holds a slot takes no
+    that actually frees the slot (so a request that outlives its slot is treated as crashed
+    and its tokens may go uncounted). Acquiring again with an id that holds a slot takes no
     second slot.
 
 All or nothing

@@ -1,0 +1,528 @@
+"""Reserve → settle / release / expire, through billing.services (the sync front door of
+billing.metering). Every test ends with the books audited (``books_balance``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.db import IntegrityError
+
+from billing.exceptions import KeyInactive, ReservationRefused
+from billing.models import LedgerEntry, Reservation, Wallet
+from billing.money import Usage, affordable_output_tokens, parse_usd
+from billing.selectors import wallet_for_tenant
+from billing.services import (
+    price_set,
+    reservation_create,
+    reservation_release,
+    reservations_expire,
+    usage_settle,
+    wallet_credit,
+)
+from keys.models import ClientKey
+from keys.periods import period_index
+from keys.services import key_create, key_delete, key_update
+
+pytestmark = pytest.mark.usefixtures("books_balance")
+
+# Prices (conftest ``price``): $1 input / $2 output per 1M tokens. At ratio 0.6 (cost $60
+# for a $100 client budget) the worst case below costs $0.009 and $0.015 in client price,
+# the actual usage $0.003 and $0.005.
+WORST = Usage(input_tokens=1_000, output_tokens=4_000)
+WORST_COST, WORST_CLIENT = 9_000_000, 15_000_000
+ACTUAL = Usage(input_tokens=1_000, output_tokens=1_000)
+ACTUAL_COST, ACTUAL_CLIENT = 3_000_000, 5_000_000
+
+
+def fund(tenant, usd: str) -> None:
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd(usd), reason="test funds")
+
+
+def wallet_of(tenant) -> Wallet:
+    return wallet_for_tenant(tenant=tenant)
+
+
+def prepaid_key(tenant, *, budget: str = "100", cost: str = "60", **options) -> ClientKey:
+    return key_create(
+        tenant=tenant,
+        actor=None,
+        label="prepaid",
+        client_budget_nanos=parse_usd(budget),
+        your_cost_nanos=parse_usd(cost),
+        **options,
+    ).key
+
+
+def wallet_key(tenant, **options) -> ClientKey:
+    return key_create(
+        tenant=tenant, actor=None, label="wallet", funding=ClientKey.Funding.WALLET, **options
+    ).key
+
+
+def fresh(key: ClientKey) -> ClientKey:
+    return ClientKey.objects.get(pk=key.pk)
+
+
+# ----------------------------------------------------------------------------- prepaid keys
+
+
+def test_settle_charges_the_actual_cost_and_releases_the_rest(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+
+    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    assert (reserved.worst_case.cost_nanos, reserved.worst_case.client_nanos) == (
+        WORST_COST,
+        WORST_CLIENT,
+    )
+    assert reserved.hold.wallet_id is None  # a prepaid key's budget is already set aside
+    held = fresh(key)
+    assert (held.client_reserved_nanos, held.cost_reserved_nanos) == (WORST_CLIENT, WORST_COST)
+
+    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+
+    assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (
+        ACTUAL_COST,
+        ACTUAL_CLIENT,
+    )
+    assert (settled.held_cost_nanos, settled.held_client_nanos) == (WORST_COST, WORST_CLIENT)
+    assert settled.overrun_cost_nanos == 0
+    key = fresh(key)
+    assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (ACTUAL_CLIENT, ACTUAL_COST)
+    reservation = Reservation.objects.get(request_id="req-1")
+    assert reservation.status == Reservation.Status.SETTLED
+    assert (reservation.charged_cost_nanos, reservation.charged_client_nanos) == (
+        ACTUAL_COST,
+        ACTUAL_CLIENT,
+    )
+    # Prepaid usage was paid for when the key was funded: the wallet does not move.
+    assert wallet_of(tenant).balance_nanos == parse_usd("140")
+    assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE).exists()
+
+
+def test_release_charges_nothing(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    released = reservation_release(request_id="req-1")
+
+    assert (released.charged_cost_nanos, released.charged_client_nanos) == (0, 0)
+    key = fresh(key)
+    assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (0, 0)
+    assert Reservation.objects.get(request_id="req-1").status == Reservation.Status.RELEASED
+
+
+def test_settling_twice_charges_once(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    assert usage_settle(request_id="req-1", usage=ACTUAL) is not None
+    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
+    assert usage_settle(request_id="req-1", usage=WORST) is None
+    assert reservation_release(request_id="req-1") is None
+
+    key = fresh(key)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (ACTUAL_CLIENT, ACTUAL_COST)
+    assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
+
+
+def test_expired_holds_are_released_and_a_late_settlement_charges_nothing(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    now = datetime.now(UTC)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
+
+    assert reservations_expire(now=now + ttl - timedelta(seconds=1)) == 0
+    assert fresh(key).client_reserved_nanos == WORST_CLIENT
+
+    assert reservations_expire(now=now + ttl + timedelta(seconds=1)) == 1
+    assert reservations_expire(now=now + ttl + timedelta(seconds=2)) == 0  # re-running is harmless
+
+    reservation = Reservation.objects.get(request_id="req-1")
+    assert reservation.status == Reservation.Status.EXPIRED
+    assert reservation.charged_cost_nanos == 0
+    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
+    key = fresh(key)
+    assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (0, 0)
+
+
+def test_expiry_leaves_settled_and_unexpired_holds_alone(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    now = datetime.now(UTC)
+    reservation_create(key=key, price=price, request_id="old-settled", worst_case=WORST, now=now)
+    reservation_create(key=key, price=price, request_id="old-held", worst_case=WORST, now=now)
+    reservation_create(
+        key=key, price=price, request_id="new-held", worst_case=WORST, now=now + timedelta(hours=1)
+    )
+    usage_settle(request_id="old-settled", usage=ACTUAL)
+
+    assert (
+        reservations_expire(now=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS + 1)) == 1
+    )
+
+    statuses = dict(Reservation.objects.values_list("request_id", "status"))
+    assert statuses == {"old-settled": "settled", "old-held": "expired", "new-held": "held"}
+    assert fresh(key).client_spent_nanos == ACTUAL_CLIENT
+    assert fresh(key).client_reserved_nanos == WORST_CLIENT
+
+
+def test_usage_beyond_the_hold_is_clamped_to_it_and_reported(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    # The upstream reports more than max_tokens allowed: $0.021 of cost.
+    settled = usage_settle(
+        request_id="req-1", usage=Usage(input_tokens=1_000, output_tokens=10_000)
+    )
+
+    assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (WORST_COST, WORST_CLIENT)
+    assert settled.overrun_cost_nanos == 21_000_000 - WORST_COST
+    key = fresh(key)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (WORST_CLIENT, WORST_COST)
+
+
+def test_exhausted_prepaid_budget_is_refused_with_what_remains(tenant, price):
+    fund(tenant, "1")
+    key = prepaid_key(tenant, budget="0.02", cost="0.012")
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    with pytest.raises(ReservationRefused) as refused:
+        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+
+    assert refused.value.client_available_nanos == parse_usd("0.02") - WORST_CLIENT
+    assert refused.value.cost_available_nanos == parse_usd("0.012") - WORST_COST
+    assert "remaining" in str(refused.value)
+    assert not Reservation.objects.filter(request_id="req-2").exists()
+    assert fresh(key).client_reserved_nanos == WORST_CLIENT
+    # The max_tokens the refusal suggests is admitted, one more is not.
+    affordable = affordable_output_tokens(
+        input_tokens=1_000,
+        prices=price.as_prices(),
+        ratio=key.ratio,
+        client_available_nanos=refused.value.client_available_nanos,
+        cost_available_nanos=refused.value.cost_available_nanos,
+    )
+    assert affordable > 0
+    with pytest.raises(ReservationRefused):
+        reservation_create(
+            key=key,
+            price=price,
+            request_id="req-3",
+            worst_case=Usage(input_tokens=1_000, output_tokens=affordable + 1),
+        )
+    reservation_create(
+        key=key,
+        price=price,
+        request_id="req-4",
+        worst_case=Usage(input_tokens=1_000, output_tokens=affordable),
+    )
+    key = fresh(key)
+    assert key.client_spent_nanos + key.client_reserved_nanos <= key.client_budget_nanos
+    assert key.cost_spent_nanos + key.cost_reserved_nanos <= key.cost_funded_nanos
+
+
+@pytest.mark.parametrize("how", ["revoked", "deleted"])
+def test_an_inactive_key_cannot_reserve(tenant, price, how):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    if how == "revoked":
+        key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"status": "revoked"})
+    else:
+        key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    with pytest.raises(KeyInactive, match=how):
+        reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    assert not Reservation.objects.exists()
+    assert fresh(key).client_reserved_nanos == 0
+
+
+def test_a_reused_request_id_holds_nothing_twice(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    with pytest.raises(IntegrityError):
+        reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    assert fresh(key).client_reserved_nanos == WORST_CLIENT
+
+
+def test_settlement_uses_the_price_version_it_was_reserved_at(tenant, price, upstream):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    price_set(
+        model="mock-gpt",
+        upstream=upstream,
+        input_per_mtok_nanos=parse_usd("10"),
+        output_per_mtok_nanos=parse_usd("20"),
+    )
+
+    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+
+    assert settled.charged_cost_nanos == ACTUAL_COST
+    assert Reservation.objects.get(request_id="req-1").price_id == price.pk
+
+
+# ----------------------------------------------------------------------------- prepaid key deleted in flight
+
+
+def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)  # wallet $140
+    reservation_create(
+        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000)
+    )
+
+    deleted = key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    # Unspent cost minus what the request in flight holds ($10).
+    assert deleted.refunded_nanos == parse_usd("50")
+    assert wallet_of(tenant).balance_nanos == parse_usd("190")
+
+    settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000))
+
+    assert settled.charged_cost_nanos == parse_usd("4")
+    assert wallet_of(tenant).balance_nanos == parse_usd("196")
+    key = fresh(key)
+    assert (
+        key.cost_refunded_nanos == key.cost_funded_nanos - key.cost_spent_nanos == parse_usd("56")
+    )
+    refunds = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.KEY_REFUND, client_key=key)
+    assert sorted(refunds.values_list("amount_nanos", flat=True)) == [
+        parse_usd("6"),
+        parse_usd("50"),
+    ]
+    assert refunds.filter(idempotency_key="refund:req-1").count() == 1
+
+
+@pytest.mark.parametrize("finish", ["release", "expire"])
+def test_a_prepaid_key_deleted_in_flight_gets_everything_back_when_nothing_is_charged(
+    tenant, price, finish
+):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    now = datetime.now(UTC)
+    reservation_create(
+        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000), now=now
+    )
+    key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    if finish == "release":
+        reservation_release(request_id="req-1")
+    else:
+        assert reservations_expire(now=now + timedelta(days=1)) == 1
+
+    assert wallet_of(tenant).balance_nanos == parse_usd("200")
+    assert fresh(key).cost_refunded_nanos == parse_usd("60")
+    assert usage_settle(request_id="req-1", usage=Usage(input_tokens=1)) is None
+    assert wallet_of(tenant).balance_nanos == parse_usd("200")
+
+
+# ----------------------------------------------------------------------------- wallet-funded keys
+
+
+def test_a_wallet_key_reservation_holds_wallet_funds(tenant, price):
+    fund(tenant, "1")
+    key = wallet_key(tenant)
+
+    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    wallet = wallet_of(tenant)
+    assert reserved.hold.wallet_id == wallet.pk
+    # 1:1 by default: client price = cost.
+    assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1"), WORST_COST)
+    assert wallet.available_nanos == parse_usd("1") - WORST_COST
+    assert Reservation.objects.get(request_id="req-1").wallet_id == wallet.pk
+
+
+def test_a_wallet_key_settlement_posts_one_usage_entry(tenant, price):
+    fund(tenant, "1")
+    key = wallet_key(tenant, client_budget_nanos=parse_usd("100"), your_cost_nanos=parse_usd("60"))
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    usage_settle(request_id="req-1", usage=ACTUAL)
+    usage_settle(request_id="req-1", usage=ACTUAL)
+
+    wallet = wallet_of(tenant)
+    assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1") - ACTUAL_COST, 0)
+    entry = LedgerEntry.objects.get(kind=LedgerEntry.Kind.USAGE)
+    assert entry.amount_nanos == -ACTUAL_COST
+    assert entry.idempotency_key == "usage:req-1"
+    assert entry.reference == "req-1"
+    assert entry.client_key_id == key.pk
+    assert entry.balance_after_nanos == wallet.balance_nanos
+    key = fresh(key)
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (ACTUAL_CLIENT, ACTUAL_COST)
+
+
+def test_a_wallet_key_release_frees_the_hold_without_an_entry(tenant, price):
+    fund(tenant, "1")
+    key = wallet_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    reservation_release(request_id="req-1")
+
+    wallet = wallet_of(tenant)
+    assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1"), 0)
+    assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE).exists()
+
+
+def test_a_wallet_key_expiry_frees_the_hold(tenant, price):
+    fund(tenant, "1")
+    key = wallet_key(tenant)
+    now = datetime.now(UTC)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+
+    assert reservations_expire(now=now + timedelta(days=1)) == 1
+
+    assert wallet_of(tenant).reserved_nanos == 0
+    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
+    assert wallet_of(tenant).balance_nanos == parse_usd("1")
+
+
+def test_a_wallet_never_goes_negative(tenant, price):
+    fund(tenant, "0.01")
+    key = wallet_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    with pytest.raises(ReservationRefused, match="wallet") as refused:
+        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+
+    assert refused.value.cost_available_nanos == parse_usd("0.01") - WORST_COST
+    assert refused.value.client_available_nanos is None
+    assert fresh(key).cost_reserved_nanos == WORST_COST  # the refused hold was rolled back
+    # Even an upstream that overruns the hold cannot take the wallet below zero.
+    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000, output_tokens=1_000_000))
+    wallet = wallet_of(tenant)
+    assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("0.01") - WORST_COST, 0)
+    assert wallet.balance_nanos >= 0
+
+
+def test_other_holds_on_the_wallet_limit_a_wallet_key(tenant, price):
+    fund(tenant, "0.02")
+    first, second = wallet_key(tenant), wallet_key(tenant)
+    reservation_create(key=first, price=price, request_id="req-1", worst_case=WORST)
+    reservation_create(key=second, price=price, request_id="req-2", worst_case=WORST)
+
+    with pytest.raises(ReservationRefused):
+        reservation_create(key=first, price=price, request_id="req-3", worst_case=WORST)
+
+    assert wallet_of(tenant).reserved_nanos == 2 * WORST_COST
+
+
+def test_a_spend_cap_refuses_what_would_pass_it(tenant, price):
+    fund(tenant, "10")
+    key = wallet_key(
+        tenant,
+        client_budget_nanos=parse_usd("100"),
+        your_cost_nanos=parse_usd("60"),
+        spend_cap_nanos=parse_usd("0.02"),
+    )
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    with pytest.raises(ReservationRefused, match="spend cap") as refused:
+        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+
+    assert refused.value.client_available_nanos == parse_usd("0.02") - WORST_CLIENT
+    assert refused.value.cost_available_nanos is None
+    assert wallet_of(tenant).reserved_nanos == WORST_COST
+    usage_settle(request_id="req-1", usage=ACTUAL)
+    key = fresh(key)
+    assert key.period_client_spent_nanos == ACTUAL_CLIENT
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "same_period", "next_period"),
+    [
+        ("daily", datetime(2031, 1, 15, 9, tzinfo=UTC), datetime(2031, 1, 15, 23, 59, 59, tzinfo=UTC),
+         datetime(2031, 1, 16, tzinfo=UTC)),
+        # 2031-01-19 is a Sunday; weeks start on Monday.
+        ("weekly", datetime(2031, 1, 13, 9, tzinfo=UTC), datetime(2031, 1, 19, 23, 59, tzinfo=UTC),
+         datetime(2031, 1, 20, tzinfo=UTC)),
+        ("monthly", datetime(2031, 1, 1, 0, 30, tzinfo=UTC), datetime(2031, 1, 31, 23, 59, tzinfo=UTC),
+         datetime(2031, 2, 1, tzinfo=UTC)),
+    ],
+)  # fmt: skip
+def test_a_spend_cap_resets_when_its_period_rolls_over(
+    tenant, price, period, start, same_period, next_period
+):
+    fund(tenant, "10")
+    key = wallet_key(tenant, spend_cap_nanos=WORST_COST, budget_period=period)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
+    usage_settle(request_id="req-1", usage=WORST, now=start)  # the whole cap is spent
+
+    with pytest.raises(ReservationRefused) as refused:
+        reservation_create(
+            key=key, price=price, request_id="req-2", worst_case=WORST, now=same_period
+        )
+    assert refused.value.client_available_nanos == 0
+
+    reservation_create(key=key, price=price, request_id="req-3", worst_case=WORST, now=next_period)
+    usage_settle(request_id="req-3", usage=ACTUAL, now=next_period)
+
+    key = fresh(key)
+    assert key.period_index == period_index(period, next_period)
+    assert key.period_client_spent_nanos == ACTUAL_COST
+    assert key.client_spent_nanos == WORST_COST + ACTUAL_COST  # lifetime spend keeps counting
+
+
+def test_a_cap_without_period_never_resets(tenant, price):
+    fund(tenant, "10")
+    key = wallet_key(tenant, spend_cap_nanos=WORST_COST)
+    start = datetime(2031, 1, 15, tzinfo=UTC)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
+    usage_settle(request_id="req-1", usage=WORST, now=start)
+
+    with pytest.raises(ReservationRefused):
+        reservation_create(
+            key=key,
+            price=price,
+            request_id="req-2",
+            worst_case=WORST,
+            now=start + timedelta(days=400),
+        )
+
+
+def test_the_cap_period_follows_the_stored_budget_period_not_a_stale_copy(tenant, price):
+    """A caller holding the key from before a budget_period change (the proxy caches keys)
+    must not stamp the other kind of period index on it: a monthly index (~24,000) on a
+    daily key would stop its cap resetting for decades."""
+    fund(tenant, "10")
+    key = wallet_key(tenant, spend_cap_nanos=WORST_COST, budget_period="monthly")
+    stale = fresh(key)
+    key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"budget_period": "daily"})
+    today = datetime.now(UTC) + timedelta(minutes=1)
+
+    reservation_create(key=stale, price=price, request_id="req-1", worst_case=WORST, now=today)
+    usage_settle(request_id="req-1", usage=WORST, now=today)
+
+    assert fresh(key).period_index == period_index("daily", today)
+    tomorrow = today + timedelta(days=1)
+    reservation_create(key=stale, price=price, request_id="req-2", worst_case=WORST, now=tomorrow)
+    assert fresh(key).period_index == period_index("daily", tomorrow)
+
+
+def test_a_wallet_key_deleted_in_flight_still_pays_for_its_usage(tenant, price):
+    fund(tenant, "1")
+    key = wallet_key(tenant)
+    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    deleted = key_delete(tenant=tenant, actor=None, key_id=key.pk)
+    usage_settle(request_id="req-1", usage=ACTUAL)
+
+    assert deleted.refunded_nanos == 0
+    wallet = wallet_of(tenant)
+    assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1") - ACTUAL_COST, 0)
+    assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.KEY_REFUND).exists()
