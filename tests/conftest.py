@@ -101,3 +101,16 @@ def api_throttle_reset(
     for tenant, _ in (reseller, outsider):
         ident = {"scope": UserRateThrottle.scope, "ident": tenant.owner_id}
         cache.delete(UserRateThrottle.cache_format % ident)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres`` (real row locks, real concurrency) need PostgreSQL: they are
+    skipped on SQLite, whose one-writer-at-a-time transactions would prove nothing."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if item.get_closest_marker("postgres") is not None:
+            item.add_marker(skip)
