@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db import connection, transaction
+from django.db.models import F, QuerySet, Sum, Window
 from django.utils import timezone
 
 from accounts.models import Tenant
-from billing.models import LedgerEntry, ModelPrice, ModelRoute, Wallet
+from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
+from billing.money import format_usd
+from keys.models import ClientKey
 
 
 def wallet_for_tenant(*, tenant: Tenant) -> Wallet:
@@ -21,6 +26,11 @@ def ledger_entries(*, tenant: Tenant, kind: str | None = None) -> QuerySet[Ledge
     if kind is not None:
         entries = entries.filter(kind=kind)
     return entries.select_related("client_key").order_by("-id")
+
+
+def upstream_get(*, name: str) -> Upstream:
+    """An upstream by its name (operator-wide, not tenant-owned); a miss raises DoesNotExist."""
+    return Upstream.objects.get(name=name)
 
 
 def routes_for_model(*, model: str) -> list[ModelRoute]:
@@ -52,3 +62,169 @@ def ledger_mismatches() -> list[tuple[int, int, int]]:
         for wallet_id, balance in Wallet.objects.values_list("id", "balance_nanos")
         if balance != int(sums.get(wallet_id) or 0)
     ]
+
+
+# ----------------------------------------------------------------------------- ledger audit
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerProblem:
+    """One broken books invariant: which rule, on which row, what the books say it should
+    hold (``expected_nanos``, derived from entries or reservations) and what it holds."""
+
+    check: str
+    model: str
+    object_id: int
+    expected_nanos: int
+    actual_nanos: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "model": self.model,
+            "id": self.object_id,
+            "expected": format_usd(self.expected_nanos),
+            "actual": format_usd(self.actual_nanos),
+            "message": self.message,
+        }
+
+
+def _problem(
+    check: str, model: str, object_id: int, expected: int, actual: int, what: str
+) -> LedgerProblem:
+    return LedgerProblem(
+        check=check,
+        model=model,
+        object_id=object_id,
+        expected_nanos=expected,
+        actual_nanos=actual,
+        message=f"{model} {object_id}: {what} is {format_usd(actual)}, the books say {format_usd(expected)}",
+    )
+
+
+def _sums(queryset: QuerySet[Any], group: str, **totals: Any) -> dict[Any, dict[str, int]]:
+    """``{group value: {name: int total}}``; ``order_by()`` keeps Meta.ordering out of GROUP BY."""
+    rows = queryset.order_by().values(group).annotate(**totals)
+    return {row[group]: {name: int(row[name] or 0) for name in totals} for row in rows}
+
+
+def ledger_audit() -> list[LedgerProblem]:
+    """Recompute every cached money counter from the rows that explain it; [] if all agree.
+
+    * wallet ``balance == SUM(entries)``, ``reserved == SUM(cost of its held reservations)``,
+      ``0 <= reserved <= balance``;
+    * each entry's ``balance_after`` is the running sum of its wallet's entries in id order
+      (ids are drawn while the wallet row is locked, so id order is posting order);
+    * per key, ``client_reserved`` / ``cost_reserved`` == SUM of its held reservations,
+      ``cost_funded == -SUM(key_funding)``, ``cost_refunded == SUM(key_refund)``, and
+      ``cost_spent == -SUM(usage)`` for wallet-funded keys (prepaid keys post no usage).
+
+    Reads one snapshot: on PostgreSQL a REPEATABLE READ transaction, so a request settling
+    between two of these queries cannot show up as a false mismatch.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return [*_audit_wallets(), *_audit_running_balances(), *_audit_keys()]
+
+
+def _audit_wallets() -> list[LedgerProblem]:
+    entries = _sums(LedgerEntry.objects.all(), "wallet_id", total=Sum("amount_nanos"))
+    held = _sums(
+        Reservation.objects.filter(status=Reservation.Status.HELD, wallet__isnull=False),
+        "wallet_id",
+        total=Sum("cost_nanos"),
+    )
+    problems = []
+    for wallet_id, balance, reserved in Wallet.objects.order_by("pk").values_list(
+        "id", "balance_nanos", "reserved_nanos"
+    ):
+        expected = entries.get(wallet_id, {}).get("total", 0)
+        if balance != expected:
+            problems.append(
+                _problem("wallet_balance", "wallet", wallet_id, expected, balance, "balance")
+            )
+        expected = held.get(wallet_id, {}).get("total", 0)
+        if reserved != expected:
+            problems.append(
+                _problem("wallet_reserved", "wallet", wallet_id, expected, reserved, "reserved")
+            )
+        if reserved < 0 or reserved > balance:
+            problems.append(
+                _problem(
+                    "wallet_overdrawn",
+                    "wallet",
+                    wallet_id,
+                    min(max(reserved, 0), balance),
+                    reserved,
+                    "reserved (must be between 0 and the balance)",
+                )
+            )
+    return problems
+
+
+def _audit_running_balances() -> list[LedgerProblem]:
+    running = Window(Sum("amount_nanos"), partition_by=[F("wallet_id")], order_by=F("id").asc())
+    wrong = (
+        LedgerEntry.objects.annotate(running_nanos=running)
+        .exclude(balance_after_nanos=F("running_nanos"))
+        .order_by("id")
+        .values_list("id", "running_nanos", "balance_after_nanos")
+    )
+    return [
+        _problem("entry_balance_after", "ledger_entry", pk, int(expected), after, "balance_after")
+        for pk, expected, after in wrong
+    ]
+
+
+def _audit_keys() -> list[LedgerProblem]:
+    held = _sums(
+        Reservation.objects.filter(status=Reservation.Status.HELD),
+        "client_key_id",
+        client=Sum("client_nanos"),
+        cost=Sum("cost_nanos"),
+    )
+    posted: dict[tuple[int, str], int] = {}
+    for row in (
+        LedgerEntry.objects.filter(client_key__isnull=False)
+        .order_by()
+        .values("client_key_id", "kind")
+        .annotate(total=Sum("amount_nanos"))
+    ):
+        posted[(row["client_key_id"], row["kind"])] = int(row["total"] or 0)
+    problems = []
+    counters = [
+        "client_reserved_nanos",
+        "cost_reserved_nanos",
+        "cost_funded_nanos",
+        "cost_refunded_nanos",
+        "cost_spent_nanos",
+    ]
+    for key in ClientKey.objects.order_by("pk").only("funding", *counters):
+        key_held = held.get(key.pk, {})
+        funded = -posted.get((key.pk, LedgerEntry.Kind.KEY_FUNDING), 0)
+        refunded = posted.get((key.pk, LedgerEntry.Kind.KEY_REFUND), 0)
+        usage = -posted.get((key.pk, LedgerEntry.Kind.USAGE), 0)
+        # (check, what the books say, the cached counter)
+        checks = [
+            ("key_client_reserved", key_held.get("client", 0), "client_reserved_nanos"),
+            ("key_cost_reserved", key_held.get("cost", 0), "cost_reserved_nanos"),
+            ("key_cost_funded", funded, "cost_funded_nanos"),
+            ("key_cost_refunded", refunded, "cost_refunded_nanos"),
+        ]
+        if key.funding == ClientKey.Funding.WALLET:
+            checks.append(("key_cost_spent", usage, "cost_spent_nanos"))
+        for check, expected, counter in checks:
+            actual = getattr(key, counter)
+            if actual != expected:
+                what = counter.removesuffix("_nanos")
+                problems.append(_problem(check, "client_key", key.pk, expected, actual, what))
+        if key.funding == ClientKey.Funding.PREPAID and usage:
+            # A prepaid key paid for its usage when it was funded; a usage entry charges twice.
+            problems.append(
+                _problem("key_usage_entries", "client_key", key.pk, 0, usage, "usage posted")
+            )
+    return problems

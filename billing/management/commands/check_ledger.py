@@ -1,3 +1,5 @@
+"""``manage.py check_ledger [--json]``: audit the books; exit 1 on any mismatch."""
+
 from __future__ import annotations
 
 import json
@@ -5,20 +7,27 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.selectors import ledger_mismatches
+from billing.selectors import ledger_audit
 
 
 class Command(BaseCommand):
-    help = "Check that every wallet balance equals the sum of its ledger entries (exit 1 if not)."
+    help = (
+        "Recompute every wallet balance, reservation total, key counter and running balance "
+        "from the ledger and reservations (exit 1 on any mismatch)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        problems = ledger_mismatches()
+        problems = ledger_audit()
         if options["json"]:
-            self.stdout.write(json.dumps({"ok": not problems, "mismatches": [list(p) for p in problems]}))
+            payload = {"ok": not problems, "problems": [p.as_dict() for p in problems]}
+            self.stdout.write(json.dumps(payload))
+        else:
+            for problem in problems:
+                self.stdout.write(f"{problem.check}: {problem.message}")
         if problems:
-            raise CommandError(f"{len(problems)} wallet(s) out of balance")
+            raise CommandError(f"ledger audit failed: {len(problems)} problem(s)")
         if not options["json"]:
             self.stdout.write("ledger ok")
