@@ -59,6 +59,14 @@ def wallet_credit(
     if idempotency_key:
         earlier = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
         if earlier is not None:
+            # A replay returns the first entry; the same key for another credit is a mistake
+            # that must not pass silently (it would credit nothing, or report another tenant's).
+            if (earlier.wallet.tenant_id, earlier.kind, earlier.amount_nanos) != (
+                tenant.pk,
+                kind,
+                amount_nanos,
+            ):
+                raise LedgerError("This idempotency key was already used for a different entry.")
             return earlier
     wallet = wallet_get_or_create(tenant=tenant)
     posted: Posted = run_sync(
@@ -104,20 +112,28 @@ def upstream_save(
     name: str,
     kind: str,
     base_url: str,
-    api_key_env: str = "",
+    api_key_env: str | None = None,
     api_key: str | None = None,
     timeout_seconds: int | None = None,
+    is_active: bool | None = None,
 ) -> Upstream:
-    """Create or update an upstream. A literal ``api_key`` is stored encrypted."""
+    """Create or update an upstream. A literal ``api_key`` is stored encrypted ("" clears it).
+
+    Optional arguments left as None keep the upstream's current value (the model default
+    for a new upstream), so updating the URL does not drop its key.
+    """
     url = upstream_base_url_validate(kind=kind, base_url=base_url)
     upstream, _ = Upstream.objects.get_or_create(name=name, defaults={"kind": kind, "base_url": url})
     upstream.kind = kind
     upstream.base_url = url
-    upstream.api_key_env = api_key_env
+    if api_key_env is not None:
+        upstream.api_key_env = api_key_env.strip()
     if api_key is not None:
         upstream.api_key_encrypted = crypto.encrypt(api_key) if api_key else ""
     if timeout_seconds is not None:
         upstream.timeout_seconds = timeout_seconds
+    if is_active is not None:
+        upstream.is_active = is_active
     upstream.full_clean()
     upstream.save()
     return upstream
