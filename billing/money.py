@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, Inexact, localcontext
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
 
 NANOS_PER_USD = 1_000_000_000
 NANOS_PER_CENT = 10_000_000
@@ -87,6 +87,29 @@ def parse_usd(value: Decimal | str | int) -> int:
     if nanos != nanos.to_integral_value():
         raise MoneyError(f"at most {USD_DECIMAL_PLACES} decimal places")
     return int(nanos)
+
+
+def parse_usd_rounded(value: Decimal | str | int) -> int:
+    """A USD amount from an outside price list as nano-dollars, rounded once by the one
+    rule (:func:`div_round_half_up`).
+
+    For sources we do not control: ``genai-prices`` posts some rates per 1M tokens with more
+    than 9 decimal places. Operator and API input goes through :func:`parse_usd`, which
+    refuses what it cannot represent instead of rounding it.
+    """
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise MoneyError("not a number") from exc
+    if not amount.is_finite():
+        raise MoneyError("not a finite number")
+    # Bounds before exact arithmetic, so a huge or tiny exponent cannot build a huge int.
+    if amount.copy_abs() > MAX_PARSED_USD:
+        raise MoneyError("amount out of range")
+    if amount.is_zero() or amount.adjusted() < -(USD_DECIMAL_PLACES + 1):
+        return 0  # below half a nano-dollar
+    numerator, denominator = amount.as_integer_ratio()
+    return div_round_half_up(numerator * NANOS_PER_USD, denominator)
 
 
 def to_decimal(nanos: int) -> Decimal:

@@ -1,0 +1,204 @@
+"""billing.pricing_sync: which genai-prices price becomes which posted price, offline.
+
+The rules are tested on a small made-up provider (so they do not drift with the
+database); the real bundled data is used by the command tests.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from genai_prices.types import (
+    ClauseEquals,
+    ClauseStartsWith,
+    ConditionalPrice,
+    ModelInfo,
+    Provider,
+    StartDateConstraint,
+    Tier,
+    TieredPrices,
+)
+from genai_prices.types import ModelPrice as GenaiPrice
+
+from billing import pricing_sync
+from billing.exceptions import PriceInvalid
+from billing.models import ModelPrice, ModelRoute
+from billing.money import MoneyError, parse_usd, parse_usd_rounded
+from billing.pricing_sync import prices_sync, provider_for_base_url
+from billing.selectors import price_current
+from billing.services import price_set, upstream_save
+
+
+def model(model_id: str, prices: object, **extra: object) -> ModelInfo:
+    return ModelInfo(id=model_id, match=ClauseEquals(equals=model_id), prices=prices, **extra)
+
+
+ACME = Provider(
+    id="acme",
+    name="Acme",
+    api_pattern=r"https://api\.acme\.test",
+    models=[
+        model(
+            "plain",
+            GenaiPrice(
+                input_mtok=Decimal("0.0000000015"),  # 1.5 nano-dollars per 1M tokens
+                output_mtok=Decimal("2"),
+                cache_read_mtok=Decimal("0.25"),
+                cache_write_mtok=Decimal("3.75"),
+            ),
+        ),
+        model(
+            "tiered",
+            GenaiPrice(
+                input_mtok=TieredPrices(base=Decimal("3"), tiers=[Tier(200_000, Decimal("6"))]),
+                output_mtok=Decimal("15"),
+            ),
+        ),
+        model(
+            "dated",
+            [
+                ConditionalPrice(prices=GenaiPrice(input_mtok=Decimal(1), output_mtok=Decimal(1))),
+                ConditionalPrice(
+                    constraint=StartDateConstraint(start_date=date(2020, 1, 1)),
+                    prices=GenaiPrice(input_mtok=Decimal(2), output_mtok=Decimal(4)),
+                ),
+                ConditionalPrice(
+                    constraint=StartDateConstraint(start_date=date(2999, 1, 1)),
+                    prices=GenaiPrice(input_mtok=Decimal(9), output_mtok=Decimal(9)),
+                ),
+            ],
+        ),
+        model("embedding", GenaiPrice(input_mtok=Decimal("0.02"))),
+        model("speech", GenaiPrice(output_audio_mtok=Decimal("12"))),
+        model(
+            "retired", GenaiPrice(input_mtok=Decimal(1), output_mtok=Decimal(1)), deprecated=True
+        ),
+        ModelInfo(
+            id="ft:acme",
+            match=ClauseStartsWith(starts_with="ft:acme-2024-"),
+            prices=GenaiPrice(input_mtok=Decimal(1), output_mtok=Decimal(1)),
+        ),
+    ],
+)
+
+
+@pytest.fixture
+def acme(monkeypatch, db):
+    monkeypatch.setattr(pricing_sync, "providers", lambda: [ACME])
+    return upstream_save(name="acme", kind="openai", base_url="https://api.acme.test/v1")
+
+
+def posted(model_id: str) -> ModelPrice:
+    price = price_current(route=ModelRoute.objects.get(model=model_id))
+    assert price is not None
+    return price
+
+
+@pytest.mark.parametrize(
+    ("usd", "nanos"),
+    [
+        ("2.5", 2_500_000_000),
+        ("0.0000000015", 2),  # half a nano rounds up
+        ("0.00000000149", 1),
+        ("0.0000000005", 1),
+        ("0.00000000049999999", 0),
+        ("-0.0000000015", -2),  # symmetric, like div_round_half_up
+        ("1E-999999", 0),  # a tiny exponent builds no huge number
+        ("0", 0),
+    ],
+)
+def test_parse_usd_rounded_rounds_half_up_once(usd, nanos):
+    assert parse_usd_rounded(Decimal(usd)) == nanos
+
+
+@pytest.mark.parametrize("bad", ["x", "NaN", "Infinity", "1E+999999", "1000000001"])
+def test_parse_usd_rounded_refuses_what_is_not_an_amount(bad):
+    with pytest.raises(MoneyError):
+        parse_usd_rounded(bad)
+
+
+def test_plain_price_with_cache_rates_is_posted_exactly(acme):
+    summary = prices_sync()
+
+    (result,) = summary.upstreams
+    assert result.provider == "acme"
+    assert sorted(result.created) == ["dated", "embedding", "plain", "tiered"]
+    price = posted("plain")
+    assert price.source == ModelPrice.Source.GENAI_PRICES
+    assert price.input_per_mtok_nanos == 2
+    assert price.output_per_mtok_nanos == parse_usd("2")
+    assert price.cached_input_per_mtok_nanos == parse_usd("0.25")
+    assert price.cache_write_per_mtok_nanos == parse_usd("3.75")
+
+
+def test_tiered_price_posts_its_base_tier_and_says_so(acme):
+    result = prices_sync().upstreams[0]
+    assert result.base_tier == ["tiered"]
+    assert posted("tiered").input_per_mtok_nanos == parse_usd("3")
+
+
+def test_conditional_prices_post_the_one_in_force(acme):
+    prices_sync()
+    price = posted("dated")
+    assert (price.input_per_mtok_nanos, price.output_per_mtok_nanos) == (parse_usd(2), parse_usd(4))
+
+
+def test_missing_output_price_is_free_and_missing_cache_rates_bill_as_input(acme):
+    prices_sync()
+    price = posted("embedding")
+    assert price.output_per_mtok_nanos == 0
+    assert price.cached_input_per_mtok_nanos is None and price.cache_write_per_mtok_nanos is None
+
+
+def test_unpriced_deprecated_and_pattern_models_get_no_route(acme):
+    result = prices_sync().upstreams[0]
+    assert result.skipped_unpriced == ["speech"]
+    assert not ModelRoute.objects.filter(model__in=["speech", "retired", "ft:acme"]).exists()
+
+
+def test_a_changed_price_posts_a_new_version_and_keeps_the_old(acme):
+    price_set(
+        model="plain",
+        upstream=acme,
+        input_per_mtok_nanos=1,
+        output_per_mtok_nanos=1,
+        source=ModelPrice.Source.GENAI_PRICES,
+    )
+    result = prices_sync().upstreams[0]
+    assert "plain" in result.updated
+    assert ModelRoute.objects.get(model="plain").prices.count() == 2
+    assert posted("plain").input_per_mtok_nanos == 2
+
+
+def test_a_manual_price_equal_to_the_database_counts_as_unchanged(acme):
+    price_set(
+        model="embedding",
+        upstream=acme,
+        input_per_mtok_nanos=parse_usd("0.02"),
+        output_per_mtok_nanos=0,
+    )
+    result = prices_sync().upstreams[0]
+    assert "embedding" in result.unchanged and "embedding" not in result.skipped_manual
+
+
+def test_sync_never_opens_a_network_connection(acme, monkeypatch):
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access during a price sync")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert prices_sync().upstreams[0].created
+
+
+def test_real_database_matches_the_official_base_urls():
+    assert provider_for_base_url("https://api.openai.com/v1").id == "openai"
+    assert provider_for_base_url("https://api.anthropic.com").id == "anthropic"
+    assert provider_for_base_url("http://127.0.0.1:9/v1") is None
+
+
+def test_forcing_a_provider_needs_one_upstream(acme):
+    with pytest.raises(PriceInvalid):
+        prices_sync(provider_id="acme")
