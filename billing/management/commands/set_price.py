@@ -1,0 +1,97 @@
+"""``manage.py set_price MODEL --upstream NAME --input PER_MTOK --output PER_MTOK
+[--cached-input PER_MTOK] [--cache-write PER_MTOK] [--max-output-tokens N] [--json]``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from billing.exceptions import BillingError
+from billing.models import ModelPrice, Upstream
+from billing.money import MoneyError, format_usd, parse_usd
+from billing.selectors import upstream_get
+from billing.services import price_set
+
+PRICE_OPTIONS = {
+    "input": "--input",
+    "output": "--output",
+    "cached_input": "--cached-input",
+    "cache_write": "--cache-write",
+}
+
+
+def _usd_or_none(nanos: int | None) -> str | None:
+    return None if nanos is None else format_usd(nanos)
+
+
+class Command(BaseCommand):
+    help = (
+        "Post a new price version for a model on an upstream (creating its route). "
+        "Prices are USD per 1M tokens; earlier versions stay for the requests they charged."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model", help="The model name clients ask for.")
+        parser.add_argument("--upstream", required=True, help="The upstream's name.")
+        parser.add_argument("--input", required=True, help="USD per 1M input tokens.")
+        parser.add_argument("--output", required=True, help="USD per 1M output tokens.")
+        parser.add_argument(
+            "--cached-input", help="USD per 1M cached input tokens (default: input)."
+        )
+        parser.add_argument("--cache-write", help="USD per 1M cache-write tokens (default: input).")
+        parser.add_argument("--max-output-tokens", type=int, help="The route's output limit.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        nanos: dict[str, int | None] = {}
+        for dest, flag in PRICE_OPTIONS.items():
+            raw = options[dest]
+            try:
+                nanos[dest] = None if raw is None else parse_usd(raw)
+            except MoneyError as exc:
+                raise CommandError(f"Invalid {flag} {raw!r}: {exc}.") from exc
+        max_output = options["max_output_tokens"]
+        if max_output is not None and max_output < 1:
+            raise CommandError("--max-output-tokens must be at least 1.")
+        try:
+            upstream = upstream_get(name=options["upstream"])
+        except Upstream.DoesNotExist as exc:
+            raise CommandError(f"No upstream named {options['upstream']!r}.") from exc
+        try:
+            price = price_set(
+                model=options["model"],
+                upstream=upstream,
+                input_per_mtok_nanos=nanos["input"] or 0,
+                output_per_mtok_nanos=nanos["output"] or 0,
+                cached_input_per_mtok_nanos=nanos["cached_input"],
+                cache_write_per_mtok_nanos=nanos["cache_write"],
+                source=ModelPrice.Source.MANUAL,
+                max_output_tokens=max_output,
+            )
+        except BillingError as exc:
+            raise CommandError(str(exc)) from exc
+        route = price.route
+        if options["json"]:
+            payload = {
+                "id": price.pk,
+                "route_id": route.pk,
+                "model": route.model,
+                "upstream": upstream.name,
+                "input": format_usd(price.input_per_mtok_nanos),
+                "output": format_usd(price.output_per_mtok_nanos),
+                "cached_input": _usd_or_none(price.cached_input_per_mtok_nanos),
+                "cache_write": _usd_or_none(price.cache_write_per_mtok_nanos),
+                "max_output_tokens": route.max_output_tokens,
+                "source": price.source,
+                "effective_from": price.effective_from.isoformat(),
+            }
+            self.stdout.write(json.dumps(payload))
+            return
+        self.stdout.write(
+            f"{route.model} via {upstream.name}: price version {price.pk}, per 1M tokens "
+            f"input {format_usd(price.input_per_mtok_nanos)} USD, "
+            f"output {format_usd(price.output_per_mtok_nanos)} USD, cached input "
+            f"{format_usd(price.as_prices().cached_rate)} USD."
+        )
