@@ -66,3 +66,34 @@ def api_token_touch(*, token: ApiToken) -> None:
     if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
+
+
+@transaction.atomic
+def api_token_rotate(*, tenant: Tenant, name: str) -> IssuedToken:
+    """Mint a new token called ``name`` and revoke the tenant's earlier tokens of that name
+    (``make run`` prints a fresh token each time without piling up live ones)."""
+    ApiToken.objects.active().filter(tenant=tenant, name=name).update(revoked_at=timezone.now())
+    return api_token_create(tenant=tenant, name=name)
+
+
+@transaction.atomic(durable=True)
+def operator_ensure(*, email: str, password: str) -> AbstractBaseUser:
+    """Create the operator superuser ``email``, or make an existing one a superuser that
+    logs in with ``password``."""
+    user_model = get_user_model()
+    user = user_model.objects.filter(email__iexact=email).order_by("pk").first()
+    if user is None:
+        return user_model.objects.create_superuser(username=email, email=email, password=password)
+    user.is_staff = user.is_superuser = user.is_active = True
+    if not user.check_password(password):
+        user.set_password(password)
+    user.save()
+    return user
+
+
+@transaction.atomic(durable=True)
+def user_password_ensure(*, user: AbstractBaseUser, password: str) -> None:
+    """Make ``user`` log in with ``password`` (a no-op if it already does)."""
+    if not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
