@@ -317,6 +317,9 @@ async def _stream(
     gone = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]})
+    # The end of the answer ([DONE], message_stop, ...) waits for the settlement: SDKs stop
+    # reading there, and a client holding the whole answer must already have paid for it.
+    held_back: list[bytes] = []
     try:
         reader = response.content.iter_any().__aiter__()
         while True:
@@ -338,6 +341,9 @@ async def _stream(
             if out:
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
+                if held_back or scanner.is_end(out):
+                    held_back.append(out)
+                    continue
                 await send({"type": "http.response.body", "body": out, "more_body": True})
     except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
         # The upstream broke off mid-stream: charge what it produced, end the stream.
@@ -349,7 +355,7 @@ async def _stream(
         response.close()
     finally:
         watcher.cancel()
-    tail = scanner.finish() if outcome.status == "ok" else b""
+    tail = b"".join(held_back) + (scanner.finish() if outcome.status == "ok" else b"")
     usage = scanner.state.usage
     if usage is None or outcome.status != "ok":
         outcome.is_usage_estimated = usage is None

@@ -47,6 +47,7 @@ class MessagesStreamScanner(StreamScanner):
 
     usage_marker = b'"usage"'
     content_marker = b'"type":"content_block_delta"'
+    end_markers = (b"message_stop",)
 
     def _inspect(self, events: bytes) -> bytes:
         for event in events.split(b"\n\n"):

@@ -53,6 +53,9 @@ class StreamScanner:
     usage_marker: bytes = b'"usage"'
     # Counted to estimate output when a stream is cut short: about one token per event.
     content_marker: bytes = b"data:"
+    # Where the answer ends for a client (the SDKs stop reading there): the proxy holds
+    # this event and anything after it back until the charge is settled.
+    end_markers: tuple[bytes, ...] = ()
 
     def __init__(self) -> None:
         self.state = StreamState()
@@ -70,6 +73,9 @@ class StreamScanner:
         if self.usage_marker in complete:
             complete = self._inspect(complete)
         return complete
+
+    def is_end(self, out: bytes) -> bool:
+        return any(marker in out for marker in self.end_markers)
 
     def finish(self) -> bytes:
         rest, self._tail = self._tail, b""

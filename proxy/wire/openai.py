@@ -71,6 +71,7 @@ class ChatStreamScanner(StreamScanner):
 
     usage_marker = b'"usage":{'
     content_marker = b'"delta":{"content"'
+    end_markers = (b"data: [DONE]",)
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
         super().__init__()
@@ -99,6 +100,7 @@ class ResponsesStreamScanner(StreamScanner):
 
     usage_marker = b'"usage":{'
     content_marker = b'.delta"'
+    end_markers = (b"response.completed", b"response.incomplete", b"response.failed")
 
     def _inspect(self, events: bytes) -> bytes:
         for event in events.split(b"\n\n"):
