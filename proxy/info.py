@@ -47,8 +47,11 @@ async def models_list(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None}
     else:
+        # Only what this client can call in the OpenAI format (not Anthropic-only models).
+        openai_routes = {m: [r for r in routes[m] if r.target.kind == "openai"] for m in names}
         body = {"object": "list",
-                "data": [{"id": m, "object": "model", "created": 0, "owned_by": routes[m][0].target.name} for m in names]}
+                "data": [{"id": m, "object": "model", "created": 0, "owned_by": found[0].target.name}
+                         for m, found in openai_routes.items() if found]}
     await respond(send, 200, orjson.dumps(body))
 
 
