@@ -1,0 +1,351 @@
+"""The OpenAI wire format through the real server, with the official ``openai`` SDK as client."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import openai
+import pytest
+
+from billing.models import LedgerEntry
+from billing.selectors import wallet_for_tenant
+from tests.proxy.conftest import (
+    BACKUP_PRICE,
+    EMBED_PRICE,
+    GPT_PRICE,
+    RATIO,
+    UPSTREAM_SECRET,
+    USD,
+    Expected,
+    World,
+    assert_books_clean,
+    assert_charged,
+    expected_charge,
+    key_row,
+    reservation_of,
+    trace_for,
+)
+from tests.proxy.upstream_fake import Record
+
+PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+def sdk(world: World, secret: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{world.url}/v1", api_key=secret, max_retries=0, timeout=20)
+
+
+def test_cost_of_one_request_matches_a_hand_computed_figure() -> None:
+    """The oracle the other tests use, checked once against arithmetic done by hand.
+
+    7 prompt tokens of which 2 cached, 5 output, at $2.500000333 / $1.250000167 / $10.000000777
+    per 1M tokens: 5 × 2,500,000,333 + 2 × 1,250,000,167 + 5 × 10,000,000,777
+    = 65,000,005,884 nano-dollars per 1M tokens → 65,000.005884 → 65,000 nano-dollars.
+    Client price at ratio 6/10: 65,000.005884 / 0.6 = 108,333.34314 → 108,333.
+    """
+    charge = expected_charge(
+        GPT_PRICE, input_tokens=5, cached_tokens=2, output_tokens=5, ratio=RATIO
+    )
+    assert (charge.cost_nanos, charge.client_nanos) == (65_000, 108_333)
+    # And billing.money agrees, rounding included.
+    from billing.money import Charge, PriceRatio, Prices, Usage, request_charge
+
+    posted = Prices(GPT_PRICE.input, GPT_PRICE.output, GPT_PRICE.cached)
+    assert request_charge(Usage(5, 5, 2), posted, PriceRatio(*RATIO)) == Charge(65_000, 108_333)
+
+
+def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+
+    raw = client.chat.completions.with_raw_response.create(model="gpt-fake", messages=PROMPT)
+    completion = raw.parse()
+
+    assert completion.choices[0].message.content == "Hello from the fake upstream"
+    request_id = raw.headers["x-request-id"]
+    seen = world.fake.last("gpt-fake")
+    assert seen.usage is not None and seen.usage.cached_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == seen.usage.prompt_tokens
+    # The upstream got the operator's secret, never the client's key.
+    assert seen.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
+    assert issued.secret not in str(seen.headers)
+    expected = expected_charge(
+        GPT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+        ratio=RATIO,
+    )
+    key = key_row(issued)
+    assert (key.cost_spent_nanos, key.client_spent_nanos) == (
+        expected.cost_nanos,
+        expected.client_nanos,
+    )
+    assert (key.cost_reserved_nanos, key.client_reserved_nanos) == (0, 0)
+    held = reservation_of(request_id)
+    assert held.status == "settled"
+    assert (held.charged_cost_nanos, held.charged_client_nanos) == (
+        expected.cost_nanos,
+        expected.client_nanos,
+    )
+    # A prepaid key was paid for when it was funded: usage does not touch the wallet.
+    wallet = wallet_for_tenant(tenant=world.tenant)
+    assert wallet.balance_nanos == 100 * USD - 6 * USD
+    assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE).exists()
+
+    trace = trace_for(request_id)
+    assert trace.client_key_id == issued.key.pk
+    assert trace.endpoint == "chat.completions"
+    assert (trace.model, trace.upstream_model) == ("gpt-fake", "gpt-fake")
+    assert trace.upstream_id == world.upstreams["fake-openai"].pk
+    assert trace.price_id == world.prices["gpt-fake@fake-openai"].pk
+    assert (trace.input_tokens, trace.cached_input_tokens, trace.output_tokens) == (
+        seen.usage.uncached_tokens,
+        seen.usage.cached_tokens,
+        seen.usage.output_tokens,
+    )
+    assert (trace.cost_nanos, trace.client_nanos) == (expected.cost_nanos, expected.client_nanos)
+    assert (trace.status, trace.status_code, trace.is_stream, trace.is_usage_estimated) == (
+        "ok",
+        200,
+        False,
+        False,
+    )
+    assert_books_clean()
+
+
+def gpt_charge(world: World, model: str = "gpt-fake") -> tuple[Record, Expected]:
+    seen = world.fake.last(model)
+    assert seen.usage is not None
+    return seen, expected_charge(
+        GPT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+        ratio=RATIO,
+    )
+
+
+@pytest.mark.parametrize("asks_for_usage", [False, True], ids=["usage-hidden", "usage-asked"])
+def test_streamed_chat_is_charged_and_shows_the_usage_chunk_only_when_asked(
+    world: World, asks_for_usage: bool
+) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+    options = {"stream_options": {"include_usage": True}} if asks_for_usage else {}
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-fake", messages=PROMPT, stream=True, **options
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        assert response.headers["content-type"].startswith("text/event-stream")
+        chunks = list(response.parse())
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake upstream"
+    usage_chunks = [c for c in chunks if not c.choices]
+    seen, expected = gpt_charge(world)
+    # The proxy always asks the upstream for usage (it needs it to settle)...
+    assert seen.body["stream_options"] == {"include_usage": True}
+    if asks_for_usage:
+        assert len(usage_chunks) == 1
+        assert usage_chunks[0].usage is not None
+        assert usage_chunks[0].usage.prompt_tokens == seen.usage.prompt_tokens
+    else:
+        # ... and hides the usage-only chunk from a client that did not.
+        assert usage_chunks == []
+        assert all(getattr(c, "usage", None) is None for c in chunks)
+    assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=True)
+    trace = trace_for(request_id)
+    assert trace.output_tokens == seen.usage.output_tokens
+    assert trace.ttft_ms is not None
+
+
+def test_response_is_charged_with_cached_input_at_the_cached_rate(world: World) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+
+    raw = client.responses.with_raw_response.create(
+        model="gpt-fake", input="Summarise the plot of Hamlet in a sentence, please."
+    )
+    answer = raw.parse()
+
+    assert answer.output_text == "Hello from the fake upstream"
+    seen, expected = gpt_charge(world)
+    assert seen.path == "/v1/responses"
+    assert seen.usage.cached_tokens > 0
+    assert answer.usage is not None and answer.usage.input_tokens == seen.usage.prompt_tokens
+    assert_charged(
+        issued, raw.headers["x-request-id"], expected, endpoint="responses", is_stream=False
+    )
+    trace = trace_for(raw.headers["x-request-id"])
+    assert (trace.input_tokens, trace.cached_input_tokens) == (
+        seen.usage.uncached_tokens,
+        seen.usage.cached_tokens,
+    )
+
+
+def test_streamed_response_is_charged_from_response_completed(world: World) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+
+    with client.responses.with_streaming_response.create(
+        model="gpt-fake", input="Summarise the plot of Hamlet in a sentence, please.", stream=True
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        events = list(response.parse())
+
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert (
+        "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        == "Hello from the fake upstream"
+    )
+    seen, expected = gpt_charge(world)
+    assert events[-1].response.usage.output_tokens == seen.usage.output_tokens
+    assert_charged(issued, request_id, expected, endpoint="responses", is_stream=True)
+
+
+def test_embeddings_are_charged_for_input_tokens(world: World) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+    texts = ["The quick brown fox jumps over the lazy dog.", "Lorem ipsum dolor sit amet."]
+
+    raw = client.embeddings.with_raw_response.create(model="embed-fake", input=texts)
+    result = raw.parse()
+
+    assert len(result.data) == 2
+    assert result.data[0].embedding[:3] == [0.125, 0.25, 0.375]
+    seen = world.fake.last("embed-fake")
+    assert seen.usage is not None
+    expected = expected_charge(
+        EMBED_PRICE, input_tokens=seen.usage.prompt_tokens, output_tokens=0, ratio=RATIO
+    )
+    assert expected.cost_nanos > 0
+    request_id = raw.headers["x-request-id"]
+    assert_charged(issued, request_id, expected, endpoint="embeddings", is_stream=False)
+    trace = trace_for(request_id)
+    assert (trace.input_tokens, trace.output_tokens) == (seen.usage.prompt_tokens, 0)
+
+
+def test_wallet_key_draws_each_charge_from_the_wallet_with_a_ledger_entry(world: World) -> None:
+    issued = world.key(funding="wallet")
+    before = wallet_for_tenant(tenant=world.tenant).balance_nanos
+    client = sdk(world, issued.secret)
+
+    raw = client.chat.completions.with_raw_response.create(model="gpt-fake", messages=PROMPT)
+
+    request_id = raw.headers["x-request-id"]
+    seen = world.fake.last("gpt-fake")
+    assert seen.usage is not None
+    expected = expected_charge(
+        GPT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+    )
+    wallet = wallet_for_tenant(tenant=world.tenant)
+    assert wallet.balance_nanos == before - expected.cost_nanos
+    assert wallet.reserved_nanos == 0
+    entry = LedgerEntry.objects.get(kind=LedgerEntry.Kind.USAGE)
+    assert (entry.amount_nanos, entry.reference, entry.client_key_id) == (
+        -expected.cost_nanos,
+        request_id,
+        issued.key.pk,
+    )
+    key = key_row(issued)
+    assert key.client_spent_nanos == key.cost_spent_nanos == expected.cost_nanos  # ratio 1:1
+    assert key.period_client_spent_nanos == expected.client_nanos
+    assert trace_for(request_id).cost_nanos == expected.cost_nanos
+    assert_books_clean()
+
+
+def test_fallback_route_is_charged_at_its_own_price(world: World) -> None:
+    issued = world.key()
+    client = sdk(world, issued.secret)
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-500-fallback", messages=PROMPT
+    )
+
+    assert raw.parse().choices[0].message.content == "Hello from the fake upstream"
+    # The first route (priority 10) answered 500; the backup upstream served the model it
+    # knows as gpt-fake, and its price applies.
+    assert [r.model for r in world.fake.records] == ["fault-500", "gpt-fake"]
+    seen = world.fake.last("gpt-fake")
+    assert seen.usage is not None
+    expected = expected_charge(
+        BACKUP_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+        ratio=RATIO,
+    )
+    request_id = raw.headers["x-request-id"]
+    assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
+    trace = trace_for(request_id)
+    assert trace.upstream_id == world.upstreams["fake-openai-backup"].pk
+    assert (trace.model, trace.upstream_model) == ("gpt-500-fallback", "gpt-fake")
+    assert trace.price_id == world.prices["gpt-500-fallback@fake-openai-backup"].pk
+
+
+def test_models_list_shows_only_the_models_the_key_may_use(world: World) -> None:
+    limited = world.key(models=["gpt-fake", "embed-fake", "claude-fake"])
+    everything = world.key()
+
+    listed = [m.id for m in sdk(world, limited.secret).models.list()]
+    # OpenAI clients see the key's models they can call in the OpenAI format.
+    assert listed == ["embed-fake", "gpt-fake"]
+    all_models = {m.id for m in sdk(world, everything.secret).models.list()}
+    assert {"gpt-fake", "embed-fake", "gpt-500-fallback", "slow-stream"} <= all_models
+    assert "claude-fake" not in all_models
+    assert_books_clean()
+
+
+def test_key_endpoint_shows_client_figures_without_cost(world: World) -> None:
+    issued = world.key(models=["gpt-fake"], rpm=30, max_concurrency=3)
+    sdk(world, issued.secret).chat.completions.create(model="gpt-fake", messages=PROMPT)
+    _, expected = gpt_charge(world)
+
+    response = httpx.get(
+        f"{world.url}/v1/key", headers={"Authorization": f"Bearer {issued.secret}"}
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    spent = expected.client_nanos
+    assert body["budget"] == "10.00"
+    assert body["spent"] == _usd(spent)
+    assert body["remaining"] == _usd(10 * USD - spent)
+    assert body["funding"] == "prepaid" and body["status"] == "active"
+    assert body["limits"] == {
+        "rpm": 30,
+        "tpm": None,
+        "max_concurrency": 3,
+        "models": ["gpt-fake"],
+        "expires_at": None,
+    }
+    assert not any("cost" in name or "ratio" in name or "margin" in name for name in body)
+    assert_books_clean()
+
+
+def _usd(nanos: int) -> str:
+    whole, frac = divmod(nanos, USD)
+    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
+    return f"{whole}.{digits}"
+
+
+def test_embeddings_are_returned_as_sent(world: World) -> None:
+    """The SDK asks for base64 by default; the bytes pass through untouched."""
+    issued = world.key()
+    raw = httpx.post(
+        f"{world.url}/v1/embeddings",
+        headers={"Authorization": f"Bearer {issued.secret}"},
+        json={"model": "embed-fake", "input": "hello world", "encoding_format": "base64"},
+    )
+    assert raw.status_code == 200
+    vector = base64.b64decode(raw.json()["data"][0]["embedding"])
+    assert len(vector) == 8 * 4
+    trace_for(raw.headers["x-request-id"])
+    assert_books_clean()
