@@ -34,6 +34,11 @@ from proxy.ratelimit import Limits
 from proxy.upstreams.base import UpstreamTarget, upstream_secret
 
 
+# The most a client's retry adds to its body to set the limit the 402 suggests
+# (', "max_completion_tokens": 1000000000').
+MAX_TOKENS_FIELD_BYTES = 40
+
+
 class ProxyError(Exception):
     """An answer the proxy gives itself, before or instead of the upstream's."""
 
@@ -304,7 +309,9 @@ async def reserve(
         raise ProxyError(401, str(exc), "key_inactive") from exc
     except ReservationRefused as exc:
         affordable = affordable_output_tokens(
-            input_tokens=input_bound,
+            # The retry carries the max_tokens field this hint asks for, and every byte of the
+            # body counts toward the input bound: leave room for it, or the hint would not fit.
+            input_tokens=input_bound + MAX_TOKENS_FIELD_BYTES,
             prices=route.prices,
             ratio=key.ratio,
             client_available_nanos=exc.client_available_nanos,
