@@ -47,6 +47,7 @@ SERVER_REDIS_DB = 12  # the proxy servers' own Redis database (rate-limit state)
 UPSTREAM_SECRET = "sk-fake-upstream-secret"
 READY_TIMEOUT_SECONDS = 40
 LOG_TAIL_CHARS = 6000
+TRACE_FLUSH_SECONDS = 0.12  # two of the server's 50 ms trace batches, and some
 
 
 # ---------------------------------------------------------------------------- the fake provider
@@ -404,10 +405,12 @@ def world(
     fake_upstream.clear()
     world = build_world(fake_upstream, proxy_server, closed_port)
     yield world
-    # Nothing may still be in flight when the tables are emptied for the next test.
+    # Nothing may still be in flight when the tables are emptied for the next test, and the
+    # last batch of traces (flushed every 50 ms) should land before its keys are gone.
     wait_for(
         lambda: not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), timeout=10
     )
+    time.sleep(TRACE_FLUSH_SECONDS)
 
 
 # ---------------------------------------------------------------------------- assertions

@@ -1,0 +1,398 @@
+"""Admission through the real server: who may call, which model, how much, how often.
+
+Every refusal must happen before dispatch (the fake upstream sees nothing), hold nothing,
+and charge nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from accounts.services import reseller_create
+from billing.models import LedgerEntry
+from billing.selectors import wallet_for_tenant
+from billing.services import wallet_credit
+from keys.models import ClientKey
+from keys.services import IssuedKey, key_delete, key_update
+from tests.proxy.conftest import (
+    GPT_PRICE,
+    RATIO,
+    USD,
+    World,
+    assert_books_clean,
+    assert_nothing_charged,
+    expected_charge,
+    key_row,
+    now_utc,
+    trace_for,
+    traces_of,
+    wait_for,
+)
+
+PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+CHAT = {"model": "gpt-fake", "messages": PROMPT}
+
+
+def post(world: World, path: str, body: Any, secret: str | None, **headers: str) -> httpx.Response:
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    if isinstance(body, bytes):
+        return httpx.post(f"{world.url}{path}", content=body, headers=headers, timeout=20)
+    return httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"}
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+# ---------------------------------------------------------------------------- authentication
+
+
+def test_missing_key_is_refused_in_the_openai_shape(world: World) -> None:
+    response = post(world, "/v1/chat/completions", CHAT, None)
+
+    error = assert_openai_error(response, 401, "missing_api_key")
+    assert error["type"] == "authentication_error"
+    assert world.fake.records == []
+
+
+def test_invalid_key_is_refused_and_the_sdk_raises_authentication_error(world: World) -> None:
+    real = world.key()
+    forged = real.secret[:-4] + ("AAAA" if not real.secret.endswith("AAAA") else "BBBB")
+    client = openai.OpenAI(base_url=f"{world.url}/v1", api_key=forged, max_retries=0)
+
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**CHAT)
+
+    assert_openai_error(
+        post(world, "/v1/chat/completions", CHAT, "tg-nonsense"), 401, "invalid_api_key"
+    )
+    assert world.fake.records == []
+    assert_nothing_charged(real)
+
+
+def test_revoked_key_is_refused_at_its_next_request(world: World) -> None:
+    issued = world.key()
+    assert post(world, "/v1/chat/completions", CHAT, issued.secret).status_code == 200
+    spent = key_row(issued).client_spent_nanos
+
+    key_update(tenant=world.tenant, actor=None, key_id=issued.key.pk, changes={"status": "revoked"})
+    response = post(world, "/v1/chat/completions", CHAT, issued.secret)
+
+    assert_openai_error(response, 401, "key_revoked")
+    assert len(world.fake.records) == 1
+    assert key_row(issued).client_spent_nanos == spent
+    # Reactivating it works again: revocation is a state, not a deletion.
+    key_update(tenant=world.tenant, actor=None, key_id=issued.key.pk, changes={"status": "active"})
+    assert post(world, "/v1/chat/completions", CHAT, issued.secret).status_code == 200
+    assert_books_clean()
+
+
+def test_expired_key_is_refused(world: World) -> None:
+    issued = world.key(expires_at=now_utc() + timedelta(days=1))
+    assert post(world, "/v1/chat/completions", CHAT, issued.secret).status_code == 200
+    # A day passes (the row is what the clock would have made of it).
+    ClientKey.objects.filter(pk=issued.key.pk).update(expires_at=now_utc() - timedelta(seconds=1))
+
+    response = post(world, "/v1/chat/completions", CHAT, issued.secret)
+
+    assert_openai_error(response, 401, "key_expired")
+    assert len(world.fake.records) == 1
+    assert_books_clean()
+
+
+def test_deleted_key_is_refused_and_its_unspent_cost_was_refunded(world: World) -> None:
+    issued = world.key()
+    assert post(world, "/v1/chat/completions", CHAT, issued.secret).status_code == 200
+    wait_for(lambda: key_row(issued).client_spent_nanos > 0)
+    balance = wallet_for_tenant(tenant=world.tenant).balance_nanos
+
+    deleted = key_delete(tenant=world.tenant, actor=None, key_id=issued.key.pk)
+    response = post(world, "/v1/chat/completions", CHAT, issued.secret)
+
+    assert_openai_error(response, 401, "key_deleted")
+    key = key_row(issued)
+    assert deleted.refunded_nanos == 6 * USD - key.cost_spent_nanos
+    assert wallet_for_tenant(tenant=world.tenant).balance_nanos == balance + deleted.refunded_nanos
+    assert len(world.fake.records) == 1
+    assert_books_clean()
+
+
+# ---------------------------------------------------------------------------- the request itself
+
+
+def test_disallowed_model_is_refused_with_403(world: World) -> None:
+    issued = world.key(models=["gpt-fake"])
+
+    response = post(world, "/v1/embeddings", {"model": "embed-fake", "input": "hi"}, issued.secret)
+
+    assert_openai_error(response, 403, "model_not_allowed")
+    trace = trace_for(response.headers["x-request-id"])
+    assert (trace.status, trace.status_code, trace.model, trace.cost_nanos) == (
+        "refused",
+        403,
+        "embed-fake",
+        0,
+    )
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
+    assert_books_clean()
+
+
+def test_unknown_model_is_refused_with_404(world: World) -> None:
+    issued = world.key()
+
+    response = post(
+        world, "/v1/chat/completions", {**CHAT, "model": "gpt-nonexistent"}, issued.secret
+    )
+
+    assert_openai_error(response, 404, "model_not_found")
+    # A model of the other wire format is just as unknown here.
+    response = post(world, "/v1/chat/completions", {**CHAT, "model": "claude-fake"}, issued.secret)
+    assert_openai_error(response, 404, "model_not_found")
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
+
+
+def test_anthropic_route_refusals_use_the_anthropic_shape(world: World) -> None:
+    issued = world.key(models=["claude-fake"])
+    body = {"model": "claude-slow", "max_tokens": 10, "messages": PROMPT}
+
+    response = post(
+        world, "/v1/messages", body, issued.secret, **{"anthropic-version": "2023-06-01"}
+    )
+
+    assert response.status_code == 403
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "permission_error"
+    response = post(
+        world, "/v1/messages", {**body, "model": "claude-fake", "max_tokens": None}, issued.secret
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert world.fake.records == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"model": "gpt-fake", "messages": [', "invalid_json"),
+        (b'["not", "an", "object"]', "invalid_request"),
+        (b'{"model": "gpt-fake"}', "invalid_request"),
+        (b'{"model": "gpt-fake", "messages": [], "max_tokens": -5}', "invalid_request"),
+    ],
+    ids=["truncated-json", "not-an-object", "no-messages", "negative-max-tokens"],
+)
+def test_malformed_request_is_refused_with_400(world: World, body: bytes, code: str) -> None:
+    issued = world.key()
+
+    response = post(
+        world, "/v1/chat/completions", body, issued.secret, **{"content-type": "application/json"}
+    )
+
+    assert_openai_error(response, 400, code)
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
+
+
+def test_body_larger_than_the_limit_is_refused_with_413(world: World) -> None:
+    """The default limit (10 MiB) on the shared server; a small configured one is tested in
+    test_server_settings.py."""
+    issued = world.key()
+    body = {**CHAT, "messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]}
+
+    response = post(world, "/v1/chat/completions", body, issued.secret)
+
+    assert_openai_error(response, 413, "request_too_large")
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
+
+
+# ---------------------------------------------------------------------------- money: 402
+
+
+AFFORDABLE = re.compile(r"Set max_tokens to at most (\d+) to fit")
+
+
+def affordable_from(response: httpx.Response) -> int:
+    error = assert_openai_error(response, 402, "insufficient_budget")
+    found = AFFORDABLE.search(error["message"])
+    assert found, error["message"]
+    return int(found.group(1))
+
+
+def test_prepaid_key_that_cannot_cover_the_worst_case_gets_402_naming_what_fits(
+    world: World,
+) -> None:
+    # $0.01 of client budget for $0.006: the input alone fits, 16,384 output tokens do not.
+    issued = world.key(client_budget_nanos=10_000_000, your_cost_nanos=6_000_000)
+
+    refused = post(world, "/v1/chat/completions", CHAT, issued.secret)
+    fits = affordable_from(refused)
+
+    assert 0 < fits < 16_384
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
+    # The figure is close to the limit (it leaves room for the max_tokens field the retry
+    # adds to the body, ~10 tokens at these prices): a little more is refused, it is served.
+    over = post(world, "/v1/chat/completions", {**CHAT, "max_tokens": fits + 20}, issued.secret)
+    assert over.status_code == 402
+    served = post(world, "/v1/chat/completions", {**CHAT, "max_tokens": fits}, issued.secret)
+    assert served.status_code == 200, served.text
+    seen = world.fake.last("gpt-fake")
+    assert seen.body["max_tokens"] == fits
+    assert seen.usage is not None
+    expected = expected_charge(
+        GPT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+        ratio=RATIO,
+    )
+    key = key_row(issued)
+    assert (key.cost_spent_nanos, key.client_spent_nanos) == (
+        expected.cost_nanos,
+        expected.client_nanos,
+    )
+    assert key.client_spent_nanos <= key.client_budget_nanos
+    assert trace_for(refused.headers["x-request-id"]).status_code == 402
+    assert_books_clean()
+
+
+def test_wallet_key_is_bounded_by_a_small_wallet(world: World) -> None:
+    small, _ = reseller_create(email="small@example.com")
+    wallet_credit(tenant=small, amount_nanos=5_000_000, reason="test funds")  # $0.005
+    issued = world.key(tenant=small, funding="wallet")
+
+    fits = affordable_from(post(world, "/v1/chat/completions", CHAT, issued.secret))
+    assert (
+        "wallet"
+        in post(world, "/v1/chat/completions", CHAT, issued.secret).json()["error"]["message"]
+    )
+    served = post(world, "/v1/chat/completions", {**CHAT, "max_tokens": fits}, issued.secret)
+
+    assert served.status_code == 200, served.text
+    seen = world.fake.last("gpt-fake")
+    assert seen.usage is not None
+    expected = expected_charge(
+        GPT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+    )
+    wallet = wallet_for_tenant(tenant=small)
+    assert wallet.balance_nanos == 5_000_000 - expected.cost_nanos
+    assert wallet.reserved_nanos == 0
+    usage = LedgerEntry.objects.get(wallet=wallet, kind=LedgerEntry.Kind.USAGE)
+    assert usage.amount_nanos == -expected.cost_nanos
+    assert_books_clean()
+
+
+def test_spend_cap_bounds_a_wallet_key(world: World) -> None:
+    cap = 3_000_000  # $0.003 in client prices, per day
+    issued = world.key(funding="wallet", spend_cap_nanos=cap, budget_period="daily")
+
+    refused = post(world, "/v1/chat/completions", CHAT, issued.secret)
+    fits = affordable_from(refused)
+    assert "spend cap" in refused.json()["error"]["message"]
+    served = post(world, "/v1/chat/completions", {**CHAT, "max_tokens": fits}, issued.secret)
+
+    assert served.status_code == 200, served.text
+    key = key_row(issued)
+    assert 0 < key.period_client_spent_nanos <= cap
+    assert key.period_client_spent_nanos == key.client_spent_nanos
+    assert_books_clean()
+
+
+def test_anthropic_402_uses_the_anthropic_shape(world: World) -> None:
+    issued = world.key(client_budget_nanos=10_000_000, your_cost_nanos=6_000_000)
+    body = {"model": "claude-fake", "max_tokens": 100_000, "messages": PROMPT}
+
+    response = post(
+        world, "/v1/messages", body, issued.secret, **{"anthropic-version": "2023-06-01"}
+    )
+
+    assert response.status_code == 402
+    assert response.json()["error"]["type"] == "billing_error"
+    assert "max_tokens" in response.json()["error"]["message"]
+    assert world.fake.records == []
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+def test_requests_over_the_rpm_limit_get_429_with_retry_after_and_ratelimit_headers(
+    world: World,
+) -> None:
+    issued = world.key(rpm=2)
+
+    first = post(world, "/v1/chat/completions", CHAT, issued.secret)
+    second = post(world, "/v1/chat/completions", CHAT, issued.secret)
+    third = post(world, "/v1/chat/completions", CHAT, issued.secret)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert_openai_error(third, 429, "rate_limit_exceeded")
+    assert int(third.headers["retry-after"]) >= 1
+    assert third.headers["x-ratelimit-limit-requests"] == "2"
+    assert third.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "x-ratelimit-reset-requests" in third.headers
+    assert len(world.fake.records) == 2
+    statuses = [t.status_code for t in traces_of(issued.key, 3)]
+    assert sorted(statuses) == [200, 200, 429]
+    assert_books_clean()
+
+
+def test_second_request_while_one_streams_at_max_concurrency_1_gets_429(world: World) -> None:
+    issued = world.key(max_concurrency=1)
+    opened = threading.Event()
+    release = threading.Event()
+    result: dict[str, Any] = {}
+
+    def slow_stream() -> None:
+        body = {"model": "slow-stream", "messages": PROMPT, "stream": True}
+        headers = {"Authorization": f"Bearer {issued.secret}"}
+        with httpx.stream(
+            "POST", f"{world.url}/v1/chat/completions", json=body, headers=headers, timeout=20
+        ) as r:
+            result["status"] = r.status_code
+            for _ in r.iter_raw():
+                opened.set()
+                if release.is_set():
+                    break
+
+    streaming = threading.Thread(target=slow_stream)
+    streaming.start()
+    try:
+        assert opened.wait(10)
+        refused = post(world, "/v1/chat/completions", CHAT, issued.secret)
+    finally:
+        release.set()
+        streaming.join(10)
+
+    assert result["status"] == 200
+    assert_openai_error(refused, 429, "rate_limit_exceeded")
+    assert int(refused.headers["retry-after"]) >= 1
+    # The slot is handed back when the stream ends, however it ends.
+    wait_for(lambda: len(traces_of_now(issued)) == 2)
+    assert post(world, "/v1/chat/completions", CHAT, issued.secret).status_code == 200
+    assert_books_clean()
+
+
+def traces_of_now(issued: IssuedKey) -> list[Any]:
+    from proxy.models import Trace
+
+    return list(Trace.objects.filter(client_key=issued.key))
