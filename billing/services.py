@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing import crypto
+from billing.events import config_changed
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import Hold, Settlement, reserve_op, settle_op
@@ -136,6 +137,7 @@ def upstream_save(
         upstream.is_active = is_active
     upstream.full_clean()
     upstream.save()
+    config_changed("routes")
     return upstream
 
 
@@ -169,6 +171,7 @@ def price_set(
     if max_output_tokens is not None and route.max_output_tokens != max_output_tokens:
         route.max_output_tokens = max_output_tokens
         route.save(update_fields=["max_output_tokens"])
+    config_changed("routes")
     return ModelPrice.objects.create(
         route=route,
         input_per_mtok_nanos=input_per_mtok_nanos,
