@@ -3,21 +3,25 @@
 Design overview
 ---------------
 Admission must be atomic under any concurrency: the sum of charges never exceeds a key's
-budget or cap, and a wallet never goes negative. Both are guaranteed the same way, by
-conditional ``UPDATE``s whose ``WHERE`` clause is the rule itself (the row lock taken by the
-update serialises competitors; the loser updates no row and is refused):
+budget or cap, and a wallet never goes negative. Each operation is one batch (one
+transaction, one round trip on PostgreSQL; see ``billing.sqlops``) whose conditions are in
+the SQL, so the row locks it takes are held only while the database runs it:
 
-1. ``reserve_op`` adds the worst case to the key's ``*_reserved_nanos`` only if
+1. ``reserve_op``: the key's ``UPDATE`` adds the worst case to ``*_reserved_nanos`` only if
    spent + reserved + worst case still fits the prepaid budget and the spend cap (resetting
-   the cap's period in the same statement when it has rolled over); for ``wallet`` keys it
-   then adds the cost to ``Wallet.reserved_nanos`` only if the wallet's balance still covers
-   all its reservations. A ``Reservation`` row, unique on the request id, records the hold.
-2. ``settle_op`` *claims* the reservation (``status = 'held'`` → settled/released/expired;
-   only one caller can win, so nothing is charged twice), moves the actual charge — clamped
-   to the hold, so an upstream that reports more than the worst case can never push a key
-   past its budget — from reserved to spent, and for ``wallet`` keys posts the usage to the
-   ledger in the same transaction. Releasing is settling a zero charge. A prepaid key that
-   was deleted while the request was in flight refunds the released part at once.
+   the cap's period in the same statement when it has rolled over), and marks the key row
+   with the request id. Guarded by that mark, a ``wallet`` key's hold is added to
+   ``Wallet.reserved_nanos`` (the CHECK ``balance >= reserved`` refuses an overdraft and
+   aborts the batch) and the ``Reservation`` row, unique on the request id, is inserted.
+   No reservation row back = refused; a second, read-only batch says why.
+2. ``settle_op``: *claims* the reservation (``status = 'held'`` → settled / released /
+   expired, with a fresh claim token; only one caller can win, so nothing is charged
+   twice) and, guarded by that claim, moves the charge from reserved to spent on the key
+   and, for ``wallet`` keys, posts the usage to the ledger while releasing the hold. The
+   charge is the actual cost clamped to the hold, so an upstream that reports more than
+   the worst case can never push a key past its budget. Releasing is settling a zero
+   charge. A prepaid key deleted while the request was in flight gets the released part of
+   the hold refunded in the same batch.
 
 A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
 statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
@@ -25,20 +29,20 @@ caller's copy of the key may predate a change of ``budget_period`` (the proxy ca
 and a request can run for minutes), and an index of another kind would reset a cap early or
 push ``period_index`` so far ahead that the cap never resets again.
 
-Locks are always taken in the order reservation → key → wallet, so two operations never
-wait on each other in opposite orders. Every operation is an ``Op`` (see ``billing.sqlops``)
-run by the sync services or by the proxy's async driver: one implementation for both.
+Locks are taken in the order reservation → key → wallet, so two operations never wait on
+each other in opposite orders.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from billing.exceptions import KeyInactive, ReservationRefused
-from billing.ledger import ledger_post_op
+from billing.ledger import OVERDRAFT_CONSTRAINT, WALLET_AVAILABLE, Guard, ledger_post_statements
 from billing.money import Charge, format_usd
-from billing.sqlops import Op, Sql
+from billing.sqlops import Batch, ConstraintViolated, Op, Sql
 from keys.periods import period_indexes
 
 # The current period of the key's stored budget_period (params: ``period_indexes(now)``).
@@ -52,8 +56,11 @@ UPDATE keys_clientkey
        cost_reserved_nanos = cost_reserved_nanos + %(cost)s,
        period_client_spent_nanos = CASE WHEN period_index < {PERIOD} THEN 0
                                         ELSE period_client_spent_nanos END,
-       period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END
+       period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END,
+       hold_marker = %(request_id)s
  WHERE id = %(key_id)s
+   AND funding = %(funding)s
+   AND wallet_id = %(wallet_id)s
    AND status = 'active'
    AND (funding <> 'prepaid' OR (
             client_spent_nanos + client_reserved_nanos + %(client)s <= client_budget_nanos
@@ -61,8 +68,28 @@ UPDATE keys_clientkey
    AND (spend_cap_nanos IS NULL OR
         (CASE WHEN period_index < {PERIOD} THEN 0 ELSE period_client_spent_nanos END)
         + client_reserved_nanos + %(client)s <= spend_cap_nanos)
-RETURNING funding, wallet_id
 """  # noqa: S608
+
+# "The key update of this batch took effect": the key row carries our request id.
+KEY_MARKED = (
+    "EXISTS (SELECT 1 FROM keys_clientkey WHERE id = %(key_id)s AND hold_marker = %(request_id)s)"
+)
+
+WALLET_RESERVE = f"""
+UPDATE billing_wallet SET reserved_nanos = reserved_nanos + %(cost)s
+ WHERE id = %(wallet_id)s AND {KEY_MARKED}
+"""  # noqa: S608
+
+RESERVATION_INSERT = """
+INSERT INTO billing_reservation
+       (request_id, client_key_id, wallet_id, price_id, cost_nanos, client_nanos, status,
+        charged_cost_nanos, charged_client_nanos, claim_token, created_at, expires_at)
+SELECT %(request_id)s, id, %(held_wallet_id)s, %(price_id)s, %(cost)s, %(client)s, 'held',
+       0, 0, '', %(now)s, %(expires_at)s
+  FROM keys_clientkey
+ WHERE id = %(key_id)s AND hold_marker = %(marker)s
+RETURNING id
+"""
 
 KEY_STATE = f"""
 SELECT status, funding, client_budget_nanos, client_spent_nanos, client_reserved_nanos,
@@ -72,61 +99,61 @@ SELECT status, funding, client_budget_nanos, client_spent_nanos, client_reserved
   FROM keys_clientkey WHERE id = %(key_id)s
 """  # noqa: S608
 
-WALLET_RESERVE = """
-UPDATE billing_wallet
-   SET reserved_nanos = reserved_nanos + %(cost)s
- WHERE id = %(wallet_id)s AND balance_nanos - reserved_nanos >= %(cost)s
-RETURNING id
-"""
-
-WALLET_AVAILABLE = "SELECT balance_nanos - reserved_nanos FROM billing_wallet WHERE id = %(wallet_id)s"
-
-RESERVATION_INSERT = """
-INSERT INTO billing_reservation
-       (request_id, client_key_id, wallet_id, price_id, cost_nanos, client_nanos, status,
-        charged_cost_nanos, charged_client_nanos, created_at, expires_at)
-VALUES (%(request_id)s, %(key_id)s, %(wallet_id)s, %(price_id)s, %(cost)s, %(client)s, 'held',
-        0, 0, %(now)s, %(expires_at)s)
-RETURNING id
-"""
-
 RESERVATION_CLAIM = """
 UPDATE billing_reservation
    SET status = %(status)s,
        finished_at = %(now)s,
-       charged_cost_nanos = CASE WHEN cost_nanos < %(cost)s THEN cost_nanos ELSE %(cost)s END,
-       charged_client_nanos = CASE WHEN client_nanos < %(client)s THEN client_nanos ELSE %(client)s END
+       charged_cost_nanos = %(charged_cost)s,
+       charged_client_nanos = %(charged_client)s,
+       claim_token = %(token)s
  WHERE request_id = %(request_id)s AND status = 'held'
-RETURNING id, client_key_id, wallet_id, cost_nanos, client_nanos,
-          charged_cost_nanos, charged_client_nanos
+   AND client_key_id = %(key_id)s AND cost_nanos = %(held_cost)s AND client_nanos = %(held_client)s
+RETURNING id
 """
+
+# "The claim of this batch took effect."
+CLAIMED = "EXISTS (SELECT 1 FROM billing_reservation WHERE request_id = %(request_id)s AND claim_token = %(token)s)"
 
 KEY_SETTLE = f"""
 UPDATE keys_clientkey
    SET client_reserved_nanos = client_reserved_nanos - %(held_client)s,
        cost_reserved_nanos = cost_reserved_nanos - %(held_cost)s,
-       client_spent_nanos = client_spent_nanos + %(client)s,
-       cost_spent_nanos = cost_spent_nanos + %(cost)s,
+       client_spent_nanos = client_spent_nanos + %(charged_client)s,
+       cost_spent_nanos = cost_spent_nanos + %(charged_cost)s,
        period_client_spent_nanos = CASE WHEN period_index < {PERIOD} THEN 0
-                                        ELSE period_client_spent_nanos END + %(client)s,
+                                        ELSE period_client_spent_nanos END + %(charged_client)s,
        period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END
- WHERE id = %(key_id)s
-RETURNING funding, status, wallet_id
+ WHERE id = %(key_id)s AND {CLAIMED}
 """  # noqa: S608
 
-KEY_REFUND_RELEASED = """
-UPDATE keys_clientkey SET cost_refunded_nanos = cost_refunded_nanos + %(refund)s WHERE id = %(key_id)s
-"""
+WALLET_RELEASE = f"""
+UPDATE billing_wallet SET reserved_nanos = reserved_nanos - %(held_cost)s
+ WHERE id = %(wallet_id)s AND {CLAIMED}
+"""  # noqa: S608
 
-WALLET_RELEASE = """
-UPDATE billing_wallet SET reserved_nanos = reserved_nanos - %(held)s WHERE id = %(wallet_id)s
-"""
+# A prepaid key deleted while this request was in flight: its unspent cost went back to the
+# wallet at deletion, except this hold; the part of the hold not charged goes back now.
+KEY_DELETED = "EXISTS (SELECT 1 FROM keys_clientkey WHERE id = %(key_id)s AND status = 'deleted')"
+KEY_REFUND_RELEASED = f"""
+UPDATE keys_clientkey SET cost_refunded_nanos = cost_refunded_nanos + %(refund)s
+ WHERE id = %(key_id)s AND status = 'deleted' AND {CLAIMED}
+"""  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
+    """A reservation as its holder knows it: enough to settle it without reading it back."""
+
+    request_id: str
     reservation_id: int
+    key_id: int
+    funding: str
+    # The wallet holding the cost part of the hold (wallet-funded keys only).
     wallet_id: int | None
+    # The tenant's wallet, where a deleted prepaid key's released hold is refunded.
+    key_wallet_id: int
+    cost_nanos: int
+    client_nanos: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,64 +172,96 @@ def reserve_op(
     *,
     request_id: str,
     key_id: int,
+    funding: str,
+    wallet_id: int,
     price_id: int,
     worst_case: Charge,
     now: datetime,
     expires_at: datetime,
-    period: int | None = None,
 ) -> Op[Hold]:
     """Hold ``worst_case`` against the key (and its wallet, for wallet-funded keys).
 
+    ``funding`` and ``wallet_id`` are the key's (both immutable; checked by the statement).
     Raises ReservationRefused (with what is available) or KeyInactive; nothing is held then.
-    ``period`` is ignored (the statement picks the stored budget_period's period at
-    ``now``); it is accepted only until the proxy's callers stop passing it.
     """
-    periods = period_indexes(now)
+    is_wallet = funding == "wallet"
     params = {
+        "request_id": request_id,
+        "key_id": key_id,
+        "funding": funding,
+        "wallet_id": wallet_id,
         "client": worst_case.client_nanos,
         "cost": worst_case.cost_nanos,
-        "key_id": key_id,
-        **periods,
+        **period_indexes(now),
     }
-    rows = yield Sql(KEY_RESERVE, params)
-    if not rows:
-        state = yield Sql(KEY_STATE, {"key_id": key_id, **periods})
-        raise _refusal(state, worst_case)
-    funding, key_wallet_id = rows[0]
-    wallet_id = int(key_wallet_id) if funding == "wallet" else None
-    if wallet_id is not None:
-        held = yield Sql(WALLET_RESERVE, {"cost": worst_case.cost_nanos, "wallet_id": wallet_id})
-        if not held:
-            available = yield Sql(WALLET_AVAILABLE, {"wallet_id": wallet_id})
-            wallet_available = int(available[0][0]) if available else 0
-            raise ReservationRefused(
-                f"Insufficient wallet balance: {format_usd(max(wallet_available, 0))} available, "
-                f"this request may cost up to {format_usd(worst_case.cost_nanos)}.",
-                cost_available_nanos=max(wallet_available, 0),
-            )
-    inserted = yield Sql(
-        RESERVATION_INSERT,
-        {
-            "request_id": request_id,
-            "key_id": key_id,
-            "wallet_id": wallet_id,
-            "price_id": price_id,
-            "cost": worst_case.cost_nanos,
-            "client": worst_case.client_nanos,
-            "now": now,
-            "expires_at": expires_at,
-        },
+    statements = [Sql(KEY_RESERVE, params)]
+    if is_wallet:
+        statements.append(Sql(WALLET_RESERVE, params))
+    statements.append(
+        Sql(
+            RESERVATION_INSERT,
+            {
+                **params,
+                # The same value as request_id, named apart: PostgreSQL types a parameter
+                # once, and the select list and the comparison would disagree.
+                "marker": request_id,
+                "held_wallet_id": wallet_id if is_wallet else None,
+                "price_id": price_id,
+                "now": now,
+                "expires_at": expires_at,
+            },
+        )
     )
-    return Hold(reservation_id=int(inserted[0][0]), wallet_id=wallet_id)
+    try:
+        results = yield Batch(tuple(statements))
+    except ConstraintViolated as exc:
+        if exc.constraint != OVERDRAFT_CONSTRAINT:
+            raise
+        (rows,) = yield Batch.of(Sql(WALLET_AVAILABLE, {"wallet_id": wallet_id}))
+        wallet_available = max(int(rows[0][0]) if rows else 0, 0)
+        raise ReservationRefused(
+            f"Insufficient wallet balance: {format_usd(wallet_available)} available, "
+            f"this request may cost up to {format_usd(worst_case.cost_nanos)}.",
+            cost_available_nanos=wallet_available,
+        ) from None
+    inserted = results[-1]
+    if not inserted:
+        (state,) = yield Batch.of(Sql(KEY_STATE, {"key_id": key_id, **period_indexes(now)}))
+        raise _refusal(state, worst_case, funding_expected=funding)
+    return Hold(
+        request_id=request_id,
+        reservation_id=int(inserted[0][0]),
+        key_id=key_id,
+        funding=funding,
+        wallet_id=wallet_id if is_wallet else None,
+        key_wallet_id=wallet_id,
+        cost_nanos=worst_case.cost_nanos,
+        client_nanos=worst_case.client_nanos,
+    )
 
 
-def _refusal(state: list[tuple[object, ...]], worst_case: Charge) -> Exception:
+def _refusal(
+    state: list[tuple[object, ...]], worst_case: Charge, *, funding_expected: str
+) -> Exception:
     if not state:
         return KeyInactive("Unknown key.")
-    (status, funding, budget, spent, reserved, funded, cost_spent, cost_reserved, refunded,
-     cap, period_spent) = state[0]
+    (
+        status,
+        funding,
+        budget,
+        spent,
+        reserved,
+        funded,
+        cost_spent,
+        cost_reserved,
+        refunded,
+        cap,
+        period_spent,
+    ) = state[0]
     if status != "active":
         return KeyInactive(f"This key is {status}.")
+    if funding != funding_expected:
+        return KeyInactive("This key's funding does not match.")
     candidates: list[int] = []
     cost_available: int | None = None
     if funding == "prepaid":
@@ -222,80 +281,72 @@ def _refusal(state: list[tuple[object, ...]], worst_case: Charge) -> Exception:
 
 def settle_op(
     *,
-    request_id: str,
+    hold: Hold,
     actual: Charge,
     now: datetime,
     status: str = "settled",
     reason: str = "API usage",
-    period: int | None = None,
 ) -> Op[Settlement | None]:
     """Charge ``actual`` (clamped to the hold) and release the rest of the reservation.
 
     Returns None when the reservation was already settled, released or expired: settling
-    is idempotent on the request id. ``period`` is ignored, as in :func:`reserve_op`.
+    is idempotent on the request id.
     """
-    claimed = yield Sql(
-        RESERVATION_CLAIM,
-        {
-            "status": status,
-            "now": now,
-            "cost": actual.cost_nanos,
-            "client": actual.client_nanos,
-            "request_id": request_id,
-        },
-    )
-    if not claimed:
-        return None
-    row = claimed[0]
-    reservation_id, key_id = int(row[0]), int(row[1])
-    wallet_id = int(row[2]) if row[2] is not None else None
-    held_cost, held_client, charged_cost, charged_client = (int(v) for v in row[3:])
-    key_rows = yield Sql(
-        KEY_SETTLE,
-        {
-            "held_client": held_client,
-            "held_cost": held_cost,
-            "client": charged_client,
-            "cost": charged_cost,
-            "key_id": key_id,
-            **period_indexes(now),
-        },
-    )
-    funding, key_status, key_wallet_id = key_rows[0]
-    if wallet_id is not None:
+    charged_cost = min(actual.cost_nanos, hold.cost_nanos)
+    charged_client = min(actual.client_nanos, hold.client_nanos)
+    token = secrets.token_hex(16)
+    claim = {
+        "request_id": hold.request_id,
+        "token": token,
+        "key_id": hold.key_id,
+        "held_cost": hold.cost_nanos,
+        "held_client": hold.client_nanos,
+        "charged_cost": charged_cost,
+        "charged_client": charged_client,
+    }
+    statements = [
+        Sql(RESERVATION_CLAIM, {**claim, "status": status, "now": now}),
+        Sql(KEY_SETTLE, {**claim, **period_indexes(now)}),
+    ]
+    claimed = Guard(CLAIMED, {"request_id": hold.request_id, "token": token})
+    if hold.wallet_id is not None:
         if charged_cost > 0:
-            yield from ledger_post_op(
-                wallet_id=wallet_id,
+            statements += ledger_post_statements(
+                wallet_id=hold.wallet_id,
                 kind="usage",
                 amount_nanos=-charged_cost,
-                released_nanos=held_cost,
+                released_nanos=hold.cost_nanos,
                 reason=reason,
-                reference=request_id,
-                idempotency_key=f"usage:{request_id}",
-                client_key_id=key_id,
+                reference=hold.request_id,
+                idempotency_key=f"usage:{hold.request_id}",
+                client_key_id=hold.key_id,
                 now=now,
+                guard=claimed,
             )
-        elif held_cost > 0:
-            yield Sql(WALLET_RELEASE, {"held": held_cost, "wallet_id": wallet_id})
-    elif funding == "prepaid" and key_status == "deleted" and held_cost > charged_cost:
-        # The key's unspent cost was refunded at deletion, except what this request held.
-        refund = held_cost - charged_cost
-        yield Sql(KEY_REFUND_RELEASED, {"refund": refund, "key_id": key_id})
-        yield from ledger_post_op(
-            wallet_id=int(key_wallet_id),
+        elif hold.cost_nanos > 0:
+            statements.append(Sql(WALLET_RELEASE, {**claim, "wallet_id": hold.wallet_id}))
+    elif hold.cost_nanos > charged_cost:
+        refund = hold.cost_nanos - charged_cost
+        statements.append(Sql(KEY_REFUND_RELEASED, {**claim, "refund": refund}))
+        statements += ledger_post_statements(
+            wallet_id=hold.key_wallet_id,
             kind="key_refund",
             amount_nanos=refund,
             reason="Refund of a deleted key's released reservation",
-            reference=request_id,
-            idempotency_key=f"refund:{request_id}",
-            client_key_id=key_id,
+            reference=hold.request_id,
+            idempotency_key=f"refund:{hold.request_id}",
+            client_key_id=hold.key_id,
             now=now,
+            guard=Guard(f"{CLAIMED} AND {KEY_DELETED}", {**claimed.params, "key_id": hold.key_id}),
         )
+    results = yield Batch(tuple(statements))
+    if not results[0]:
+        return None
     return Settlement(
-        reservation_id=reservation_id,
-        key_id=key_id,
-        held_cost_nanos=held_cost,
-        held_client_nanos=held_client,
+        reservation_id=int(results[0][0][0]),
+        key_id=hold.key_id,
+        held_cost_nanos=hold.cost_nanos,
+        held_client_nanos=hold.client_nanos,
         charged_cost_nanos=charged_cost,
         charged_client_nanos=charged_client,
         overrun_cost_nanos=max(actual.cost_nanos - charged_cost, 0),

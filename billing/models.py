@@ -190,6 +190,9 @@ class Reservation(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
     charged_cost_nanos = models.BigIntegerField(default=0)
     charged_client_nanos = models.BigIntegerField(default=0)
+    # Set by whoever claims the hold (settle, release, expire); the rest of that batch is
+    # guarded by it, so only the claimant's statements apply.
+    claim_token = models.CharField(max_length=32, blank=True, default="", editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -211,6 +211,8 @@ def reservation_create(
         reserve_op(
             request_id=request_id,
             key_id=key.pk,
+            funding=key.funding,
+            wallet_id=key.wallet_id,
             price_id=price.pk,
             worst_case=charge,
             now=now,
@@ -229,13 +231,21 @@ def _finish(*, request_id: str, usage: Usage, status: str, now: datetime | None)
     key = reservation.client_key
     now = now or timezone.now()
     actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
-    return run_sync(
-        settle_op(
-            request_id=request_id,
-            actual=actual,
-            now=now,
-            status=status,
-        )
+    return run_sync(settle_op(hold=hold_of(reservation), actual=actual, now=now, status=status))
+
+
+def hold_of(reservation: Reservation) -> Hold:
+    """The holder's view of a stored reservation (for settling it from another process)."""
+    key = reservation.client_key
+    return Hold(
+        request_id=reservation.request_id,
+        reservation_id=reservation.pk,
+        key_id=key.pk,
+        funding=key.funding,
+        wallet_id=reservation.wallet_id,
+        key_wallet_id=key.wallet_id,
+        cost_nanos=reservation.cost_nanos,
+        client_nanos=reservation.client_nanos,
     )
 
 

@@ -74,6 +74,9 @@ class ClientKey(models.Model):
     budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE)
     period_index = models.BigIntegerField(default=0)
     period_client_spent_nanos = models.BigIntegerField(default=0)
+    # The request id of the last reservation that took effect on this row: later statements
+    # of the same reservation batch check it to know the key's update applied.
+    hold_marker = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     requests_per_minute = models.PositiveIntegerField(default=60)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)

@@ -27,12 +27,19 @@ from django.conf import settings
 
 from billing.exceptions import KeyInactive, ReservationRefused
 from billing.metering import Hold, reserve_op
-from billing.money import Charge, PriceRatio, Prices, Usage, affordable_output_tokens, format_usd, request_charge
+from billing.money import (
+    Charge,
+    PriceRatio,
+    Prices,
+    Usage,
+    affordable_output_tokens,
+    format_usd,
+    request_charge,
+)
 from keys.hashing import secret_matches, secret_prefix
 from proxy.db import Database, as_aware, as_list
 from proxy.ratelimit import Limits
 from proxy.upstreams.base import UpstreamTarget, upstream_secret
-
 
 # The most a client's retry adds to its body to set the limit the 402 suggests
 # (', "max_completion_tokens": 1000000000').
@@ -63,6 +70,7 @@ class ProxyError(Exception):
 class KeyInfo:
     id: int
     tenant_id: int
+    wallet_id: int
     digest: str
     status: str
     funding: str
@@ -112,7 +120,7 @@ class TtlCache:
 
 
 KEY_SELECT = """
-SELECT id, tenant_id, digest, status, funding, ratio_cost_nanos, ratio_client_nanos,
+SELECT id, tenant_id, wallet_id, digest, status, funding, ratio_cost_nanos, ratio_client_nanos,
        budget_period, requests_per_minute, tokens_per_minute, max_concurrency,
        allowed_models, expires_at, default_tag
   FROM keys_clientkey WHERE prefix = %(prefix)s
@@ -173,11 +181,12 @@ class Catalog:
 
 
 def _key_info(row: tuple[Any, ...]) -> KeyInfo:
-    (key_id, tenant_id, digest, status, funding, ratio_cost, ratio_client, budget_period, rpm, tpm,
+    (key_id, tenant_id, wallet_id, digest, status, funding, ratio_cost, ratio_client, budget_period, rpm, tpm,
      concurrency, allowed, expires_at, default_tag) = row
     return KeyInfo(
         id=int(key_id),
         tenant_id=int(tenant_id),
+        wallet_id=int(wallet_id),
         digest=digest,
         status=status,
         funding=funding,
@@ -299,6 +308,8 @@ async def reserve(
             reserve_op(
                 request_id=request_id,
                 key_id=key.id,
+                funding=key.funding,
+                wallet_id=key.wallet_id,
                 price_id=route.price_id,
                 worst_case=charge,
                 now=now,

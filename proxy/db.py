@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from billing.sqlops import Op, Rows, run_sync
+from billing.sqlops import Batch, ConstraintViolated, Op, Rows, check_violation_name, run_sync
 
 T = TypeVar("T")
 
@@ -29,7 +30,9 @@ class Database(Protocol):
 
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows: ...
 
-    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None: ...
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -54,13 +57,22 @@ def as_list(value: Any) -> list[Any]:
 
 class PostgresDatabase:
     def __init__(
-        self, conninfo: str, *, min_size: int = 2, max_size: int = 16, synchronous_commit: bool = True
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 16,
+        synchronous_commit: bool = True,
     ) -> None:
         from psycopg_pool import AsyncConnectionPool
 
         options = {} if synchronous_commit else {"options": "-c synchronous_commit=off"}
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True, **options}
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, **options},
         )
         self._opened = False
         self._opening: asyncio.Lock | None = None
@@ -77,18 +89,31 @@ class PostgresDatabase:
                 self._opened = True
 
     async def run(self, op: Op[T]) -> T:
+        """Run an operation, each of its batches pipelined: one round trip per batch."""
         await self._ensure_open()
+        results: list[Rows] | None = None
+        violation: ConstraintViolated | None = None
+        while True:
+            try:
+                batch = op.throw(violation) if violation is not None else op.send(results)  # type: ignore[arg-type]
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                results, violation = await self._run_batch(batch), None
+            except psycopg.errors.CheckViolation as exc:
+                results, violation = None, ConstraintViolated(check_violation_name(exc) or "")
+
+    async def _run_batch(self, batch: Batch) -> list[Rows]:
         async with self._pool.connection() as conn:
-            async with conn.transaction():
-                cursor = conn.cursor()
-                try:
-                    statement = next(op)
-                    while True:
-                        await cursor.execute(statement.text, statement.params)
-                        rows = await cursor.fetchall() if cursor.description else []
-                        statement = op.send(rows)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+            cursors = []
+            # BEGIN, the statements and COMMIT go out together; the pipeline's exit waits
+            # for all of their results (raising the first error, after a rollback).
+            async with conn.pipeline(), conn.transaction():
+                for statement in batch.statements:
+                    cursor = conn.cursor()
+                    await cursor.execute(statement.text, statement.params)
+                    cursors.append(cursor)
+            return [await c.fetchall() if c.description else [] for c in cursors]
 
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
         await self._ensure_open()
@@ -96,7 +121,9 @@ class PostgresDatabase:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
-    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
         await self._ensure_open()
         from psycopg import sql
 
@@ -124,7 +151,9 @@ class DjangoDatabase:
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
         return await sync_to_async(_fetch_sync)(sql, params)
 
-    async def insert_many(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
         await sync_to_async(_insert_many_sync)(table, columns, rows)
 
     async def close(self) -> None:

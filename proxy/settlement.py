@@ -15,19 +15,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.metering import Settlement, settle_op
+from billing.metering import Hold, Settlement, settle_op
 from billing.money import Charge, Usage, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
 
 
 async def settle(
-    db: Database, *, key: KeyInfo, route: RouteInfo, request_id: str, usage: Usage, now: datetime
+    db: Database, *, key: KeyInfo, route: RouteInfo, hold: Hold, usage: Usage, now: datetime
 ) -> tuple[Charge, Settlement | None]:
     actual = request_charge(usage, route.prices, key.ratio)
     settlement = await db.run(
         settle_op(
-            request_id=request_id,
+            hold=hold,
             actual=actual,
             now=now,
             status="settled",
@@ -37,10 +37,10 @@ async def settle(
     return actual, settlement
 
 
-async def release(db: Database, *, key: KeyInfo, request_id: str, now: datetime) -> Settlement | None:
+async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | None:
     return await db.run(
         settle_op(
-            request_id=request_id,
+            hold=hold,
             actual=Charge(0, 0),
             now=now,
             status="released",

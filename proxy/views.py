@@ -26,8 +26,16 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
+from billing.metering import Hold
 from billing.money import Usage
-from proxy.admission import KeyInfo, ProxyError, RouteInfo, authenticate, reserve, routes_for_request
+from proxy.admission import (
+    KeyInfo,
+    ProxyError,
+    RouteInfo,
+    authenticate,
+    reserve,
+    routes_for_request,
+)
 from proxy.endpoints import Endpoint, RequestInvalid
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import release, settle
@@ -149,7 +157,7 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
                 headers=limit_headers,
             )
         limiter_held = True
-        await reserve(
+        admitted = await reserve(
             runtime.db,
             key=key,
             routes=routes,
@@ -172,13 +180,13 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     outcome = Outcome()
     try:
         outcome = await dispatch(
-            runtime, send, receive, endpoint, parsed, body, routes, headers, [id_header, *limit_headers], request_id,
+            runtime, send, receive, endpoint, parsed, body, routes, headers, [id_header, *limit_headers], admitted.hold,
             key, now, started,
         )
     finally:
         if outcome.status == "refused" or outcome.usage is None:
             # Nothing produced (or we never got that far): charge nothing.
-            await _shielded(release(runtime.db, key=key, request_id=request_id, now=now))
+            await _shielded(release(runtime.db, hold=admitted.hold, now=now))
         tokens = outcome.usage.total_tokens if outcome.usage else 0
         await _shielded(runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=tokens))
         _trace(runtime, key, headers, endpoint, model, request_id, started, now, outcome, parsed_stream=parsed.is_stream)
@@ -203,7 +211,7 @@ async def dispatch(
     routes: list[RouteInfo],
     headers: dict[str, str],
     response_headers: list[tuple[bytes, bytes]],
-    request_id: str,
+    hold: Hold,
     key: KeyInfo,
     now: Any,
     started: float,
@@ -231,8 +239,8 @@ async def dispatch(
                 return await _pass_through_error(send, response, response_headers, route)
             if parsed.is_stream and endpoint.scanner is not None:
                 return await _stream(runtime, send, receive, endpoint, parsed, body, response, response_headers,
-                                     route, request_id, key, now)
-            return await _complete(runtime, send, endpoint, body, response, response_headers, route, request_id, key, now)
+                                     route, hold, key, now)
+            return await _complete(runtime, send, endpoint, body, response, response_headers, route, hold, key, now)
         finally:
             response.release()
     assert last_error is not None  # noqa: S101 - routes is never empty
@@ -265,7 +273,7 @@ async def _complete(
     response: aiohttp.ClientResponse,
     response_headers: list[tuple[bytes, bytes]],
     route: RouteInfo,
-    request_id: str,
+    hold: Hold,
     key: KeyInfo,
     now: Any,
 ) -> Outcome:
@@ -274,7 +282,7 @@ async def _complete(
         data = orjson.loads(payload)
         if not isinstance(data, dict):
             raise ValueError("not an object")
-    except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         message = "The upstream returned an invalid response."
         await respond(send, 502, endpoint.error_body(502, message, "upstream_invalid_response"), headers=response_headers)
         return Outcome(status_code=502, status="upstream_error", error_class=f"upstream_invalid_{type(exc).__name__}",
@@ -284,7 +292,7 @@ async def _complete(
     if usage is None:
         usage = Usage(input_tokens=estimated_input_tokens(request_body), output_tokens=max(1, len(payload) // 4))
     outcome = Outcome(status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route)
-    outcome.charged(await settle(runtime.db, key=key, route=route, request_id=request_id, usage=usage, now=now))
+    outcome.charged(await settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
     await respond(send, 200, payload, headers=response_headers)
     return outcome
 
@@ -307,7 +315,7 @@ async def _stream(
     response: aiohttp.ClientResponse,
     response_headers: list[tuple[bytes, bytes]],
     route: RouteInfo,
-    request_id: str,
+    hold: Hold,
     key: KeyInfo,
     now: Any,
 ) -> Outcome:
@@ -345,7 +353,7 @@ async def _stream(
                     held_back.append(out)
                     continue
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-    except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         # The upstream broke off mid-stream: charge what it produced, end the stream.
         outcome.status = "upstream_error"
         outcome.error_class = f"upstream_stream_{type(exc).__name__}"
@@ -362,7 +370,7 @@ async def _stream(
         usage = usage or scanner.estimated_usage(request_body)
     outcome.usage = usage
     # Settle before the last byte: once the client has the end of the answer, it is paid for.
-    outcome.charged(await _shielded(settle(runtime.db, key=key, route=route, request_id=request_id, usage=usage, now=now)))
+    outcome.charged(await _shielded(settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now)))
     if not gone.is_set():
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -8,7 +8,6 @@ through as they are.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 
@@ -97,7 +96,7 @@ async def upstream_open(
         response = await session.post(
             adapter.url(target, path), data=body, headers=adapter.headers(target, client_headers), timeout=timeout
         )
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise UpstreamError(
             f"Upstream {target.name} timed out.", retryable=True, error_class="upstream_timeout", status=504
         ) from exc
@@ -112,7 +111,7 @@ async def upstream_open(
     if response.status in RETRYABLE_STATUSES:
         try:
             payload = await response.read()
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             payload = b""
         finally:
             response.release()
