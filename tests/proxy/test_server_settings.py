@@ -1,0 +1,133 @@
+"""Servers started with non-default settings: a small body limit, and a short reservation
+TTL for a worker that dies mid-request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from billing.models import Reservation
+from billing.services import reservations_expire
+from tests.proxy.conftest import (
+    ProxyServer,
+    World,
+    assert_books_clean,
+    assert_nothing_charged,
+    build_world,
+    key_row,
+    now_utc,
+    wait_for,
+)
+from tests.proxy.upstream_fake import SLOW_STREAM, FakeUpstream
+
+SMALL_BODY_BYTES = 4096
+RESERVATION_TTL_SECONDS = 2
+PROMPT = [{"role": "user", "content": "Hello there."}]
+
+
+@pytest.fixture(scope="module")
+def proxy_server(start_proxy_server: Callable[..., ProxyServer]) -> Iterator[ProxyServer]:
+    """This module's ``world`` talks to a server with a 4 KiB body limit."""
+    server = start_proxy_server(PROXY_MAX_BODY_BYTES=str(SMALL_BODY_BYTES))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "gpt-fake", "messages": PROMPT}),
+        ("/v1/messages", {"model": "claude-fake", "max_tokens": 10, "messages": PROMPT}),
+        ("/v1/messages/count_tokens", {"model": "claude-fake", "messages": PROMPT}),
+    ],
+    ids=["chat", "messages", "count_tokens"],
+)
+def test_body_over_the_configured_limit_is_refused_with_413(
+    world: World, path: str, body: dict[str, Any]
+) -> None:
+    issued = world.key()
+    headers = {"Authorization": f"Bearer {issued.secret}", "anthropic-version": "2023-06-01"}
+    padding = "x" * SMALL_BODY_BYTES
+
+    fits = httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
+    too_big = httpx.post(
+        f"{world.url}{path}",
+        json={**body, "messages": [{"role": "user", "content": padding}]},
+        headers=headers,
+    )
+
+    assert fits.status_code == 200, fits.text
+    assert too_big.status_code == 413
+    error = too_big.json()["error"]
+    if path.startswith("/v1/messages"):
+        assert too_big.json()["type"] == "error"
+        assert error["type"] == "request_too_large"
+    else:
+        assert error["code"] == "request_too_large"
+    assert len(world.fake.records) == 1
+    assert_books_clean()
+
+
+# ---------------------------------------------------------------------------- a crashed worker
+
+
+@pytest.fixture
+def doomed_world(
+    transactional_db: None,
+    fake_upstream: FakeUpstream,
+    start_proxy_server: Callable[..., ProxyServer],
+    closed_port: int,
+) -> Iterator[World]:
+    """A world on a server of its own (the test kills it) whose holds expire after 2 s."""
+    fake_upstream.clear()
+    server = start_proxy_server(RESERVATION_TTL_SECONDS=str(RESERVATION_TTL_SECONDS))
+    yield build_world(fake_upstream, server, closed_port)
+    server.stop()
+
+
+def test_reservation_of_a_killed_worker_expires_and_charges_nothing(doomed_world: World) -> None:
+    world = doomed_world
+    issued = world.key()
+    streaming = threading.Event()
+
+    def slow_stream() -> None:
+        body = {"model": SLOW_STREAM, "messages": PROMPT, "stream": True}
+        headers = {"Authorization": f"Bearer {issued.secret}"}
+        try:
+            with httpx.stream(
+                "POST", f"{world.url}/v1/chat/completions", json=body, headers=headers
+            ) as r:
+                for _ in r.iter_raw():
+                    streaming.set()
+        except httpx.HTTPError:
+            pass  # the server dies under it
+
+    client = threading.Thread(target=slow_stream)
+    client.start()
+    assert streaming.wait(10)
+    held = Reservation.objects.get(client_key=issued.key)
+    assert held.status == Reservation.Status.HELD
+    assert key_row(issued).client_reserved_nanos == held.client_nanos > 0
+
+    # The worker dies mid-stream: no settlement, no release.
+    os.killpg(world.server.process.pid, signal.SIGKILL)
+    world.server.process.wait(10)
+    client.join(10)
+    assert not client.is_alive()
+    world.fake.wait_until(lambda: world.fake.last(SLOW_STREAM).is_cancelled)
+    assert Reservation.objects.get(pk=held.pk).status == Reservation.Status.HELD
+    assert reservations_expire(now=now_utc()) == 0  # not before its TTL
+
+    # After its TTL the sweep (a Celery beat task in production) reconciles it, once.
+    wait_for(lambda: held.expires_at < now_utc(), timeout=RESERVATION_TTL_SECONDS + 2)
+    assert reservations_expire(now=now_utc()) == 1
+    assert reservations_expire(now=now_utc()) == 0
+    assert Reservation.objects.get(pk=held.pk).status == Reservation.Status.EXPIRED
+    assert_nothing_charged(issued)
+    assert_books_clean()
