@@ -3,6 +3,8 @@
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
 starts ``celery worker`` in a subprocess against the *test* database and a Redis database
 of its own, publishes the task with ``.delay()`` and waits for the holds to be released.
+The queue's name is unique to the run, so a concurrent run of this suite (another worker
+on the same Redis database, pointed at another test database) cannot take the message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -34,8 +37,7 @@ from config.celery import app
 from keys.models import ClientKey
 from keys.services import key_create
 
-# A Redis database of the test's own, so no other worker takes its messages (and it takes
-# no one else's).
+# A Redis database for tests, away from development workers on the default one.
 TEST_BROKER_DB = 15
 WORKER_WAIT_SECONDS = 30
 WORKER_STOP_SECONDS = 15
@@ -106,7 +108,9 @@ def worker_broker_url() -> str:
 
 
 @contextmanager
-def celery_worker(*, database_url: str, broker_url: str, log_path: Path) -> Iterator[Path]:
+def celery_worker(
+    *, database_url: str, broker_url: str, queue: str, log_path: Path
+) -> Iterator[Path]:
     """A real ``celery worker`` subprocess; stopped (warm shutdown) on exit."""
     env = {
         **os.environ,
@@ -122,7 +126,7 @@ def celery_worker(*, database_url: str, broker_url: str, log_path: Path) -> Iter
         "--pool=solo",
         "--concurrency=1",
         "-Q",
-        "celery",
+        queue,
         "--without-heartbeat",
         "--without-gossip",
         "--without-mingle",
@@ -144,16 +148,16 @@ def celery_worker(*, database_url: str, broker_url: str, log_path: Path) -> Iter
 
 
 @contextmanager
-def publishing_to(broker_url: str) -> Iterator[None]:
-    """Point this process's Celery app at ``broker_url`` (dropping pooled connections)."""
-    saved = app.conf.broker_url
+def publishing_to(broker_url: str, queue: str) -> Iterator[None]:
+    """Send this process's tasks to ``queue`` on ``broker_url`` (dropping pooled connections)."""
+    saved = app.conf.broker_url, app.conf.task_default_queue
     app.close()
-    app.conf.broker_url = broker_url
+    app.conf.broker_url, app.conf.task_default_queue = broker_url, queue
     try:
         yield
     finally:
         app.close()
-        app.conf.broker_url = saved
+        app.conf.broker_url, app.conf.task_default_queue = saved
 
 
 @pytest.mark.postgres
@@ -161,12 +165,15 @@ def publishing_to(broker_url: str) -> Iterator[None]:
 def test_a_real_worker_runs_the_expiry_task(transactional_db, tenant, price, tmp_path):
     keys = hold_expired_reservations(tenant, price)
     broker_url = worker_broker_url()
-    redis.Redis.from_url(broker_url).flushdb()  # nothing left over from an earlier run
+    queue = f"tollgate-test-{uuid.uuid4().hex}"
 
     with celery_worker(
-        database_url=worker_database_url(), broker_url=broker_url, log_path=tmp_path / "worker.log"
+        database_url=worker_database_url(),
+        broker_url=broker_url,
+        queue=queue,
+        log_path=tmp_path / "worker.log",
     ) as log_path:
-        with publishing_to(broker_url):
+        with publishing_to(broker_url, queue):
             reservations_expire_task.delay()
         deadline = time.monotonic() + WORKER_WAIT_SECONDS
         while time.monotonic() < deadline:
@@ -174,9 +181,12 @@ def test_a_real_worker_runs_the_expiry_task(transactional_db, tenant, price, tmp
                 break
             time.sleep(0.2)
 
+    broker = redis.Redis.from_url(broker_url)
+    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    broker.close()
     log = log_path.read_text(errors="replace")
     assert not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), log
-    assert "reservations_expire_task" in log
+    assert "reservations_expire_task[" in log and "] succeeded in" in log, log
     assert_all_released(tenant, keys)
     assert ledger_mismatches() == []
     call_command("check_ledger")
