@@ -104,16 +104,21 @@ class PostgresDatabase:
                 results, violation = None, ConstraintViolated(check_violation_name(exc) or "")
 
     async def _run_batch(self, batch: Batch) -> list[Rows]:
+        """One simple-protocol message: PostgreSQL runs its statements as one implicit
+        transaction (an error rolls all of them back), in one round trip.
+
+        Measured here, psycopg's pipeline mode cost about 1 ms of client CPU per request
+        for the same round trip; values are bound client-side by psycopg's own quoting.
+        """
         async with self._pool.connection() as conn:
-            cursors = []
-            # BEGIN, the statements and COMMIT go out together; the pipeline's exit waits
-            # for all of their results (raising the first error, after a rollback).
-            async with conn.pipeline(), conn.transaction():
-                for statement in batch.statements:
-                    cursor = conn.cursor()
-                    await cursor.execute(statement.text, statement.params)
-                    cursors.append(cursor)
-            return [await c.fetchall() if c.description else [] for c in cursors]
+            cursor = psycopg.AsyncClientCursor(conn)
+            query = ";\n".join(cursor.mogrify(s.text, s.params) for s in batch.statements)
+            await cursor.execute(query)
+            results: list[Rows] = []
+            while True:
+                results.append(await cursor.fetchall() if cursor.description else [])
+                if not cursor.nextset():
+                    return results
 
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
         await self._ensure_open()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import astuple, dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from proxy.db import Database
 
@@ -21,8 +21,9 @@ MAX_BATCH = 500
 MAX_BUFFERED = 50_000
 
 
-@dataclass(slots=True)
-class TraceRow:
+class TraceRow(NamedTuple):
+    """One ``proxy_trace`` row, in column order (a tuple: buffered and copied as is)."""
+
     request_id: str
     tenant_id: int
     client_key_id: int
@@ -48,7 +49,7 @@ class TraceRow:
     created_at: datetime
 
 
-COLUMNS = tuple(TraceRow.__dataclass_fields__)
+COLUMNS = TraceRow._fields
 TABLE = "proxy_trace"
 
 
@@ -56,7 +57,7 @@ class TraceWriter:
     def __init__(self, db: Database, flush_ms: int) -> None:
         self.db = db
         self.flush_seconds = flush_ms / 1000
-        self.buffer: list[tuple[object, ...]] = []
+        self.buffer: list[TraceRow] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -64,7 +65,7 @@ class TraceWriter:
         if len(self.buffer) >= MAX_BUFFERED:
             logger.error("trace buffer full; dropping trace %s", row.request_id)
             return
-        self.buffer.append(astuple(row))
+        self.buffer.append(row)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         if len(self.buffer) >= MAX_BATCH:
