@@ -124,6 +124,8 @@ class Endpoint:
     usage_from_body: Callable[[dict[str, Any]], Usage | None]
     scanner: Callable[[ParsedRequest], StreamScanner] | None
     error_body: Callable[[int, str, str | None], bytes]
+    # An error event inside a stream that has already started (the SDKs raise on it).
+    stream_error: Callable[[str, str], bytes]
 
 
 CHAT = Endpoint(
@@ -135,6 +137,7 @@ CHAT = Endpoint(
     usage_from_body=lambda body: openai.chat_usage(body.get("usage")),
     scanner=chat_scanner,
     error_body=openai.error_body,
+    stream_error=openai.stream_error_event,
 )
 
 RESPONSES = Endpoint(
@@ -146,6 +149,7 @@ RESPONSES = Endpoint(
     usage_from_body=lambda body: openai.responses_usage(body.get("usage")),
     scanner=lambda parsed: openai.ResponsesStreamScanner(),
     error_body=openai.error_body,
+    stream_error=openai.stream_error_event,
 )
 
 EMBEDDINGS = Endpoint(
@@ -157,6 +161,7 @@ EMBEDDINGS = Endpoint(
     usage_from_body=lambda body: openai.embeddings_usage(body.get("usage")),
     scanner=None,
     error_body=openai.error_body,
+    stream_error=openai.stream_error_event,
 )
 
 MESSAGES = Endpoint(
@@ -168,4 +173,5 @@ MESSAGES = Endpoint(
     usage_from_body=lambda body: anthropic.messages_usage(body.get("usage")),
     scanner=lambda parsed: anthropic.MessagesStreamScanner(),
     error_body=anthropic.error_body,
+    stream_error=anthropic.stream_error_event,
 )

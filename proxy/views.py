@@ -364,6 +364,9 @@ async def _stream(
     finally:
         watcher.cancel()
     tail = b"".join(held_back) + (scanner.finish() if outcome.status == "ok" else b"")
+    if outcome.status == "upstream_error":
+        # A stream that just stops looks like a complete answer: say that it is not.
+        tail += endpoint.stream_error("The upstream failed mid-answer; the answer is incomplete.", outcome.error_class)
     usage = scanner.state.usage
     if usage is None or outcome.status != "ok":
         outcome.is_usage_estimated = usage is None

@@ -30,6 +30,12 @@ def error_body(status: int, message: str, code: str | None = None) -> bytes:
     )
 
 
+def stream_error_event(message: str, code: str) -> bytes:
+    """An error in a stream that has started: Anthropic sends an ``error`` event."""
+    error = {"type": "error", "error": {"type": "api_error", "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
 def messages_usage(usage: Any, *, output_tokens: int | None = None) -> Usage | None:
     if not isinstance(usage, dict):
         return None

@@ -30,6 +30,12 @@ def error_body(status: int, message: str, code: str | None = None) -> bytes:
     )
 
 
+def stream_error_event(message: str, code: str) -> bytes:
+    """An error in a stream that has started: OpenAI sends ``data: {"error": ...}``."""
+    error = {"message": message, "type": "upstream_error", "param": None, "code": code}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
 def chat_usage(usage: Any) -> Usage | None:
     """``usage`` of a chat completion (or its final stream chunk)."""
     if not isinstance(usage, dict):
