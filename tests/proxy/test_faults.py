@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
 import pytest
 
 from billing.models import Reservation
+from proxy.models import Trace
 from tests.proxy import upstream_fake
 from tests.proxy.conftest import (
     BACKUP_PRICE,
@@ -345,9 +347,15 @@ def test_upstream_dying_mid_stream_is_charged_for_what_it_produced(
 
     seen = world.fake.last(upstream_fake.FAULT_MIDSTREAM)
     assert seen.chunks_sent == upstream_fake.MIDSTREAM_CHUNKS
-    # The client got what was produced, and the stream ended (no end marker).
+    # The client got what was produced, then an error event in its format (no end marker).
     assert received.count(b"Hello") == 1
     assert b"[DONE]" not in received and b"message_stop" not in received
+    last_event = received.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    if path == "/v1/messages":
+        assert last_event.startswith(b"event: error\ndata: ")
+        assert orjson.loads(last_event.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+    else:
+        assert orjson.loads(last_event.removeprefix(b"data: "))["error"]["type"] == "upstream_error"
     trace = trace_for(request_id)
     assert (trace.status, trace.status_code, trace.is_usage_estimated) == (
         "upstream_error",
@@ -379,6 +387,29 @@ def test_upstream_dying_mid_stream_is_charged_for_what_it_produced(
     assert (key.cost_reserved_nanos, key.client_reserved_nanos) == (0, 0)
     assert (trace.cost_nanos, trace.client_nanos) == (expected.cost_nanos, expected.client_nanos)
     assert reservation_of(request_id).status == Reservation.Status.SETTLED
+    assert_books_clean()
+
+
+def test_sdks_raise_when_the_upstream_dies_mid_stream(world: World) -> None:
+    """A truncated answer must not pass for a complete one."""
+    issued = world.key()
+    openai_client = openai.OpenAI(base_url=f"{world.url}/v1", api_key=issued.secret, max_retries=0)
+    anthropic_client = anthropic.Anthropic(base_url=world.url, api_key=issued.secret, max_retries=0)
+    got: list[str] = []
+
+    with pytest.raises(openai.APIError, match="incomplete"):
+        for chunk in openai_client.chat.completions.create(
+            model=upstream_fake.FAULT_MIDSTREAM, messages=PROMPT, stream=True
+        ):
+            got.extend(c.delta.content or "" for c in chunk.choices)
+    with pytest.raises(anthropic.APIStatusError, match="incomplete"):
+        with anthropic_client.messages.stream(
+            model="claude-midstream", max_tokens=50, messages=PROMPT
+        ) as stream:
+            for text in stream.text_stream:
+                got.append(text)
+
+    assert "".join(got) == "Hello from the" * 2
     assert_books_clean()
 
 
@@ -427,3 +458,29 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_and_charges_what_was_
     assert held.charged_cost_nanos == expected.cost_nanos < held.cost_nanos
     assert (key.cost_reserved_nanos, key.client_reserved_nanos) == (0, 0)
     assert_books_clean()
+
+
+def test_client_hanging_up_on_a_non_streamed_request_pays_for_the_finished_answer(
+    world: World,
+) -> None:
+    """Only streams are watched for a hang-up: a non-streamed answer the upstream finished
+    (and billed the operator for) is charged as reported, and the trace says so."""
+    issued = world.key()
+    body = {"model": "slow-stream", "messages": PROMPT}
+    headers = {"Authorization": f"Bearer {issued.secret}"}
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{world.url}/v1/chat/completions", json=body, headers=headers, timeout=0.3)
+
+    seen = world.fake.last("slow-stream")
+    world.fake.wait_until(lambda: seen.is_finished, timeout=5)
+    assert seen.usage is not None
+    expected = expected_charge(
+        FAULT_PRICE,
+        input_tokens=seen.usage.uncached_tokens,
+        cached_tokens=seen.usage.cached_tokens,
+        output_tokens=seen.usage.output_tokens,
+        ratio=RATIO,
+    )
+    trace = wait_for(lambda: Trace.objects.filter(client_key=issued.key).first())
+    assert_charged(issued, trace.request_id, expected, endpoint="chat.completions", is_stream=False)

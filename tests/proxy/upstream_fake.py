@@ -39,13 +39,14 @@ FAULT_400 = "fault-400"  # an HTTP 400 in the wire format's own error shape
 FAULT_TIMEOUT = "fault-timeout"  # answers only after TIMEOUT_SLEEP_SECONDS
 FAULT_BADJSON = "fault-badjson"  # a 200 whose body is not JSON
 FAULT_MIDSTREAM = "fault-midstream"  # drops the connection after MIDSTREAM_CHUNKS chunks
-SLOW_STREAM = "slow-stream"  # SLOW_CHUNKS chunks, SLOW_GAP_SECONDS apart
+SLOW_STREAM = "slow-stream"  # SLOW_CHUNKS chunks SLOW_GAP_SECONDS apart, or a late answer
 NO_USAGE = "no-usage"  # never reports usage
 
 TIMEOUT_SLEEP_SECONDS = 3.0  # longer than the 1 s timeout the tests give such upstreams
 MIDSTREAM_CHUNKS = 3
 SLOW_CHUNKS = 40
 SLOW_GAP_SECONDS = 0.1
+SLOW_ANSWER_SECONDS = 1.0  # how long a slow model thinks before a non-streamed answer
 EMBEDDING_DIM = 8
 
 
@@ -231,15 +232,18 @@ class FakeUpstream:
         record.is_finished = True
         return response
 
+    async def _think(self, record: Record, seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            record.is_cancelled = True
+            raise
+
     async def _fault(self, record: Record, *, anthropic: bool) -> web.StreamResponse | None:
         """The answer of a fault model, or None to answer normally (after any delay)."""
         model = record.model
         if model.startswith(FAULT_TIMEOUT):
-            try:
-                await asyncio.sleep(TIMEOUT_SLEEP_SECONDS)
-            except asyncio.CancelledError:
-                record.is_cancelled = True
-                raise
+            await self._think(record, TIMEOUT_SLEEP_SECONDS)
             return None
         if model.startswith(FAULT_500):
             body = _error_body(anthropic, "api_error", "The fake upstream broke (500).")
@@ -325,6 +329,8 @@ class FakeUpstream:
         created = int(time.time())
         chat_id = f"chatcmpl-fake{len(self.records)}"
         if not record.is_stream:
+            if record.model.startswith(SLOW_STREAM):
+                await self._think(record, SLOW_ANSWER_SECONDS)
             record.usage = Reported(prompt, cached, count) if reports else None
             answer: dict[str, Any] = {
                 "id": chat_id,
