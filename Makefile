@@ -36,10 +36,12 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 setup: $(VENV)/.synced
 
 run: setup
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
 	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-	  --loop uvloop --no-ws config.asgi:application
+	  --loop uvloop --no-ws --static-path-route /static --static-path-mount staticfiles \
+	  config.asgi:application
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -74,7 +74,6 @@ class Command(BaseCommand):
                     "email": DEMO_RESELLER_EMAIL,
                     "password": reseller_password,
                     "tenant_id": seed.tenant.pk,
-                    "dashboard_url": f"{url}/dashboard/",
                 },
                 "api_token": token,
                 "wallet_balance": balance,
@@ -100,13 +99,13 @@ class Command(BaseCommand):
             rule,
             f"  Operator admin   {url}/admin/",
             f"                   login {DEMO_ADMIN_EMAIL} / {admin_password}",
-            f"  Demo reseller    {url}/dashboard/",
-            f"                   login {DEMO_RESELLER_EMAIL} / {reseller_password}"
+            f"  Demo reseller    login {DEMO_RESELLER_EMAIL} / {reseller_password}"
             f"   (wallet {balance} USD)",
             "  Reseller API token (new on every run; the previous one is revoked):",
             f"                   {token}",
             "  Try it:",
             f"    {curl}",
+            f"    OpenAI SDK: base_url={url}/v1   Anthropic SDK: base_url={url}",
             "  Upstreams:",
             *upstreams,
             rule,
