@@ -43,10 +43,25 @@ def _stream(payload: dict[str, Any]) -> bool:
     return payload.get("stream") is True
 
 
-def _rewrite_model(payload: dict[str, Any], raw: bytes, target_model: str) -> bytes:
-    if payload.get("model") == target_model:
+def _bounded(payload: dict[str, Any], limit_fields: tuple[str, ...], output_bound: int) -> dict[str, Any]:
+    """Changes that lower every output limit above ``output_bound`` to it: the hold covers
+    that much output and no more, and settlement never charges beyond the hold."""
+    return {
+        name: output_bound
+        for name in limit_fields
+        if isinstance(payload.get(name), int) and payload[name] > output_bound
+    }
+
+
+def _rewrite(
+    payload: dict[str, Any], raw: bytes, target_model: str, limit_fields: tuple[str, ...], output_bound: int
+) -> bytes:
+    changes = _bounded(payload, limit_fields, output_bound)
+    if payload.get("model") != target_model:
+        changes["model"] = target_model
+    if not changes:
         return raw
-    return orjson.dumps({**payload, "model": target_model})
+    return orjson.dumps({**payload, **changes})
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -63,14 +78,18 @@ def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
     )
 
 
-def prepare_chat(parsed: ParsedRequest, raw: bytes, target_model: str) -> bytes:
+CHAT_LIMITS = ("max_completion_tokens", "max_tokens")
+
+
+def prepare_chat(parsed: ParsedRequest, raw: bytes, target_model: str, output_bound: int) -> bytes:
     if not parsed.is_stream:
-        return _rewrite_model(parsed.payload, raw, target_model)
+        return _rewrite(parsed.payload, raw, target_model, CHAT_LIMITS, output_bound)
     # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
     options = parsed.payload.get("stream_options")
     options = dict(options) if isinstance(options, dict) else {}
     options["include_usage"] = True
-    return orjson.dumps({**parsed.payload, "model": target_model, "stream_options": options})
+    bounded = _bounded(parsed.payload, CHAT_LIMITS, output_bound)
+    return orjson.dumps({**parsed.payload, **bounded, "model": target_model, "stream_options": options})
 
 
 def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
@@ -110,8 +129,11 @@ def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
     return ParsedRequest(model=_model(payload), is_stream=_stream(payload), max_output_tokens=max_tokens, payload=payload)
 
 
-def prepare_plain(parsed: ParsedRequest, raw: bytes, target_model: str) -> bytes:
-    return _rewrite_model(parsed.payload, raw, target_model)
+def prepare_plain(*limit_fields: str) -> Callable[[ParsedRequest, bytes, str, int], bytes]:
+    def prepare(parsed: ParsedRequest, raw: bytes, target_model: str, output_bound: int) -> bytes:
+        return _rewrite(parsed.payload, raw, target_model, limit_fields, output_bound)
+
+    return prepare
 
 
 @dataclass(frozen=True)
@@ -120,7 +142,8 @@ class Endpoint:
     kind: str  # the upstream kind (and error shape) this endpoint speaks
     upstream_path: str
     parse: Callable[[dict[str, Any]], ParsedRequest]
-    prepare: Callable[[ParsedRequest, bytes, str], bytes]
+    # The body for one route: its model name, output limits lowered to what the hold covers.
+    prepare: Callable[[ParsedRequest, bytes, str, int], bytes]
     usage_from_body: Callable[[dict[str, Any]], Usage | None]
     scanner: Callable[[ParsedRequest], StreamScanner] | None
     error_body: Callable[[int, str, str | None], bytes]
@@ -145,7 +168,7 @@ RESPONSES = Endpoint(
     kind="openai",
     upstream_path="/responses",
     parse=parse_responses,
-    prepare=prepare_plain,
+    prepare=prepare_plain("max_output_tokens"),
     usage_from_body=lambda body: openai.responses_usage(body.get("usage")),
     scanner=lambda parsed: openai.ResponsesStreamScanner(),
     error_body=openai.error_body,
@@ -157,7 +180,7 @@ EMBEDDINGS = Endpoint(
     kind="openai",
     upstream_path="/embeddings",
     parse=parse_embeddings,
-    prepare=prepare_plain,
+    prepare=prepare_plain(),
     usage_from_body=lambda body: openai.embeddings_usage(body.get("usage")),
     scanner=None,
     error_body=openai.error_body,
@@ -169,7 +192,7 @@ MESSAGES = Endpoint(
     kind="anthropic",
     upstream_path="/v1/messages",
     parse=parse_messages,
-    prepare=prepare_plain,
+    prepare=prepare_plain("max_tokens"),
     usage_from_body=lambda body: anthropic.messages_usage(body.get("usage")),
     scanner=lambda parsed: anthropic.MessagesStreamScanner(),
     error_body=anthropic.error_body,

@@ -218,7 +218,12 @@ async def dispatch(
 ) -> Outcome:
     last_error: UpstreamError | None = None
     for route in routes:
-        upstream_body = endpoint.prepare(parsed, body, route.target_model)
+        # The hold covers this much output on this route (see admission.reserve): never
+        # let the upstream produce more, or the overrun would be served uncharged.
+        output_bound = route.max_output_tokens
+        if parsed.max_output_tokens is not None:
+            output_bound = min(parsed.max_output_tokens, output_bound)
+        upstream_body = endpoint.prepare(parsed, body, route.target_model, output_bound)
         try:
             response = await upstream_open(
                 runtime.session,
