@@ -168,3 +168,30 @@ def test_sdk_raises_authentication_error_on_a_revoked_key(world: World) -> None:
     assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     assert len(world.fake.for_model("claude-fake")) == 1
     assert_books_clean()
+
+
+def test_max_tokens_above_the_routes_output_limit_is_lowered_to_it(world: World) -> None:
+    """Claude Code asks for 32,000; the hold covers the route's limit, so does the request."""
+    world.route(
+        "claude-capped",
+        "fake-anthropic",
+        CLAUDE_PRICE,
+        max_output_tokens=3,
+        upstream_model="claude-fake",
+    )
+    issued = world.key()
+
+    raw = sdk(world, issued.secret).messages.with_raw_response.create(
+        model="claude-capped", max_tokens=32_000, messages=MESSAGES
+    )
+
+    seen = world.fake.last("claude-fake")
+    assert seen.body["max_tokens"] == 3
+    assert raw.parse().usage.output_tokens == 3
+    assert_charged(
+        issued,
+        raw.headers["x-request-id"],
+        claude_charge(seen),
+        endpoint="messages",
+        is_stream=False,
+    )

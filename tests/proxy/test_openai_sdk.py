@@ -18,6 +18,7 @@ from tests.proxy.conftest import (
     UPSTREAM_SECRET,
     USD,
     Expected,
+    Price,
     World,
     assert_books_clean,
     assert_charged,
@@ -349,3 +350,40 @@ def test_embeddings_are_returned_as_sent(world: World) -> None:
     assert len(vector) == 8 * 4
     trace_for(raw.headers["x-request-id"])
     assert_books_clean()
+
+
+UNBOUNDED_GAP = (
+    "open: a request without max_tokens reaches the upstream unbounded; injecting the "
+    "route's limit could break models whose own limit is lower than the route's"
+)
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=UNBOUNDED_GAP)), 5],
+    ids=["no-limit", "over-the-route-limit"],
+)
+def test_upstream_is_never_allowed_more_output_than_the_hold_covers(
+    world: World, asked: int | None
+) -> None:
+    """The hold covers the route's output limit (3 here), so that is what the upstream may
+    produce: otherwise the overrun is served and never charged (settlement clamps the
+    charge to the hold). Output-only pricing leaves no input slack to hide it."""
+    output_only = Price(input=0, output=GPT_PRICE.output, cached=0)
+    world.route(
+        "gpt-capped", "fake-openai", output_only, max_output_tokens=3, upstream_model="gpt-fake"
+    )
+    issued = world.key()
+    options = {} if asked is None else {"max_tokens": asked}
+
+    raw = sdk(world, issued.secret).chat.completions.with_raw_response.create(
+        model="gpt-capped", messages=PROMPT, **options
+    )
+
+    seen = world.fake.last("gpt-fake")
+    assert seen.usage is not None
+    assert seen.usage.output_tokens == 3
+    expected = expected_charge(output_only, input_tokens=0, output_tokens=3, ratio=RATIO)
+    request_id = raw.headers["x-request-id"]
+    assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
+    assert trace_for(request_id).output_tokens == 3
