@@ -105,6 +105,7 @@ UPDATE billing_reservation
        finished_at = %(now)s,
        charged_cost_nanos = %(charged_cost)s,
        charged_client_nanos = %(charged_client)s,
+       price_id = CASE WHEN %(price_id)s IS NULL THEN price_id ELSE %(price_id)s END,
        claim_token = %(token)s
  WHERE request_id = %(request_id)s AND status = 'held'
    AND client_key_id = %(key_id)s AND cost_nanos = %(held_cost)s AND client_nanos = %(held_client)s
@@ -286,8 +287,13 @@ def settle_op(
     now: datetime,
     status: str = "settled",
     reason: str = "API usage",
+    price_id: int | None = None,
 ) -> Op[Settlement | None]:
     """Charge ``actual`` (clamped to the hold) and release the rest of the reservation.
+
+    ``price_id`` is the price version ``actual`` was computed at, when it differs from the
+    one reserved at (the proxy holds at the dearest candidate route and charges at the
+    route that served): the reservation then records the price actually charged.
 
     Returns None when the reservation was already settled, released or expired: settling
     is idempotent on the request id.
@@ -305,7 +311,7 @@ def settle_op(
         "charged_client": charged_client,
     }
     statements = [
-        Sql(RESERVATION_CLAIM, {**claim, "status": status, "now": now}),
+        Sql(RESERVATION_CLAIM, {**claim, "status": status, "now": now, "price_id": price_id}),
         Sql(KEY_SETTLE, {**claim, **period_indexes(now)}),
     ]
     claimed = Guard(CLAIMED, {"request_id": hold.request_id, "token": token})

@@ -32,6 +32,7 @@ async def settle(
             now=now,
             status="settled",
             reason=f"API usage ({route.model})",
+            price_id=route.price_id,
         )
     )
     return actual, settlement
