@@ -273,6 +273,12 @@ def expected_charge(
     return Expected(cost_nanos=half_up(exact), client_nanos=half_up(exact * client / cost))
 
 
+def usd(nanos: int) -> str:
+    """Nano-dollars as the API writes them ("10.00", "0.000123456"), worked out here."""
+    whole, frac = divmod(nanos, NANOS_PER_USD)
+    return f"{whole}.{f'{frac:09d}'.rstrip('0').ljust(2, '0')}"
+
+
 # ---------------------------------------------------------------------------- the catalogue
 
 USD = NANOS_PER_USD

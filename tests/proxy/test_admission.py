@@ -33,6 +33,7 @@ from tests.proxy.conftest import (
     now_utc,
     trace_for,
     traces_of,
+    usd,
     wait_for,
 )
 
@@ -396,3 +397,28 @@ def traces_of_now(issued: IssuedKey) -> list[Any]:
     from proxy.models import Trace
 
     return list(Trace.objects.filter(client_key=issued.key))
+
+
+def test_spent_daily_cap_resets_on_the_next_day(world: World) -> None:
+    cap = 3_000_000
+    issued = world.key(funding="wallet", spend_cap_nanos=cap, budget_period="daily")
+    today = key_row(issued).period_index
+    # Yesterday the key spent its whole cap (the row as the clock would have left it).
+    ClientKey.objects.filter(pk=issued.key.pk).update(
+        period_index=today - 1, period_client_spent_nanos=cap
+    )
+
+    served = post(world, "/v1/chat/completions", {**CHAT, "max_tokens": 5}, issued.secret)
+
+    assert served.status_code == 200, served.text
+    key = key_row(issued)
+    assert key.period_index == today
+    assert key.period_client_spent_nanos == key.client_spent_nanos > 0
+    figures = httpx.get(
+        f"{world.url}/v1/key", headers={"Authorization": f"Bearer {issued.secret}"}
+    ).json()
+    assert figures["budget"] == "0.003"
+    assert figures["budget_period"] == "daily"
+    assert figures["spent"] == usd(key.period_client_spent_nanos)
+    assert figures["remaining"] == usd(cap - key.period_client_spent_nanos)
+    assert_books_clean()

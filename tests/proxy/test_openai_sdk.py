@@ -26,6 +26,7 @@ from tests.proxy.conftest import (
     key_row,
     reservation_of,
     trace_for,
+    usd,
 )
 from tests.proxy.upstream_fake import Record
 
@@ -317,8 +318,8 @@ def test_key_endpoint_shows_client_figures_without_cost(world: World) -> None:
     body = response.json()
     spent = expected.client_nanos
     assert body["budget"] == "10.00"
-    assert body["spent"] == _usd(spent)
-    assert body["remaining"] == _usd(10 * USD - spent)
+    assert body["spent"] == usd(spent)
+    assert body["remaining"] == usd(10 * USD - spent)
     assert body["funding"] == "prepaid" and body["status"] == "active"
     assert body["limits"] == {
         "rpm": 30,
@@ -329,12 +330,6 @@ def test_key_endpoint_shows_client_figures_without_cost(world: World) -> None:
     }
     assert not any("cost" in name or "ratio" in name or "margin" in name for name in body)
     assert_books_clean()
-
-
-def _usd(nanos: int) -> str:
-    whole, frac = divmod(nanos, USD)
-    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
-    return f"{whole}.{digits}"
 
 
 def test_embeddings_are_returned_as_sent(world: World) -> None:
@@ -387,3 +382,19 @@ def test_upstream_is_never_allowed_more_output_than_the_hold_covers(
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
     assert trace_for(request_id).output_tokens == 3
+
+
+def test_trace_carries_the_keys_default_tag_or_the_requests_own(world: World) -> None:
+    issued = world.key(default_tag="acme-prod")
+    client = sdk(world, issued.secret)
+
+    plain = client.chat.completions.with_raw_response.create(model="gpt-fake", messages=PROMPT)
+    tagged = client.chat.completions.with_raw_response.create(
+        model="gpt-fake", messages=PROMPT, extra_headers={"x-tollgate-tag": "batch-7"}
+    )
+
+    assert trace_for(plain.headers["x-request-id"]).tag == "acme-prod"
+    assert trace_for(tagged.headers["x-request-id"]).tag == "batch-7"
+    # The tag is ours: the upstream never sees it.
+    assert all("x-tollgate-tag" not in r.headers for r in world.fake.records)
+    assert_books_clean()
