@@ -1,0 +1,275 @@
+"""Tenant-scoped reads of traces: a key's requests, usage reports, usage by tag, earnings,
+and the wallet-funded keys the sub-account API calls sub-accounts.
+
+Every figure is aggregated by the database (``Count``/``Sum`` over ``Trace`` rows, days by
+``TruncDate`` in UTC), never by summing rows in Python. Money stays integer nano-dollars
+here: ``cost`` is what the reseller pays, ``client`` what its client is charged (both fixed
+at settlement, so a later price change never rewrites them). The APIs turn them into
+decimal strings or cents. A window is half-open: ``since <= created_at < until``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from accounts.models import Tenant
+from billing.money import div_round_half_up
+from keys.models import ClientKey, ClientKeyQuerySet
+from keys.selectors import KeyFigures, key_figures, key_get
+from proxy.models import Trace
+
+# What a usage report counts as an error: the upstream failed, or we refused the request
+# (402, 429, ...). A client that hung up is not an error of the service.
+ERROR_STATUSES = (Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED)
+
+# Margin percentages are shown to 2 places: basis points, rounded once (half up).
+BASIS_POINTS = 10_000
+PERCENT_PLACES = 2
+
+
+def margin_percent(*, revenue_nanos: int, cost_nanos: int) -> Decimal | None:
+    """(revenue - cost) / revenue as a percentage to 2 places; None without revenue."""
+    if revenue_nanos <= 0:
+        return None
+    basis_points = div_round_half_up((revenue_nanos - cost_nanos) * BASIS_POINTS, revenue_nanos)
+    return Decimal(basis_points).scaleb(-PERCENT_PLACES)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """What a set of traces adds up to. Money in nano-dollars."""
+
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int
+    client_nanos: int
+
+    @property
+    def profit_nanos(self) -> int:
+        return self.client_nanos - self.cost_nanos
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        return margin_percent(revenue_nanos=self.client_nanos, cost_nanos=self.cost_nanos)
+
+
+def _sums() -> dict[str, Any]:
+    """The aggregate of every UsageTotals field (fresh expressions for each query)."""
+    return {
+        "requests": Count("id"),
+        "errors": Count("id", filter=Q(status__in=ERROR_STATUSES)),
+        "input_tokens": Sum("input_tokens", default=0),
+        "output_tokens": Sum("output_tokens", default=0),
+        "cached_input_tokens": Sum("cached_input_tokens", default=0),
+        "cache_write_tokens": Sum("cache_write_tokens", default=0),
+        "cost_nanos": Sum("cost_nanos", default=0),
+        "client_nanos": Sum("client_nanos", default=0),
+    }
+
+
+NO_USAGE: dict[str, int] = {f.name: 0 for f in fields(UsageTotals)}
+
+
+def _sum_fields(row: dict[str, Any]) -> dict[str, int]:
+    """The UsageTotals fields of an aggregated row, as ints."""
+    return {f.name: int(row[f.name]) for f in fields(UsageTotals)}
+
+
+def _total(traces: QuerySet[Trace]) -> UsageTotals:
+    return UsageTotals(**_sum_fields(traces.aggregate(**_sums())))
+
+
+def _grouped(traces: QuerySet[Trace], by: str, *order: str) -> list[dict[str, Any]]:
+    """One aggregated row per value of ``by``; ``order`` may name any UsageTotals field."""
+    # order_by() first: an ordering column left in the query would split the groups.
+    return list(traces.order_by().values(by).annotate(**_sums()).order_by(*order))
+
+
+def _window(*, tenant: Tenant, since: datetime, until: datetime) -> QuerySet[Trace]:
+    return Trace.objects.filter(tenant=tenant, created_at__gte=since, created_at__lt=until)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def trace_list(
+    *,
+    tenant: Tenant,
+    key_id: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+) -> QuerySet[Trace]:
+    """One key's traces, newest first, deleted keys included; another tenant's key id
+    raises DoesNotExist (404). ``tag=""`` keeps untagged requests; ``None`` skips a filter."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    traces = Trace.objects.filter(tenant=tenant, client_key=key)
+    if since is not None:
+        traces = traces.filter(created_at__gte=since)
+    if until is not None:
+        traces = traces.filter(created_at__lt=until)
+    if model is not None:
+        traces = traces.filter(model=model)
+    if status is not None:
+        traces = traces.filter(status=status)
+    if tag is not None:
+        traces = traces.filter(tag=tag)
+    return traces.select_related("upstream").order_by("-created_at", "-id")
+
+
+# -------------------------------------------------------------------------------- usage
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage(UsageTotals):
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class DayUsage(UsageTotals):
+    date: date
+
+
+@dataclass(frozen=True, slots=True)
+class TagUsage(UsageTotals):
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """A key's usage in a window: the total, per model (largest client price first) and
+    per UTC day with traffic (oldest first)."""
+
+    summary: UsageTotals
+    by_model: list[ModelUsage]
+    by_day: list[DayUsage]
+
+
+def key_usage(*, tenant: Tenant, key_id: int, since: datetime, until: datetime) -> UsageReport:
+    """The usage report of one of the tenant's keys (deleted ones too; else 404)."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    traces = _window(tenant=tenant, since=since, until=until).filter(client_key=key)
+    days = traces.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    return UsageReport(
+        summary=_total(traces),
+        by_model=[
+            ModelUsage(model=row["model"], **_sum_fields(row))
+            for row in _grouped(traces, "model", "-client_nanos", "model")
+        ],
+        by_day=[
+            DayUsage(date=row["day"], **_sum_fields(row)) for row in _grouped(days, "day", "day")
+        ],
+    )
+
+
+def tag_usage(
+    *, tenant: Tenant, since: datetime, until: datetime, sub_accounts_only: bool = False
+) -> list[TagUsage]:
+    """Usage per tag across the tenant's keys (or only its sub-accounts), largest client
+    price first; untagged requests are the tag ``""``."""
+    traces = _window(tenant=tenant, since=since, until=until)
+    if sub_accounts_only:
+        traces = traces.filter(client_key__in=_sub_accounts(tenant=tenant))
+    return [
+        TagUsage(tag=row["tag"], **_sum_fields(row))
+        for row in _grouped(traces, "tag", "-client_nanos", "tag")
+    ]
+
+
+# ----------------------------------------------------------------------------- earnings
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEarnings(UsageTotals):
+    """One key: the window's totals from its traces, all-time money from its counters."""
+
+    figures: KeyFigures
+
+
+@dataclass(frozen=True, slots=True)
+class Earnings:
+    """The tenant's window totals (from traces) and all-time money (from key counters)."""
+
+    window: UsageTotals
+    all_time_client_nanos: int
+    all_time_cost_nanos: int
+    by_key: list[KeyEarnings]
+
+    @property
+    def all_time_profit_nanos(self) -> int:
+        return self.all_time_client_nanos - self.all_time_cost_nanos
+
+    @property
+    def all_time_margin_percent(self) -> Decimal | None:
+        return margin_percent(
+            revenue_nanos=self.all_time_client_nanos, cost_nanos=self.all_time_cost_nanos
+        )
+
+
+def earnings_summary(*, tenant: Tenant, since: datetime, until: datetime) -> Earnings:
+    """Revenue (client prices), cost and profit in a window, from traces, and all time,
+    from the keys' settled counters (``client_spent``/``cost_spent`` via ``key_figures``).
+
+    ``by_key`` lists every key, deleted ones included, with traffic in the window or any
+    spend ever: the largest window revenue first, then the largest all-time revenue.
+    """
+    traces = _window(tenant=tenant, since=since, until=until)
+    per_key = {row["client_key_id"]: _sum_fields(row) for row in _grouped(traces, "client_key_id")}
+    keys = ClientKey.objects.for_tenant(tenant).filter(
+        Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0)
+    )
+    now = timezone.now()
+    by_key = [
+        KeyEarnings(figures=key_figures(key=key, now=now), **per_key.get(key.pk, NO_USAGE))
+        for key in keys
+    ]
+    by_key.sort(key=lambda k: (-k.client_nanos, -k.figures.client_spent_nanos, -k.figures.key.pk))
+    return Earnings(
+        window=_total(traces),
+        all_time_client_nanos=sum(k.figures.client_spent_nanos for k in by_key),
+        all_time_cost_nanos=sum(k.figures.cost_spent_nanos for k in by_key),
+        by_key=by_key,
+    )
+
+
+# ------------------------------------------------------------------------- sub-accounts
+
+
+def _sub_accounts(*, tenant: Tenant) -> ClientKeyQuerySet:
+    """A sub-account is a wallet-funded key at price ratio 1: what its client is charged
+    is what the reseller pays, so the sub-account API's one amount in cents is unambiguous."""
+    return ClientKey.objects.for_tenant(tenant).filter(
+        funding=ClientKey.Funding.WALLET, ratio_cost_nanos=F("ratio_client_nanos")
+    )
+
+
+def sub_account_list(*, tenant: Tenant) -> QuerySet[ClientKey]:
+    """The tenant's sub-accounts, newest first, deleted ones left out."""
+    return _sub_accounts(tenant=tenant).visible().order_by("-created_at", "-pk")
+
+
+def sub_account_get(*, tenant: Tenant, key_id: int) -> ClientKey:
+    """The tenant's sub-account, deleted or not; any other key id (another tenant's, or a
+    prepaid or marked-up key of this tenant) raises DoesNotExist (404)."""
+    return _sub_accounts(tenant=tenant).get(pk=key_id)
+
+
+def sub_account_usage(
+    *, tenant: Tenant, key_id: int, since: datetime, until: datetime
+) -> UsageReport:
+    """A sub-account's usage report (404 for a key that is not a sub-account)."""
+    key = sub_account_get(tenant=tenant, key_id=key_id)
+    return key_usage(tenant=tenant, key_id=key.pk, since=since, until=until)

@@ -1,0 +1,1032 @@
+"""The trace reports (/api/v1/) and the sub-account API (/v1/), through the HTTP client.
+
+Trace rows are written with ``TraceFactory`` as the proxy would batch them; key counters
+(the all-time figures) come from the real reserve/settle flow. Every endpoint is also
+asked by an outsider tenant, who must get a 404 or see nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.services import api_token_revoke
+from billing.money import NANOS_PER_CENT, Usage, parse_usd
+from billing.selectors import wallet_for_tenant
+from billing.services import reservation_create, usage_settle, wallet_credit
+from keys.models import ClientKey
+from keys.services import key_create, key_delete
+from proxy.asgi import ProxyApplication
+from proxy.models import Trace
+from tests.keys.factories import WalletKeyFactory
+from tests.proxy.factories import TraceFactory
+
+pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
+
+KEYS = "/api/v1/keys"
+BY_TAG = "/api/v1/usage/by-tag"
+EARNINGS = "/api/v1/earnings"
+SUB_ACCOUNTS = "/v1/sub-accounts"
+SUB_ACCOUNT_BY_TAG = "/v1/usage/by-tag"
+
+
+def requests_url(key_id: int) -> str:
+    return f"{KEYS}/{key_id}/requests"
+
+
+def usage_url(key_id: int) -> str:
+    return f"{KEYS}/{key_id}/usage"
+
+
+def sub_account_url(key_id: int, suffix: str = "") -> str:
+    return f"{SUB_ACCOUNTS}/{key_id}{suffix}"
+
+
+def iso(moment: datetime) -> str:
+    """A datetime as the API writes it (DRF: ISO 8601, UTC as ``Z``)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def today_midnight() -> datetime:
+    return timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def trace(key: ClientKey, at: datetime | None = None, **fields: Any) -> Trace:
+    return TraceFactory.create(
+        client_key=key, created_at=at or timezone.now() - timedelta(minutes=5), **fields
+    )
+
+
+def spend(key: ClientKey, price: Any, request_id: str, input_tokens: int) -> None:
+    """Settle one request the way the proxy does (reserve, settle): moves the key counters."""
+    usage = Usage(input_tokens=input_tokens)
+    reservation_create(key=key, price=price, request_id=request_id, worst_case=usage)
+    usage_settle(request_id=request_id, usage=usage)
+
+
+def prepaid_key(tenant: Any, label: str = "acme-corp-prod") -> ClientKey:
+    """The worked example's key: client budget $100 for a cost of $60 (ratio 0.6)."""
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("200"), reason="test funds")
+    return key_create(
+        tenant=tenant,
+        actor=None,
+        label=label,
+        client_budget_nanos=parse_usd("100"),
+        your_cost_nanos=parse_usd("60"),
+    ).key
+
+
+# ------------------------------------------------------------------------- key requests
+
+
+def test_requests_show_every_field_of_the_keys_traces(api, tenant, outsider, upstream):
+    key = WalletKeyFactory.create(tenant=tenant)
+    at = timezone.now() - timedelta(minutes=3)
+    trace(
+        key,
+        at,
+        request_id="req-full",
+        tag="prod",
+        endpoint="messages",
+        model="mock-claude",
+        upstream=upstream,
+        upstream_model="claude-x",
+        is_stream=True,
+        input_tokens=1_200,
+        output_tokens=345,
+        cached_input_tokens=600,
+        cache_write_tokens=70,
+        is_usage_estimated=True,
+        cost_nanos=1_234_567_891,
+        client_nanos=2_057_613_152,
+        status=Trace.Status.CLIENT_DISCONNECTED,
+        status_code=200,
+        error_class="client_disconnected",
+        latency_ms=1_500,
+        ttft_ms=210,
+    )
+    trace(WalletKeyFactory.create(tenant=tenant), request_id="req-other-key")
+
+    response = api.get(requests_url(key.pk))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "count": 1,
+        "next": None,
+        "previous": None,
+        "results": [
+            {
+                "request_id": "req-full",
+                "created_at": iso(at),
+                "model": "mock-claude",
+                "endpoint": "messages",
+                "upstream": "mock-openai",
+                "tag": "prod",
+                "status": "client_disconnected",
+                "status_code": 200,
+                "error_class": "client_disconnected",
+                "is_stream": True,
+                "input_tokens": 1_200,
+                "output_tokens": 345,
+                "cached_input_tokens": 600,
+                "cache_write_tokens": 70,
+                "is_usage_estimated": True,
+                "cost": "1.234567891",
+                "client_price": "2.057613152",
+                "latency_ms": 1_500,
+                "ttft_ms": 210,
+            }
+        ],
+    }
+
+
+def test_a_refused_request_has_no_upstream_and_no_first_token(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(
+        key,
+        status=Trace.Status.REFUSED,
+        status_code=402,
+        error_class="insufficient_funds",
+        ttft_ms=None,
+        latency_ms=2,
+    )
+
+    shown = api.get(requests_url(key.pk)).json()["results"][0]
+
+    assert shown["upstream"] is None
+    assert shown["ttft_ms"] is None
+    assert (shown["status"], shown["status_code"]) == ("refused", 402)
+    assert (shown["cost"], shown["client_price"]) == ("0.00", "0.00")
+
+
+def test_requests_are_paginated_newest_first(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    now = timezone.now()
+    for minutes in (5, 1, 4, 2, 3):
+        trace(key, now - timedelta(minutes=minutes), request_id=f"req-{minutes}m")
+
+    first = api.get(requests_url(key.pk), {"page_size": 2}).json()
+    last = api.get(requests_url(key.pk), {"page_size": 2, "page": 3}).json()
+
+    assert first["count"] == 5
+    assert [t["request_id"] for t in first["results"]] == ["req-1m", "req-2m"]
+    assert "page=2" in first["next"]
+    assert [t["request_id"] for t in last["results"]] == ["req-5m"]
+    assert last["next"] is None
+    assert api.get(requests_url(key.pk), {"page": 4}).status_code == 404
+
+
+def test_requests_filter_by_time_model_status_and_tag(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    base = timezone.now() - timedelta(hours=10)
+    trace(key, base, request_id="a", model="mock-gpt", tag="prod")
+    trace(key, base + timedelta(hours=1), request_id="b", model="mock-claude", tag="")
+    trace(
+        key,
+        base + timedelta(hours=2),
+        request_id="c",
+        model="mock-gpt",
+        tag="staging",
+        status=Trace.Status.UPSTREAM_ERROR,
+        status_code=502,
+    )
+    trace(key, base + timedelta(hours=3), request_id="d", model="mock-gpt", tag="prod")
+
+    def listed(**params: str) -> list[str]:
+        response = api.get(requests_url(key.pk), params)
+        assert response.status_code == 200, response.content
+        return [t["request_id"] for t in response.json()["results"]]
+
+    assert listed() == ["d", "c", "b", "a"]
+    # since is inclusive, until exclusive.
+    assert listed(since=iso(base + timedelta(hours=1))) == ["d", "c", "b"]
+    assert listed(until=iso(base + timedelta(hours=2))) == ["b", "a"]
+    assert listed(since=iso(base + timedelta(hours=1)), until=iso(base + timedelta(hours=3))) == [
+        "c",
+        "b",
+    ]
+    # Another offset names the same instant.
+    plus_two = (base + timedelta(hours=3)).astimezone(timezone.get_fixed_timezone(120))
+    assert listed(since=plus_two.isoformat()) == ["d"]
+    assert listed(model="mock-gpt") == ["d", "c", "a"]
+    assert listed(model="unknown-model") == []
+    assert listed(status="upstream_error") == ["c"]
+    assert listed(tag="prod") == ["d", "a"]
+    assert listed(tag="") == ["b"]
+    assert listed(model="mock-gpt", tag="prod", since=iso(base + timedelta(minutes=1))) == ["d"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"since": "yesterday"}, "since", id="since-not-a-date"),
+        pytest.param({"until": "2025-13-01T00:00:00Z"}, "until", id="until-no-such-month"),
+        pytest.param({"status": "failed"}, "status", id="unknown-status"),
+        pytest.param({"model": "m" * 201}, "model", id="model-too-long"),
+        pytest.param(
+            {"since": "2025-01-02T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
+            "until",
+            id="until-before-since",
+        ),
+        pytest.param(
+            {"since": "2025-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
+            "until",
+            id="empty-range",
+        ),
+    ],
+)
+def test_requests_refuse_bad_filters_naming_the_field(api, tenant, outsider, params, field):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key)
+
+    response = api.get(requests_url(key.pk), params)
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
+def test_a_deleted_keys_requests_stay_readable(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key, request_id="before-delete")
+    key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    response = api.get(requests_url(key.pk))
+
+    assert response.status_code == 200
+    assert [t["request_id"] for t in response.json()["results"]] == ["before-delete"]
+
+
+# ---------------------------------------------------------------------------- key usage
+
+
+def test_key_usage_adds_up_to_the_nano_per_model_and_per_utc_day(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    midnight = today_midnight()
+    before_midnight = midnight - timedelta(microseconds=1)
+    two_days_ago = midnight - timedelta(days=2) + timedelta(hours=12)
+    trace(
+        key,
+        before_midnight,
+        input_tokens=1_000,
+        output_tokens=500,
+        cached_input_tokens=200,
+        cost_nanos=1_234_567_891,
+        client_nanos=2_057_613_152,
+    )
+    trace(key, midnight, input_tokens=10, cost_nanos=1, client_nanos=2)
+    trace(
+        key,
+        two_days_ago,
+        model="mock-claude",
+        status=Trace.Status.CLIENT_DISCONNECTED,
+        input_tokens=3_000,
+        output_tokens=1,
+        cache_write_tokens=50,
+        cost_nanos=999_999_999,
+        client_nanos=1_666_666_665,
+    )
+    for status in (Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED):
+        trace(key, two_days_ago, model="mock-claude", status=status, status_code=502)
+    # Outside the window, and another key of the same tenant: neither counts.
+    trace(key, timezone.now() - timedelta(days=30, minutes=1), cost_nanos=10**9, client_nanos=10**9)
+    trace(WalletKeyFactory.create(tenant=tenant), cost_nanos=10**9, client_nanos=10**9)
+
+    response = api.get(usage_url(key.pk), {"window": "30d"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["window"] == "30d"
+    since, until = datetime.fromisoformat(body["since"]), datetime.fromisoformat(body["until"])
+    assert until - since == timedelta(days=30)
+    assert abs(until - timezone.now()) < timedelta(minutes=1)
+    assert body["summary"] == {
+        "requests": 5,
+        "errors": 2,
+        "input_tokens": 4_010,
+        "output_tokens": 501,
+        "cached_input_tokens": 200,
+        "cache_write_tokens": 50,
+        "cost": "2.234567891",
+        "client_price": "3.724279819",
+        "profit": "1.489711928",
+    }
+    assert body["by_model"] == [
+        {
+            "model": "mock-gpt",
+            "requests": 2,
+            "input_tokens": 1_010,
+            "output_tokens": 500,
+            "cached_input_tokens": 200,
+            "cache_write_tokens": 0,
+            "cost": "1.234567892",
+            "client_price": "2.057613154",
+        },
+        {
+            "model": "mock-claude",
+            "requests": 3,
+            "input_tokens": 3_000,
+            "output_tokens": 1,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 50,
+            "cost": "0.999999999",
+            "client_price": "1.666666665",
+        },
+    ]
+    assert body["by_day"] == [
+        {
+            "date": two_days_ago.date().isoformat(),
+            "requests": 3,
+            "cost": "0.999999999",
+            "client_price": "1.666666665",
+        },
+        {
+            "date": before_midnight.date().isoformat(),
+            "requests": 1,
+            "cost": "1.234567891",
+            "client_price": "2.057613152",
+        },
+        {
+            "date": midnight.date().isoformat(),
+            "requests": 1,
+            "cost": "0.000000001",
+            "client_price": "0.000000002",
+        },
+    ]
+
+
+def test_key_usage_without_traffic_is_all_zeros(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+
+    body = api.get(usage_url(key.pk)).json()
+
+    assert body["window"] == "30d"
+    assert body["summary"] == {
+        "requests": 0,
+        "errors": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost": "0.00",
+        "client_price": "0.00",
+        "profit": "0.00",
+    }
+    assert (body["by_model"], body["by_day"]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("window", "label", "inside", "outside"),
+    [
+        pytest.param(None, "30d", timedelta(days=29), timedelta(days=30, minutes=1), id="default"),
+        pytest.param("", "30d", timedelta(days=29), timedelta(days=30, minutes=1), id="empty"),
+        pytest.param("1h", "1h", timedelta(minutes=59), timedelta(minutes=61), id="1h"),
+        pytest.param("24h", "24h", timedelta(hours=23), timedelta(hours=25), id="24h"),
+        pytest.param("7d", "7d", timedelta(days=6), timedelta(days=7, minutes=1), id="7d"),
+        pytest.param("0366d", "366d", timedelta(days=365), timedelta(days=367), id="366d"),
+        pytest.param("8784h", "8784h", timedelta(days=365), timedelta(days=367), id="8784h"),
+    ],
+)
+def test_key_usage_counts_only_the_window(api, tenant, outsider, window, label, inside, outside):
+    key = WalletKeyFactory.create(tenant=tenant)
+    now = timezone.now()
+    trace(key, now - inside, cost_nanos=7, client_nanos=11)
+    trace(key, now - outside, cost_nanos=1_000, client_nanos=1_000)
+
+    body = api.get(usage_url(key.pk), {} if window is None else {"window": window}).json()
+
+    assert body["window"] == label
+    assert body["summary"]["requests"] == 1
+    assert (body["summary"]["cost"], body["summary"]["client_price"]) == (
+        "0.000000007",
+        "0.000000011",
+    )
+
+
+BAD_WINDOWS = ["30", "d", "0h", "0d", "367d", "8785h", "30m", "1w", "-1d", "1.5d", "30 d", "99999d"]
+
+
+@pytest.mark.parametrize("window", BAD_WINDOWS)
+def test_key_usage_refuses_a_bad_window(api, tenant, outsider, window):
+    key = WalletKeyFactory.create(tenant=tenant)
+
+    response = api.get(usage_url(key.pk), {"window": window})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["window"]
+
+
+def test_a_deleted_keys_usage_stays_readable(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key, cost_nanos=5, client_nanos=5)
+    key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    body = api.get(usage_url(key.pk)).json()
+
+    assert body["summary"]["requests"] == 1
+
+
+# ----------------------------------------------------------------------- usage by tag
+
+
+def test_usage_by_tag_groups_the_tenants_keys_with_untagged_as_empty(
+    api, outsider_api, tenant, outsider
+):
+    first, second = WalletKeyFactory.create(tenant=tenant), WalletKeyFactory.create(tenant=tenant)
+    trace(first, tag="prod", input_tokens=100, cost_nanos=600_000_001, client_nanos=1_000_000_002)
+    trace(second, tag="prod", output_tokens=7, cost_nanos=3, client_nanos=5)
+    trace(first, tag="", cached_input_tokens=9, cost_nanos=250_000_000, client_nanos=250_000_000)
+    trace(
+        second,
+        tag="staging",
+        status=Trace.Status.UPSTREAM_ERROR,
+        status_code=500,
+        cost_nanos=0,
+        client_nanos=0,
+    )
+    trace(second, timezone.now() - timedelta(days=31), tag="old", cost_nanos=9, client_nanos=9)
+    theirs = WalletKeyFactory.create(tenant=outsider[0])
+    trace(theirs, tag="prod", cost_nanos=10**9, client_nanos=10**9)
+
+    body = api.get(BY_TAG, {"window": "30d"}).json()
+
+    assert body["window"] == "30d"
+    assert body["by_tag"] == [
+        {
+            "tag": "prod",
+            "requests": 2,
+            "input_tokens": 100,
+            "output_tokens": 7,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost": "0.600000004",
+            "client_price": "1.000000007",
+            "profit": "0.400000003",
+            "errors": 0,
+        },
+        {
+            "tag": "",
+            "requests": 1,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_input_tokens": 9,
+            "cache_write_tokens": 0,
+            "cost": "0.25",
+            "client_price": "0.25",
+            "profit": "0.00",
+            "errors": 0,
+        },
+        {
+            "tag": "staging",
+            "requests": 1,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost": "0.00",
+            "client_price": "0.00",
+            "profit": "0.00",
+            "errors": 1,
+        },
+    ]
+    theirs_body = outsider_api.get(BY_TAG).json()
+    assert [(t["tag"], t["requests"], t["cost"]) for t in theirs_body["by_tag"]] == [
+        ("prod", 1, "1.00")
+    ]
+    assert api.get(BY_TAG, {"window": "400d"}).status_code == 400
+
+
+# ----------------------------------------------------------------------------- earnings
+
+
+def test_earnings_hold_to_the_cent_for_the_worked_example(
+    api, outsider_api, tenant, outsider, price
+):
+    acme = prepaid_key(tenant)
+    # $34.20 of client price = $20.52 of cost at $1/MTok input, settled as two requests.
+    spend(acme, price, "req-acme-1", 12_000_000)
+    spend(acme, price, "req-acme-2", 8_520_000)
+    trace(acme, request_id="req-acme-1", cost_nanos=parse_usd("12"), client_nanos=parse_usd("20"))
+    trace(
+        acme, request_id="req-acme-2", cost_nanos=parse_usd("8.52"), client_nanos=parse_usd("14.2")
+    )
+    # A wallet-funded key that spent $3 forty days ago and was deleted since.
+    old = key_create(tenant=tenant, actor=None, label="old", funding="wallet").key
+    spend(old, price, "req-old", 3_000_000)
+    trace(
+        old,
+        timezone.now() - timedelta(days=40),
+        request_id="req-old",
+        cost_nanos=parse_usd("3"),
+        client_nanos=parse_usd("3"),
+    )
+    key_delete(tenant=tenant, actor=None, key_id=old.pk)
+    WalletKeyFactory.create(tenant=tenant)  # no traffic, no spend: not listed
+    theirs = key_create(tenant=outsider[0], actor=None, label="theirs", funding="wallet").key
+    spend(theirs, price, "req-theirs", 5_000_000)
+    trace(theirs, request_id="req-theirs", cost_nanos=parse_usd("5"), client_nanos=parse_usd("5"))
+
+    body = api.get(EARNINGS, {"window": "30d"}).json()
+
+    assert body["window"] == "30d"
+    assert {k: body[k] for k in ("requests", "revenue", "cost", "profit", "margin_percent")} == {
+        "requests": 2,
+        "revenue": "34.20",
+        "cost": "20.52",
+        "profit": "13.68",
+        "margin_percent": "40.00",
+    }
+    # All time: $37.20 revenue, $23.52 cost; 13.68 / 37.20 = 36.774…%.
+    assert body["all_time"] == {
+        "revenue": "37.20",
+        "cost": "23.52",
+        "profit": "13.68",
+        "margin_percent": "36.77",
+    }
+    assert body["by_key"] == [
+        {
+            "id": acme.pk,
+            "label": "acme-corp-prod",
+            "prefix": acme.prefix,
+            "funding": "prepaid",
+            "status": "active",
+            "requests": 2,
+            "revenue": "34.20",
+            "cost": "20.52",
+            "profit": "13.68",
+            "margin_percent": "40.00",
+            "all_time": {"revenue": "34.20", "cost": "20.52", "profit": "13.68"},
+        },
+        {
+            "id": old.pk,
+            "label": "old",
+            "prefix": old.prefix,
+            "funding": "wallet",
+            "status": "deleted",
+            "requests": 0,
+            "revenue": "0.00",
+            "cost": "0.00",
+            "profit": "0.00",
+            "margin_percent": None,
+            "all_time": {"revenue": "3.00", "cost": "3.00", "profit": "0.00"},
+        },
+    ]
+    theirs_body = outsider_api.get(EARNINGS).json()
+    assert [k["id"] for k in theirs_body["by_key"]] == [theirs.pk]
+    assert (theirs_body["revenue"], theirs_body["all_time"]["revenue"]) == ("5.00", "5.00")
+
+
+def test_earnings_margin_is_rounded_once_half_up(api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key, cost_nanos=1, client_nanos=3)  # 66.666…%
+    trace(WalletKeyFactory.create(tenant=tenant), cost_nanos=1, client_nanos=8)  # 87.5%
+
+    body = api.get(EARNINGS, {"window": "1h"}).json()
+
+    assert body["margin_percent"] == "81.82"  # 9 of 11
+    assert [k["margin_percent"] for k in body["by_key"]] == ["87.50", "66.67"]
+
+
+def test_earnings_without_traffic_have_no_margin(api, tenant, outsider):
+    body = api.get(EARNINGS).json()
+
+    assert body["window"] == "30d"
+    assert (body["revenue"], body["cost"], body["profit"]) == ("0.00", "0.00", "0.00")
+    assert body["margin_percent"] is None
+    assert body["all_time"]["margin_percent"] is None
+    assert body["by_key"] == []
+    assert api.get(EARNINGS, {"window": "0d"}).status_code == 400
+
+
+# ------------------------------------------------------------------------- sub-accounts
+
+
+def create_sub_account(api: APIClient, **body: Any) -> dict[str, Any]:
+    response = api.post(SUB_ACCOUNTS, {"name": "team-a", **body}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_create_sub_account_is_a_wallet_key_at_one_to_one(api, tenant, outsider):
+    created = create_sub_account(
+        api, name="team-a", spend_cap_cents=2_550, rate_limit_rpm=120, default_tag="team-a"
+    )
+
+    secret = created.pop("key")
+    assert secret.startswith("tg-")
+    key = ClientKey.objects.get(pk=created["id"])
+    assert created == {
+        "id": key.pk,
+        "name": "team-a",
+        "spend_cap_cents": 2_550,
+        "rate_limit_rpm": 120,
+        "default_tag": "team-a",
+        "status": "active",
+        "spent_cents": 0,
+        "created_at": iso(key.created_at),
+    }
+    assert key.tenant == tenant
+    assert key.funding == ClientKey.Funding.WALLET
+    assert (key.ratio_cost_nanos, key.ratio_client_nanos) == (10**9, 10**9)
+    assert key.spend_cap_nanos == 2_550 * NANOS_PER_CENT
+    assert key.budget_period == ClientKey.BudgetPeriod.NONE
+    assert key.requests_per_minute == 120
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == 0  # nothing set aside
+    shown = api.get(sub_account_url(key.pk))
+    assert shown.status_code == 200
+    assert secret not in shown.content.decode()
+    assert shown.json() == created
+
+
+def test_create_sub_account_defaults_to_no_cap(api, tenant, outsider):
+    created = create_sub_account(api, name="  team-b  ")
+
+    assert created["name"] == "team-b"
+    assert created["spend_cap_cents"] is None
+    assert created["rate_limit_rpm"] == 60
+    assert created["default_tag"] == ""
+    assert ClientKey.objects.get(pk=created["id"]).spend_cap_nanos is None
+    assert create_sub_account(api, spend_cap_cents=None)["spend_cap_cents"] is None
+    assert create_sub_account(api, spend_cap_cents=0)["spend_cap_cents"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"name": None}, "name", id="name-null"),
+        pytest.param({"name": "   "}, "name", id="name-blank"),
+        pytest.param({"name": "n" * 201}, "name", id="name-too-long"),
+        pytest.param({"spend_cap_cents": -1}, "spend_cap_cents", id="cap-negative"),
+        pytest.param({"spend_cap_cents": 12.5}, "spend_cap_cents", id="cap-fraction"),
+        pytest.param({"spend_cap_cents": "ten"}, "spend_cap_cents", id="cap-text"),
+        pytest.param({"spend_cap_cents": True}, "spend_cap_cents", id="cap-boolean"),
+        pytest.param({"spend_cap_cents": 10**8 + 1}, "spend_cap_cents", id="cap-too-large"),
+        pytest.param({"rate_limit_rpm": 0}, "rate_limit_rpm", id="rpm-zero"),
+        pytest.param({"rate_limit_rpm": 1_000_001}, "rate_limit_rpm", id="rpm-too-large"),
+        pytest.param({"default_tag": "t" * 101}, "default_tag", id="tag-too-long"),
+        pytest.param({"spend_cap": "10"}, "spend_cap", id="unknown-field"),
+    ],
+)
+def test_create_sub_account_refuses_bad_input_and_creates_nothing(
+    api, tenant, outsider, body, field
+):
+    response = api.post(SUB_ACCOUNTS, {"name": "team-a", **body}, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert not ClientKey.objects.filter(tenant=tenant).exists()
+
+
+def test_create_sub_account_needs_a_name(api, tenant, outsider):
+    response = api.post(SUB_ACCOUNTS, {"spend_cap_cents": 100}, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["name"]
+
+
+def test_sub_account_list_shows_only_the_tenants_live_sub_accounts(
+    api, outsider_api, tenant, outsider
+):
+    first = create_sub_account(api, name="first")
+    second = create_sub_account(api, name="second")
+    deleted = create_sub_account(api, name="deleted")
+    api.delete(sub_account_url(deleted["id"]))
+    prepaid_key(tenant)
+    WalletKeyFactory.create(tenant=tenant, ratio_cost_nanos=8, ratio_client_nanos=10)  # marked up
+    create_sub_account(outsider_api, name="theirs")
+
+    page = api.get(SUB_ACCOUNTS, {"page_size": 1}).json()
+    listed = api.get(SUB_ACCOUNTS).json()
+
+    assert [s["id"] for s in listed["results"]] == [second["id"], first["id"]]
+    assert (page["count"], [s["id"] for s in page["results"]]) == (2, [second["id"]])
+    assert "key" not in listed["results"][0]
+
+
+def test_only_wallet_keys_at_one_to_one_are_sub_accounts(api, tenant, outsider):
+    prepaid = prepaid_key(tenant)
+    marked_up = WalletKeyFactory.create(tenant=tenant, ratio_cost_nanos=8, ratio_client_nanos=10)
+    plain_wallet = WalletKeyFactory.create(tenant=tenant)
+
+    for key in (prepaid, marked_up):
+        for method, suffix, body in SUB_ACCOUNT_KEY_CALLS:
+            response = getattr(api, method)(sub_account_url(key.pk, suffix), body, format="json")
+            assert response.status_code == 404, (key.label, method, suffix)
+    assert api.get(sub_account_url(plain_wallet.pk)).status_code == 200
+    prepaid.refresh_from_db()
+    assert (prepaid.status, prepaid.label) == ("active", "acme-corp-prod")
+
+
+def test_patch_sub_account_changes_only_the_fields_sent(api, tenant, outsider):
+    created = create_sub_account(api, spend_cap_cents=1_000, rate_limit_rpm=30, default_tag="a")
+    url = sub_account_url(created["id"])
+
+    capped = api.patch(url, {"spend_cap_cents": 5_000}, format="json")
+    renamed = api.patch(
+        url, {"name": "team-z", "rate_limit_rpm": 90, "default_tag": ""}, format="json"
+    )
+    uncapped = api.patch(url, {"spend_cap_cents": None}, format="json")
+
+    assert capped.status_code == 200, capped.content
+    assert (capped.json()["spend_cap_cents"], capped.json()["rate_limit_rpm"]) == (5_000, 30)
+    assert renamed.json() | {"spend_cap_cents": 5_000} == capped.json() | {
+        "name": "team-z",
+        "rate_limit_rpm": 90,
+        "default_tag": "",
+    }
+    assert uncapped.json()["spend_cap_cents"] is None
+    key = ClientKey.objects.get(pk=created["id"])
+    assert (key.label, key.requests_per_minute, key.default_tag, key.spend_cap_nanos) == (
+        "team-z",
+        90,
+        "",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"spend_cap_cents": -5}, "spend_cap_cents", id="cap-negative"),
+        pytest.param({"spend_cap_cents": 1.5}, "spend_cap_cents", id="cap-fraction"),
+        pytest.param({"rate_limit_rpm": 0}, "rate_limit_rpm", id="rpm-zero"),
+        pytest.param({"name": ""}, "name", id="name-blank"),
+        pytest.param({"funding": "prepaid"}, "funding", id="funding"),
+        pytest.param({"status": "revoked"}, "status", id="status"),
+    ],
+)
+def test_patch_sub_account_refuses_bad_input_and_changes_nothing(
+    api, tenant, outsider, body, field
+):
+    created = create_sub_account(api, spend_cap_cents=1_000)
+    before = list(ClientKey.objects.filter(pk=created["id"]).values())
+
+    response = api.patch(sub_account_url(created["id"]), body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert list(ClientKey.objects.filter(pk=created["id"]).values()) == before
+
+
+def test_delete_sub_account_answers_204_and_stops_the_key(api, tenant, outsider):
+    created = create_sub_account(api)
+    url = sub_account_url(created["id"])
+
+    deleted = api.delete(url)
+
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert ClientKey.objects.get(pk=created["id"]).status == ClientKey.Status.DELETED
+    assert api.get(url).json()["status"] == "deleted"
+    assert api.delete(url).status_code == 409
+    assert api.patch(url, {"spend_cap_cents": 1}, format="json").status_code == 409
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == 0
+
+
+def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outsider):
+    created = create_sub_account(api)
+    key = ClientKey.objects.get(pk=created["id"])
+    midnight = today_midnight()
+    yesterday = midnight - timedelta(hours=6)
+    # $12.345 = 1234.5 cents -> 1235; 0.5 cents -> 1; 0.4999999 cents -> 0.
+    trace(
+        key,
+        midnight,
+        input_tokens=1_000,
+        output_tokens=20,
+        cached_input_tokens=5,
+        cost_nanos=12_345_000_000,
+        client_nanos=12_345_000_000,
+    )
+    trace(key, yesterday, input_tokens=1, cost_nanos=5_000_000, client_nanos=5_000_000)
+    trace(
+        key,
+        yesterday,
+        model="mock-claude",
+        output_tokens=3,
+        cost_nanos=4_999_999,
+        client_nanos=4_999_999,
+    )
+    trace(key, timezone.now() - timedelta(days=31), cost_nanos=10**9, client_nanos=10**9)
+    trace(WalletKeyFactory.create(tenant=tenant), cost_nanos=10**9, client_nanos=10**9)
+
+    response = api.get(sub_account_url(key.pk, "/usage"), {"window": "30d"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["window"] == "30d"
+    assert body["summary"] == {
+        "requests": 3,
+        "cost_cents": 1_235,  # 1235.4999999
+        "input_tokens": 1_001,
+        "output_tokens": 23,
+        "cached_input_tokens": 5,
+    }
+    assert body["by_model"] == [
+        {
+            "model": "mock-gpt",
+            "requests": 2,
+            "cost_cents": 1_235,
+            "input_tokens": 1_001,
+            "output_tokens": 20,
+            "cached_input_tokens": 5,
+        },
+        {
+            "model": "mock-claude",
+            "requests": 1,
+            "cost_cents": 0,
+            "input_tokens": 0,
+            "output_tokens": 3,
+            "cached_input_tokens": 0,
+        },
+    ]
+    assert body["by_day"] == [
+        {"date": yesterday.date().isoformat(), "requests": 2, "cost_cents": 1},  # 0.9999999
+        {"date": midnight.date().isoformat(), "requests": 1, "cost_cents": 1_235},
+    ]
+    assert api.get(sub_account_url(key.pk, "/usage"), {"window": "2y"}).status_code == 400
+
+
+def test_sub_account_usage_by_tag_covers_only_sub_accounts_in_cents(
+    api, outsider_api, tenant, outsider
+):
+    team_a = ClientKey.objects.get(pk=create_sub_account(api, default_tag="team-a")["id"])
+    untagged = ClientKey.objects.get(pk=create_sub_account(api)["id"])
+    trace(team_a, input_tokens=10, output_tokens=2, cost_nanos=15_000_000, client_nanos=15_000_000)
+    trace(team_a, input_tokens=5, cost_nanos=4_000_000, client_nanos=4_000_000)
+    trace(untagged, output_tokens=1, cost_nanos=100_000, client_nanos=100_000)
+    trace(untagged, timezone.now() - timedelta(days=8), tag="old", cost_nanos=1, client_nanos=1)
+    prepaid = prepaid_key(tenant)
+    trace(prepaid, tag="team-a", cost_nanos=600_000_000, client_nanos=10**9)
+    theirs = ClientKey.objects.get(pk=create_sub_account(outsider_api, default_tag="team-a")["id"])
+    trace(theirs, cost_nanos=10**9, client_nanos=10**9)
+
+    body = api.get(SUB_ACCOUNT_BY_TAG, {"window": "7d"}).json()
+
+    assert body["window"] == "7d"
+    assert body["by_tag"] == [
+        {
+            "tag": "team-a",
+            "requests": 2,
+            "cost_cents": 2,
+            "input_tokens": 15,
+            "output_tokens": 2,
+            "cached_input_tokens": 0,
+        },  # 1.9 cents
+        {
+            "tag": "",
+            "requests": 1,
+            "cost_cents": 0,
+            "input_tokens": 0,
+            "output_tokens": 1,
+            "cached_input_tokens": 0,
+        },  # 0.01 cents
+    ]
+    assert outsider_api.get(SUB_ACCOUNT_BY_TAG).json()["by_tag"] == [
+        {
+            "tag": "team-a",
+            "requests": 1,
+            "cost_cents": 100,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_input_tokens": 0,
+        }
+    ]
+
+
+def test_a_sub_account_path_is_not_taken_by_the_proxy_router():
+    """The ASGI router takes only model traffic; /v1/sub-accounts and /v1/usage reach Django."""
+    seen: list[tuple[str, str]] = []
+
+    async def django_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope["method"], scope["path"]))
+
+    router = ProxyApplication(django_app)
+    calls = [
+        ("POST", "/v1/sub-accounts"),
+        ("GET", "/v1/sub-accounts"),
+        ("GET", "/v1/sub-accounts/7"),
+        ("PATCH", "/v1/sub-accounts/7"),
+        ("DELETE", "/v1/sub-accounts/7"),
+        ("GET", "/v1/sub-accounts/7/usage"),
+        ("GET", "/v1/usage/by-tag"),
+    ]
+    for method, path in calls:
+        asyncio.run(router({"type": "http", "method": method, "path": path}, None, None))
+
+    assert seen == calls
+
+
+def test_a_method_a_sub_account_path_does_not_serve_is_405(api, tenant, outsider):
+    created = create_sub_account(api)
+
+    listed = api.put(SUB_ACCOUNTS, {}, format="json")
+    detail = api.post(sub_account_url(created["id"]), {}, format="json")
+
+    assert listed.status_code == 405
+    assert listed["Allow"] == "GET, POST, OPTIONS"
+    assert detail.status_code == 405
+    assert detail["Allow"] == "GET, PATCH, DELETE, OPTIONS"
+
+
+# --------------------------------------------------------------------- tenant isolation
+
+
+SUB_ACCOUNT_KEY_CALLS = [
+    ("get", "", None),
+    ("patch", "", {"name": "pwned", "spend_cap_cents": 0}),
+    ("delete", "", None),
+    ("get", "/usage", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "method", "body"),
+    [
+        pytest.param(requests_url, "get", None, id="requests"),
+        pytest.param(usage_url, "get", None, id="usage"),
+        *[
+            pytest.param(
+                lambda key_id, suffix=suffix: sub_account_url(key_id, suffix),
+                method,
+                body,
+                id=f"sub-account-{method}{suffix.replace('/', '-')}",
+            )
+            for method, suffix, body in SUB_ACCOUNT_KEY_CALLS
+        ],
+    ],
+)
+def test_another_tenants_key_is_404_and_untouched(
+    api, outsider_api, tenant, outsider, url, method, body
+):
+    created = create_sub_account(api, spend_cap_cents=100)
+    key = ClientKey.objects.get(pk=created["id"])
+    trace(key)
+    before = list(ClientKey.objects.filter(pk=key.pk).values())
+
+    response = getattr(outsider_api, method)(url(key.pk), body, format="json")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+    assert list(ClientKey.objects.filter(pk=key.pk).values()) == before
+
+
+def test_an_unknown_key_id_is_404(api, tenant, outsider):
+    for url in (requests_url(999_999), usage_url(999_999), sub_account_url(999_999)):
+        assert api.get(url).status_code == 404
+
+
+def test_tenant_wide_reports_never_show_another_tenants_traffic(
+    api, outsider_api, tenant, outsider
+):
+    theirs = WalletKeyFactory.create(tenant=outsider[0], default_tag="secret")
+    trace(theirs, cost_nanos=10**9, client_nanos=2 * 10**9)
+
+    assert api.get(BY_TAG).json()["by_tag"] == []
+    assert api.get(SUB_ACCOUNT_BY_TAG).json()["by_tag"] == []
+    earnings = api.get(EARNINGS).json()
+    assert (earnings["requests"], earnings["revenue"], earnings["by_key"]) == (0, "0.00", [])
+    assert api.get(SUB_ACCOUNTS).json()["count"] == 0
+    assert outsider_api.get(BY_TAG).json()["by_tag"][0]["tag"] == "secret"
+
+
+# ----------------------------------------------------------------------- authentication
+
+
+ENDPOINTS = [
+    pytest.param("get", f"{KEYS}/1/requests", id="requests"),
+    pytest.param("get", f"{KEYS}/1/usage", id="usage"),
+    pytest.param("get", BY_TAG, id="by-tag"),
+    pytest.param("get", EARNINGS, id="earnings"),
+    pytest.param("post", SUB_ACCOUNTS, id="sub-account-create"),
+    pytest.param("get", SUB_ACCOUNTS, id="sub-account-list"),
+    pytest.param("get", f"{SUB_ACCOUNTS}/1", id="sub-account-detail"),
+    pytest.param("patch", f"{SUB_ACCOUNTS}/1", id="sub-account-update"),
+    pytest.param("delete", f"{SUB_ACCOUNTS}/1", id="sub-account-delete"),
+    pytest.param("get", f"{SUB_ACCOUNTS}/1/usage", id="sub-account-usage"),
+    pytest.param("get", SUB_ACCOUNT_BY_TAG, id="sub-account-by-tag"),
+]
+
+
+@pytest.mark.parametrize(("method", "url"), ENDPOINTS)
+@pytest.mark.parametrize("credentials", ["none", "garbage", "wrong-scheme", "revoked"])
+def test_endpoints_need_a_valid_reseller_token(reseller, outsider, method, url, credentials):
+    tenant, issued = reseller
+    client = APIClient()
+    if credentials == "garbage":
+        client.credentials(HTTP_AUTHORIZATION="Bearer tgr-not-a-real-token")
+    elif credentials == "wrong-scheme":
+        client.credentials(HTTP_AUTHORIZATION=f"Token {issued.secret}")
+    elif credentials == "revoked":
+        api_token_revoke(tenant=tenant, token_id=issued.token.pk)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+
+    response = getattr(client, method)(url, {"name": "team-a"}, format="json")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert not ClientKey.objects.filter(tenant=tenant).exists()
