@@ -176,6 +176,15 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
         return
     except ConnectionResetError:
         return
+    except Exception:
+        # The database or Redis failed us. Hand the rate-limit slot back (a leaked one locks
+        # a key out until it expires) and answer in the endpoint's shape; nothing is held.
+        logger.exception("admission failed")
+        if limiter_held and key is not None:
+            await _shielded(runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0))
+        message = "The service is temporarily unavailable; please retry."
+        await respond(send, 503, endpoint.error_body(503, message, "service_unavailable"), headers=[id_header])
+        return
 
     outcome = Outcome()
     try:
