@@ -3,6 +3,7 @@ or charged twice (every hold settled or released, the books balanced)."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import anthropic
@@ -10,6 +11,8 @@ import httpx
 import openai
 import orjson
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from billing.models import Reservation
 from proxy.models import Trace
@@ -484,3 +487,27 @@ def test_client_hanging_up_on_a_non_streamed_request_pays_for_the_finished_answe
     )
     trace = wait_for(lambda: Trace.objects.filter(client_key=issued.key).first())
     assert_charged(issued, trace.request_id, expected, endpoint="chat.completions", is_stream=False)
+
+
+@pytest.mark.skipif(settings.IS_POSTGRES, reason="locks the SQLite file to make the database fail")
+def test_database_failing_during_admission_does_not_leak_the_concurrency_slot(world: World) -> None:
+    """A hold that cannot be written (the database refuses) fails the request with a 503
+    in the endpoint's shape, and hands back the rate-limit slot it took: at
+    max_concurrency=1 a leaked slot would lock the key out until it expires (15 minutes)."""
+    issued = world.key(max_concurrency=1)
+    body = {"model": "gpt-fake", "messages": PROMPT}
+    blocker = sqlite3.connect(connection.settings_dict["NAME"], timeout=1)
+    try:
+        # Another writer holds the database for longer than the server's 5 s busy timeout.
+        blocker.execute("BEGIN EXCLUSIVE")
+        failed = post(world, "/v1/chat/completions", body, issued.secret)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "service_unavailable"
+    assert world.fake.records == []
+    served = post(world, "/v1/chat/completions", body, issued.secret)
+    assert served.status_code == 200, served.text
+    assert_books_clean()
