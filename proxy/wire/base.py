@@ -51,6 +51,9 @@ class StreamScanner:
     """
 
     usage_marker: bytes = b'"usage"'
+    # The marker as Python's json.dumps writes it (``"usage": {``), when ``usage_marker``
+    # is written compact: OpenAI-compatible servers use both.
+    usage_marker_spaced: bytes | None = None
     # Counted to estimate output when a stream is cut short: about one token per event.
     content_marker: bytes = b"data:"
     # Where the answer ends for a client (the SDKs stop reading there): the proxy holds
@@ -70,16 +73,20 @@ class StreamScanner:
             return b""
         complete, self._tail = data[: cut + 2], data[cut + 2 :]
         self.state.events += complete.count(self.content_marker)
-        if self.usage_marker in complete:
+        if self.has_usage(complete):
             complete = self._inspect(complete)
         return complete
+
+    def has_usage(self, data: bytes) -> bool:
+        spaced = self.usage_marker_spaced
+        return self.usage_marker in data or (spaced is not None and spaced in data)
 
     def is_end(self, out: bytes) -> bool:
         return any(marker in out for marker in self.end_markers)
 
     def finish(self) -> bytes:
         rest, self._tail = self._tail, b""
-        if rest and self.usage_marker in rest:
+        if rest and self.has_usage(rest):
             rest = self._inspect(rest)
         return rest
 

@@ -76,6 +76,7 @@ class ChatStreamScanner(StreamScanner):
     (``"choices": []`` with usage) is dropped so the client sees the stream it expects."""
 
     usage_marker = b'"usage":{'
+    usage_marker_spaced = b'"usage": {'
     content_marker = b'"delta":{"content"'
     end_markers = (b"data: [DONE]",)
 
@@ -86,7 +87,7 @@ class ChatStreamScanner(StreamScanner):
     def _inspect(self, events: bytes) -> bytes:
         kept: list[bytes] = []
         for event in events.split(b"\n\n"):
-            if self.usage_marker in event and event.startswith(b"data:"):
+            if self.has_usage(event) and event.startswith(b"data:"):
                 try:
                     chunk = orjson.loads(event[5:].strip())
                 except orjson.JSONDecodeError:
@@ -105,12 +106,13 @@ class ResponsesStreamScanner(StreamScanner):
     """Responses API events: usage arrives in ``response.completed`` (or ``.incomplete``)."""
 
     usage_marker = b'"usage":{'
+    usage_marker_spaced = b'"usage": {'
     content_marker = b'.delta"'
     end_markers = (b"response.completed", b"response.incomplete", b"response.failed")
 
     def _inspect(self, events: bytes) -> bytes:
         for event in events.split(b"\n\n"):
-            if self.usage_marker not in event:
+            if not self.has_usage(event):
                 continue
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
