@@ -10,6 +10,7 @@ import pytest
 
 from billing.models import LedgerEntry
 from billing.selectors import wallet_for_tenant
+from tests.proxy import upstream_fake
 from tests.proxy.conftest import (
     BACKUP_PRICE,
     EMBED_PRICE,
@@ -398,3 +399,24 @@ def test_trace_carries_the_keys_default_tag_or_the_requests_own(world: World) ->
     # The tag is ours: the upstream never sees it.
     assert all("x-tollgate-tag" not in r.headers for r in world.fake.records)
     assert_books_clean()
+
+
+@pytest.mark.parametrize("asks_for_usage", [False, True], ids=["usage-hidden", "usage-asked"])
+def test_stream_from_an_upstream_writing_spaced_json_is_charged_its_reported_usage(
+    world: World, asks_for_usage: bool
+) -> None:
+    """Python servers (json.dumps) write ``"usage": {``: the usage is read all the same."""
+    world.route("gpt-spaced", "fake-openai", GPT_PRICE, upstream_model=upstream_fake.SPACED_JSON)
+    issued = world.key()
+    options = {"stream_options": {"include_usage": True}} if asks_for_usage else {}
+
+    with sdk(world, issued.secret).chat.completions.with_streaming_response.create(
+        model="gpt-spaced", messages=PROMPT, stream=True, **options
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        chunks = list(response.parse())
+
+    usage_chunks = [c for c in chunks if not c.choices]
+    assert len(usage_chunks) == (1 if asks_for_usage else 0)
+    seen, expected = gpt_charge(world, upstream_fake.SPACED_JSON)
+    assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import struct
 import threading
 import time
@@ -41,6 +42,7 @@ FAULT_BADJSON = "fault-badjson"  # a 200 whose body is not JSON
 FAULT_MIDSTREAM = "fault-midstream"  # drops the connection after MIDSTREAM_CHUNKS chunks
 SLOW_STREAM = "slow-stream"  # SLOW_CHUNKS chunks SLOW_GAP_SECONDS apart, or a late answer
 NO_USAGE = "no-usage"  # never reports usage
+SPACED_JSON = "spaced-json"  # streams chat chunks as Python's json.dumps writes them
 
 TIMEOUT_SLEEP_SECONDS = 3.0  # longer than the 1 s timeout the tests give such upstreams
 MIDSTREAM_CHUNKS = 3
@@ -116,6 +118,12 @@ def output_chunks(body: dict[str, Any], default: int = DEFAULT_CHUNKS) -> int:
 def _sse(data: Any, event: str | None = None) -> bytes:
     head = b"event: " + event.encode() + b"\n" if event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _sse_spaced(data: Any, event: str | None = None) -> bytes:
+    """What many Python OpenAI-compatible servers send: ``{"usage": {...}}``, with spaces."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 class FakeUpstream:
@@ -356,9 +364,10 @@ class FakeUpstream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         extra = {"usage": None} if include_usage else {}
+        sse = _sse_spaced if record.model.startswith(SPACED_JSON) else _sse
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse(
+            return sse(
                 {
                     "id": chat_id,
                     "object": "chat.completion.chunk",
@@ -375,7 +384,7 @@ class FakeUpstream:
         if include_usage and reports:
             record.usage = Reported(prompt, cached, count)
             tail.append(
-                _sse(
+                sse(
                     {
                         "id": chat_id,
                         "object": "chat.completion.chunk",
