@@ -228,6 +228,11 @@ PROXY_DB_POOL_MAX = env_int("PROXY_DB_POOL_MAX", 16)
 # each atomically (books still balance). A WAL flush costs ~3.5 ms on a slow disk.
 PROXY_SYNCHRONOUS_COMMIT = env_bool("PROXY_SYNCHRONOUS_COMMIT", False)
 TRACE_RETENTION_DAYS = env_int("TRACE_RETENTION_DAYS", 30)
+if TRACE_RETENTION_DAYS < 1:
+    # 0 would make the hourly purge delete every trace up to the minute.
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("TRACE_RETENTION_DAYS must be at least 1.")
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5
 
