@@ -11,6 +11,7 @@ one half-up rounding per amount.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -30,6 +31,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.utils import timezone
 
 from accounts.models import Tenant
 from accounts.services import reseller_create
@@ -90,16 +92,17 @@ class ProxyServer:
             return ""
 
     def stop(self) -> None:
+        """Stop the server's whole process group (granian and its workers)."""
         if self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
+        try:
             self.process.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with_kill = self.process.poll() is None
-            if with_kill:
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+            self.process.wait(10)
 
 
 _RUNNING: list[ProxyServer] = []
@@ -221,7 +224,9 @@ def proxy_server(start_proxy_server: Callable[..., ProxyServer]) -> ProxyServer:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """On a failure, attach the tail of each running server's log to the report."""
     report = yield
     if report.failed:
@@ -494,6 +499,4 @@ def reservation_of(request_id: str) -> Reservation:
 
 
 def now_utc() -> datetime:
-    from django.utils import timezone
-
     return timezone.now()

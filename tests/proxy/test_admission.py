@@ -75,7 +75,9 @@ def test_invalid_key_is_refused_and_the_sdk_raises_authentication_error(world: W
     client = openai.OpenAI(base_url=f"{world.url}/v1", api_key=forged, max_retries=0)
 
     with pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(**CHAT)
+        client.chat.completions.create(
+            model="gpt-fake", messages=[{"role": "user", "content": "Hi"}]
+        )
 
     assert_openai_error(
         post(world, "/v1/chat/completions", CHAT, "tg-nonsense"), 401, "invalid_api_key"
@@ -254,12 +256,11 @@ def test_prepaid_key_that_cannot_cover_the_worst_case_gets_402_naming_what_fits(
     assert served.status_code == 200, served.text
     seen = world.fake.last("gpt-fake")
     assert seen.body["max_tokens"] == fits
-    assert seen.usage is not None
     expected = expected_charge(
         GPT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     key = key_row(issued)
@@ -286,12 +287,11 @@ def test_wallet_key_is_bounded_by_a_small_wallet(world: World) -> None:
 
     assert served.status_code == 200, served.text
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
     expected = expected_charge(
         GPT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
     )
     wallet = wallet_for_tenant(tenant=small)
     assert wallet.balance_nanos == 5_000_000 - expected.cost_nanos

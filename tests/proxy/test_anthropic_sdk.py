@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anthropic
 import httpx
 import pytest
+from anthropic.types import (
+    MessageParam,
+    RawContentBlockDeltaEvent,
+    RawMessageStreamEvent,
+    TextBlock,
+    TextDelta,
+)
 
 from tests.proxy.conftest import (
     CLAUDE_PRICE,
@@ -21,8 +30,16 @@ from tests.proxy.conftest import (
 )
 from tests.proxy.upstream_fake import Record
 
-MESSAGES = [{"role": "user", "content": "Write one short sentence about lighthouses, please."}]
+MESSAGES: list[MessageParam] = [
+    {"role": "user", "content": "Write one short sentence about lighthouses, please."}
+]
 SYSTEM = "You are terse."
+
+
+def text_of(content: Sequence[object]) -> str:
+    blocks = [b for b in content if isinstance(b, TextBlock)]
+    assert len(blocks) == len(content)
+    return "".join(b.text for b in blocks)
 
 
 def sdk(world: World, secret: str) -> anthropic.Anthropic:
@@ -30,12 +47,11 @@ def sdk(world: World, secret: str) -> anthropic.Anthropic:
 
 
 def claude_charge(seen: Record) -> Expected:
-    assert seen.usage is not None
     return expected_charge(
         CLAUDE_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
 
@@ -48,21 +64,21 @@ def test_message_is_charged_usage_times_posted_price(world: World) -> None:
     )
     message = raw.parse()
 
-    assert message.content[0].text == "Hello from the fake upstream"
+    assert text_of(message.content) == "Hello from the fake upstream"
     seen = world.fake.last("claude-fake")
     assert seen.path == "/v1/messages"
     assert seen.headers["x-api-key"] == UPSTREAM_SECRET
     assert seen.headers["anthropic-version"]
-    assert seen.usage is not None and seen.usage.cached_tokens > 0
-    assert message.usage.cache_read_input_tokens == seen.usage.cached_tokens
+    assert seen.reported.cached_tokens > 0
+    assert message.usage.cache_read_input_tokens == seen.reported.cached_tokens
     expected = claude_charge(seen)
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="messages", is_stream=False)
     trace = trace_for(request_id)
     assert (trace.input_tokens, trace.cached_input_tokens, trace.output_tokens) == (
-        seen.usage.uncached_tokens,
-        seen.usage.cached_tokens,
-        seen.usage.output_tokens,
+        seen.reported.uncached_tokens,
+        seen.reported.cached_tokens,
+        seen.reported.output_tokens,
     )
     assert trace.upstream_id == world.upstreams["fake-anthropic"].pk
 
@@ -74,11 +90,15 @@ def test_streamed_message_is_charged_from_message_start_and_message_delta(world:
         model="claude-fake", max_tokens=100, system=SYSTEM, messages=MESSAGES, stream=True
     ) as response:
         request_id = response.headers["x-request-id"]
-        events = list(response.parse())
+        events: list[RawMessageStreamEvent] = list(response.parse())
 
     assert [e.type for e in events][0] == "message_start"
     assert events[-1].type == "message_stop"
-    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    text = "".join(
+        e.delta.text
+        for e in events
+        if isinstance(e, RawContentBlockDeltaEvent) and isinstance(e.delta, TextDelta)
+    )
     assert text == "Hello from the fake upstream"
     assert_charged(
         issued,
@@ -98,9 +118,9 @@ def test_stream_helper_gets_the_final_message(world: World) -> None:
     ) as stream:
         final = stream.get_final_message()
 
-    assert final.content[0].text == "Hello from the"
+    assert text_of(final.content) == "Hello from the"
     seen = world.fake.last("claude-fake")
-    assert seen.usage is not None and seen.usage.output_tokens == 3
+    assert seen.reported.output_tokens == 3
     key = key_row(issued)
     assert key.client_spent_nanos == claude_charge(seen).client_nanos
     assert_books_clean()
@@ -115,8 +135,7 @@ def test_count_tokens_is_forwarded_and_free(world: World) -> None:
 
     seen = world.fake.last("claude-fake")
     assert seen.path == "/v1/messages/count_tokens"
-    assert seen.usage is not None
-    assert counted.input_tokens == seen.usage.prompt_tokens
+    assert counted.input_tokens == seen.reported.prompt_tokens
     assert_nothing_charged(issued)
     assert_books_clean()
 

@@ -11,8 +11,10 @@ import httpx
 import openai
 import orjson
 import pytest
+from anthropic.types import MessageParam
 from django.conf import settings
 from django.db import connection
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from billing.models import Reservation
 from proxy.models import Trace
@@ -34,9 +36,10 @@ from tests.proxy.conftest import (
     wait_for,
 )
 
-PROMPT = [
-    {"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea."}
-]
+STORY = "Tell me a long story about a lighthouse keeper and the sea."
+PROMPT = [{"role": "user", "content": STORY}]
+OPENAI_PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": STORY}]
+ANTHROPIC_PROMPT: list[MessageParam] = [{"role": "user", "content": STORY}]
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 # How a content event starts, per wire format.
 CONTENT_EVENTS = {
@@ -88,20 +91,20 @@ def test_upstream_500_with_a_fallback_route_is_served_by_the_fallback(world: Wor
     client = openai.OpenAI(base_url=f"{world.url}/v1", api_key=issued.secret, max_retries=0)
 
     with client.chat.completions.with_streaming_response.create(
-        model="gpt-500-fallback", messages=PROMPT, stream=True
+        model="gpt-500-fallback", messages=OPENAI_PROMPT, stream=True
     ) as response:
         request_id = response.headers["x-request-id"]
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+        chunks = [c for c in response.parse() if isinstance(c, ChatCompletionChunk)]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
     assert text == "Hello from the fake upstream"
     assert [r.model for r in world.fake.records] == ["fault-500", "gpt-fake"]
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
     expected = expected_charge(
         BACKUP_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     trace = assert_charged(
@@ -140,12 +143,11 @@ def test_upstream_timeout_with_a_fallback_route_is_served_by_the_fallback(world:
 
     assert response.status_code == 200, response.text
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
     expected = expected_charge(
         BACKUP_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     assert_charged(
@@ -219,12 +221,11 @@ def test_connection_refused_with_a_fallback_route_is_served_by_the_fallback(
 
     assert response.status_code == 200, response.text
     seen = world.fake.last(served_model)
-    assert seen.usage is not None
     expected = expected_charge(
         price,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     endpoint = "messages" if path == "/v1/messages" else "chat.completions"
@@ -402,12 +403,12 @@ def test_sdks_raise_when_the_upstream_dies_mid_stream(world: World) -> None:
 
     with pytest.raises(openai.APIError, match="incomplete"):
         for chunk in openai_client.chat.completions.create(
-            model=upstream_fake.FAULT_MIDSTREAM, messages=PROMPT, stream=True
+            model=upstream_fake.FAULT_MIDSTREAM, messages=OPENAI_PROMPT, stream=True
         ):
             got.extend(c.delta.content or "" for c in chunk.choices)
     with pytest.raises(anthropic.APIStatusError, match="incomplete"):
         with anthropic_client.messages.stream(
-            model="claude-midstream", max_tokens=50, messages=PROMPT
+            model="claude-midstream", max_tokens=50, messages=ANTHROPIC_PROMPT
         ) as stream:
             for text in stream.text_stream:
                 got.append(text)
@@ -477,12 +478,11 @@ def test_client_hanging_up_on_a_non_streamed_request_pays_for_the_finished_answe
 
     seen = world.fake.last("slow-stream")
     world.fake.wait_until(lambda: seen.is_finished, timeout=5)
-    assert seen.usage is not None
     expected = expected_charge(
         FAULT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     trace = wait_for(lambda: Trace.objects.filter(client_key=issued.key).first())

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 
 import httpx
 import openai
 import pytest
+from openai import Omit
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionStreamOptionsParam,
+)
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+)
 
 from billing.models import LedgerEntry
 from billing.selectors import wallet_for_tenant
@@ -31,7 +43,16 @@ from tests.proxy.conftest import (
 )
 from tests.proxy.upstream_fake import Record
 
-PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+PROMPT: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France? Answer in one word."}
+]
+
+
+def chunks_of(stream: Iterable[object]) -> list[ChatCompletionChunk]:
+    items = list(stream)
+    chunks = [c for c in items if isinstance(c, ChatCompletionChunk)]
+    assert len(chunks) == len(items)
+    return chunks
 
 
 def sdk(world: World, secret: str) -> openai.OpenAI:
@@ -67,17 +88,17 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
     assert completion.choices[0].message.content == "Hello from the fake upstream"
     request_id = raw.headers["x-request-id"]
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None and seen.usage.cached_tokens > 0
+    assert seen.reported.cached_tokens > 0
     assert completion.usage is not None
-    assert completion.usage.prompt_tokens == seen.usage.prompt_tokens
+    assert completion.usage.prompt_tokens == seen.reported.prompt_tokens
     # The upstream got the operator's secret, never the client's key.
     assert seen.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
     assert issued.secret not in str(seen.headers)
     expected = expected_charge(
         GPT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     key = key_row(issued)
@@ -104,9 +125,9 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
     assert trace.upstream_id == world.upstreams["fake-openai"].pk
     assert trace.price_id == world.prices["gpt-fake@fake-openai"].pk
     assert (trace.input_tokens, trace.cached_input_tokens, trace.output_tokens) == (
-        seen.usage.uncached_tokens,
-        seen.usage.cached_tokens,
-        seen.usage.output_tokens,
+        seen.reported.uncached_tokens,
+        seen.reported.cached_tokens,
+        seen.reported.output_tokens,
     )
     assert (trace.cost_nanos, trace.client_nanos) == (expected.cost_nanos, expected.client_nanos)
     assert (trace.status, trace.status_code, trace.is_stream, trace.is_usage_estimated) == (
@@ -120,12 +141,11 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
 
 def gpt_charge(world: World, model: str = "gpt-fake") -> tuple[Record, Expected]:
     seen = world.fake.last(model)
-    assert seen.usage is not None
     return seen, expected_charge(
         GPT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
 
@@ -136,14 +156,16 @@ def test_streamed_chat_is_charged_and_shows_the_usage_chunk_only_when_asked(
 ) -> None:
     issued = world.key()
     client = sdk(world, issued.secret)
-    options = {"stream_options": {"include_usage": True}} if asks_for_usage else {}
+    asked: ChatCompletionStreamOptionsParam | Omit = (
+        {"include_usage": True} if asks_for_usage else openai.omit
+    )
 
     with client.chat.completions.with_streaming_response.create(
-        model="gpt-fake", messages=PROMPT, stream=True, **options
+        model="gpt-fake", messages=PROMPT, stream=True, stream_options=asked
     ) as response:
         request_id = response.headers["x-request-id"]
         assert response.headers["content-type"].startswith("text/event-stream")
-        chunks = list(response.parse())
+        chunks = chunks_of(response.parse())
 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the fake upstream"
@@ -154,14 +176,14 @@ def test_streamed_chat_is_charged_and_shows_the_usage_chunk_only_when_asked(
     if asks_for_usage:
         assert len(usage_chunks) == 1
         assert usage_chunks[0].usage is not None
-        assert usage_chunks[0].usage.prompt_tokens == seen.usage.prompt_tokens
+        assert usage_chunks[0].usage.prompt_tokens == seen.reported.prompt_tokens
     else:
         # ... and hides the usage-only chunk from a client that did not.
         assert usage_chunks == []
         assert all(getattr(c, "usage", None) is None for c in chunks)
     assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=True)
     trace = trace_for(request_id)
-    assert trace.output_tokens == seen.usage.output_tokens
+    assert trace.output_tokens == seen.reported.output_tokens
     assert trace.ttft_ms is not None
 
 
@@ -177,15 +199,15 @@ def test_response_is_charged_with_cached_input_at_the_cached_rate(world: World) 
     assert answer.output_text == "Hello from the fake upstream"
     seen, expected = gpt_charge(world)
     assert seen.path == "/v1/responses"
-    assert seen.usage.cached_tokens > 0
-    assert answer.usage is not None and answer.usage.input_tokens == seen.usage.prompt_tokens
+    assert seen.reported.cached_tokens > 0
+    assert answer.usage is not None and answer.usage.input_tokens == seen.reported.prompt_tokens
     assert_charged(
         issued, raw.headers["x-request-id"], expected, endpoint="responses", is_stream=False
     )
     trace = trace_for(raw.headers["x-request-id"])
     assert (trace.input_tokens, trace.cached_input_tokens) == (
-        seen.usage.uncached_tokens,
-        seen.usage.cached_tokens,
+        seen.reported.uncached_tokens,
+        seen.reported.cached_tokens,
     )
 
 
@@ -197,16 +219,18 @@ def test_streamed_response_is_charged_from_response_completed(world: World) -> N
         model="gpt-fake", input="Summarise the plot of Hamlet in a sentence, please.", stream=True
     ) as response:
         request_id = response.headers["x-request-id"]
-        events = list(response.parse())
+        events: list[ResponseStreamEvent] = list(response.parse())
 
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert (
-        "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
         == "Hello from the fake upstream"
     )
     seen, expected = gpt_charge(world)
-    assert events[-1].response.usage.output_tokens == seen.usage.output_tokens
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent) and completed.response.usage is not None
+    assert completed.response.usage.output_tokens == seen.reported.output_tokens
     assert_charged(issued, request_id, expected, endpoint="responses", is_stream=True)
 
 
@@ -221,15 +245,14 @@ def test_embeddings_are_charged_for_input_tokens(world: World) -> None:
     assert len(result.data) == 2
     assert result.data[0].embedding[:3] == [0.125, 0.25, 0.375]
     seen = world.fake.last("embed-fake")
-    assert seen.usage is not None
     expected = expected_charge(
-        EMBED_PRICE, input_tokens=seen.usage.prompt_tokens, output_tokens=0, ratio=RATIO
+        EMBED_PRICE, input_tokens=seen.reported.prompt_tokens, output_tokens=0, ratio=RATIO
     )
     assert expected.cost_nanos > 0
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="embeddings", is_stream=False)
     trace = trace_for(request_id)
-    assert (trace.input_tokens, trace.output_tokens) == (seen.usage.prompt_tokens, 0)
+    assert (trace.input_tokens, trace.output_tokens) == (seen.reported.prompt_tokens, 0)
 
 
 def test_wallet_key_draws_each_charge_from_the_wallet_with_a_ledger_entry(world: World) -> None:
@@ -241,12 +264,11 @@ def test_wallet_key_draws_each_charge_from_the_wallet_with_a_ledger_entry(world:
 
     request_id = raw.headers["x-request-id"]
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
     expected = expected_charge(
         GPT_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
     )
     wallet = wallet_for_tenant(tenant=world.tenant)
     assert wallet.balance_nanos == before - expected.cost_nanos
@@ -277,12 +299,11 @@ def test_fallback_route_is_charged_at_its_own_price(world: World) -> None:
     # knows as gpt-fake, and its price applies.
     assert [r.model for r in world.fake.records] == ["fault-500", "gpt-fake"]
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
     expected = expected_charge(
         BACKUP_PRICE,
-        input_tokens=seen.usage.uncached_tokens,
-        cached_tokens=seen.usage.cached_tokens,
-        output_tokens=seen.usage.output_tokens,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
         ratio=RATIO,
     )
     request_id = raw.headers["x-request-id"]
@@ -370,15 +391,13 @@ def test_upstream_is_never_allowed_more_output_than_the_hold_covers(
         "gpt-capped", "fake-openai", output_only, max_output_tokens=3, upstream_model="gpt-fake"
     )
     issued = world.key()
-    options = {} if asked is None else {"max_tokens": asked}
 
     raw = sdk(world, issued.secret).chat.completions.with_raw_response.create(
-        model="gpt-capped", messages=PROMPT, **options
+        model="gpt-capped", messages=PROMPT, max_tokens=openai.omit if asked is None else asked
     )
 
     seen = world.fake.last("gpt-fake")
-    assert seen.usage is not None
-    assert seen.usage.output_tokens == 3
+    assert seen.reported.output_tokens == 3
     expected = expected_charge(output_only, input_tokens=0, output_tokens=3, ratio=RATIO)
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
@@ -408,13 +427,15 @@ def test_stream_from_an_upstream_writing_spaced_json_is_charged_its_reported_usa
     """Python servers (json.dumps) write ``"usage": {``: the usage is read all the same."""
     world.route("gpt-spaced", "fake-openai", GPT_PRICE, upstream_model=upstream_fake.SPACED_JSON)
     issued = world.key()
-    options = {"stream_options": {"include_usage": True}} if asks_for_usage else {}
+    asked: ChatCompletionStreamOptionsParam | Omit = (
+        {"include_usage": True} if asks_for_usage else openai.omit
+    )
 
     with sdk(world, issued.secret).chat.completions.with_streaming_response.create(
-        model="gpt-spaced", messages=PROMPT, stream=True, **options
+        model="gpt-spaced", messages=PROMPT, stream=True, stream_options=asked
     ) as response:
         request_id = response.headers["x-request-id"]
-        chunks = list(response.parse())
+        chunks = chunks_of(response.parse())
 
     usage_chunks = [c for c in chunks if not c.choices]
     assert len(usage_chunks) == (1 if asks_for_usage else 0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import struct
 import threading
@@ -83,6 +82,12 @@ class Record:
     is_cancelled: bool = False
     is_finished: bool = False
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def reported(self) -> Reported:
+        """The usage the fake reported (it must have reported some)."""
+        assert self.usage is not None, f"the fake reported no usage for {self.model!r}"
+        return self.usage
 
 
 def _text_chars(value: Any) -> int:
@@ -187,7 +192,7 @@ class FakeUpstream:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None
+        assert isinstance(server, asyncio.Server)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
@@ -626,13 +631,3 @@ def _openai_error(status: int, message: str) -> web.Response:
         body=_error_body(False, "invalid_request_error", message),
         content_type="application/json",
     )
-
-
-@contextlib.contextmanager
-def running_fake() -> Any:
-    fake = FakeUpstream()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
