@@ -250,7 +250,7 @@ async def dispatch(
             break
         try:
             if response.status != 200:
-                return await _pass_through_error(send, response, response_headers, route)
+                return await _pass_through_error(send, endpoint, response, response_headers, route)
             if parsed.is_stream and endpoint.scanner is not None:
                 return await _stream(runtime, send, receive, endpoint, parsed, body, response, response_headers,
                                      route, hold, key, now)
@@ -268,11 +268,27 @@ async def dispatch(
                    route=routes[-1])
 
 
+# The upstream refused *our* credentials: the client's request is not at fault, and the
+# upstream's message may quote part of the operator's API key, so it is never passed on.
+UPSTREAM_AUTH_STATUSES = frozenset({401, 403})
+
+
 async def _pass_through_error(
-    send: Send, response: aiohttp.ClientResponse, response_headers: list[tuple[bytes, bytes]], route: RouteInfo
+    send: Send,
+    endpoint: Endpoint,
+    response: aiohttp.ClientResponse,
+    response_headers: list[tuple[bytes, bytes]],
+    route: RouteInfo,
 ) -> Outcome:
-    """A 4xx from the upstream is the request's fault: the client gets it as it was."""
+    """A 4xx from the upstream is the request's fault: the client gets it as it was, except
+    an authentication failure, which is the operator's to fix (502, logged)."""
     payload = await response.read()
+    if response.status in UPSTREAM_AUTH_STATUSES:
+        logger.error("upstream %s refused our credentials (%d)", route.target.name, response.status)
+        message = "The upstream provider refused this gateway's credentials; the operator has been notified."
+        await respond(send, 502, endpoint.error_body(502, message, "upstream_auth_error"), headers=response_headers)
+        return Outcome(status_code=502, status="upstream_error", error_class=f"upstream_http_{response.status}",
+                       route=route)
     content_type = response.headers.get("content-type", "application/json").encode()
     await respond(send, response.status, payload, content_type=content_type, headers=response_headers)
     return Outcome(status_code=response.status, status="upstream_error", error_class=f"upstream_http_{response.status}",

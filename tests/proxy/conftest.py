@@ -367,6 +367,7 @@ def build_world(fake: FakeUpstream, server: ProxyServer, dead_port: int) -> Worl
     for model in (
         upstream_fake.FAULT_500,
         upstream_fake.FAULT_400,
+        upstream_fake.FAULT_401,
         upstream_fake.FAULT_BADJSON,
         upstream_fake.FAULT_MIDSTREAM,
         upstream_fake.NO_USAGE,

@@ -281,6 +281,20 @@ def test_upstream_400_is_passed_through_with_its_body_and_charges_nothing(
     assert_released(world, issued, response, error_class="upstream_http_400")
 
 
+def test_upstream_refusing_our_credentials_is_a_502_that_never_quotes_the_upstream_key(
+    world: World,
+) -> None:
+    issued = world.key()
+    body: dict[str, Any] = {"model": upstream_fake.FAULT_401, "messages": PROMPT, "max_tokens": 50}
+
+    response = post(world, "/v1/chat/completions", body, issued.secret)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_auth_error"
+    assert upstream_fake.LEAKED_KEY_FRAGMENT not in response.text
+    assert_released(world, issued, response, error_class="upstream_http_401")
+
+
 def test_upstream_without_usage_is_charged_an_estimate_marked_as_such(world: World) -> None:
     issued = world.key()
     body = orjson.dumps({"model": upstream_fake.NO_USAGE, "messages": PROMPT})

@@ -36,6 +36,8 @@ WORDS = ("Hello", " from", " the", " fake", " upstream", " again", " and", " aga
 
 FAULT_500 = "fault-500"  # an HTTP 500 before any output
 FAULT_400 = "fault-400"  # an HTTP 400 in the wire format's own error shape
+FAULT_401 = "fault-401"  # refuses the gateway's key, quoting part of it as OpenAI does
+LEAKED_KEY_FRAGMENT = "sk-upst****cret"
 FAULT_TIMEOUT = "fault-timeout"  # answers only after TIMEOUT_SLEEP_SECONDS
 FAULT_BADJSON = "fault-badjson"  # a 200 whose body is not JSON
 FAULT_MIDSTREAM = "fault-midstream"  # drops the connection after MIDSTREAM_CHUNKS chunks
@@ -267,6 +269,15 @@ class FakeUpstream:
             body = _error_body(anthropic, "invalid_request_error", "Unsupported parameter: 'fake'.")
             return self._done(
                 record, web.Response(status=400, body=body, content_type="application/json")
+            )
+        if model.startswith(FAULT_401):
+            body = _error_body(
+                anthropic,
+                "authentication_error",
+                f"Incorrect API key provided: {LEAKED_KEY_FRAGMENT}.",
+            )
+            return self._done(
+                record, web.Response(status=401, body=body, content_type="application/json")
             )
         if model.startswith(FAULT_BADJSON):
             body = b'{"id": "chatcmpl-broken", "choices": [ this is not json'
