@@ -109,6 +109,14 @@ UPDATE billing_reservation
        claim_token = %(token)s
  WHERE request_id = %(request_id)s AND status = 'held'
    AND client_key_id = %(key_id)s AND cost_nanos = %(held_cost)s AND client_nanos = %(held_client)s
+   AND (%(expired_before)s IS NULL OR expires_at < %(expired_before)s)
+RETURNING id
+"""
+
+# A live request (a long stream) keeps its hold: the sweep expires only holds past expiry.
+HOLD_EXTEND = """
+UPDATE billing_reservation SET expires_at = %(expires_at)s
+ WHERE request_id = %(request_id)s AND status = 'held'
 RETURNING id
 """
 
@@ -288,12 +296,15 @@ def settle_op(
     status: str = "settled",
     reason: str = "API usage",
     price_id: int | None = None,
+    expired_before: datetime | None = None,
 ) -> Op[Settlement | None]:
     """Charge ``actual`` (clamped to the hold) and release the rest of the reservation.
 
     ``price_id`` is the price version ``actual`` was computed at, when it differs from the
     one reserved at (the proxy holds at the dearest candidate route and charges at the
     route that served): the reservation then records the price actually charged.
+    ``expired_before`` (the expiry sweep's): claim only a hold that expired before it, so a
+    request that extended its hold meanwhile keeps it.
 
     Returns None when the reservation was already settled, released or expired: settling
     is idempotent on the request id.
@@ -311,7 +322,10 @@ def settle_op(
         "charged_client": charged_client,
     }
     statements = [
-        Sql(RESERVATION_CLAIM, {**claim, "status": status, "now": now, "price_id": price_id}),
+        Sql(
+            RESERVATION_CLAIM,
+            {**claim, "status": status, "now": now, "price_id": price_id, "expired_before": expired_before},
+        ),
         Sql(KEY_SETTLE, {**claim, **period_indexes(now)}),
     ]
     claimed = Guard(CLAIMED, {"request_id": hold.request_id, "token": token})
@@ -357,3 +371,13 @@ def settle_op(
         charged_client_nanos=charged_client,
         overrun_cost_nanos=max(actual.cost_nanos - charged_cost, 0),
     )
+
+
+def hold_extend_op(*, hold: Hold, expires_at: datetime) -> Op[bool]:
+    """Push a live request's hold expiry to ``expires_at`` (False if no longer held).
+
+    A stream may outlive ``RESERVATION_TTL_SECONDS``; its worker extends the hold while
+    bytes flow, so the sweep, which releases only the holds of dead workers, leaves it.
+    """
+    (rows,) = yield Batch.of(Sql(HOLD_EXTEND, {"request_id": hold.request_id, "expires_at": expires_at}))
+    return bool(rows)

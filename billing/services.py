@@ -222,7 +222,9 @@ def reservation_create(
     return Reserved(request_id=request_id, hold=hold, worst_case=charge)
 
 
-def _finish(*, request_id: str, usage: Usage, status: str, now: datetime | None) -> Settlement | None:
+def _finish(
+    *, request_id: str, usage: Usage, status: str, now: datetime | None, expired_before: datetime | None = None
+) -> Settlement | None:
     reservation = (
         Reservation.objects.select_related("client_key", "price").filter(request_id=request_id).first()
     )
@@ -231,7 +233,9 @@ def _finish(*, request_id: str, usage: Usage, status: str, now: datetime | None)
     key = reservation.client_key
     now = now or timezone.now()
     actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
-    return run_sync(settle_op(hold=hold_of(reservation), actual=actual, now=now, status=status))
+    return run_sync(
+        settle_op(hold=hold_of(reservation), actual=actual, now=now, status=status, expired_before=expired_before)
+    )
 
 
 def hold_of(reservation: Reservation) -> Hold:
@@ -278,6 +282,8 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int
     expired = 0
     for request_id in request_ids:
         with transaction.atomic(durable=True):
-            if _finish(request_id=request_id, usage=Usage(), status=Reservation.Status.EXPIRED, now=now):
+            if _finish(
+                request_id=request_id, usage=Usage(), status=Reservation.Status.EXPIRED, now=now, expired_before=now
+            ):
                 expired += 1
     return expired

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.metering import Hold, Settlement, settle_op
+from billing.metering import Hold, Settlement, hold_extend_op, settle_op
 from billing.money import Charge, Usage, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
@@ -47,3 +47,7 @@ async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | No
             status="released",
         )
     )
+
+
+async def extend(db: Database, *, hold: Hold, expires_at: datetime) -> bool:
+    return await db.run(hold_extend_op(hold=hold, expires_at=expires_at))

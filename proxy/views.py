@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -38,7 +39,7 @@ from proxy.admission import (
 )
 from proxy.endpoints import Endpoint, RequestInvalid
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
-from proxy.settlement import release, settle
+from proxy.settlement import extend, release, settle
 from proxy.traces import TraceRow
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import StreamScanner, estimated_input_tokens, input_token_bound
@@ -327,11 +328,14 @@ async def _complete(
     return outcome
 
 
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event, response: aiohttp.ClientResponse) -> None:
+    """When the client goes away, close the upstream response: that stops the upstream
+    generating (and billing) more, and ends the stream's read loop."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             gone.set()
+            response.close()
             return
 
 
@@ -353,40 +357,37 @@ async def _stream(
     scanner: StreamScanner = endpoint.scanner(parsed)
     outcome = Outcome(status_code=200, status="ok", route=route)
     gone = asyncio.Event()
-    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone, response))
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]})
     # The end of the answer ([DONE], message_stop, ...) waits for the settlement: SDKs stop
     # reading there, and a client holding the whole answer must already have paid for it.
     held_back: list[bytes] = []
+    # A stream may outlive RESERVATION_TTL_SECONDS: keep the hold from being swept as a
+    # dead worker's by pushing its expiry forward while bytes flow.
+    ttl = settings.RESERVATION_TTL_SECONDS
+    extend_at = time.monotonic() + ttl / 3
     try:
-        reader = response.content.iter_any().__aiter__()
-        while True:
-            next_read = asyncio.ensure_future(reader.__anext__())
-            done, _ = await asyncio.wait({next_read, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if next_read not in done:
-                # The client went away: stop the upstream generating (and billing) more.
-                next_read.cancel()
-                with contextlib.suppress(BaseException):
-                    await next_read
-                response.close()
-                outcome.status = "client_disconnected"
-                break
-            try:
-                data = next_read.result()
-            except StopAsyncIteration:
-                break
+        async for data in response.content.iter_any():
             out = scanner.feed(data)
             if out:
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
                 if held_back or scanner.is_end(out):
                     held_back.append(out)
-                    continue
-                await send({"type": "http.response.body", "body": out, "more_body": True})
+                else:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if time.monotonic() >= extend_at:
+                extend_at = time.monotonic() + ttl / 3
+                await _shielded(extend(runtime.db, hold=hold, expires_at=timezone.now() + timedelta(seconds=ttl)))
+        if gone.is_set():
+            outcome.status = "client_disconnected"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        # The upstream broke off mid-stream: charge what it produced, end the stream.
-        outcome.status = "upstream_error"
-        outcome.error_class = f"upstream_stream_{type(exc).__name__}"
+        if gone.is_set():
+            outcome.status = "client_disconnected"
+        else:
+            # The upstream broke off mid-stream: charge what it produced, end the stream.
+            outcome.status = "upstream_error"
+            outcome.error_class = f"upstream_stream_{type(exc).__name__}"
         response.close()
     except OSError:
         outcome.status = "client_disconnected"

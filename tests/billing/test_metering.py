@@ -10,8 +10,9 @@ from django.conf import settings
 from django.db import IntegrityError
 
 from billing.exceptions import KeyInactive, ReservationRefused
+from billing.metering import hold_extend_op, settle_op
 from billing.models import LedgerEntry, Reservation, Wallet
-from billing.money import Usage, affordable_output_tokens, parse_usd
+from billing.money import Charge, Usage, affordable_output_tokens, parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import (
     price_set,
@@ -21,6 +22,7 @@ from billing.services import (
     usage_settle,
     wallet_credit,
 )
+from billing.sqlops import run_sync
 from keys.models import ClientKey
 from keys.periods import period_index
 from keys.services import key_create, key_delete, key_update
@@ -152,6 +154,40 @@ def test_expired_holds_are_released_and_a_late_settlement_charges_nothing(tenant
     key = fresh(key)
     assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
     assert (key.client_spent_nanos, key.cost_spent_nanos) == (0, 0)
+
+
+def test_a_hold_extended_by_its_live_request_is_not_swept_and_is_charged(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    now = datetime.now(UTC)
+    ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
+    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+
+    assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 2 * ttl)) is True
+
+    assert reservations_expire(now=now + ttl + timedelta(seconds=1)) == 0
+    assert usage_settle(request_id="req-1", usage=ACTUAL).charged_client_nanos == ACTUAL_CLIENT
+    # A settled hold can no longer be extended.
+    assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 3 * ttl)) is False
+
+
+def test_the_sweep_claims_only_holds_still_expired_at_claim_time(tenant, price):
+    """The sweep lists expired holds, then claims each: a hold extended in between is kept."""
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    now = datetime.now(UTC)
+    ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
+    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    sweep_time = now + ttl + timedelta(seconds=1)
+    run_sync(hold_extend_op(hold=reserved.hold, expires_at=sweep_time + ttl))
+
+    claimed = run_sync(
+        settle_op(hold=reserved.hold, actual=Charge(0, 0), now=sweep_time, status="expired",
+                  expired_before=sweep_time)
+    )
+
+    assert claimed is None
+    assert Reservation.objects.get(request_id="req-1").status == Reservation.Status.HELD
 
 
 def test_expiry_leaves_settled_and_unexpired_holds_alone(tenant, price):
