@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis.asyncio as aioredis
 import pytest_asyncio
 import redis
 from pytest_django.fixtures import Settings
@@ -335,6 +336,46 @@ async def test_unlimited_tokens_track_nothing(limiter: RateLimiter, key_id: int)
         None,
         None,
     )
+
+
+@pytest.mark.asyncio
+async def test_concurrent_releases_are_all_applied_once_awaited(
+    limiter: RateLimiter, key_id: int
+) -> None:
+    lim = limits(concurrency=20, tpm=6_000)
+    ids = [uuid.uuid4().hex for _ in range(20)]
+    assert all([(await acquire(limiter, key_id, lim, rid)).allowed for rid in ids])
+
+    await asyncio.gather(
+        *(limiter.release(key_id=key_id, request_id=rid, tokens_used=10) for rid in ids)
+    )
+
+    again = [await acquire(limiter, key_id, lim) for _ in range(20)]
+    assert all(d.allowed for d in again)
+    # Every release counted its tokens (the window refills 100 tokens a second meanwhile).
+    remaining = again[-1].remaining_tokens
+    assert remaining is not None and 6_000 - 200 <= remaining < 6_000 - 200 + 50
+
+
+@pytest.mark.asyncio
+async def test_batched_releases_survive_redis_forgetting_the_script(
+    redis_available: bool, key_id: int
+) -> None:
+    if not redis_available:
+        pytest.skip(f"Redis not reachable at {REDIS_TEST_URL}")
+    limiter = RedisRateLimiter(REDIS_TEST_URL)
+    try:
+        lim = limits(concurrency=1)
+        assert (await acquire(limiter, key_id, lim, "a")).allowed
+        admin = aioredis.Redis.from_url(REDIS_TEST_URL)
+        await admin.script_flush()
+        await admin.aclose()
+
+        await limiter.release(key_id=key_id, request_id="a", tokens_used=0)
+
+        assert (await acquire(limiter, key_id, lim, "b")).allowed
+    finally:
+        await limiter.close()
 
 
 @pytest.mark.asyncio
