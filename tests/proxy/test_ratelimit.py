@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis.asyncio as aioredis
 import pytest_asyncio
 import redis
+import redis.asyncio as aioredis
 from pytest_django.fixtures import Settings
 
 from proxy.ratelimit import (
