@@ -21,7 +21,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             return None
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not secret.strip():
-            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <reseller API token>'.")
+            raise exceptions.AuthenticationFailed(
+                "Use 'Authorization: Bearer <reseller API token>'."
+            )
         token = api_token_authenticate(secret=secret.strip())
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")

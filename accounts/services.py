@@ -26,7 +26,9 @@ class IssuedToken:
 
 
 @transaction.atomic(durable=True)
-def reseller_create(*, email: str, password: str | None = None, name: str = "") -> tuple[Tenant, IssuedToken]:
+def reseller_create(
+    *, email: str, password: str | None = None, name: str = ""
+) -> tuple[Tenant, IssuedToken]:
     """Create a user, its tenant, the tenant's empty wallet and a first API token.
 
     The token's secret is returned once and never stored.

@@ -14,9 +14,9 @@ from django.conf import settings
 
 @functools.cache
 def _fernet(secret: str) -> Fernet:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tollgate-upstream-keys").derive(
-        secret.encode()
-    )
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"tollgate-upstream-keys"
+    ).derive(secret.encode())
     return Fernet(base64.urlsafe_b64encode(derived))
 
 

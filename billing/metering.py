@@ -324,7 +324,13 @@ def settle_op(
     statements = [
         Sql(
             RESERVATION_CLAIM,
-            {**claim, "status": status, "now": now, "price_id": price_id, "expired_before": expired_before},
+            {
+                **claim,
+                "status": status,
+                "now": now,
+                "price_id": price_id,
+                "expired_before": expired_before,
+            },
         ),
         Sql(KEY_SETTLE, {**claim, **period_indexes(now)}),
     ]
@@ -379,5 +385,7 @@ def hold_extend_op(*, hold: Hold, expires_at: datetime) -> Op[bool]:
     A stream may outlive ``RESERVATION_TTL_SECONDS``; its worker extends the hold while
     bytes flow, so the sweep, which releases only the holds of dead workers, leaves it.
     """
-    (rows,) = yield Batch.of(Sql(HOLD_EXTEND, {"request_id": hold.request_id, "expires_at": expires_at}))
+    (rows,) = yield Batch.of(
+        Sql(HOLD_EXTEND, {"request_id": hold.request_id, "expires_at": expires_at})
+    )
     return bool(rows)

@@ -17,7 +17,9 @@ from billing.money import Prices
 
 
 class Wallet(models.Model):
-    tenant = models.OneToOneField("accounts.Tenant", on_delete=models.PROTECT, related_name="wallet")
+    tenant = models.OneToOneField(
+        "accounts.Tenant", on_delete=models.PROTECT, related_name="wallet"
+    )
     balance_nanos = models.BigIntegerField(default=0)
     # Held for in-flight requests of wallet-funded keys; released or charged at settlement.
     reserved_nanos = models.BigIntegerField(default=0)
@@ -25,9 +27,12 @@ class Wallet(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(reserved_nanos__gte=0), name="wallet_reserved_non_negative"),
             models.CheckConstraint(
-                condition=Q(balance_nanos__gte=models.F("reserved_nanos")), name="wallet_covers_reservations"
+                condition=Q(reserved_nanos__gte=0), name="wallet_reserved_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_nanos__gte=models.F("reserved_nanos")),
+                name="wallet_covers_reservations",
             ),
         ]
 
@@ -59,7 +64,11 @@ class LedgerEntry(models.Model):
     # A natural key for writes triggered from outside (Stripe session, request id, ...).
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     client_key = models.ForeignKey(
-        "keys.ClientKey", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
+        "keys.ClientKey",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
     )
     actor = models.ForeignKey(
         "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -115,7 +124,11 @@ class ModelRoute(models.Model):
 
     class Meta:
         ordering = ["model", "priority", "pk"]
-        constraints = [models.UniqueConstraint(fields=["model", "upstream"], name="route_model_upstream_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "upstream"], name="route_model_upstream_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} via {self.upstream.name}"
@@ -149,8 +162,14 @@ class ModelPrice(models.Model):
             models.CheckConstraint(
                 condition=Q(input_per_mtok_nanos__gte=0)
                 & Q(output_per_mtok_nanos__gte=0)
-                & (Q(cached_input_per_mtok_nanos__isnull=True) | Q(cached_input_per_mtok_nanos__gte=0))
-                & (Q(cache_write_per_mtok_nanos__isnull=True) | Q(cache_write_per_mtok_nanos__gte=0)),
+                & (
+                    Q(cached_input_per_mtok_nanos__isnull=True)
+                    | Q(cached_input_per_mtok_nanos__gte=0)
+                )
+                & (
+                    Q(cache_write_per_mtok_nanos__isnull=True)
+                    | Q(cache_write_per_mtok_nanos__gte=0)
+                ),
                 name="price_non_negative",
             ),
         ]
@@ -181,9 +200,13 @@ class Reservation(models.Model):
         EXPIRED = "expired", "Expired"
 
     request_id = models.CharField(max_length=100, unique=True)
-    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.PROTECT, related_name="reservations")
+    client_key = models.ForeignKey(
+        "keys.ClientKey", on_delete=models.PROTECT, related_name="reservations"
+    )
     # Set for wallet-funded keys: the wallet holds the cost part of the reservation.
-    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    wallet = models.ForeignKey(
+        Wallet, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     price = models.ForeignKey(ModelPrice, on_delete=models.PROTECT, related_name="+")
     cost_nanos = models.BigIntegerField()
     client_nanos = models.BigIntegerField()
@@ -199,11 +222,14 @@ class Reservation(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["expires_at"], condition=Q(status="held"), name="reservation_held_expiry"),
+            models.Index(
+                fields=["expires_at"], condition=Q(status="held"), name="reservation_held_expiry"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(cost_nanos__gte=0) & Q(client_nanos__gte=0), name="reservation_non_negative"
+                condition=Q(cost_nanos__gte=0) & Q(client_nanos__gte=0),
+                name="reservation_non_negative",
             ),
             models.CheckConstraint(
                 condition=Q(charged_cost_nanos__lte=models.F("cost_nanos"))
@@ -214,4 +240,3 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
-

@@ -43,19 +43,27 @@ def routes_for_model(*, model: str) -> list[ModelRoute]:
 
 def known_models() -> set[str]:
     return set(
-        ModelRoute.objects.filter(is_active=True, upstream__is_active=True).values_list("model", flat=True)
+        ModelRoute.objects.filter(is_active=True, upstream__is_active=True).values_list(
+            "model", flat=True
+        )
     )
 
 
 def price_current(*, route: ModelRoute, at: datetime | None = None) -> ModelPrice | None:
     """The price version in force for a route at ``at`` (now by default)."""
-    return route.prices.filter(effective_from__lte=at or timezone.now()).order_by("-effective_from", "-pk").first()
+    return (
+        route.prices.filter(effective_from__lte=at or timezone.now())
+        .order_by("-effective_from", "-pk")
+        .first()
+    )
 
 
 def ledger_mismatches() -> list[tuple[int, int, int]]:
     """(wallet id, cached balance, sum of entries) for every wallet whose books disagree."""
     sums = dict(
-        LedgerEntry.objects.values("wallet_id").annotate(total=Sum("amount_nanos")).values_list("wallet_id", "total")
+        LedgerEntry.objects.values("wallet_id")
+        .annotate(total=Sum("amount_nanos"))
+        .values_list("wallet_id", "total")
     )
     return [
         (wallet_id, balance, int(sums.get(wallet_id) or 0))

@@ -27,7 +27,11 @@ from billing.sqlops import run_sync
 from keys.models import ClientKey
 
 # Ledger kinds an operator may post by hand.
-MANUAL_KINDS = {LedgerEntry.Kind.MANUAL_CREDIT, LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.TOP_UP}
+MANUAL_KINDS = {
+    LedgerEntry.Kind.MANUAL_CREDIT,
+    LedgerEntry.Kind.ADJUSTMENT,
+    LedgerEntry.Kind.TOP_UP,
+}
 
 
 def wallet_get_or_create(*, tenant: Tenant) -> Wallet:
@@ -124,7 +128,9 @@ def upstream_save(
     for a new upstream), so updating the URL does not drop its key.
     """
     url = upstream_base_url_validate(kind=kind, base_url=base_url)
-    upstream, _ = Upstream.objects.get_or_create(name=name, defaults={"kind": kind, "base_url": url})
+    upstream, _ = Upstream.objects.get_or_create(
+        name=name, defaults={"kind": kind, "base_url": url}
+    )
     upstream.kind = kind
     upstream.base_url = url
     if api_key_env is not None:
@@ -164,7 +170,12 @@ def price_set(
     model = model.strip()
     if not model:
         raise PriceInvalid("A model name is required.")
-    for value in (input_per_mtok_nanos, output_per_mtok_nanos, cached_input_per_mtok_nanos, cache_write_per_mtok_nanos):
+    for value in (
+        input_per_mtok_nanos,
+        output_per_mtok_nanos,
+        cached_input_per_mtok_nanos,
+        cache_write_per_mtok_nanos,
+    ):
         if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
             raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
     route, _ = ModelRoute.objects.get_or_create(model=model, upstream=upstream)
@@ -223,10 +234,17 @@ def reservation_create(
 
 
 def _finish(
-    *, request_id: str, usage: Usage, status: str, now: datetime | None, expired_before: datetime | None = None
+    *,
+    request_id: str,
+    usage: Usage,
+    status: str,
+    now: datetime | None,
+    expired_before: datetime | None = None,
 ) -> Settlement | None:
     reservation = (
-        Reservation.objects.select_related("client_key", "price").filter(request_id=request_id).first()
+        Reservation.objects.select_related("client_key", "price")
+        .filter(request_id=request_id)
+        .first()
     )
     if reservation is None:
         raise BillingError(f"no reservation for request {request_id}")
@@ -234,7 +252,13 @@ def _finish(
     now = now or timezone.now()
     actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
     return run_sync(
-        settle_op(hold=hold_of(reservation), actual=actual, now=now, status=status, expired_before=expired_before)
+        settle_op(
+            hold=hold_of(reservation),
+            actual=actual,
+            now=now,
+            status=status,
+            expired_before=expired_before,
+        )
     )
 
 
@@ -254,7 +278,9 @@ def hold_of(reservation: Reservation) -> Hold:
 
 
 @transaction.atomic(durable=True)
-def usage_settle(*, request_id: str, usage: Usage, now: datetime | None = None) -> Settlement | None:
+def usage_settle(
+    *, request_id: str, usage: Usage, now: datetime | None = None
+) -> Settlement | None:
     """Charge a request the cost of the usage its upstream reported, at the price version
     it was reserved at, and release the rest of its hold. Idempotent on ``request_id``:
     a second call (or one after release / expiry) charges nothing and returns None."""
@@ -264,7 +290,9 @@ def usage_settle(*, request_id: str, usage: Usage, now: datetime | None = None) 
 @transaction.atomic(durable=True)
 def reservation_release(*, request_id: str, now: datetime | None = None) -> Settlement | None:
     """Release a hold without charging (upstream failed before any output)."""
-    return _finish(request_id=request_id, usage=Usage(), status=Reservation.Status.RELEASED, now=now)
+    return _finish(
+        request_id=request_id, usage=Usage(), status=Reservation.Status.RELEASED, now=now
+    )
 
 
 def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int:
@@ -283,7 +311,11 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int
     for request_id in request_ids:
         with transaction.atomic(durable=True):
             if _finish(
-                request_id=request_id, usage=Usage(), status=Reservation.Status.EXPIRED, now=now, expired_before=now
+                request_id=request_id,
+                usage=Usage(),
+                status=Reservation.Status.EXPIRED,
+                now=now,
+                expired_before=now,
             ):
                 expired += 1
     return expired

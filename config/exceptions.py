@@ -21,11 +21,15 @@ from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ObjectDoesNotExist):
-        return Response({"detail": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND)
+        return Response(
+            {"detail": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
+        )
     if isinstance(exc, ClientKeyInvalid):
         return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, MoneyError):
-        return Response({"detail": str(exc), "code": "invalid_amount"}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"detail": str(exc), "code": "invalid_amount"}, status=status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, InsufficientFunds):
         return Response(
             {"detail": str(exc), "code": exc.code}, status=status.HTTP_402_PAYMENT_REQUIRED
@@ -34,6 +38,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, BillingError | AccountError):
         return Response(
-            {"detail": str(exc), "code": getattr(exc, "code", "error")}, status=status.HTTP_400_BAD_REQUEST
+            {"detail": str(exc), "code": getattr(exc, "code", "error")},
+            status=status.HTTP_400_BAD_REQUEST,
         )
     return drf_exception_handler(exc, context)

@@ -47,9 +47,13 @@ class ClientKey(models.Model):
         WEEKLY = "weekly", "Resets every UTC week (Monday)"
         MONTHLY = "monthly", "Resets every UTC month"
 
-    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="client_keys")
+    tenant = models.ForeignKey(
+        "accounts.Tenant", on_delete=models.PROTECT, related_name="client_keys"
+    )
     # The tenant's wallet, kept on the key so metering needs no join.
-    wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT, related_name="client_keys")
+    wallet = models.ForeignKey(
+        "billing.Wallet", on_delete=models.PROTECT, related_name="client_keys"
+    )
     label = models.CharField(max_length=200)
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
@@ -71,7 +75,9 @@ class ClientKey(models.Model):
     cost_reserved_nanos = models.BigIntegerField(default=0)
 
     spend_cap_nanos = models.BigIntegerField(null=True, blank=True)
-    budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE)
+    budget_period = models.CharField(
+        max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE
+    )
     period_index = models.BigIntegerField(default=0)
     period_client_spent_nanos = models.BigIntegerField(default=0)
     # The request id of the last reservation that took effect on this row: later statements
@@ -96,7 +102,8 @@ class ClientKey(models.Model):
         indexes = [models.Index(fields=["tenant", "status"])]
         constraints = [
             models.CheckConstraint(
-                condition=Q(ratio_cost_nanos__gt=0) & Q(ratio_client_nanos__gte=F("ratio_cost_nanos")),
+                condition=Q(ratio_cost_nanos__gt=0)
+                & Q(ratio_client_nanos__gte=F("ratio_cost_nanos")),
                 name="key_ratio_valid",
             ),
             models.CheckConstraint(

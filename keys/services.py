@@ -118,7 +118,9 @@ def key_create(
     if funding not in ClientKey.Funding.values:
         raise ClientKeyInvalid("funding", f"Must be one of: {', '.join(ClientKey.Funding.values)}.")
     if budget_period not in ClientKey.BudgetPeriod.values:
-        raise ClientKeyInvalid("budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}.")
+        raise ClientKeyInvalid(
+            "budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}."
+        )
     is_prepaid = funding == ClientKey.Funding.PREPAID
     budget = _validate_amount("client_budget", client_budget_nanos, required=is_prepaid)
     cost = _validate_amount("your_cost", your_cost_nanos, required=is_prepaid)
@@ -197,7 +199,9 @@ def key_top_up(
     amount = _validate_amount("client_amount", client_amount_nanos, required=True)
     assert amount is not None  # noqa: S101
     if key.funding != ClientKey.Funding.PREPAID:
-        raise ClientKeyStateConflict("Wallet-funded keys draw from the wallet; raise spend_cap instead.")
+        raise ClientKeyStateConflict(
+            "Wallet-funded keys draw from the wallet; raise spend_cap instead."
+        )
     cost = key.ratio.cost_from_client(amount)
     if cost <= 0:
         raise ClientKeyInvalid("client_amount", "Amount too small.")
@@ -245,7 +249,9 @@ UPDATABLE_FIELDS = {
 
 
 @transaction.atomic(durable=True)
-def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, changes: dict[str, Any]) -> ClientKey:
+def key_update(
+    *, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, changes: dict[str, Any]
+) -> ClientKey:
     """Change a key's label, tag, limits, cap or status (active / revoked).
 
     Funding and price ratio never change: to reprice, create a new key. Money amounts in
@@ -268,7 +274,9 @@ def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, c
     key.requests_per_minute = changes.get("rpm", key.requests_per_minute)
     key.tokens_per_minute = changes.get("tpm", key.tokens_per_minute)
     key.max_concurrency = changes.get("max_concurrency", key.max_concurrency)
-    _validate_limits(rpm=key.requests_per_minute, tpm=key.tokens_per_minute, max_concurrency=key.max_concurrency)
+    _validate_limits(
+        rpm=key.requests_per_minute, tpm=key.tokens_per_minute, max_concurrency=key.max_concurrency
+    )
     if "models" in changes:
         key.allowed_models = _validate_models(changes["models"] or [])
     if "expires_at" in changes:
@@ -284,7 +292,9 @@ def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, c
     if "budget_period" in changes:
         period = changes["budget_period"]
         if period not in ClientKey.BudgetPeriod.values:
-            raise ClientKeyInvalid("budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}.")
+            raise ClientKeyInvalid(
+                "budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}."
+            )
         if period != key.budget_period:
             # A new kind of period starts afresh.
             key.budget_period = period
@@ -303,9 +313,20 @@ def key_update(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int, c
     # Only configuration columns: the money counters belong to metering and funding flows.
     key.save(
         update_fields=[
-            "label", "default_tag", "requests_per_minute", "tokens_per_minute", "max_concurrency",
-            "allowed_models", "expires_at", "spend_cap_nanos", "budget_period", "period_index",
-            "period_client_spent_nanos", "status", "revoked_at", "updated_at",
+            "label",
+            "default_tag",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrency",
+            "allowed_models",
+            "expires_at",
+            "spend_cap_nanos",
+            "budget_period",
+            "period_index",
+            "period_client_spent_nanos",
+            "status",
+            "revoked_at",
+            "updated_at",
         ]
     )
     config_changed(f"key:{key.prefix}")
@@ -337,9 +358,16 @@ def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -
     key.refresh_from_db()
     refund = 0
     if key.funding == ClientKey.Funding.PREPAID:
-        refund = key.cost_funded_nanos - key.cost_spent_nanos - key.cost_reserved_nanos - key.cost_refunded_nanos
+        refund = (
+            key.cost_funded_nanos
+            - key.cost_spent_nanos
+            - key.cost_reserved_nanos
+            - key.cost_refunded_nanos
+        )
         if refund > 0:
-            ClientKey.objects.filter(pk=key.pk).update(cost_refunded_nanos=F("cost_refunded_nanos") + refund)
+            ClientKey.objects.filter(pk=key.pk).update(
+                cost_refunded_nanos=F("cost_refunded_nanos") + refund
+            )
             run_sync(
                 ledger_post_op(
                     wallet_id=key.wallet_id,

@@ -181,8 +181,23 @@ class Catalog:
 
 
 def _key_info(row: tuple[Any, ...]) -> KeyInfo:
-    (key_id, tenant_id, wallet_id, digest, status, funding, ratio_cost, ratio_client, budget_period, rpm, tpm,
-     concurrency, allowed, expires_at, default_tag) = row
+    (
+        key_id,
+        tenant_id,
+        wallet_id,
+        digest,
+        status,
+        funding,
+        ratio_cost,
+        ratio_client,
+        budget_period,
+        rpm,
+        tpm,
+        concurrency,
+        allowed,
+        expires_at,
+        default_tag,
+    ) = row
     return KeyInfo(
         id=int(key_id),
         tenant_id=int(tenant_id),
@@ -208,13 +223,31 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
     seen_routes: set[int] = set()
     secrets: dict[int, str] = {}
     for row in rows:
-        (route_id, model, upstream_model, max_output, upstream_id, name, kind, base_url, timeout, key_env,
-         key_encrypted, price_id, input_price, output_price, cached_price, cache_write_price) = row
+        (
+            route_id,
+            model,
+            upstream_model,
+            max_output,
+            upstream_id,
+            name,
+            kind,
+            base_url,
+            timeout,
+            key_env,
+            key_encrypted,
+            price_id,
+            input_price,
+            output_price,
+            cached_price,
+            cache_write_price,
+        ) = row
         if route_id in seen_routes:
             continue  # an older price version of a route already taken
         seen_routes.add(route_id)
         if upstream_id not in secrets:
-            secrets[upstream_id] = upstream_secret(api_key_env=key_env, api_key_encrypted=key_encrypted)
+            secrets[upstream_id] = upstream_secret(
+                api_key_env=key_env, api_key_encrypted=key_encrypted
+            )
         by_model.setdefault(model, []).append(
             RouteInfo(
                 route_id=int(route_id),
@@ -234,7 +267,9 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
                     input_per_mtok_nanos=int(input_price),
                     output_per_mtok_nanos=int(output_price),
                     cached_input_per_mtok_nanos=None if cached_price is None else int(cached_price),
-                    cache_write_per_mtok_nanos=None if cache_write_price is None else int(cache_write_price),
+                    cache_write_per_mtok_nanos=None
+                    if cache_write_price is None
+                    else int(cache_write_price),
                 ),
             )
         )
@@ -254,7 +289,11 @@ def client_secret(headers: dict[str, str]) -> str | None:
 async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime) -> KeyInfo:
     secret = client_secret(headers)
     if secret is None:
-        raise ProxyError(401, "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.", "missing_api_key")
+        raise ProxyError(
+            401,
+            "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.",
+            "missing_api_key",
+        )
     key = await catalog.key_for_secret(secret)
     if key is None:
         raise ProxyError(401, "Invalid API key.", "invalid_api_key")
@@ -265,12 +304,16 @@ async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime)
     return key
 
 
-async def routes_for_request(catalog: Catalog, key: KeyInfo, model: str, kind: str) -> list[RouteInfo]:
+async def routes_for_request(
+    catalog: Catalog, key: KeyInfo, model: str, kind: str
+) -> list[RouteInfo]:
     if not key.allows(model):
         raise ProxyError(403, f"This key may not use model '{model}'.", "model_not_allowed")
     routes = await catalog.routes_for(model, kind)
     if not routes:
-        raise ProxyError(404, f"The model '{model}' does not exist or is not available here.", "model_not_found")
+        raise ProxyError(
+            404, f"The model '{model}' does not exist or is not available here.", "model_not_found"
+        )
     return routes
 
 
@@ -294,8 +337,10 @@ async def reserve(
     """Hold the worst case of this request, priced at the dearest route it may take."""
     worst: tuple[Charge, RouteInfo, Usage] | None = None
     for route in routes:
-        output = route.max_output_tokens if requested_max_output is None else min(
-            requested_max_output, route.max_output_tokens
+        output = (
+            route.max_output_tokens
+            if requested_max_output is None
+            else min(requested_max_output, route.max_output_tokens)
         )
         usage = Usage(input_tokens=input_bound, output_tokens=output)
         charge = request_charge(usage, route.prices, key.ratio)

@@ -43,7 +43,9 @@ def _stream(payload: dict[str, Any]) -> bool:
     return payload.get("stream") is True
 
 
-def _bounded(payload: dict[str, Any], limit_fields: tuple[str, ...], output_bound: int) -> dict[str, Any]:
+def _bounded(
+    payload: dict[str, Any], limit_fields: tuple[str, ...], output_bound: int
+) -> dict[str, Any]:
     """Changes that lower every output limit above ``output_bound`` to it: the hold covers
     that much output and no more, and settlement never charges beyond the hold."""
     return {
@@ -54,7 +56,11 @@ def _bounded(payload: dict[str, Any], limit_fields: tuple[str, ...], output_boun
 
 
 def _rewrite(
-    payload: dict[str, Any], raw: bytes, target_model: str, limit_fields: tuple[str, ...], output_bound: int
+    payload: dict[str, Any],
+    raw: bytes,
+    target_model: str,
+    limit_fields: tuple[str, ...],
+    output_bound: int,
 ) -> bytes:
     changes = _bounded(payload, limit_fields, output_bound)
     if payload.get("model") != target_model:
@@ -89,7 +95,9 @@ def prepare_chat(parsed: ParsedRequest, raw: bytes, target_model: str, output_bo
     options = dict(options) if isinstance(options, dict) else {}
     options["include_usage"] = True
     bounded = _bounded(parsed.payload, CHAT_LIMITS, output_bound)
-    return orjson.dumps({**parsed.payload, **bounded, "model": target_model, "stream_options": options})
+    return orjson.dumps(
+        {**parsed.payload, **bounded, "model": target_model, "stream_options": options}
+    )
 
 
 def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
@@ -114,7 +122,9 @@ def parse_embeddings(payload: dict[str, Any]) -> ParsedRequest:
         raise RequestInvalid("'input' is required.")
     if _stream(payload):
         raise RequestInvalid("Embeddings cannot be streamed.")
-    return ParsedRequest(model=_model(payload), is_stream=False, max_output_tokens=0, payload=payload)
+    return ParsedRequest(
+        model=_model(payload), is_stream=False, max_output_tokens=0, payload=payload
+    )
 
 
 # --------------------------------------------------------------------------- Anthropic
@@ -126,7 +136,12 @@ def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
     max_tokens = _positive_int(payload, "max_tokens")
     if max_tokens is None:
         raise RequestInvalid("max_tokens: Field required")
-    return ParsedRequest(model=_model(payload), is_stream=_stream(payload), max_output_tokens=max_tokens, payload=payload)
+    return ParsedRequest(
+        model=_model(payload),
+        is_stream=_stream(payload),
+        max_output_tokens=max_tokens,
+        payload=payload,
+    )
 
 
 def prepare_plain(*limit_fields: str) -> Callable[[ParsedRequest, bytes, str, int], bytes]:

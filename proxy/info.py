@@ -44,14 +44,23 @@ async def models_list(scope: dict[str, Any], receive: Any, send: Any) -> None:
             for m in names
             if any(r.target.kind == "anthropic" for r in routes[m])
         ]
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
+        body = {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
     else:
         # Only what this client can call in the OpenAI format (not Anthropic-only models).
         openai_routes = {m: [r for r in routes[m] if r.target.kind == "openai"] for m in names}
-        body = {"object": "list",
-                "data": [{"id": m, "object": "model", "created": 0, "owned_by": found[0].target.name}
-                         for m, found in openai_routes.items() if found]}
+        body = {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": found[0].target.name}
+                for m, found in openai_routes.items()
+                if found
+            ],
+        }
     await respond(send, 200, orjson.dumps(body))
 
 
@@ -65,8 +74,19 @@ async def key_info(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(send, exc.status, openai.error_body(exc.status, exc.message, exc.code))
         return
     rows = await runtime.db.fetch(KEY_FIGURES, {"key_id": key.id})
-    (label, funding, status, budget, spent, reserved, cap, budget_period, stored_period, period_spent,
-     expires_at) = rows[0]
+    (
+        label,
+        funding,
+        status,
+        budget,
+        spent,
+        reserved,
+        cap,
+        budget_period,
+        stored_period,
+        period_spent,
+        expires_at,
+    ) = rows[0]
     if stored_period < period_index(budget_period, now):
         period_spent = 0
     if funding == "prepaid":
@@ -119,7 +139,12 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
             raise ProxyError(400, "model: Field required", "invalid_request")
         routes = await routes_for_request(runtime.catalog, key, model, "anthropic")
     except ProxyError as exc:
-        await respond(send, exc.status, anthropic.error_body(exc.status, exc.message, exc.code), headers=[id_header])
+        await respond(
+            send,
+            exc.status,
+            anthropic.error_body(exc.status, exc.message, exc.code),
+            headers=[id_header],
+        )
         return
     except ConnectionResetError:
         return
@@ -127,8 +152,14 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
     for route in routes:
         upstream_body = orjson.dumps({**payload, "model": route.target_model})
         try:
-            response = await upstream_open(runtime.session, ADAPTERS["anthropic"], route.target,
-                                           path="/v1/messages/count_tokens", body=upstream_body, client_headers=headers)
+            response = await upstream_open(
+                runtime.session,
+                ADAPTERS["anthropic"],
+                route.target,
+                path="/v1/messages/count_tokens",
+                body=upstream_body,
+                client_headers=headers,
+            )
         except UpstreamError as exc:
             last = exc
             if exc.retryable:
@@ -136,11 +167,20 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
         try:
             answer = await response.read()
-            await respond(send, response.status, answer,
-                          content_type=response.headers.get("content-type", "application/json").encode(),
-                          headers=[id_header])
+            await respond(
+                send,
+                response.status,
+                answer,
+                content_type=response.headers.get("content-type", "application/json").encode(),
+                headers=[id_header],
+            )
         finally:
             response.release()
         return
     assert last is not None  # noqa: S101
-    await respond(send, last.status, anthropic.error_body(last.status, str(last), last.error_class), headers=[id_header])
+    await respond(
+        send,
+        last.status,
+        anthropic.error_body(last.status, str(last), last.error_class),
+        headers=[id_header],
+    )

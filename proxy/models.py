@@ -15,13 +15,19 @@ class Trace(models.Model):
 
     request_id = models.CharField(max_length=64, unique=True)
     tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
-    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="traces")
+    client_key = models.ForeignKey(
+        "keys.ClientKey", on_delete=models.CASCADE, related_name="traces"
+    )
     tag = models.CharField(max_length=100, blank=True, default="")
     endpoint = models.CharField(max_length=40)
     model = models.CharField(max_length=200)
-    upstream = models.ForeignKey("billing.Upstream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    upstream = models.ForeignKey(
+        "billing.Upstream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     upstream_model = models.CharField(max_length=200, blank=True, default="")
-    price = models.ForeignKey("billing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    price = models.ForeignKey(
+        "billing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     is_stream = models.BooleanField(default=False)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)

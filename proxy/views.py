@@ -51,7 +51,10 @@ Receive = Any
 Scope = dict[str, Any]
 
 JSON = b"application/json"
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
 TAG_HEADER = "x-tollgate-tag"
 
 
@@ -80,13 +83,22 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def respond(
-    send: Send, status: int, body: bytes, *, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = JSON,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or [])],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -132,7 +144,11 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
         try:
             body = await read_body(receive, settings.PROXY_MAX_BODY_BYTES)
         except BodyTooLarge:
-            raise ProxyError(413, f"Request body over {settings.PROXY_MAX_BODY_BYTES} bytes.", "request_too_large") from None
+            raise ProxyError(
+                413,
+                f"Request body over {settings.PROXY_MAX_BODY_BYTES} bytes.",
+                "request_too_large",
+            ) from None
         key = await authenticate(runtime.catalog, headers, now)
         try:
             payload = orjson.loads(body)
@@ -170,10 +186,25 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     except ProxyError as exc:
         if limiter_held and key is not None:
             await runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
-        await respond(send, exc.status, endpoint.error_body(exc.status, exc.message, exc.code), headers=[id_header, *exc.headers])
+        await respond(
+            send,
+            exc.status,
+            endpoint.error_body(exc.status, exc.message, exc.code),
+            headers=[id_header, *exc.headers],
+        )
         if key is not None:
-            _trace(runtime, key, headers, endpoint, model, request_id, started, now,
-                   Outcome(status_code=exc.status, status="refused", error_class=exc.error_class), parsed_stream=False)
+            _trace(
+                runtime,
+                key,
+                headers,
+                endpoint,
+                model,
+                request_id,
+                started,
+                now,
+                Outcome(status_code=exc.status, status="refused", error_class=exc.error_class),
+                parsed_stream=False,
+            )
         return
     except ConnectionResetError:
         return
@@ -182,24 +213,52 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
         # a key out until it expires) and answer in the endpoint's shape; nothing is held.
         logger.exception("admission failed")
         if limiter_held and key is not None:
-            await _shielded(runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0))
+            await _shielded(
+                runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
+            )
         message = "The service is temporarily unavailable; please retry."
-        await respond(send, 503, endpoint.error_body(503, message, "service_unavailable"), headers=[id_header])
+        await respond(
+            send, 503, endpoint.error_body(503, message, "service_unavailable"), headers=[id_header]
+        )
         return
 
     outcome = Outcome()
     try:
         outcome = await dispatch(
-            runtime, send, receive, endpoint, parsed, body, routes, headers, [id_header, *limit_headers], admitted.hold,
-            key, now, started,
+            runtime,
+            send,
+            receive,
+            endpoint,
+            parsed,
+            body,
+            routes,
+            headers,
+            [id_header, *limit_headers],
+            admitted.hold,
+            key,
+            now,
+            started,
         )
     finally:
         if outcome.status == "refused" or outcome.usage is None:
             # Nothing produced (or we never got that far): charge nothing.
             await _shielded(release(runtime.db, hold=admitted.hold, now=now))
         tokens = outcome.usage.total_tokens if outcome.usage else 0
-        await _shielded(runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=tokens))
-        _trace(runtime, key, headers, endpoint, model, request_id, started, now, outcome, parsed_stream=parsed.is_stream)
+        await _shielded(
+            runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=tokens)
+        )
+        _trace(
+            runtime,
+            key,
+            headers,
+            endpoint,
+            model,
+            request_id,
+            started,
+            now,
+            outcome,
+            parsed_stream=parsed.is_stream,
+        )
 
 
 async def _shielded(awaitable: Any) -> Any:
@@ -253,20 +312,48 @@ async def dispatch(
             if response.status != 200:
                 return await _pass_through_error(send, endpoint, response, response_headers, route)
             if parsed.is_stream and endpoint.scanner is not None:
-                return await _stream(runtime, send, receive, endpoint, parsed, body, response, response_headers,
-                                     route, hold, key, now)
-            return await _complete(runtime, send, endpoint, body, response, response_headers, route, hold, key, now)
+                return await _stream(
+                    runtime,
+                    send,
+                    receive,
+                    endpoint,
+                    parsed,
+                    body,
+                    response,
+                    response_headers,
+                    route,
+                    hold,
+                    key,
+                    now,
+                )
+            return await _complete(
+                runtime, send, endpoint, body, response, response_headers, route, hold, key, now
+            )
         finally:
             response.release()
     assert last_error is not None  # noqa: S101 - routes is never empty
     if last_error.body is not None:
         content_type = (last_error.content_type or "application/json").encode()
-        await respond(send, last_error.status, last_error.body, content_type=content_type, headers=response_headers)
+        await respond(
+            send,
+            last_error.status,
+            last_error.body,
+            content_type=content_type,
+            headers=response_headers,
+        )
     else:
-        await respond(send, last_error.status, endpoint.error_body(last_error.status, str(last_error), last_error.error_class),
-                      headers=response_headers)
-    return Outcome(status_code=last_error.status, status="upstream_error", error_class=last_error.error_class,
-                   route=routes[-1])
+        await respond(
+            send,
+            last_error.status,
+            endpoint.error_body(last_error.status, str(last_error), last_error.error_class),
+            headers=response_headers,
+        )
+    return Outcome(
+        status_code=last_error.status,
+        status="upstream_error",
+        error_class=last_error.error_class,
+        route=routes[-1],
+    )
 
 
 # The upstream refused *our* credentials: the client's request is not at fault, and the
@@ -287,13 +374,28 @@ async def _pass_through_error(
     if response.status in UPSTREAM_AUTH_STATUSES:
         logger.error("upstream %s refused our credentials (%d)", route.target.name, response.status)
         message = "The upstream provider refused this gateway's credentials; the operator has been notified."
-        await respond(send, 502, endpoint.error_body(502, message, "upstream_auth_error"), headers=response_headers)
-        return Outcome(status_code=502, status="upstream_error", error_class=f"upstream_http_{response.status}",
-                       route=route)
+        await respond(
+            send,
+            502,
+            endpoint.error_body(502, message, "upstream_auth_error"),
+            headers=response_headers,
+        )
+        return Outcome(
+            status_code=502,
+            status="upstream_error",
+            error_class=f"upstream_http_{response.status}",
+            route=route,
+        )
     content_type = response.headers.get("content-type", "application/json").encode()
-    await respond(send, response.status, payload, content_type=content_type, headers=response_headers)
-    return Outcome(status_code=response.status, status="upstream_error", error_class=f"upstream_http_{response.status}",
-                   route=route)
+    await respond(
+        send, response.status, payload, content_type=content_type, headers=response_headers
+    )
+    return Outcome(
+        status_code=response.status,
+        status="upstream_error",
+        error_class=f"upstream_http_{response.status}",
+        route=route,
+    )
 
 
 async def _complete(
@@ -315,20 +417,36 @@ async def _complete(
             raise ValueError("not an object")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         message = "The upstream returned an invalid response."
-        await respond(send, 502, endpoint.error_body(502, message, "upstream_invalid_response"), headers=response_headers)
-        return Outcome(status_code=502, status="upstream_error", error_class=f"upstream_invalid_{type(exc).__name__}",
-                       route=route)
+        await respond(
+            send,
+            502,
+            endpoint.error_body(502, message, "upstream_invalid_response"),
+            headers=response_headers,
+        )
+        return Outcome(
+            status_code=502,
+            status="upstream_error",
+            error_class=f"upstream_invalid_{type(exc).__name__}",
+            route=route,
+        )
     usage = endpoint.usage_from_body(data)
     estimated = usage is None
     if usage is None:
-        usage = Usage(input_tokens=estimated_input_tokens(request_body), output_tokens=max(1, len(payload) // 4))
-    outcome = Outcome(status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route)
+        usage = Usage(
+            input_tokens=estimated_input_tokens(request_body),
+            output_tokens=max(1, len(payload) // 4),
+        )
+    outcome = Outcome(
+        status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route
+    )
     outcome.charged(await settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
     await respond(send, 200, payload, headers=response_headers)
     return outcome
 
 
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event, response: aiohttp.ClientResponse) -> None:
+async def _watch_disconnect(
+    receive: Receive, gone: asyncio.Event, response: aiohttp.ClientResponse
+) -> None:
     """When the client goes away, close the upstream response: that stops the upstream
     generating (and billing) more, and ends the stream's read loop."""
     while True:
@@ -358,7 +476,9 @@ async def _stream(
     outcome = Outcome(status_code=200, status="ok", route=route)
     gone = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone, response))
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]}
+    )
     # The end of the answer ([DONE], message_stop, ...) waits for the settlement: SDKs stop
     # reading there, and a client holding the whole answer must already have paid for it.
     held_back: list[bytes] = []
@@ -378,7 +498,11 @@ async def _stream(
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if time.monotonic() >= extend_at:
                 extend_at = time.monotonic() + ttl / 3
-                await _shielded(extend(runtime.db, hold=hold, expires_at=timezone.now() + timedelta(seconds=ttl)))
+                await _shielded(
+                    extend(
+                        runtime.db, hold=hold, expires_at=timezone.now() + timedelta(seconds=ttl)
+                    )
+                )
         if gone.is_set():
             outcome.status = "client_disconnected"
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -397,14 +521,18 @@ async def _stream(
     tail = b"".join(held_back) + (scanner.finish() if outcome.status == "ok" else b"")
     if outcome.status == "upstream_error":
         # A stream that just stops looks like a complete answer: say that it is not.
-        tail += endpoint.stream_error("The upstream failed mid-answer; the answer is incomplete.", outcome.error_class)
+        tail += endpoint.stream_error(
+            "The upstream failed mid-answer; the answer is incomplete.", outcome.error_class
+        )
     usage = scanner.state.usage
     if usage is None or outcome.status != "ok":
         outcome.is_usage_estimated = usage is None
         usage = usage or scanner.estimated_usage(request_body)
     outcome.usage = usage
     # Settle before the last byte: once the client has the end of the answer, it is paid for.
-    outcome.charged(await _shielded(settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now)))
+    outcome.charged(
+        await _shielded(settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
+    )
     if not gone.is_set():
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -451,7 +579,9 @@ def _trace(
             status=outcome.status,
             error_class=outcome.error_class[:64],
             latency_ms=int((finished - started) * 1000),
-            ttft_ms=int((outcome.first_byte_at - started) * 1000) if outcome.first_byte_at else None,
+            ttft_ms=int((outcome.first_byte_at - started) * 1000)
+            if outcome.first_byte_at
+            else None,
             created_at=now,
         )
     )

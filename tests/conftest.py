@@ -32,7 +32,9 @@ def make_reseller(db: None) -> Callable[..., tuple[Tenant, IssuedToken]]:
 
 
 @pytest.fixture
-def reseller(make_reseller: Callable[..., tuple[Tenant, IssuedToken]]) -> tuple[Tenant, IssuedToken]:
+def reseller(
+    make_reseller: Callable[..., tuple[Tenant, IssuedToken]],
+) -> tuple[Tenant, IssuedToken]:
     return make_reseller(email="alice@example.com")
 
 
@@ -42,7 +44,9 @@ def tenant(reseller: tuple[Tenant, IssuedToken]) -> Tenant:
 
 
 @pytest.fixture
-def outsider(make_reseller: Callable[..., tuple[Tenant, IssuedToken]]) -> tuple[Tenant, IssuedToken]:
+def outsider(
+    make_reseller: Callable[..., tuple[Tenant, IssuedToken]],
+) -> tuple[Tenant, IssuedToken]:
     """A second reseller who must never see or touch the first one's rows."""
     return make_reseller(email="mallory@example.com", balance="500")
 

@@ -17,7 +17,8 @@ class AnthropicAdapter(UpstreamAdapter):
         headers = {
             "content-type": "application/json",
             "user-agent": "tollgate",
-            "anthropic-version": client_headers.get("anthropic-version") or DEFAULT_ANTHROPIC_VERSION,
+            "anthropic-version": client_headers.get("anthropic-version")
+            or DEFAULT_ANTHROPIC_VERSION,
         }
         beta = client_headers.get("anthropic-beta")
         if beta:

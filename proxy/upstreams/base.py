@@ -94,19 +94,29 @@ async def upstream_open(
     )
     try:
         response = await session.post(
-            adapter.url(target, path), data=body, headers=adapter.headers(target, client_headers), timeout=timeout
+            adapter.url(target, path),
+            data=body,
+            headers=adapter.headers(target, client_headers),
+            timeout=timeout,
         )
     except TimeoutError as exc:
         raise UpstreamError(
-            f"Upstream {target.name} timed out.", retryable=True, error_class="upstream_timeout", status=504
+            f"Upstream {target.name} timed out.",
+            retryable=True,
+            error_class="upstream_timeout",
+            status=504,
         ) from exc
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamError(
-            f"Upstream {target.name} is unreachable.", retryable=True, error_class="upstream_connect_error"
+            f"Upstream {target.name} is unreachable.",
+            retryable=True,
+            error_class="upstream_connect_error",
         ) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(
-            f"Upstream {target.name} failed: {type(exc).__name__}.", retryable=True, error_class="upstream_protocol_error"
+            f"Upstream {target.name} failed: {type(exc).__name__}.",
+            retryable=True,
+            error_class="upstream_protocol_error",
         ) from exc
     if response.status in RETRYABLE_STATUSES:
         try:

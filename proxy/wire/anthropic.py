@@ -26,7 +26,10 @@ ERROR_TYPES = {
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
     return orjson.dumps(
-        {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+        {
+            "type": "error",
+            "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
+        }
     )
 
 
@@ -43,7 +46,9 @@ def messages_usage(usage: Any, *, output_tokens: int | None = None) -> Usage | N
         input_tokens=int_or_zero(usage.get("input_tokens")),
         cached_input_tokens=int_or_zero(usage.get("cache_read_input_tokens")),
         cache_write_tokens=int_or_zero(usage.get("cache_creation_input_tokens")),
-        output_tokens=int_or_zero(usage.get("output_tokens")) if output_tokens is None else output_tokens,
+        output_tokens=int_or_zero(usage.get("output_tokens"))
+        if output_tokens is None
+        else output_tokens,
     )
 
 
@@ -71,7 +76,9 @@ class MessagesStreamScanner(StreamScanner):
                 kind = data.get("type")
                 if kind == "message_start":
                     message = data.get("message") or {}
-                    seen = messages_usage(message.get("usage") if isinstance(message, dict) else None)
+                    seen = messages_usage(
+                        message.get("usage") if isinstance(message, dict) else None
+                    )
                     if seen is not None:
                         self.state.input_seen = seen
                 elif kind == "message_delta":

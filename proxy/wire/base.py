@@ -13,8 +13,15 @@ from billing.money import Usage
 # this bound; the charge is what the upstream reports.
 TEMPLATE_ALLOWANCE_TOKENS = 512
 PER_ATTACHMENT_TOKENS = 3_000
-_ATTACHMENT_MARKERS = (b'"image_url"', b'"input_image"', b'"type":"image"', b'"type": "image"',
-                       b'"type":"document"', b'"type": "document"', b'"input_file"')
+_ATTACHMENT_MARKERS = (
+    b'"image_url"',
+    b'"input_image"',
+    b'"type":"image"',
+    b'"type": "image"',
+    b'"type":"document"',
+    b'"type": "document"',
+    b'"input_file"',
+)
 
 
 def input_token_bound(body: bytes) -> int:

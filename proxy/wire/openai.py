@@ -26,7 +26,14 @@ ERROR_TYPES = {
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
     return orjson.dumps(
-        {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": None, "code": code}}
+        {
+            "error": {
+                "message": message,
+                "type": ERROR_TYPES.get(status, "api_error"),
+                "param": None,
+                "code": code,
+            }
+        }
     )
 
 
@@ -42,7 +49,9 @@ def chat_usage(usage: Any) -> Usage | None:
         return None
     prompt = int_or_zero(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details") or {}
-    cached = min(int_or_zero(details.get("cached_tokens")) if isinstance(details, dict) else 0, prompt)
+    cached = min(
+        int_or_zero(details.get("cached_tokens")) if isinstance(details, dict) else 0, prompt
+    )
     return Usage(
         input_tokens=prompt - cached,
         cached_input_tokens=cached,
@@ -56,7 +65,9 @@ def responses_usage(usage: Any) -> Usage | None:
         return None
     prompt = int_or_zero(usage.get("input_tokens"))
     details = usage.get("input_tokens_details") or {}
-    cached = min(int_or_zero(details.get("cached_tokens")) if isinstance(details, dict) else 0, prompt)
+    cached = min(
+        int_or_zero(details.get("cached_tokens")) if isinstance(details, dict) else 0, prompt
+    )
     return Usage(
         input_tokens=prompt - cached,
         cached_input_tokens=cached,
@@ -121,7 +132,11 @@ class ResponsesStreamScanner(StreamScanner):
                     except orjson.JSONDecodeError:
                         continue
                     response = data.get("response") if isinstance(data, dict) else None
-                    usage = responses_usage(response.get("usage")) if isinstance(response, dict) else None
+                    usage = (
+                        responses_usage(response.get("usage"))
+                        if isinstance(response, dict)
+                        else None
+                    )
                     if usage is not None:
                         self.state.usage = usage
         return events

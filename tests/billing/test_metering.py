@@ -161,7 +161,9 @@ def test_a_hold_extended_by_its_live_request_is_not_swept_and_is_charged(tenant,
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
     ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
-    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    reserved = reservation_create(
+        key=key, price=price, request_id="req-1", worst_case=WORST, now=now
+    )
 
     assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 2 * ttl)) is True
 
@@ -177,13 +179,20 @@ def test_the_sweep_claims_only_holds_still_expired_at_claim_time(tenant, price):
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
     ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
-    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    reserved = reservation_create(
+        key=key, price=price, request_id="req-1", worst_case=WORST, now=now
+    )
     sweep_time = now + ttl + timedelta(seconds=1)
     run_sync(hold_extend_op(hold=reserved.hold, expires_at=sweep_time + ttl))
 
     claimed = run_sync(
-        settle_op(hold=reserved.hold, actual=Charge(0, 0), now=sweep_time, status="expired",
-                  expired_before=sweep_time)
+        settle_op(
+            hold=reserved.hold,
+            actual=Charge(0, 0),
+            now=sweep_time,
+            status="expired",
+            expired_before=sweep_time,
+        )
     )
 
     assert claimed is None

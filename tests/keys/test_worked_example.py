@@ -16,14 +16,18 @@ pytestmark = pytest.mark.usefixtures("books_balance")
 def test_worked_example_holds_to_the_cent(tenant, price):
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("200"), reason="opening credit")
     issued = key_create(
-        tenant=tenant, actor=None, label="acme-corp-prod",
-        client_budget_nanos=parse_usd("100"), your_cost_nanos=parse_usd("60"),
+        tenant=tenant,
+        actor=None,
+        label="acme-corp-prod",
+        client_budget_nanos=parse_usd("100"),
+        your_cost_nanos=parse_usd("60"),
     )
     assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("140")
 
     # $20.52 of cost at $1/MTok input is 20,520,000 input tokens = $34.20 in client price.
-    reservation_create(key=issued.key, price=price, request_id="req-1",
-                       worst_case=Usage(input_tokens=20_520_000))
+    reservation_create(
+        key=issued.key, price=price, request_id="req-1", worst_case=Usage(input_tokens=20_520_000)
+    )
     settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=20_520_000))
     assert settled.charged_client_nanos == parse_usd("34.20")
     key = ClientKey.objects.get(pk=issued.key.pk)
