@@ -85,7 +85,7 @@ def check_violation_name(error: BaseException) -> str | None:
     return match.group(1) if match else None
 
 
-def drive(op: Op[T], run_batch: Any) -> T:
+def drive[T](op: Op[T], run_batch: Any) -> T:
     """Feed an operation its batches' results (sync drivers)."""
     results: list[Rows] | None = None
     violation: ConstraintViolated | None = None
@@ -123,6 +123,6 @@ def _run_batch_sync(batch: Batch) -> list[Rows]:
     return results
 
 
-def run_sync(op: Op[T]) -> T:
+def run_sync[T](op: Op[T]) -> T:
     """Run an operation on Django's default connection (each batch atomically)."""
     return drive(op, _run_batch_sync)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 CLIENT_KEY_PREFIX = "tg-"
-RESELLER_TOKEN_PREFIX = "tgr-"
+RESELLER_TOKEN_PREFIX = "tgr-"  # noqa: S105 - a public prefix on every token, not a secret
 SECRET_BYTES = 32
 PREFIX_LENGTH = 12
 
