@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from accounts.models import ApiToken, Tenant
 from keys.hashing import secret_prefix
@@ -21,7 +21,7 @@ def api_token_authenticate(*, secret: str) -> ApiToken | None:
     return token
 
 
-def tenant_for_user(*, user: AbstractBaseUser) -> Tenant | None:
+def tenant_for_user(*, user: User) -> Tenant | None:
     return Tenant.objects.active().filter(owner=user).order_by("pk").first()
 
 

@@ -15,15 +15,21 @@ what the reseller pays):
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.money import PriceRatio
 
+if TYPE_CHECKING:
+    from accounts.models import Tenant
+
 
 class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
-    def for_tenant(self, tenant: object) -> ClientKeyQuerySet:
+    def for_tenant(self, tenant: Tenant | int) -> ClientKeyQuerySet:
         return self.filter(tenant=tenant)
 
     def visible(self) -> ClientKeyQuerySet:
@@ -150,7 +156,7 @@ class ClientKey(models.Model):
     def is_prepaid(self) -> bool:
         return self.funding == self.Funding.PREPAID
 
-    def is_expired(self, now: object | None = None) -> bool:
+    def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
     @property

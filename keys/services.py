@@ -153,8 +153,9 @@ def key_create(
                     funding=funding,
                     ratio_cost_nanos=ratio.cost_nanos,
                     ratio_client_nanos=ratio.client_nanos,
-                    client_budget_nanos=budget if is_prepaid else 0,
-                    cost_funded_nanos=cost if is_prepaid else 0,
+                    # Prepaid: both were validated as required above.
+                    client_budget_nanos=budget if is_prepaid and budget is not None else 0,
+                    cost_funded_nanos=cost if is_prepaid and cost is not None else 0,
                     spend_cap_nanos=spend_cap_nanos,
                     budget_period=budget_period,
                     period_index=period_index(budget_period, now),

@@ -31,7 +31,7 @@ class Database(Protocol):
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows: ...
 
     async def insert_many(
-        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None: ...
 
     async def close(self) -> None: ...
@@ -127,7 +127,7 @@ class PostgresDatabase:
             return await cursor.fetchall()
 
     async def insert_many(
-        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
         await self._ensure_open()
         from psycopg import sql
@@ -157,7 +157,7 @@ class DjangoDatabase:
         return await sync_to_async(_fetch_sync)(sql, params)
 
     async def insert_many(
-        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
         await sync_to_async(_insert_many_sync)(table, columns, rows)
 
@@ -171,7 +171,7 @@ def _fetch_sync(sql: str, params: dict[str, Any]) -> Rows:
         return cursor.fetchall()
 
 
-def _insert_many_sync(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _insert_many_sync(table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
     quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     placeholders = ", ".join(["%s"] * len(columns))
     adapt = connection.ops.adapt_datetimefield_value
