@@ -39,7 +39,7 @@ def wallet(tenant):
     "model", ["wallet", "ledgerentry", "upstream", "modelroute", "modelprice", "reservation"]
 )
 def test_changelists_load(admin_client, wallet, outsider, price, model):
-    key = WalletKeyFactory(tenant=wallet.tenant)
+    key = WalletKeyFactory.create(tenant=wallet.tenant)
     reservation_create(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=10))
     response = admin_client.get(url(f"billing_{model}_changelist"))
     assert response.status_code == 200
@@ -293,7 +293,7 @@ def test_route_keeps_its_model_and_upstream_and_tells_the_proxy(
 
 def test_reservations_are_read_only(admin_client, tenant, outsider, price):
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("1"), reason="r")
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
     reservation_create(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=1000))
     reservation = Reservation.objects.get()
     assert admin_client.get(url("billing_reservation_change", reservation.pk)).status_code == 200

@@ -42,7 +42,7 @@ def test_wallet_shows_balance_reserved_and_available_as_decimal_strings(api, ten
 
 def test_wallet_counts_what_in_flight_requests_of_wallet_keys_hold(api, tenant, outsider, price):
     credit(tenant, "140")
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
 
     reservation_create(
         key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000)

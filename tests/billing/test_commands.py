@@ -341,11 +341,15 @@ class TestSyncPrices:
         kept = run("sync_prices")["upstreams"][0]
         route = ModelRoute.objects.get(model="gpt-4o")
         assert "gpt-4o" in kept["skipped_manual"]
-        assert price_current(route=route).source == ModelPrice.Source.MANUAL
+        kept_price = price_current(route=route)
+        assert kept_price is not None
+        assert kept_price.source == ModelPrice.Source.MANUAL
 
         replaced = run("sync_prices", "--override-manual")["upstreams"][0]
         assert replaced["updated"] == ["gpt-4o"]
-        assert price_current(route=route).source == ModelPrice.Source.GENAI_PRICES
+        replaced_price = price_current(route=route)
+        assert replaced_price is not None
+        assert replaced_price.source == ModelPrice.Source.GENAI_PRICES
         assert route.prices.count() == 2
 
     def test_only_existing_touches_only_routed_models(self, openai_upstream):

@@ -39,7 +39,7 @@ def prepaid_key(funded) -> ClientKey:
 
 @pytest.fixture
 def wallet_key(funded) -> ClientKey:
-    return WalletKeyFactory(tenant=funded)
+    return WalletKeyFactory.create(tenant=funded)
 
 
 def test_books_of_every_flow_agree(funded, outsider, price, prepaid_key, wallet_key):

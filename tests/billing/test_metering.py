@@ -84,6 +84,7 @@ def test_settle_charges_the_actual_cost_and_releases_the_rest(tenant, price):
     assert (held.client_reserved_nanos, held.cost_reserved_nanos) == (WORST_CLIENT, WORST_COST)
 
     settled = usage_settle(request_id="req-1", usage=ACTUAL)
+    assert settled is not None
 
     assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (
         ACTUAL_COST,
@@ -111,6 +112,7 @@ def test_release_charges_nothing(tenant, price):
     reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     released = reservation_release(request_id="req-1")
+    assert released is not None
 
     assert (released.charged_cost_nanos, released.charged_client_nanos) == (0, 0)
     key = fresh(key)
@@ -168,7 +170,9 @@ def test_a_hold_extended_by_its_live_request_is_not_swept_and_is_charged(tenant,
     assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 2 * ttl)) is True
 
     assert reservations_expire(now=now + ttl + timedelta(seconds=1)) == 0
-    assert usage_settle(request_id="req-1", usage=ACTUAL).charged_client_nanos == ACTUAL_CLIENT
+    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+    assert settled is not None
+    assert settled.charged_client_nanos == ACTUAL_CLIENT
     # A settled hold can no longer be extended.
     assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 3 * ttl)) is False
 
@@ -229,6 +233,7 @@ def test_usage_beyond_the_hold_is_clamped_to_it_and_reported(tenant, price):
     settled = usage_settle(
         request_id="req-1", usage=Usage(input_tokens=1_000, output_tokens=10_000)
     )
+    assert settled is not None
 
     assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (WORST_COST, WORST_CLIENT)
     assert settled.overrun_cost_nanos == 21_000_000 - WORST_COST
@@ -315,6 +320,7 @@ def test_settlement_uses_the_price_version_it_was_reserved_at(tenant, price, ups
     )
 
     settled = usage_settle(request_id="req-1", usage=ACTUAL)
+    assert settled is not None
 
     assert settled.charged_cost_nanos == ACTUAL_COST
     assert Reservation.objects.get(request_id="req-1").price_id == price.pk
@@ -337,6 +343,7 @@ def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant
     assert wallet_of(tenant).balance_nanos == parse_usd("190")
 
     settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000))
+    assert settled is not None
 
     assert settled.charged_cost_nanos == parse_usd("4")
     assert wallet_of(tenant).balance_nanos == parse_usd("196")

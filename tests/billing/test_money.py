@@ -10,6 +10,7 @@ import time
 from decimal import Decimal
 from fractions import Fraction
 from math import floor
+from typing import Any
 
 import pytest
 
@@ -426,7 +427,7 @@ def test_affordable_output_tokens_is_zero_when_the_input_alone_does_not_fit():
 
 def test_free_output_is_bounded_only_by_the_input():
     free = Prices(input_per_mtok_nanos=NANOS_PER_USD, output_per_mtok_nanos=0)
-    kwargs = {"prices": free, "ratio": ONE_TO_ONE, "client_available_nanos": None}
+    kwargs: dict[str, Any] = {"prices": free, "ratio": ONE_TO_ONE, "client_available_nanos": None}
     assert affordable_output_tokens(
         input_tokens=1_000, cost_available_nanos=parse_usd("0.001"), **kwargs
     ) == (UNBOUNDED_OUTPUT_TOKENS)
@@ -454,7 +455,7 @@ def test_affordable_output_tokens_is_the_largest_that_fits_brute_force():
             input_tokens=input_tokens, prices=prices, ratio=ratio, client=client, cost=cost
         )
         # And by brute force: no smaller count is refused, so nothing larger was missed.
-        case = {
+        case: dict[str, Any] = {
             "input_tokens": input_tokens,
             "prices": prices,
             "ratio": ratio,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from genai_prices.types import (
@@ -32,7 +33,7 @@ from billing.selectors import price_current
 from billing.services import price_set, upstream_save
 
 
-def model(model_id: str, prices: object, **extra: object) -> ModelInfo:
+def model(model_id: str, prices: GenaiPrice | list[ConditionalPrice], **extra: Any) -> ModelInfo:
     return ModelInfo(id=model_id, match=ClauseEquals(equals=model_id), prices=prices, **extra)
 
 
@@ -194,8 +195,12 @@ def test_sync_never_opens_a_network_connection(acme, monkeypatch):
 
 
 def test_real_database_matches_the_official_base_urls():
-    assert provider_for_base_url("https://api.openai.com/v1").id == "openai"
-    assert provider_for_base_url("https://api.anthropic.com").id == "anthropic"
+    openai = provider_for_base_url("https://api.openai.com/v1")
+    anthropic = provider_for_base_url("https://api.anthropic.com")
+    assert openai is not None
+    assert openai.id == "openai"
+    assert anthropic is not None
+    assert anthropic.id == "anthropic"
     assert provider_for_base_url("http://127.0.0.1:9/v1") is None
 
 

@@ -16,7 +16,7 @@ from keys.models import ClientKey
 
 
 class WalletKeyFactory(DjangoModelFactory[ClientKey]):
-    """``WalletKeyFactory(tenant=t)``: an active wallet-funded key at ratio 1:1."""
+    """``WalletKeyFactory.create(tenant=t)``: an active wallet-funded key at ratio 1:1."""
 
     class Meta:
         model = ClientKey

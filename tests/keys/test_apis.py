@@ -290,8 +290,8 @@ def test_create_refuses_a_body_that_is_not_json(api, tenant, outsider):
 
 
 def test_key_list_is_paginated_newest_first_and_shows_only_own_keys(api, tenant, outsider):
-    WalletKeyFactory(tenant=outsider[0], label="mallory's")
-    keys = [WalletKeyFactory(tenant=tenant) for _ in range(3)]
+    WalletKeyFactory.create(tenant=outsider[0], label="mallory's")
+    keys = [WalletKeyFactory.create(tenant=tenant) for _ in range(3)]
     newest_first = [key.pk for key in reversed(keys)]
 
     first = api.get(KEYS, {"page_size": 2}).json()
@@ -305,8 +305,8 @@ def test_key_list_is_paginated_newest_first_and_shows_only_own_keys(api, tenant,
 
 
 def test_key_list_leaves_deleted_keys_out_unless_status_asks(api, tenant, outsider):
-    kept = WalletKeyFactory(tenant=tenant)
-    gone = WalletKeyFactory(tenant=tenant)
+    kept = WalletKeyFactory.create(tenant=tenant)
+    gone = WalletKeyFactory.create(tenant=tenant)
     assert api.delete(key_url(gone.pk)).status_code == 200
 
     def ids(**params: str) -> list[int]:
@@ -318,10 +318,12 @@ def test_key_list_leaves_deleted_keys_out_unless_status_asks(api, tenant, outsid
 
 
 def test_key_list_filters_by_effective_status(api, tenant, outsider):
-    active = WalletKeyFactory(tenant=tenant, expires_at=timezone.now() + timedelta(days=1))
-    expired = WalletKeyFactory(tenant=tenant, expires_at=timezone.now() - timedelta(seconds=1))
-    revoked = WalletKeyFactory(tenant=tenant, status=ClientKey.Status.REVOKED)
-    WalletKeyFactory(tenant=outsider[0], status=ClientKey.Status.REVOKED)
+    active = WalletKeyFactory.create(tenant=tenant, expires_at=timezone.now() + timedelta(days=1))
+    expired = WalletKeyFactory.create(
+        tenant=tenant, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    revoked = WalletKeyFactory.create(tenant=tenant, status=ClientKey.Status.REVOKED)
+    WalletKeyFactory.create(tenant=outsider[0], status=ClientKey.Status.REVOKED)
 
     def listed(status: str) -> list[tuple[int, str]]:
         results = api.get(KEYS, {"status": status}).json()["results"]
@@ -340,7 +342,7 @@ def test_key_list_refuses_an_unknown_status(api, tenant, outsider):
 
 
 def test_deleted_key_stays_readable_with_status_deleted(api, tenant, outsider):
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
     api.delete(key_url(key.pk))
 
     response = api.get(key_url(key.pk))
@@ -398,7 +400,7 @@ def test_key_object_shows_reserved_client_amount_of_requests_in_flight(
 
 
 def test_patch_changes_label_tag_limits_and_cap(api, tenant, outsider, price):
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
     expires_at = timezone.now() + timedelta(days=7)
 
     response = api.patch(
@@ -431,7 +433,7 @@ def test_patch_changes_label_tag_limits_and_cap(api, tenant, outsider, price):
 
 
 def test_patch_changes_only_the_fields_sent(api, tenant, outsider):
-    key = WalletKeyFactory(tenant=tenant, requests_per_minute=42, tokens_per_minute=900)
+    key = WalletKeyFactory.create(tenant=tenant, requests_per_minute=42, tokens_per_minute=900)
 
     response = api.patch(key_url(key.pk), {"label": "renamed"}, format="json")
 
@@ -441,7 +443,7 @@ def test_patch_changes_only_the_fields_sent(api, tenant, outsider):
 
 
 def test_patch_revokes_and_reactivates_a_key(api, tenant, outsider):
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
 
     revoked = api.patch(key_url(key.pk), {"status": "revoked"}, format="json")
 
@@ -496,7 +498,7 @@ def test_patch_refuses_fixed_or_invalid_fields_and_changes_nothing(
 
 
 def test_patch_of_a_deleted_key_conflicts(api, tenant, outsider):
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
     api.delete(key_url(key.pk))
     before = books(tenant)
 
@@ -527,7 +529,7 @@ def test_delete_refunds_unspent_cost_once(api, tenant, outsider):
 
 def test_delete_of_a_wallet_funded_key_refunds_nothing(api, tenant, outsider):
     credit(tenant, "10")
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
 
     response = api.delete(key_url(key.pk))
 
@@ -590,7 +592,7 @@ def test_top_up_answers_402_when_the_wallet_cannot_pay(api, tenant, outsider):
 
 def test_top_up_of_a_wallet_funded_key_conflicts(api, tenant, outsider):
     credit(tenant, "200")
-    key = WalletKeyFactory(tenant=tenant)
+    key = WalletKeyFactory.create(tenant=tenant)
     before = books(tenant)
 
     response = api.post(key_url(key.pk, "/top-up"), {"client_amount": "50"}, format="json")
@@ -638,9 +640,9 @@ def test_another_tenants_key_is_404_and_untouched(
 
 
 def test_each_tenant_lists_only_its_own_keys(api, outsider_api, tenant, outsider):
-    own = WalletKeyFactory(tenant=tenant)
-    theirs = WalletKeyFactory(tenant=outsider[0])
-    WalletKeyFactory(tenant=outsider[0], status=ClientKey.Status.DELETED)
+    own = WalletKeyFactory.create(tenant=tenant)
+    theirs = WalletKeyFactory.create(tenant=outsider[0])
+    WalletKeyFactory.create(tenant=outsider[0], status=ClientKey.Status.DELETED)
 
     for client, key in ((api, own), (outsider_api, theirs)):
         for params in ({}, {"status": "active"}):

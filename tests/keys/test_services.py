@@ -262,6 +262,7 @@ def test_top_up_raises_the_budget_and_debits_the_amount_times_the_ratio(tenant):
     )
     assert balance(tenant) == parse_usd("110")
     entry = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.KEY_FUNDING).order_by("-id").first()
+    assert entry is not None
     assert (entry.amount_nanos, entry.client_key_id, entry.actor_id) == (
         -parse_usd("30"),
         key.pk,

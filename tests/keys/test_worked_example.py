@@ -29,6 +29,7 @@ def test_worked_example_holds_to_the_cent(tenant, price):
         key=issued.key, price=price, request_id="req-1", worst_case=Usage(input_tokens=20_520_000)
     )
     settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=20_520_000))
+    assert settled is not None
     assert settled.charged_client_nanos == parse_usd("34.20")
     key = ClientKey.objects.get(pk=issued.key.pk)
     assert key.client_spent_nanos == parse_usd("34.20")
