@@ -133,7 +133,8 @@ SQLITE_OPTIONS = {
     # Write transactions take the lock up front, so two concurrent money flows queue
     # instead of failing with "database is locked" mid-way.
     "transaction_mode": "IMMEDIATE",
-    "timeout": 20,
+    # How long a write waits for another writer before "database is locked".
+    "timeout": env_int("SQLITE_BUSY_TIMEOUT_SECONDS", 20),
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
 }
 # Not dj_database_url's TypedDict: the SQLite default names a Path and gains OPTIONS below.

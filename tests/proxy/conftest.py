@@ -174,6 +174,8 @@ def start_proxy_server(
             "TOKEN_HASH_KEY": settings.TOKEN_HASH_KEY,
             "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
             "PROXY_KEY_CACHE_SECONDS": "0",
+            # A locked SQLite file fails a request well within the test client's timeout.
+            "SQLITE_BUSY_TIMEOUT_SECONDS": "5",
             "PROXY_ROUTE_CACHE_SECONDS": "0",
             "DEBUG": "0",
             "LOG_LEVEL": "INFO",
