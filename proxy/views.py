@@ -341,18 +341,41 @@ async def dispatch(
             content_type=content_type,
             headers=response_headers,
         )
-    else:
-        await respond(
-            send,
-            last_error.status,
-            endpoint.error_body(last_error.status, str(last_error), last_error.error_class),
-            headers=response_headers,
+        return Outcome(
+            status_code=last_error.status,
+            status="upstream_error",
+            error_class=last_error.error_class,
+            route=routes[-1],
         )
-    return Outcome(
-        status_code=last_error.status,
-        status="upstream_error",
+    return await _upstream_failure(
+        send,
+        endpoint,
+        response_headers,
+        routes[-1],
+        status=last_error.status,
+        message=str(last_error),
+        code=last_error.error_class,
         error_class=last_error.error_class,
-        route=routes[-1],
+    )
+
+
+async def _upstream_failure(
+    send: Send,
+    endpoint: Endpoint,
+    response_headers: list[tuple[bytes, bytes]],
+    route: RouteInfo,
+    *,
+    status: int,
+    message: str,
+    code: str,
+    error_class: str,
+) -> Outcome:
+    """Answer an upstream failure in the endpoint's own error shape (nothing was produced)."""
+    await respond(
+        send, status, endpoint.error_body(status, message, code), headers=response_headers
+    )
+    return Outcome(
+        status_code=status, status="upstream_error", error_class=error_class, route=route
     )
 
 
@@ -373,18 +396,15 @@ async def _pass_through_error(
     payload = await response.read()
     if response.status in UPSTREAM_AUTH_STATUSES:
         logger.error("upstream %s refused our credentials (%d)", route.target.name, response.status)
-        message = "The upstream provider refused this gateway's credentials; the operator has been notified."
-        await respond(
+        return await _upstream_failure(
             send,
-            502,
-            endpoint.error_body(502, message, "upstream_auth_error"),
-            headers=response_headers,
-        )
-        return Outcome(
-            status_code=502,
-            status="upstream_error",
+            endpoint,
+            response_headers,
+            route,
+            status=502,
+            message="The upstream provider refused this gateway's credentials; the operator has been notified.",
+            code="upstream_auth_error",
             error_class=f"upstream_http_{response.status}",
-            route=route,
         )
     content_type = response.headers.get("content-type", "application/json").encode()
     await respond(
@@ -416,18 +436,15 @@ async def _complete(
         if not isinstance(data, dict):
             raise ValueError("not an object")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        message = "The upstream returned an invalid response."
-        await respond(
+        return await _upstream_failure(
             send,
-            502,
-            endpoint.error_body(502, message, "upstream_invalid_response"),
-            headers=response_headers,
-        )
-        return Outcome(
-            status_code=502,
-            status="upstream_error",
+            endpoint,
+            response_headers,
+            route,
+            status=502,
+            message="The upstream returned an invalid response.",
+            code="upstream_invalid_response",
             error_class=f"upstream_invalid_{type(exc).__name__}",
-            route=route,
         )
     usage = endpoint.usage_from_body(data)
     estimated = usage is None
