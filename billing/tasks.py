@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-from django.db import OperationalError
-
 from billing.services import reservations_expire
-
-# A lost connection or a serialization failure is worth retrying; anything else is a bug.
-RETRY_MAX = 5
-RETRY_BACKOFF_MAX_SECONDS = 60
+from config.celery import database_task
 
 
-@shared_task(
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX_SECONDS,
-    retry_jitter=True,
-    max_retries=RETRY_MAX,
-    ignore_result=True,
-)
+@database_task()
 def reservations_expire_task() -> int:
     """Release the holds of requests whose worker never settled them (beat: every 30 s).
 
