@@ -42,8 +42,12 @@ class Runtime:
         )
         config_listen(self.catalog.on_config_changed)
         self._subscriber: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         if settings.REDIS_URL:
             self._subscriber = asyncio.get_running_loop().create_task(self._subscribe())
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            # No broker, so no Celery beat (make run): the worker runs the periodic tasks.
+            self._housekeeper = asyncio.get_running_loop().create_task(self._housekeep())
 
     async def _subscribe(self) -> None:
         """Drop cached keys and routes when any process announces a change."""
@@ -65,7 +69,32 @@ class Runtime:
                 self.catalog.routes.clear()
                 await asyncio.sleep(1)
 
+    async def _housekeep(self) -> None:
+        """Every CELERY_BEAT_SCHEDULE entry, run in this process on its schedule."""
+        from django.utils.module_loading import import_string
+
+        schedule = [
+            (str(entry["task"]), float(str(entry["schedule"])))
+            for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        ]
+        tasks = {name: import_string(name) for name, _ in schedule}
+        due = {name: 0.0 for name, _ in schedule}
+        while True:
+            now = asyncio.get_running_loop().time()
+            for name, every in schedule:
+                if now >= due[name]:
+                    due[name] = now + every
+                    try:
+                        await asyncio.to_thread(tasks[name].apply)
+                    except Exception:
+                        logger.exception("periodic task %s failed", name)
+            await asyncio.sleep(min(every for _, every in schedule))
+
     async def close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
         if self._subscriber is not None:
             self._subscriber.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -176,6 +176,9 @@ def start_proxy_server(
             "PROXY_KEY_CACHE_SECONDS": "0",
             # A locked SQLite file fails a request well within the test client's timeout.
             "SQLITE_BUSY_TIMEOUT_SECONDS": "5",
+            # Without Redis the server runs the expiry sweep itself; tests that expire holds
+            # do it themselves, so the server's sweep must not race them.
+            "RESERVATION_SWEEP_SECONDS": "3600",
             "PROXY_ROUTE_CACHE_SECONDS": "0",
             "DEBUG": "0",
             "LOG_LEVEL": "INFO",

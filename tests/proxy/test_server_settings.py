@@ -7,13 +7,15 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from billing.models import Reservation
-from billing.services import reservations_expire
+from billing.models import ModelPrice, Reservation
+from billing.money import Usage
+from billing.services import reservation_create, reservations_expire
 from keys.services import key_delete, key_update
 from proxy.models import Trace
 from tests.proxy.conftest import (
@@ -206,5 +208,55 @@ def test_reservation_of_a_killed_worker_expires_and_charges_nothing(doomed_world
     assert reservations_expire(now=now_utc()) == 1
     assert reservations_expire(now=now_utc()) == 0
     assert Reservation.objects.get(pk=held.pk).status == Reservation.Status.EXPIRED
+    assert_nothing_charged(issued)
+    assert_books_clean()
+
+
+# ---------------------------------------------------------------------------- no broker
+
+
+@pytest.fixture
+def brokerless_world(
+    transactional_db: None,
+    fake_upstream: FakeUpstream,
+    start_proxy_server: Callable[..., ProxyServer],
+    closed_port: int,
+) -> Iterator[World]:
+    """A server as ``make run`` starts it: no REDIS_URL, so no broker and no Celery beat."""
+    fake_upstream.clear()
+    server = start_proxy_server(REDIS_URL="", RESERVATION_SWEEP_SECONDS="1")
+    yield build_world(fake_upstream, server, closed_port)
+    server.stop()
+
+
+def test_a_server_without_a_broker_runs_the_expiry_sweep_itself(
+    brokerless_world: World,
+) -> None:
+    world = brokerless_world
+    issued = world.key()
+    price = ModelPrice.objects.filter(route__model="gpt-fake").latest("effective_from")
+    long_ago = now_utc() - timedelta(hours=1)
+    # A hold its (crashed) worker never settled, long past its expiry.
+    reservation_create(
+        key=issued.key,
+        price=price,
+        request_id="req_orphan",
+        worst_case=Usage(input_tokens=1_000, output_tokens=1_000),
+        now=long_ago,
+    )
+    assert key_row(issued).client_reserved_nanos > 0
+
+    # The worker's runtime starts with its first request, and with it the periodic tasks.
+    models = httpx.get(
+        f"{world.url}/v1/models", headers={"Authorization": f"Bearer {issued.secret}"}
+    )
+    assert models.status_code == 200
+
+    wait_for(
+        lambda: (
+            Reservation.objects.get(request_id="req_orphan").status == Reservation.Status.EXPIRED
+        ),
+        timeout=10,
+    )
     assert_nothing_charged(issued)
     assert_books_clean()
