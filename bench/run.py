@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement at most")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--server-args", default="", help="extra granian options for Tollgate's server")
     args = parser.parse_args()
 
     database_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
@@ -174,7 +175,8 @@ def main() -> None:
                  env, HERE, var / "mock.log")
     server = start([GRANIAN, "--interface", "asgi", "--loop", "uvloop", "--workers", str(args.workers),
                     "--host", "127.0.0.1", "--port", str(PROXY_PORT), "--backlog", "4096", "--no-ws",
-                    "--log-level", "warning", "config.asgi:application"], env, ROOT, var / "server.log")
+                    "--log-level", "warning", *args.server_args.split(), "config.asgi:application"],
+                   env, ROOT, var / "server.log")
     results = []
     try:
         wait_port(MOCK_PORT)
