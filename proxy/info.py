@@ -8,18 +8,35 @@ import orjson
 from django.utils import timezone
 
 from billing.money import format_usd
-from keys.periods import period_index
+from keys.models import ClientKey
+from keys.selectors import key_figures
 from proxy.admission import ProxyError, authenticate, routes_for_request
+from proxy.db import as_aware
 from proxy.runtime import ADAPTERS, get_runtime
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.views import BodyTooLarge, header_dict, new_request_id, read_body, respond
 from proxy.wire import anthropic, openai
 
-KEY_FIGURES = """
-SELECT label, funding, status, client_budget_nanos, client_spent_nanos, client_reserved_nanos,
-       spend_cap_nanos, budget_period, period_index, period_client_spent_nanos, expires_at
-  FROM keys_clientkey WHERE id = %(key_id)s
-"""
+# The columns keys.selectors.key_figures reads (it computes from an unsaved ClientKey).
+KEY_FIGURE_FIELDS = (
+    "label",
+    "funding",
+    "status",
+    "ratio_cost_nanos",
+    "ratio_client_nanos",
+    "client_budget_nanos",
+    "client_spent_nanos",
+    "client_reserved_nanos",
+    "cost_funded_nanos",
+    "cost_spent_nanos",
+    "cost_refunded_nanos",
+    "spend_cap_nanos",
+    "budget_period",
+    "period_index",
+    "period_client_spent_nanos",
+    "expires_at",
+)
+KEY_FIGURES = f"SELECT {', '.join(KEY_FIGURE_FIELDS)} FROM keys_clientkey WHERE id = %(key_id)s"  # noqa: S608 - column names are ours
 
 
 def _is_anthropic(headers: dict[str, str]) -> bool:
@@ -74,37 +91,24 @@ async def key_info(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(send, exc.status, openai.error_body(exc.status, exc.message, exc.code))
         return
     rows = await runtime.db.fetch(KEY_FIGURES, {"key_id": key.id})
-    (
-        label,
-        funding,
-        status,
-        budget,
-        spent,
-        reserved,
-        cap,
-        budget_period,
-        stored_period,
-        period_spent,
-        expires_at,
-    ) = rows[0]
-    if stored_period < period_index(budget_period, now):
-        period_spent = 0
-    if funding == "prepaid":
-        limit: int | None = int(budget)
-        used = int(spent)
-    else:
-        limit = None if cap is None else int(cap)
-        used = int(period_spent)
+    columns = dict(zip(KEY_FIGURE_FIELDS, rows[0], strict=True))
+    columns["expires_at"] = as_aware(columns["expires_at"])
+    figures = key_figures(key=ClientKey(id=key.id, **columns), now=now)
+    prepaid = figures.key.is_prepaid
+    limit = figures.client_budget_nanos if prepaid else figures.spend_cap_nanos
+    used = figures.client_spent_nanos if prepaid else figures.period_spent_nanos
     body = {
-        "label": label,
-        "status": status,
-        "funding": funding,
+        "label": figures.key.label,
+        "status": figures.status,
+        "funding": figures.key.funding,
         "budget": None if limit is None else format_usd(limit),
         "spent": format_usd(used),
-        "reserved": format_usd(int(reserved)),
-        "remaining": None if limit is None else format_usd(max(limit - used, 0)),
-        "total_spent": format_usd(int(spent)),
-        "budget_period": budget_period,
+        "reserved": format_usd(figures.client_reserved_nanos),
+        "remaining": None
+        if figures.client_remaining_nanos is None
+        else format_usd(max(figures.client_remaining_nanos, 0)),
+        "total_spent": format_usd(figures.client_spent_nanos),
+        "budget_period": figures.key.budget_period,
         "currency": "USD",
         "limits": {
             "rpm": key.limits.requests_per_minute,
