@@ -240,8 +240,8 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
             started,
         )
     finally:
-        if outcome.status == "refused" or outcome.usage is None:
-            # Nothing produced (or we never got that far): charge nothing.
+        if outcome.usage is None:
+            # Nothing produced (or dispatch never got that far): charge nothing.
             await _shielded(release(runtime.db, hold=admitted.hold, now=now))
         tokens = outcome.usage.total_tokens if outcome.usage else 0
         await _shielded(
