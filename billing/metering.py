@@ -99,19 +99,23 @@ SELECT status, funding, client_budget_nanos, client_spent_nanos, client_reserved
   FROM keys_clientkey WHERE id = %(key_id)s
 """  # noqa: S608
 
+# Every parameter's type follows from its context (PostgreSQL prepares these statements;
+# see proxy.db): hence COALESCE rather than ``%(price_id)s IS NULL``, and the expiry
+# condition appended only for the sweep's claims.
 RESERVATION_CLAIM = """
 UPDATE billing_reservation
    SET status = %(status)s,
        finished_at = %(now)s,
        charged_cost_nanos = %(charged_cost)s,
        charged_client_nanos = %(charged_client)s,
-       price_id = CASE WHEN %(price_id)s IS NULL THEN price_id ELSE %(price_id)s END,
+       price_id = COALESCE(%(price_id)s, price_id),
        claim_token = %(token)s
  WHERE request_id = %(request_id)s AND status = 'held'
    AND client_key_id = %(key_id)s AND cost_nanos = %(held_cost)s AND client_nanos = %(held_client)s
-   AND (%(expired_before)s IS NULL OR expires_at < %(expired_before)s)
-RETURNING id
+{expired}RETURNING id
 """
+CLAIM_ANY = RESERVATION_CLAIM.format(expired="")
+CLAIM_EXPIRED = RESERVATION_CLAIM.format(expired="   AND expires_at < %(expired_before)s\n")
 
 # A live request (a long stream) keeps its hold: the sweep expires only holds past expiry.
 HOLD_EXTEND = """
@@ -323,13 +327,13 @@ def settle_op(
     }
     statements = [
         Sql(
-            RESERVATION_CLAIM,
+            CLAIM_ANY if expired_before is None else CLAIM_EXPIRED,
             {
                 **claim,
                 "status": status,
                 "now": now,
                 "price_id": price_id,
-                "expired_before": expired_before,
+                **({} if expired_before is None else {"expired_before": expired_before}),
             },
         ),
         Sql(KEY_SETTLE, {**claim, **period_indexes(now)}),

@@ -240,6 +240,9 @@ PROXY_DB_POOL_MAX = env_int("PROXY_DB_POOL_MAX", 16)
 # crash of the PostgreSQL server itself may lose its last fraction of a second of commits,
 # each atomically (books still balance). A WAL flush costs ~3.5 ms on a slow disk.
 PROXY_SYNCHRONOUS_COMMIT = env_bool("PROXY_SYNCHRONOUS_COMMIT", False)
+# The proxy prepares its billing statements once per database connection (session state).
+# Turn off behind a pooler in transaction mode (PgBouncer's pool_mode=transaction).
+PROXY_DB_PREPARE = env_bool("PROXY_DB_PREPARE", True)
 TRACE_RETENTION_DAYS = env_int("TRACE_RETENTION_DAYS", 30)
 if TRACE_RETENTION_DAYS < 1:
     # 0 would make the hourly purge delete every trace up to the minute.
