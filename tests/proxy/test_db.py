@@ -176,3 +176,62 @@ def test_a_check_violation_in_a_prepared_batch_rolls_it_back_and_reaches_the_rul
     assert wallet.balance_nanos == 100
     assert LedgerEntry.objects.filter(wallet=wallet).count() == 1
     assert ledger_audit() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_transactions_sent_together_commit_or_fail_one_by_one(tenant) -> None:  # type: ignore[no-untyped-def]
+    """Thirty debits of 1 nano queued at once against a wallet holding 10: the sender puts
+    many in one message; the ones past the balance fail on the CHECK constraint, each alone,
+    and the ones queued behind a failure still run."""
+    wallet = wallet_for_tenant(tenant=tenant)
+    wallet_credit(tenant=tenant, amount_nanos=10, reason="test funds")
+    db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=2, senders=1, prepare=True)
+    group_sizes: list[int] = []
+    send_group = db._send_group
+
+    async def spy(conn, group):  # type: ignore[no-untyped-def]
+        group_sizes.append(len(group))
+        await send_group(conn, group)
+
+    db._send_group = spy  # type: ignore[method-assign]
+
+    async def debit(index: int) -> str:
+        try:
+            await db.run(
+                ledger_post_op(
+                    wallet_id=wallet.pk,
+                    kind="adjustment",
+                    amount_nanos=-1,
+                    reason=f"debit {index}",
+                    now=NOW,
+                )
+            )
+        except InsufficientFunds:
+            return "refused"
+        return "ok"
+
+    async def scenario() -> list[str]:
+        try:
+            await db.run(
+                ledger_post_op(
+                    wallet_id=wallet.pk,
+                    kind="manual_credit",
+                    amount_nanos=1,
+                    reason="warm",
+                    now=NOW,
+                )
+            )
+            return await asyncio.gather(*(debit(i) for i in range(30)))
+        finally:
+            await db.close()
+
+    outcomes = asyncio.run(scenario())
+
+    assert outcomes.count("ok") == 11
+    assert outcomes.count("refused") == 19
+    assert max(group_sizes) > 1  # transactions did share messages
+    wallet.refresh_from_db()
+    assert wallet.balance_nanos == 0
+    assert LedgerEntry.objects.filter(wallet=wallet, kind="adjustment").count() == 11
+    assert ledger_audit() == []
