@@ -4,8 +4,8 @@ Design overview
 ---------------
 The proxy calls ``acquire`` before dispatching a request and ``release`` when it is done
 (success, error or client disconnect alike, from a ``finally``). Both are on the async hot
-path, so each is one Redis round trip (``EVALSHA`` of ``ratelimit.lua``), with no thread hop
-and no ORM. ``LocalRateLimiter`` implements the same rules in process, for development and
+path, so each is one ``EVALSHA`` of ``ratelimit.lua``, with no thread hop and no ORM; calls
+queued while another is in flight share its next round trip (a pipeline). ``LocalRateLimiter`` implements the same rules in process, for development and
 single-worker deployments, and passes the same tests.
 
 Requests per minute
@@ -65,10 +65,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -76,7 +77,7 @@ from redis.exceptions import NoScriptError
 
 WINDOW_SECONDS = 60
 DEFAULT_SLOT_TTL_SECONDS = 900
-REDIS_MAX_CONNECTIONS = 32  # per RedisRateLimiter, i.e. per worker process
+REDIS_SENDERS = 2  # connections sending calls, per RedisRateLimiter (i.e. per worker)
 
 REASON_REQUESTS = "requests_per_minute"
 REASON_TOKENS = "tokens_per_minute"
@@ -188,31 +189,96 @@ def _decision(
 
 
 class RedisRateLimiter:
-    """Limits shared by every worker through one Redis; one ``EVALSHA`` per call.
+    """Limits shared by every worker through one Redis: ``EVALSHA`` of ``ratelimit.lua``.
+
+    Calls are not sent one per connection: they queue, and each of a few senders takes
+    every call waiting and sends them as one pipeline, so under load many requests'
+    acquires and releases share a round trip (every round trip to another process costs
+    real CPU on a small machine), while at light load a call goes out alone at once. The
+    replies are independent: one call's error is that call's alone.
 
     Create one per worker process and event loop (its connections and queue belong to the
     loop that first uses them), and ``close`` it on shutdown.
     """
 
-    def __init__(self, url: str, *, slot_ttl_seconds: int = DEFAULT_SLOT_TTL_SECONDS) -> None:
-        # A burst of requests must queue for a connection, not turn into errors, and one
-        # Redis thread runs each script in microseconds, so a few connections suffice. The
-        # queue is a FIFO semaphore: redis-py's BlockingConnectionPool lets newcomers barge
-        # past waiters, which starved some callers for seconds in bench/ratelimit_bench.py.
-        self._redis = aioredis.Redis.from_url(url, max_connections=REDIS_MAX_CONNECTIONS)
-        self._connections = asyncio.Semaphore(REDIS_MAX_CONNECTIONS)
+    GROUP_MAX = 128
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        slot_ttl_seconds: int = DEFAULT_SLOT_TTL_SECONDS,
+        senders: int = REDIS_SENDERS,
+    ) -> None:
+        self._max_senders = max(1, senders)
+        self._redis = aioredis.Redis.from_url(url, max_connections=self._max_senders + 1)
         # register_script sends EVALSHA and loads the script only on NOSCRIPT (first use,
-        # or after a Redis restart), so a call stays one round trip.
+        # or after a Redis restart).
         self._script = self._redis.register_script(_SCRIPT_SOURCE)
         self._slot_ttl_us = slot_ttl_seconds * 1_000_000
-        self._release_batch: (
-            tuple[list[tuple[list[str], list[str | int]]], asyncio.Future[None]] | None
-        ) = None
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._queue: deque[_Call] = deque()
+        self._sending = 0
+        self._senders: set[asyncio.Task[None]] = set()  # references to the running senders
 
     @staticmethod
     def _keys(key_id: int) -> list[str]:
         return [f"tg:rl:{{{key_id}}}:rate", f"tg:rl:{{{key_id}}}:slots"]
+
+    def _call(self, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        call = _Call(keys, args, loop.create_future())
+        self._queue.append(call)
+        if self._sending < self._max_senders:
+            self._sending += 1
+            task = loop.create_task(self._drain())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        return call.future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                calls: list[_Call] = []
+                while self._queue and len(calls) < self.GROUP_MAX:
+                    call = self._queue.popleft()
+                    if not call.future.done():  # its caller gave up before it was sent
+                        calls.append(call)
+                if calls:
+                    await self._send(calls)
+        finally:
+            # In the same step as the last look at the queue: a call queued from now on
+            # starts a sender of its own.
+            self._sending -= 1
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:
+                # Alone (light load): a pipeline would only add overhead.
+                replies: list[Any] = [await self._script(keys=calls[0].keys, args=calls[0].args)]
+            else:
+                replies = await self._pipeline(calls)
+                if any(isinstance(reply, NoScriptError) for reply in replies):
+                    # Redis restarted and forgot the script: load it, send the calls again.
+                    await self._redis.script_load(_SCRIPT_SOURCE)
+                    replies = await self._pipeline(calls)
+        except Exception as exc:
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(reply, Exception):
+                call.future.set_exception(reply)
+            else:
+                call.future.set_result(reply)
+
+    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._script.sha, len(call.keys), *call.keys, *call.args)
+        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
     async def acquire(
         self, *, key_id: int, request_id: str, limits: Limits, estimated_tokens: int = 0
@@ -226,8 +292,14 @@ class RedisRateLimiter:
             max(0, estimated_tokens),
             self._slot_ttl_us,
         ]
-        async with self._connections:
-            reply = await self._script(keys=self._keys(key_id), args=args)
+        keys = self._keys(key_id)
+        try:
+            reply = await self._call(keys, args)
+        except asyncio.CancelledError:
+            # The caller went away; if the acquire was already sent it may hold a slot
+            # nobody would release: hand it back (harmless if it holds none).
+            self._call(keys, ["release", request_id, 0])
+            raise
         allowed, reason, retry, rq_left, rq_reset, tk_left, tk_reset = reply
         return _decision(
             limits,
@@ -241,60 +313,22 @@ class RedisRateLimiter:
         )
 
     async def release(self, *, key_id: int, request_id: str, tokens_used: int) -> None:
-        """Queue the release and wait until it is applied.
-
-        Releases run after the response is sent, so nobody waits on them: those queued in
-        the same turn of the event loop go to Redis as one pipeline (one round trip for
-        many requests under load, where every round trip to another process costs real
-        CPU). A timer would batch more but leaves the loop idle at light load, and waking
-        it cost about 1 ms of CPU per request here.
-        """
+        """Hand the slot back and count the tokens used; applied even if the caller is
+        cancelled meanwhile (a lost release would hold a slot until it expires)."""
         args: list[str | int] = ["release", request_id, max(0, tokens_used)]
-        loop = asyncio.get_running_loop()
-        if self._release_batch is None:
-            self._release_batch = ([], loop.create_future())
-            loop.call_soon(self._flush_releases)
-        calls, done = self._release_batch
-        calls.append((self._keys(key_id), args))
-        await asyncio.shield(done)
-
-    def _flush_releases(self) -> None:
-        batch, self._release_batch = self._release_batch, None
-        if batch is not None:
-            task = asyncio.get_running_loop().create_task(self._send_releases(*batch))
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
-
-    async def _send_releases(
-        self, calls: list[tuple[list[str], list[str | int]]], done: asyncio.Future[None]
-    ) -> None:
-        try:
-            async with self._connections:
-                if len(calls) == 1:
-                    # Alone in its window (light load): a pipeline would only add overhead.
-                    keys, args = calls[0]
-                    await self._script(keys=keys, args=args)
-                    done.set_result(None)
-                    return
-                pipe = self._redis.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-                if any(isinstance(r, NoScriptError) for r in results):
-                    # Redis restarted and forgot the script: run them one by one, which
-                    # reloads it.
-                    for keys, args in calls:
-                        await self._script(keys=keys, args=args)
-            done.set_result(None)
-        except Exception as exc:
-            done.set_exception(exc)
+        await asyncio.shield(self._call(self._keys(key_id), args))
 
     async def close(self) -> None:
-        if self._release_batch is not None:
-            self._flush_releases()
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        if self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
         await self._redis.aclose()
+
+
+@dataclass(slots=True)
+class _Call:
+    keys: list[str]
+    args: list[str | int]
+    future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)

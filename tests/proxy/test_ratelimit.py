@@ -7,6 +7,7 @@ The in-process backend gets a fake clock; the Redis backend reads the server clo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -440,3 +441,32 @@ def test_rate_limiter_from_settings_picks_redis_only_when_configured(
     limiter = rate_limiter_from_settings()
     assert isinstance(limiter, RedisRateLimiter)
     asyncio.run(limiter.close())
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 8])
+async def test_a_cancelled_acquire_never_keeps_a_slot(
+    limiter: RateLimiter, key_id: int, yields: int
+) -> None:
+    """Whenever the caller goes away (before or after the call left), the key is not
+    left holding a concurrency slot nobody will release."""
+    lim = limits(concurrency=1)
+    task = asyncio.get_running_loop().create_task(acquire(limiter, key_id, lim, "gone"))
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        if (await task).allowed:
+            # It finished before the cancel: its caller holds the slot and releases it.
+            await limiter.release(key_id=key_id, request_id="gone", tokens_used=0)
+
+    async def next_admitted() -> bool:
+        decision = await acquire(limiter, key_id, lim, uuid.uuid4().hex)
+        return decision.allowed
+
+    # The hand-back is queued behind the cancelled call; allow it a moment to land.
+    for _ in range(50):
+        if await next_admitted():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("a cancelled acquire kept its concurrency slot")
