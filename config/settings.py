@@ -236,8 +236,9 @@ PROXY_TRACE_FLUSH_MS = env_int("PROXY_TRACE_FLUSH_MS", 50)
 PROXY_DB_POOL_MIN = env_int("PROXY_DB_POOL_MIN", 2)
 PROXY_DB_POOL_MAX = env_int("PROXY_DB_POOL_MAX", 16)
 # Connections per worker sending reserve/settle transactions; each sends every transaction
-# queued meanwhile in one message (see proxy.db.PostgresDatabase).
-PROXY_DB_SENDERS = env_int("PROXY_DB_SENDERS", 2)
+# queued meanwhile in one message (see proxy.db.PostgresDatabase). One measured best here:
+# fewer backends queueing on a hot key row's lock (c=50: 1,029 RPS against 891 with two).
+PROXY_DB_SENDERS = env_int("PROXY_DB_SENDERS", 1)
 # Whether the proxy's reserve/settle transactions wait for PostgreSQL's WAL flush. Off: a
 # proxy worker crash still loses nothing (a charge commits before the response ends), but a
 # crash of the PostgreSQL server itself may lose its last fraction of a second of commits,

@@ -175,7 +175,7 @@ class PostgresDatabase:
         *,
         min_size: int = 2,
         max_size: int = 16,
-        senders: int = 2,
+        senders: int = 1,
         synchronous_commit: bool = True,
         prepare: bool = True,
     ) -> None:
