@@ -88,16 +88,47 @@ def tree_rss_mb(root: int) -> float:
 
 
 def load(base: str, key: str, *, concurrency: int, requests: int, stream: bool, model: str,
-         watch: int | None, duration: float) -> dict:
+         watch: dict[str, int], duration: float) -> dict:
     cmd = [PY, str(HERE / "load.py"), "--base", base, "--key", key, "--model", model,
            "-c", str(concurrency), "-n", str(requests), "--duration", str(duration),
            "--warmup", str(min(200, max(concurrency, 20))), "--req-timeout", "60"]
     if stream:
         cmd.append("--stream")
-    if watch:
-        cmd += ["--watch", f"server={watch}"]
+    for name, pid in watch.items():
+        cmd += ["--watch", f"{name}={pid}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)  # noqa: S603
     return json.loads(out.stdout)
+
+
+def service_pids(database_url: str, redis_url: str) -> dict[str, int]:
+    """PostgreSQL's postmaster and the Redis server, when they run on this machine: their CPU
+    per request is reported beside the server's (the database's share of the work)."""
+    import psycopg
+    import redis
+
+    pids: dict[str, int] = {}
+    with psycopg.connect(database_url) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    try:
+        stat = Path(f"/proc/{backend}/stat").read_text()
+        pids["postgres"] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    except OSError:
+        pass
+    with redis.Redis.from_url(redis_url) as client:
+        pid = int(client.info("server")["process_id"])
+    if Path(f"/proc/{pid}").exists():
+        pids["redis"] = pid
+    return pids
+
+
+def vacuum(database_url: str) -> None:
+    """Start each measured run from the same tables, as pgbench does: PostgreSQL's autovacuum
+    may be off (it is on the machines this is measured on), and each request leaves a dead
+    version of its key's row behind; unvacuumed, later runs measure a bloated table."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
 
 
 def seed(env: dict[str, str]) -> str:
@@ -169,6 +200,7 @@ def main() -> None:
     subprocess.run(["redis-cli", "-u", redis_url, "flushdb"], check=False, capture_output=True)  # noqa: S607
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)  # noqa: S603
     key = seed(env)
+    services = service_pids(database_url, redis_url)
 
     mock = start([GRANIAN, "--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--host", "127.0.0.1",
                   "--port", str(MOCK_PORT), "--backlog", "4096", "--log-level", "warning", "mock_upstream:app"],
@@ -189,7 +221,10 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"direct": [], "proxy": []}
             peak_rss = 0.0
             for _ in range(args.runs):
-                for label, base, watch in (("direct", direct_base, mock.pid), ("proxy", proxy_base, server.pid)):
+                for label, base, pid in (("direct", direct_base, mock.pid), ("proxy", proxy_base, server.pid)):
+                    if label == "proxy":
+                        vacuum(database_url)
+                    watch = {"server": pid, **(services if label == "proxy" else {})}
                     res = load(base, key, concurrency=sc["concurrency"], requests=sc["requests"], stream=sc["stream"],
                                model=sc["model"], watch=watch, duration=args.duration)
                     runs[label].append(res)
@@ -206,6 +241,9 @@ def main() -> None:
                     "ttfb_p50_ms": median([r.get("ttfb_ms", {}).get("p50") for r in rs]),
                     "ttfb_p99_ms": median([r.get("ttfb_ms", {}).get("p99") for r in rs]),
                     "cpu_ms_per_req": median([r["watched_cpu"]["server"]["cpu_ms_per_req"] for r in rs]),
+                    "services_cpu_ms_per_req": median([
+                        sum(r["watched_cpu"][name]["cpu_ms_per_req"] for name in services)
+                        for r in rs]) if label == "proxy" and services else None,
                     "ok": sum(r["ok"] for r in rs),
                     "errors": sum(sum(r["errors"].values()) for r in rs),
                     "error_samples": {k: v for r in rs for k, v in r.get("error_samples", {}).items()},
@@ -240,8 +278,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
         "PostgreSQL + Redis; medians of the runs.",
         "",
         "| scenario | conc. | direct RPS | Tollgate RPS | ratio | direct p50 / p99 ms | Tollgate p50 / p99 ms "
-        "| added p50 ms | added TTFB p50 / p99 ms | server CPU ms/req | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| added p50 ms | added TTFB p50 / p99 ms | server CPU ms/req | PostgreSQL + Redis CPU ms/req | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         d, p = r["direct"], r["proxy"]
@@ -249,7 +287,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
         lines.append(
             f"| {r['scenario']} | {r['concurrency']} | {d['rps']} | {p['rps']} | {r['rps_ratio']} | "
             f"{d['p50_ms']} / {d['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {r['added_p50_ms']} | {ttfb} | "
-            f"{p['cpu_ms_per_req']} | {p['errors']} |"
+            f"{p['cpu_ms_per_req']} | {p['services_cpu_ms_per_req'] if p['services_cpu_ms_per_req'] is not None else '–'} "
+            f"| {p['errors']} |"
         )
     return "\n".join(lines)
 
