@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -159,6 +160,10 @@ class PostgresDatabase:
     failed one is rolled back and its caller gets the error (a CHECK violation becomes the
     rule's ``ConstraintViolated``), and the batches after it never ran and are queued again.
 
+    One transaction waiting for a lock (another process holding a key's row) must not hold
+    up every other key's requests behind it: once every sender's message has been out for
+    over ``STALL_SECONDS``, a new batch starts a sender of its own (up to the pool's size).
+
     Statements are prepared once per connection (``PREPARE``, sent ahead of the first
     message that needs them) and run as ``EXECUTE`` with arguments rendered by
     :func:`sql_literal`: PostgreSQL parses and plans each billing statement once per
@@ -168,6 +173,7 @@ class PostgresDatabase:
     """
 
     GROUP_MAX = 64
+    STALL_SECONDS = 0.05
 
     def __init__(
         self,
@@ -196,7 +202,10 @@ class PostgresDatabase:
         self._opening: asyncio.Lock | None = None
         self._queue: deque[_Pending] = deque()
         self._max_senders = max(1, min(senders, max_size))
+        self._max_size = max_size
         self._sending = 0
+        # When each message now in flight was sent (see _stalled).
+        self._in_flight: dict[int, float] = {}
         self._senders: set[asyncio.Task[None]] = set()  # references to the running senders
         # Statement text -> its prepared form (one name per text, for every connection),
         # and the names each connection has prepared so far.
@@ -233,7 +242,9 @@ class PostgresDatabase:
         loop = asyncio.get_running_loop()
         pending = _Pending(batch, loop.create_future())
         self._queue.append(pending)
-        if self._sending < self._max_senders:
+        if self._sending < self._max_senders or (
+            self._sending < self._max_size and self._stalled()
+        ):
             self._sending += 1
             task = loop.create_task(self._drain())
             self._senders.add(task)
@@ -268,6 +279,15 @@ class PostgresDatabase:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
 
+    def _stalled(self) -> bool:
+        """Every sender is waiting on a message sent over ``STALL_SECONDS`` ago (a
+        transaction waiting for a row lock someone holds, say): then a batch, maybe for
+        another key or tenant, gets a sender of its own rather than queueing behind it."""
+        if not self._in_flight or len(self._in_flight) < self._sending:
+            return False
+        started = time.monotonic() - self.STALL_SECONDS
+        return all(sent < started for sent in self._in_flight.values())
+
     def _form(self, text: str) -> Prepared:
         form = self._forms.get(text)
         if form is None:
@@ -301,7 +321,11 @@ class PostgresDatabase:
             parts.append("COMMIT")
         pgconn = conn.pgconn
         pgconn.send_query(";\n".join(parts).encode())
-        results = await conn.wait(execute(pgconn))
+        self._in_flight[id(group)] = time.monotonic()
+        try:
+            results = await conn.wait(execute(pgconn))
+        finally:
+            del self._in_flight[id(group)]
 
         failed = results[-1] if results and results[-1].status == FATAL_ERROR else None
         if failed is not None and len(results) <= len(preparing):

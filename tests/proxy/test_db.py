@@ -235,3 +235,65 @@ def test_transactions_sent_together_commit_or_fail_one_by_one(tenant) -> None:  
     assert wallet.balance_nanos == 0
     assert LedgerEntry.objects.filter(wallet=wallet, kind="adjustment").count() == 11
     assert ledger_audit() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_waiting_on_a_lock_does_not_hold_up_other_keys(
+    tenant, price: ModelPrice
+) -> None:  # type: ignore[no-untyped-def]
+    """Another process holds key A's row: A's reservation waits, B's goes through."""
+    import psycopg
+
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("10"), reason="test funds")
+    keys = [
+        key_create(
+            tenant=tenant,
+            actor=None,
+            label=label,
+            client_budget_nanos=parse_usd("2"),
+            your_cost_nanos=parse_usd("1"),
+        ).key
+        for label in ("a", "b")
+    ]
+    db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=4, senders=1, prepare=True)
+
+    def reserve(key, request_id: str):  # type: ignore[no-untyped-def]
+        return reserve_op(
+            request_id=request_id,
+            key_id=key.pk,
+            funding=key.funding,
+            wallet_id=key.wallet_id,
+            price_id=price.pk,
+            worst_case=Charge(1_000, 2_000),
+            now=NOW,
+            expires_at=NOW + timedelta(minutes=15),
+        )
+
+    async def scenario() -> tuple[bool, float]:
+        locker = await psycopg.AsyncConnection.connect(postgres_conninfo())
+        try:
+            await locker.execute(
+                "SELECT 1 FROM keys_clientkey WHERE id = %s FOR UPDATE", [keys[0].pk]
+            )
+            blocked = asyncio.get_running_loop().create_task(db.run(reserve(keys[0], "req-a")))
+            await asyncio.sleep(0.2)
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(db.run(reserve(keys[1], "req-b")), timeout=5)
+            other_took = asyncio.get_running_loop().time() - started
+            still_waiting = not blocked.done()
+            await locker.rollback()
+            await asyncio.wait_for(blocked, timeout=5)
+            return still_waiting, other_took
+        finally:
+            await locker.close()
+            await db.close()
+
+    still_waiting, other_took = asyncio.run(scenario())
+
+    assert still_waiting
+    assert other_took < 1
+    for key in keys:
+        key.refresh_from_db()
+        assert key.cost_reserved_nanos == 1_000
+    assert ledger_audit() == []
