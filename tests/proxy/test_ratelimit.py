@@ -470,3 +470,21 @@ async def test_a_cancelled_acquire_never_keeps_a_slot(
             return
         await asyncio.sleep(0.01)
     pytest.fail("a cancelled acquire kept its concurrency slot")
+
+
+@pytest.mark.asyncio
+async def test_a_pending_release_reaches_redis_before_the_next_acquire(
+    limiter: RateLimiter, key_id: int
+) -> None:
+    """Releases wait for the worker's next call and ride ahead of it: back-to-back requests
+    on a key limited to one in flight are admitted one after the other."""
+    lim = limits(concurrency=1)
+    assert (await acquire(limiter, key_id, lim, "first")).allowed
+    releasing = asyncio.get_running_loop().create_task(
+        limiter.release(key_id=key_id, request_id="first", tokens_used=0)
+    )
+    await asyncio.sleep(0)  # the release is queued, not yet applied
+
+    assert (await acquire(limiter, key_id, lim, "second")).allowed
+    await releasing
+    assert not (await acquire(limiter, key_id, lim, "third")).allowed
