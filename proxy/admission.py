@@ -11,7 +11,8 @@ In order, each step answering in the endpoint's own error shape:
 2. **Model**: 403 when the key may not use it, 404 when no active route of this wire
    format has a price.
 3. **Rate limits** (``proxy.ratelimit``): 429 with ``Retry-After`` and ``x-ratelimit-*``.
-4. **Reserve** the worst case (``billing.metering.reserve_op``, one transaction): input
+4. **Reserve** (at the same time as 3, unless the key was refused lately; see
+   :class:`LimitRefusals`; a hold the limits refuse is released at once) the worst case (``billing.metering.reserve_op``, one transaction): input
    bounded by the request's size, output by ``max_tokens`` (or the route's output limit),
    priced at the dearest candidate route. 402 says how many ``max_tokens`` would fit.
 """
@@ -315,6 +316,33 @@ async def routes_for_request(
             404, f"The model '{model}' does not exist or is not available here.", "model_not_found"
         )
     return routes
+
+
+class LimitRefusals:
+    """The keys the rate limiter refused lately, per worker.
+
+    A request normally asks the limiter and reserves its hold at the same time (one wait
+    instead of two), handing the hold back if the limits refuse. A key refused lately asks
+    the limiter first until its ``Retry-After`` has passed: a client hammering past its
+    limits costs one Redis call per request, never a reservation it cannot use.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[int, float] = {}
+
+    def recent(self, key_id: int) -> bool:
+        until = self._until.get(key_id)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._until[key_id]
+            return False
+        return True
+
+    def note(self, key_id: int, retry_after_seconds: int) -> None:
+        if len(self._until) > 50_000:
+            self._until.clear()
+        self._until[key_id] = time.monotonic() + max(retry_after_seconds, 1)
 
 
 @dataclass(frozen=True, slots=True)

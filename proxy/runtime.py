@@ -16,7 +16,7 @@ import aiohttp
 from django.conf import settings
 
 from billing.events import CHANNEL, config_listen
-from proxy.admission import Catalog
+from proxy.admission import Catalog, LimitRefusals
 from proxy.db import Database, database_from_settings
 from proxy.ratelimit import RateLimiter, rate_limiter_from_settings
 from proxy.traces import TraceWriter
@@ -34,6 +34,7 @@ class Runtime:
         self.db: Database = database_from_settings()
         self.catalog = Catalog(self.db)
         self.limiter: RateLimiter = rate_limiter_from_settings()
+        self.refusals = LimitRefusals()
         self.traces = TraceWriter(self.db, settings.PROXY_TRACE_FLUSH_MS)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),

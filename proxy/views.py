@@ -20,6 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ from django.utils import timezone
 from billing.metering import Hold
 from billing.money import Usage
 from proxy.admission import (
+    Admitted,
     KeyInfo,
     ProxyError,
     RouteInfo,
@@ -162,19 +164,8 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
         model = parsed.model
         routes = await routes_for_request(runtime.catalog, key, parsed.model, endpoint.kind)
         input_bound = input_token_bound(body)
-        decision = await runtime.limiter.acquire(
-            key_id=key.id, request_id=request_id, limits=key.limits, estimated_tokens=input_bound
-        )
-        limit_headers = decision.headers()
-        if not decision.allowed:
-            raise ProxyError(
-                429,
-                f"Rate limit reached ({decision.reason}). Retry after {decision.retry_after_seconds}s.",
-                "rate_limit_exceeded",
-                headers=limit_headers,
-            )
-        limiter_held = True
-        admitted = await reserve(
+        reserving = partial(
+            reserve,
             runtime.db,
             key=key,
             routes=routes,
@@ -183,6 +174,45 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
             requested_max_output=parsed.max_output_tokens,
             now=now,
         )
+        # Ask the limiter and reserve at once, unless the limiter refused this key lately
+        # (proxy.admission.LimitRefusals); a hold the limits refuse is handed back.
+        early: asyncio.Task[Admitted] | None = None
+        if not runtime.refusals.recent(key.id):
+            early = asyncio.get_running_loop().create_task(reserving())
+        try:
+            decision = await runtime.limiter.acquire(
+                key_id=key.id,
+                request_id=request_id,
+                limits=key.limits,
+                estimated_tokens=input_bound,
+            )
+        except asyncio.CancelledError:
+            _hand_back_later(runtime, early, now)
+            raise
+        except Exception:
+            await _hand_back(runtime, early, now)
+            raise
+        limit_headers = decision.headers()
+        if not decision.allowed:
+            runtime.refusals.note(key.id, decision.retry_after_seconds)
+            await _hand_back(runtime, early, now)
+            raise ProxyError(
+                429,
+                f"Rate limit reached ({decision.reason}). Retry after {decision.retry_after_seconds}s.",
+                "rate_limit_exceeded",
+                headers=limit_headers,
+            )
+        limiter_held = True
+        if early is None:
+            admitted = await reserving()
+        else:
+            try:
+                # Shielded: a request cancelled now must not cancel a reservation that may
+                # already be committed; it is handed back instead.
+                admitted = await asyncio.shield(early)
+            except asyncio.CancelledError:
+                _hand_back_later(runtime, early, now)
+                raise
     except ProxyError as exc:
         if limiter_held and key is not None:
             await runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
@@ -259,6 +289,42 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
             outcome,
             parsed_stream=parsed.is_stream,
         )
+
+
+async def _hand_back(runtime: Runtime, early: asyncio.Task[Admitted] | None, now: Any) -> None:
+    """Release the hold of a reservation made early for a request that is not going ahead
+    (nothing to do if the reservation failed)."""
+    if early is None:
+        return
+    try:
+        admitted = await asyncio.shield(early)
+    except asyncio.CancelledError:
+        _hand_back_later(runtime, early, now)
+        raise
+    except Exception:
+        return
+    await _shielded(release(runtime.db, hold=admitted.hold, now=now))
+
+
+def _hand_back_later(runtime: Runtime, early: asyncio.Task[Admitted] | None, now: Any) -> None:
+    """:func:`_hand_back`, for a request being cancelled: once the reservation is made."""
+    if early is None:
+        return
+
+    def done(task: asyncio.Task[Admitted]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        releasing = asyncio.get_running_loop().create_task(
+            _shielded(release(runtime.db, hold=task.result().hold, now=now))
+        )
+        _BACKGROUND.add(releasing)
+        releasing.add_done_callback(_BACKGROUND.discard)
+
+    early.add_done_callback(done)
+
+
+# Strong references to fire-and-forget tasks until they finish.
+_BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
 async def _shielded(awaitable: Any) -> Any:

@@ -357,6 +357,30 @@ def test_requests_over_the_rpm_limit_get_429_with_retry_after_and_ratelimit_head
     assert_books_clean()
 
 
+def test_a_key_refused_by_the_limiter_stops_reserving_until_its_retry_after(
+    world: World,
+) -> None:
+    """Limits and reservation are asked at once, the hold handed back on a 429; after one
+    429 the key asks the limiter first, so hammering past a limit costs no reservations."""
+    from billing.models import Reservation
+
+    issued = world.key(rpm=1)
+
+    statuses = [post(world, "/v1/chat/completions", CHAT, issued.secret).status_code]
+    statuses += [
+        post(world, "/v1/chat/completions", CHAT, issued.secret).status_code for _ in range(5)
+    ]
+
+    assert statuses == [200, 429, 429, 429, 429, 429]
+    holds = Reservation.objects.filter(client_key=issued.key)
+    # The served request's, and the first refused one's (made early, handed back).
+    assert sorted(holds.values_list("status", flat=True)) == ["released", "settled"]
+    released = holds.get(status="released")
+    assert (released.charged_cost_nanos, released.charged_client_nanos) == (0, 0)
+    assert len(world.fake.records) == 1
+    assert_books_clean()
+
+
 def test_second_request_while_one_streams_at_max_concurrency_1_gets_429(world: World) -> None:
     issued = world.key(max_concurrency=1)
     opened = threading.Event()

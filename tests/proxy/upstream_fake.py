@@ -308,7 +308,11 @@ class FakeUpstream:
                 await response.write(event)
             for index, chunk in enumerate(chunks):
                 if cut_after is not None and index == cut_after:
-                    # Drop the connection mid-answer, as a crashing provider would.
+                    # Drop the connection mid-answer, as a crashing provider would; first
+                    # let the chunks sent reach the proxy (aiohttp drops bytes still unread
+                    # when the connection's error arrives, which on a loaded machine made
+                    # the count of chunks delivered a matter of timing).
+                    await asyncio.sleep(0.05)
                     transport = request.transport
                     assert transport is not None
                     transport.close()
