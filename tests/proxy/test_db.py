@@ -65,6 +65,31 @@ def test_prepared_form_numbers_each_name_once_in_order_of_first_use() -> None:
     assert form.params == ("b", "a", "c")
 
 
+def funded_key(tenant, label: str):  # type: ignore[no-untyped-def]
+    """A prepaid key with a $2 client budget costing $1, from a wallet credited $10."""
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("10"), reason="test funds")
+    return key_create(
+        tenant=tenant,
+        actor=None,
+        label=label,
+        client_budget_nanos=parse_usd("2"),
+        your_cost_nanos=parse_usd("1"),
+    ).key
+
+
+def reserve(key, price: ModelPrice, request_id: str, cost: int):  # type: ignore[no-untyped-def]
+    return reserve_op(
+        request_id=request_id,
+        key_id=key.pk,
+        funding=key.funding,
+        wallet_id=key.wallet_id,
+        price_id=price.pk,
+        worst_case=Charge(cost, 2 * cost),
+        now=NOW,
+        expires_at=NOW + timedelta(minutes=15),
+    )
+
+
 def run(db: PostgresDatabase, op):  # type: ignore[no-untyped-def]
     async def go():  # type: ignore[no-untyped-def]
         try:
@@ -101,42 +126,22 @@ def test_strings_round_trip_exactly_through_the_driver(tenant, prepare: bool) ->
 def test_reserve_and_settle_run_prepared_and_survive_a_session_reset(
     tenant, price: ModelPrice
 ) -> None:  # type: ignore[no-untyped-def]
-    wallet_credit(tenant=tenant, amount_nanos=parse_usd("10"), reason="test funds")
-    issued = key_create(
-        tenant=tenant,
-        actor=None,
-        label="db",
-        client_budget_nanos=parse_usd("2"),
-        your_cost_nanos=parse_usd("1"),
-    )
-    key = issued.key
+    key = funded_key(tenant, "db")
     db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=1, prepare=True)
-
-    def reserve(request_id: str, cost: int):  # type: ignore[no-untyped-def]
-        return reserve_op(
-            request_id=request_id,
-            key_id=key.pk,
-            funding=key.funding,
-            wallet_id=key.wallet_id,
-            price_id=price.pk,
-            worst_case=Charge(cost, 2 * cost),
-            now=NOW,
-            expires_at=NOW + timedelta(minutes=15),
-        )
 
     async def scenario():  # type: ignore[no-untyped-def]
         try:
-            first = await db.run(reserve("req-1", 1_000))
+            first = await db.run(reserve(key, price, "req-1", 1_000))
             settled = await db.run(settle_op(hold=first, actual=Charge(400, 800), now=NOW))
             # A pooler resetting the session drops every prepared statement: the next
             # batch prepares them again instead of failing.
             async with db._pool.connection() as conn:
                 await conn.execute("DISCARD ALL")
-            second = await db.run(reserve("req-2", 2_000))
+            second = await db.run(reserve(key, price, "req-2", 2_000))
             again = await db.run(settle_op(hold=second, actual=Charge(2_500, 5_000), now=NOW))
             twice = await db.run(settle_op(hold=second, actual=Charge(1, 2), now=NOW))
             with pytest.raises(ReservationRefused):
-                await db.run(reserve("req-3", parse_usd("1")))
+                await db.run(reserve(key, price, "req-3", parse_usd("1")))
             return settled, again, twice
         finally:
             await db.close()
@@ -245,30 +250,8 @@ def test_a_transaction_waiting_on_a_lock_does_not_hold_up_other_keys(
     """Another process holds key A's row: A's reservation waits, B's goes through."""
     import psycopg
 
-    wallet_credit(tenant=tenant, amount_nanos=parse_usd("10"), reason="test funds")
-    keys = [
-        key_create(
-            tenant=tenant,
-            actor=None,
-            label=label,
-            client_budget_nanos=parse_usd("2"),
-            your_cost_nanos=parse_usd("1"),
-        ).key
-        for label in ("a", "b")
-    ]
+    keys = [funded_key(tenant, label) for label in ("a", "b")]
     db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=4, senders=1, prepare=True)
-
-    def reserve(key, request_id: str):  # type: ignore[no-untyped-def]
-        return reserve_op(
-            request_id=request_id,
-            key_id=key.pk,
-            funding=key.funding,
-            wallet_id=key.wallet_id,
-            price_id=price.pk,
-            worst_case=Charge(1_000, 2_000),
-            now=NOW,
-            expires_at=NOW + timedelta(minutes=15),
-        )
 
     async def scenario() -> tuple[bool, float]:
         locker = await psycopg.AsyncConnection.connect(postgres_conninfo())
@@ -276,10 +259,12 @@ def test_a_transaction_waiting_on_a_lock_does_not_hold_up_other_keys(
             await locker.execute(
                 "SELECT 1 FROM keys_clientkey WHERE id = %s FOR UPDATE", [keys[0].pk]
             )
-            blocked = asyncio.get_running_loop().create_task(db.run(reserve(keys[0], "req-a")))
+            blocked = asyncio.get_running_loop().create_task(
+                db.run(reserve(keys[0], price, "req-a", 1_000))
+            )
             await asyncio.sleep(0.2)
             started = asyncio.get_running_loop().time()
-            await asyncio.wait_for(db.run(reserve(keys[1], "req-b")), timeout=5)
+            await asyncio.wait_for(db.run(reserve(keys[1], price, "req-b", 1_000)), timeout=5)
             other_took = asyncio.get_running_loop().time() - started
             still_waiting = not blocked.done()
             await locker.rollback()
