@@ -14,7 +14,6 @@ import json
 import re
 import time
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from billing.sqlops import (
     check_violation_name,
     run_sync,
 )
+from proxy.coalesce import Coalescer
 
 T = TypeVar("T")
 
@@ -146,9 +146,9 @@ class _Pending:
 class PostgresDatabase:
     """The hot path's PostgreSQL access.
 
-    Batches are not sent one per connection: they queue, and each of a few senders takes
-    every batch waiting (up to ``GROUP_MAX``) and sends them as *one* simple-protocol
-    message, each batch wrapped in its own ``BEGIN … COMMIT``. PostgreSQL runs them one
+    Batches are not sent one per connection: they queue (``proxy.coalesce``), and each of a
+    few senders takes every batch waiting (up to ``GROUP_MAX``) and sends them as *one*
+    simple-protocol message, each batch wrapped in its own ``BEGIN … COMMIT``. PostgreSQL runs them one
     after another as separate transactions, in one round trip. At light load a batch is
     alone in its message, so nothing waits; under load, N requests' reservations and
     settlements cost one round trip and one backend wake-up instead of N, and they no
@@ -200,13 +200,15 @@ class PostgresDatabase:
         self._prepare = prepare
         self._opened = False
         self._opening: asyncio.Lock | None = None
-        self._queue: deque[_Pending] = deque()
-        self._max_senders = max(1, min(senders, max_size))
-        self._max_size = max_size
-        self._sending = 0
         # When each message now in flight was sent (see _stalled).
         self._in_flight: dict[int, float] = {}
-        self._senders: set[asyncio.Task[None]] = set()  # references to the running senders
+        self._sender = Coalescer(
+            self._send_on_a_connection,
+            senders=min(senders, max_size),
+            group_max=self.GROUP_MAX,
+            may_add=self._stalled,
+            most_senders=max_size,
+        )
         # Statement text -> its prepared form (one name per text, for every connection),
         # and the names each connection has prepared so far.
         self._forms: dict[str, Prepared] = {}
@@ -239,51 +241,26 @@ class PostgresDatabase:
                 results, violation = None, ConstraintViolated(check_violation_name(exc) or "")
 
     def _run_batch(self, batch: Batch) -> asyncio.Future[list[Rows]]:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(batch, loop.create_future())
-        self._queue.append(pending)
-        if self._sending < self._max_senders or (
-            self._sending < self._max_size and self._stalled()
-        ):
-            self._sending += 1
-            task = loop.create_task(self._drain())
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+        pending = _Pending(batch, asyncio.get_running_loop().create_future())
+        self._sender.submit(pending)
         return pending.future
 
-    async def _drain(self) -> None:
-        """Send what is queued, a group per message, until nothing is left."""
+    async def _send_on_a_connection(self, group: list[_Pending]) -> None:
         try:
-            await self._drain_queue()
-        finally:
-            # In the same step as the last look at the queue: a batch queued from now on
-            # starts a sender of its own.
-            self._sending -= 1
-
-    async def _drain_queue(self) -> None:
-        while self._queue:
-            group: list[_Pending] = []
-            while self._queue and len(group) < self.GROUP_MAX:
-                pending = self._queue.popleft()
-                if not pending.future.done():  # a caller cancelled before it was sent
-                    group.append(pending)
-            if not group:
-                continue
-            try:
-                async with self._pool.connection() as conn:
-                    await self._send_group(conn, group)
-            except Exception as exc:
-                # The connection failed (or could not be had): whether the group's
-                # transactions committed is unknown, as for any lost connection.
-                for pending in group:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+            async with self._pool.connection() as conn:
+                await self._send_group(conn, group)
+        except Exception as exc:
+            # The connection failed (or could not be had): whether the group's
+            # transactions committed is unknown, as for any lost connection.
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
 
     def _stalled(self) -> bool:
         """Every sender is waiting on a message sent over ``STALL_SECONDS`` ago (a
         transaction waiting for a row lock someone holds, say): then a batch, maybe for
         another key or tenant, gets a sender of its own rather than queueing behind it."""
-        if not self._in_flight or len(self._in_flight) < self._sending:
+        if not self._in_flight or len(self._in_flight) < self._sender.sending:
             return False
         started = time.monotonic() - self.STALL_SECONDS
         return all(sent < started for sent in self._in_flight.values())
@@ -365,7 +342,7 @@ class PostgresDatabase:
             unsent = [pending, *unsent]
         elif not pending.future.done():
             pending.future.set_exception(error)
-        self._queue.extendleft(reversed(unsent))
+        self._sender.put_back(unsent)
 
     async def fetch(self, sql: str, params: dict[str, Any]) -> Rows:
         await self._ensure_open()

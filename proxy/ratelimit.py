@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,8 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import NoScriptError
+
+from proxy.coalesce import Coalescer
 
 WINDOW_SECONDS = 60
 DEFAULT_SLOT_TTL_SECONDS = 900
@@ -191,11 +192,10 @@ def _decision(
 class RedisRateLimiter:
     """Limits shared by every worker through one Redis: ``EVALSHA`` of ``ratelimit.lua``.
 
-    Calls are not sent one per connection: they queue, and each of a few senders takes
-    every call waiting and sends them as one pipeline, so under load many requests'
-    acquires and releases share a round trip (every round trip to another process costs
-    real CPU on a small machine), while at light load a call goes out alone at once. The
-    replies are independent: one call's error is that call's alone.
+    Calls are not sent one per connection: they queue (``proxy.coalesce``), and each of a
+    few senders takes every call waiting and sends them as one pipeline, so under load many
+    requests' acquires and releases share a round trip, while at light load a call goes out
+    alone at once. The replies are independent: one call's error is that call's alone.
 
     Create one per worker process and event loop (its connections and queue belong to the
     loop that first uses them), and ``close`` it on shutdown.
@@ -211,35 +211,30 @@ class RedisRateLimiter:
         slot_ttl_seconds: int = DEFAULT_SLOT_TTL_SECONDS,
         senders: int = REDIS_SENDERS,
     ) -> None:
-        self._max_senders = max(1, senders)
-        self._redis = aioredis.Redis.from_url(url, max_connections=self._max_senders + 1)
+        self._redis = aioredis.Redis.from_url(url, max_connections=max(1, senders) + 1)
         # register_script sends EVALSHA and loads the script only on NOSCRIPT (first use,
         # or after a Redis restart).
         self._script = self._redis.register_script(_SCRIPT_SOURCE)
         self._slot_ttl_us = slot_ttl_seconds * 1_000_000
-        self._queue: deque[_Call] = deque()
+        self._calls = Coalescer(self._send, senders=senders, group_max=self.GROUP_MAX)
         self._deferred: list[_Call] = []
         self._deferred_timer: asyncio.TimerHandle | None = None
-        self._sending = 0
-        self._senders: set[asyncio.Task[None]] = set()  # references to the running senders
 
     @staticmethod
     def _keys(key_id: int) -> list[str]:
         return [f"tg:rl:{{{key_id}}}:rate", f"tg:rl:{{{key_id}}}:slots"]
 
     def _call(self, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        call = _Call(keys, args, loop.create_future())
+        call = _Call(keys, args, asyncio.get_running_loop().create_future())
         self._undefer()
-        self._queue.append(call)
-        self._start_sender(loop)
+        self._calls.submit(call)
         return call.future
 
     def _undefer(self) -> None:
         """Deferred releases go first, in order: a release always reaches Redis before any
         call queued after it."""
         if self._deferred:
-            self._queue.extend(self._deferred)
+            self._calls.extend(self._deferred)
             self._deferred.clear()
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
@@ -247,31 +242,8 @@ class RedisRateLimiter:
 
     def _flush_deferred(self) -> None:
         self._deferred_timer = None
-        if self._deferred:
-            self._undefer()
-            self._start_sender(asyncio.get_running_loop())
-
-    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._queue and self._sending < self._max_senders:
-            self._sending += 1
-            task = loop.create_task(self._drain())
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                calls: list[_Call] = []
-                while self._queue and len(calls) < self.GROUP_MAX:
-                    call = self._queue.popleft()
-                    if not call.future.done():  # its caller gave up before it was sent
-                        calls.append(call)
-                if calls:
-                    await self._send(calls)
-        finally:
-            # In the same step as the last look at the queue: a call queued from now on
-            # starts a sender of its own.
-            self._sending -= 1
+        self._undefer()
+        self._calls.start()
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
@@ -354,8 +326,7 @@ class RedisRateLimiter:
     async def close(self) -> None:
         if self._deferred:
             self._flush_deferred()
-        if self._senders:
-            await asyncio.gather(*self._senders, return_exceptions=True)
+        await self._calls.wait_idle()
         await self._redis.aclose()
 
 
