@@ -96,6 +96,7 @@ def prepared_form(name: str, text: str) -> Prepared:
     return Prepared(name, PLACEHOLDER.sub(positional, text), tuple(params))
 
 
+APPLICATION_NAME = "tollgate-proxy"
 FATAL_ERROR = ExecStatus.FATAL_ERROR
 TUPLES_OK = ExecStatus.TUPLES_OK
 
@@ -195,7 +196,8 @@ class PostgresDatabase:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True, "options": options},
+            # Named, so that pg_stat_activity shows which connections are the proxy's.
+            kwargs={"autocommit": True, "options": options, "application_name": APPLICATION_NAME},
         )
         self._prepare = prepare
         self._opened = False

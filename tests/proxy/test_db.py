@@ -21,7 +21,13 @@ from billing.money import Charge, parse_usd
 from billing.selectors import ledger_audit, wallet_for_tenant
 from billing.services import wallet_credit
 from keys.services import key_create
-from proxy.db import PostgresDatabase, postgres_conninfo, prepared_form, sql_literal
+from proxy.db import (
+    APPLICATION_NAME,
+    PostgresDatabase,
+    postgres_conninfo,
+    prepared_form,
+    sql_literal,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -281,4 +287,52 @@ def test_a_transaction_waiting_on_a_lock_does_not_hold_up_other_keys(
     for key in keys:
         key.refresh_from_db()
         assert key.cost_reserved_nanos == 1_000
+    assert ledger_audit() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_connection_fails_its_batch_and_the_next_one_gets_a_new_connection(
+    tenant, price: ModelPrice
+) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL drops the sender's connection (a restart, say): the batch in hand fails
+    with a database error, nothing half-done stays behind, and the next batch runs on a
+    fresh connection, its statements prepared again."""
+    import psycopg
+
+    key = funded_key(tenant, "db")
+    db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=1, prepare=True)
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        try:
+            hold = await db.run(reserve(key, price, "req-1", 1_000))
+            await db.run(settle_op(hold=hold, actual=Charge(500, 1_000), now=NOW))
+            async with await psycopg.AsyncConnection.connect(
+                postgres_conninfo(), autocommit=True
+            ) as admin:
+                terminated = await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = %s",
+                    [APPLICATION_NAME],
+                )
+                assert len(await terminated.fetchall()) == 1  # the pool's one connection
+            for request_id in ("req-2", "req-3"):
+                try:
+                    hold = await db.run(reserve(key, price, request_id, 1_000))
+                    await db.run(settle_op(hold=hold, actual=Charge(500, 1_000), now=NOW))
+                    outcomes.append("ok")
+                except psycopg.OperationalError:
+                    outcomes.append("failed")
+            return outcomes
+        finally:
+            await db.close()
+
+    outcomes = asyncio.run(scenario())
+
+    # The batch that met the dead connection failed; the next one ran on a new connection.
+    assert outcomes == ["failed", "ok"]
+    key.refresh_from_db()
+    settled = 2
+    assert (key.cost_spent_nanos, key.cost_reserved_nanos) == (500 * settled, 0)
     assert ledger_audit() == []
