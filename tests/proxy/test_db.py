@@ -22,7 +22,6 @@ from billing.selectors import ledger_audit, wallet_for_tenant
 from billing.services import wallet_credit
 from keys.services import key_create
 from proxy.db import (
-    APPLICATION_NAME,
     PostgresDatabase,
     postgres_conninfo,
     prepared_form,
@@ -308,15 +307,12 @@ def test_a_lost_connection_fails_its_batch_and_the_next_one_gets_a_new_connectio
         try:
             hold = await db.run(reserve(key, price, "req-1", 1_000))
             await db.run(settle_op(hold=hold, actual=Charge(500, 1_000), now=NOW))
+            async with db._pool.connection() as conn:  # the pool's only connection
+                pid = conn.info.backend_pid
             async with await psycopg.AsyncConnection.connect(
                 postgres_conninfo(), autocommit=True
             ) as admin:
-                terminated = await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = %s",
-                    [APPLICATION_NAME],
-                )
-                assert len(await terminated.fetchall()) == 1  # the pool's one connection
+                await admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
             for request_id in ("req-2", "req-3"):
                 try:
                     hold = await db.run(reserve(key, price, request_id, 1_000))
