@@ -308,10 +308,7 @@ class PostgresDatabase:
 
         failed = results[-1] if results and results[-1].status == FATAL_ERROR else None
         if failed is not None and len(results) <= len(preparing):
-            # A PREPARE failed: a defect in a statement, not in one request.
-            error = error_from_result(failed)
-            for pending in group:
-                pending.future.set_exception(error)
+            await self._prepare_failed(conn, group, list(preparing.values()), failed, results)
             return
         if self._prepare:
             self._ready[conn].update(preparing)
@@ -326,6 +323,24 @@ class PostgresDatabase:
             if not pending.future.done():
                 pending.future.set_result(rows)
             position = end
+
+    async def _prepare_failed(
+        self, conn: Any, group: list[_Pending], forms: list[Prepared], failed: Any, results: Any
+    ) -> None:
+        """A PREPARE failed (nothing of the group ran). The ones before it stand; one that
+        the session already had is now known to be there, and the group goes again; any
+        other error is a defect in a statement, and every caller gets it."""
+        ready = self._ready.setdefault(conn, set())
+        made = len(results) - 1
+        ready.update(form.name for form in forms[:made])
+        error = error_from_result(failed)
+        if isinstance(error, psycopg.errors.DuplicatePreparedStatement):
+            ready.add(forms[made].name)
+            self._sender.put_back(group)
+            return
+        for pending in group:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     async def _failed(
         self, conn: Any, pending: _Pending, failed: Any, unsent: list[_Pending]

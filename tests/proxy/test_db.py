@@ -332,3 +332,30 @@ def test_a_lost_connection_fails_its_batch_and_the_next_one_gets_a_new_connectio
     settled = 2
     assert (key.cost_spent_nanos, key.cost_reserved_nanos) == (500 * settled, 0)
     assert ledger_audit() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_the_session_already_prepared_is_taken_as_ready(
+    tenant, price: ModelPrice
+) -> None:  # type: ignore[no-untyped-def]
+    """If the driver's record of a session's prepared statements is behind the session
+    (it would PREPARE one that exists), the batch still runs, once."""
+    key = funded_key(tenant, "db")
+    db = PostgresDatabase(postgres_conninfo(), min_size=1, max_size=1, prepare=True)
+
+    async def scenario() -> None:
+        try:
+            hold = await db.run(reserve(key, price, "req-1", 1_000))
+            await db.run(settle_op(hold=hold, actual=Charge(500, 1_000), now=NOW))
+            db._ready.clear()  # forget what the (still open) session has prepared
+            hold = await db.run(reserve(key, price, "req-2", 1_000))
+            await db.run(settle_op(hold=hold, actual=Charge(500, 1_000), now=NOW))
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+    key.refresh_from_db()
+    assert (key.cost_spent_nanos, key.cost_reserved_nanos) == (1_000, 0)
+    assert ledger_audit() == []
