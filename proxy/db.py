@@ -273,31 +273,38 @@ class PostgresDatabase:
             form = self._forms[text] = prepared_form(f"tollgate_{len(self._forms) + 1}", text)
         return form
 
-    def _statement(self, statement: Sql) -> str:
-        if self._prepare:
-            form = self._form(statement.text)
-            if not form.params:
-                return f"EXECUTE {form.name}"
-            args = ", ".join([sql_literal(statement.params[p]) for p in form.params])
-            return f"EXECUTE {form.name}({args})"
-        return PLACEHOLDER.sub(lambda m: sql_literal(statement.params[m.group(1)]), statement.text)
+    @staticmethod
+    def _inline(statement: Sql) -> str:
+        """The statement itself, its arguments rendered in place (``prepare=False``)."""
+        params = statement.params
+        return PLACEHOLDER.sub(lambda match: sql_literal(params[match.group(1)]), statement.text)
+
+    @staticmethod
+    def _execute(form: Prepared, statement: Sql) -> str:
+        if not form.params:
+            return f"EXECUTE {form.name}"
+        args = ", ".join([sql_literal(statement.params[p]) for p in form.params])
+        return f"EXECUTE {form.name}({args})"
 
     async def _send_group(self, conn: Any, group: list[_Pending]) -> None:
-        parts: list[str] = []
+        transactions: list[str] = []
         preparing: dict[str, Prepared] = {}
-        if self._prepare:
-            ready = self._ready.setdefault(conn, set())
-            for pending in group:
-                for statement in pending.batch.statements:
+        ready = self._ready.setdefault(conn, set()) if self._prepare else set()
+        for pending in group:
+            transactions.append("BEGIN")
+            for statement in pending.batch.statements:
+                if self._prepare:
                     form = self._form(statement.text)
                     if form.name not in ready:
                         preparing[form.name] = form
-            # Ahead of the transactions: a prepared statement belongs to the session.
-            parts += [f"PREPARE {form.name} AS {form.text}" for form in preparing.values()]
-        for pending in group:
-            parts.append("BEGIN")
-            parts += [self._statement(statement) for statement in pending.batch.statements]
-            parts.append("COMMIT")
+                    transactions.append(self._execute(form, statement))
+                else:
+                    transactions.append(self._inline(statement))
+            transactions.append("COMMIT")
+        # The PREPAREs go ahead of the transactions: a prepared statement belongs to the
+        # session, not to a transaction.
+        parts = [f"PREPARE {form.name} AS {form.text}" for form in preparing.values()]
+        parts += transactions
         pgconn = conn.pgconn
         pgconn.send_query(";\n".join(parts).encode())
         self._in_flight[id(group)] = time.monotonic()
