@@ -11,10 +11,11 @@ In order, each step answering in the endpoint's own error shape:
 2. **Model**: 403 when the key may not use it, 404 when no active route of this wire
    format has a price.
 3. **Rate limits** (``proxy.ratelimit``): 429 with ``Retry-After`` and ``x-ratelimit-*``.
-4. **Reserve** (at the same time as 3, unless the key was refused lately; see
-   :class:`LimitRefusals`; a hold the limits refuse is released at once) the worst case (``billing.metering.reserve_op``, one transaction): input
+4. **Reserve** the worst case (``billing.metering.reserve_op``, one transaction): input
    bounded by the request's size, output by ``max_tokens`` (or the route's output limit),
    priced at the dearest candidate route. 402 says how many ``max_tokens`` would fit.
+   Asked at the same time as 3 unless the key was refused lately (:class:`LimitRefusals`);
+   a hold the limits refuse is released at once.
 """
 
 from __future__ import annotations
