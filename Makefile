@@ -39,9 +39,7 @@ run: setup
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
-	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-	  --loop uvloop --no-ws --static-path-route /static --static-path-mount staticfiles \
-	  config.asgi:application
+	$(PY) -m config.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

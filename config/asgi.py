@@ -1,8 +1,9 @@
 """ASGI entry point: ``config.asgi:application``.
 
 Model traffic (``/v1/chat/completions``, ``/v1/messages``, ...) takes the proxy's lean
-async path; everything else (admin, REST API, portal) is Django's. Served by granian in
-``make run`` and production.
+async path; collected static files (``STATIC_ROOT``) are served by ServeStatic; everything
+else (admin, REST API, portal) is Django's. Served by ``python -m config.serve`` (uvicorn
+workers, see there) in ``make run`` and production.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
 
+from django.conf import settings  # noqa: E402 - after Django is set up
+from servestatic import ServeStaticASGI  # noqa: E402
+
 from proxy.asgi import ProxyApplication  # noqa: E402 - needs Django set up first
 
-application = ProxyApplication(django_application)
+static_and_django = ServeStaticASGI(django_application)
+if os.path.isdir(settings.STATIC_ROOT):  # collectstatic has run (make run, production)
+    static_and_django.add_files(settings.STATIC_ROOT, prefix=settings.STATIC_URL)
+application = ProxyApplication(static_and_django)

@@ -1,5 +1,5 @@
-"""Fixtures that run the real proxy: granian serving ``config.asgi:application`` in a
-subprocess, against a fake provider (``upstream_fake``) on loopback.
+"""Fixtures that run the real proxy: Tollgate's server (``python -m config.serve``, uvicorn
+workers) serving ``config.asgi:application`` in a subprocess, against a fake provider (``upstream_fake``) on loopback.
 
 The server reads the *test* database (``transactional_db``: rows a test commits are what
 the server sees, and vice versa) and, when ``REDIS_URL`` is set, a Redis database of its
@@ -92,7 +92,7 @@ class ProxyServer:
             return ""
 
     def stop(self) -> None:
-        """Stop the server's whole process group (granian and its workers)."""
+        """Stop the server's whole process group (the supervisor and its workers)."""
         if self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -153,7 +153,7 @@ def _wait_ready(server: ProxyServer) -> None:
 def start_proxy_server(
     django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., ProxyServer]]:
-    """``start_proxy_server(workers=1, **env)``: a granian process serving the app on a
+    """``start_proxy_server(workers=1, **env)``: a ``config.serve`` process serving the app on a
     free loopback port, stopped at the end of the session (or by ``server.stop()``)."""
     redis_url = server_redis_url()
     if redis_url:
@@ -190,13 +190,10 @@ def start_proxy_server(
         env.update(overrides)
         log_path = tmp_path_factory.mktemp("proxy-server") / "server.log"
         command = [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface", "asgi",
+            sys.executable, "-m", "config.serve",
             "--host", "127.0.0.1",
             "--port", str(port),
             "--workers", str(workers),
-            "--no-ws",
-            "config.asgi:application",
         ]  # fmt: skip
         with log_path.open("wb") as log:
             process = subprocess.Popen(  # noqa: S603 - our own command line

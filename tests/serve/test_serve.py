@@ -1,0 +1,168 @@
+"""``python -m config.serve``: workers each on their own SO_REUSEPORT socket, supervised.
+
+Run against a tiny app that answers with its worker's pid, so the tests see which worker
+took each connection."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proxy.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "tests.serve.pid_app:app"
+
+
+class Server:
+    def __init__(self, *args: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+            [
+                sys.executable,
+                "-m",
+                "config.serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                *args,
+            ],  # fmt: skip
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def get_pid(self, conn: http.client.HTTPConnection | None = None) -> int:
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200
+        return int(response.read())
+
+    def wait_serving(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                self.get_pid()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("the server never answered")
+
+    def workers(self) -> set[int]:
+        """The supervisor's live children."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+    def output(self) -> str:
+        if self.process.poll() is None:
+            return ""
+        assert self.process.stdout is not None
+        return self.process.stdout.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    running = Server(APP)
+    running.wait_serving()
+    yield running
+    running.stop()
+
+
+def wait_until(condition: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_keep_alive_connections_are_spread_over_the_workers(server: Server) -> None:
+    """40 clients connect at once and stay connected: a shared listening socket would let
+    the first worker awake take them all; with a socket each, both workers get a share."""
+    wait_until(lambda: len(server.workers()) == 2)
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in range(40)
+    ]
+    for conn in connections:
+        conn.connect()
+    taken = Counter(server.get_pid(conn) for conn in connections)
+    # Each connection keeps its worker: a second request on it answers from the same pid.
+    assert all(server.get_pid(conn) == server.get_pid(conn) for conn in connections[:5])
+    for conn in connections:
+        conn.close()
+    assert set(taken) == server.workers()
+    # A fair coin puts fewer than 8 of 40 on one side about once in 100,000 runs.
+    assert min(taken.values()) >= 8, taken
+
+
+def test_a_worker_that_dies_is_replaced(server: Server) -> None:
+    wait_until(lambda: len(server.workers()) == 2)
+    before = server.workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+
+    wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers())
+    assert server.process.poll() is None
+    new_worker = (server.workers() - before).pop()
+    # The new worker serves: every live worker answers within a few connections.
+    wait_until(lambda: new_worker in {server.get_pid() for _ in range(20)})
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(server: Server) -> None:
+    wait_until(lambda: len(server.workers()) == 2)
+    workers = server.workers()
+    server.process.send_signal(signal.SIGTERM)
+
+    assert server.process.wait(15) == 0
+    for pid in workers:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists() or _is_zombie(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def test_workers_failing_at_start_up_stop_the_server() -> None:
+    """An app that cannot be imported is a configuration error, not a crash to retry forever."""
+    broken = Server("tests.serve.no_such_module:app")
+    try:
+        assert broken.process.wait(60) == 1
+        assert "No module named 'tests.serve.no_such_module'" in broken.output()
+    finally:
+        broken.stop()
+
+
+def test_one_worker_serves_without_a_supervisor() -> None:
+    single = Server(APP, workers=1)
+    try:
+        single.wait_serving()
+        assert single.get_pid() == single.process.pid
+    finally:
+        single.stop()
