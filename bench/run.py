@@ -2,11 +2,12 @@
 """`make bench`: Tollgate's proxy against the fast mock upstream, side by side with the
 mock measured directly, in one run.
 
-Starts the mock upstream (granian, 1 worker) and Tollgate (granian, 2 workers) on
-loopback, on PostgreSQL + Redis (``BENCH_DATABASE_URL`` / ``BENCH_REDIS_URL``; a scratch
+Starts the mock upstream (granian, 1 worker), Tollgate (``config.serve``, 2 workers) and
+the *floor* (``passthrough.py``: a bare pass-through served the same way) on loopback, on
+PostgreSQL + Redis (``BENCH_DATABASE_URL`` / ``BENCH_REDIS_URL``; a scratch
 database ``tollgate_bench`` is recreated), seeds a reseller, an upstream, a price and a key
 with limits high enough not to interfere, then runs each scenario ``--runs`` times
-(direct, then through Tollgate) and reports medians:
+(direct, through the floor, then through Tollgate) and reports medians:
 
 * non-streaming chat at concurrency 1 and 50,
 * 20-chunk streaming chat at concurrency 1 and 50,
@@ -38,6 +39,7 @@ PY = sys.executable
 GRANIAN = str(Path(PY).parent / "granian")
 MOCK_PORT = 9100
 PROXY_PORT = 8100
+FLOOR_PORT = 8200
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -179,7 +181,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement at most")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
-    parser.add_argument("--server-args", default="", help="extra granian options for Tollgate's server")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="Tollgate's (and the floor's) server: config.serve's uvicorn workers, or granian for A/B runs")
+    parser.add_argument("--server-args", default="", help="extra options for Tollgate's server")
     args = parser.parse_args()
 
     database_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
@@ -205,23 +209,34 @@ def main() -> None:
     mock = start([GRANIAN, "--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--host", "127.0.0.1",
                   "--port", str(MOCK_PORT), "--backlog", "4096", "--log-level", "warning", "mock_upstream:app"],
                  env, HERE, var / "mock.log")
-    server = start([GRANIAN, "--interface", "asgi", "--loop", "uvloop", "--workers", str(args.workers),
-                    "--host", "127.0.0.1", "--port", str(PROXY_PORT), "--backlog", "4096", "--no-ws",
-                    "--log-level", "warning", *args.server_args.split(), "config.asgi:application"],
-                   env, ROOT, var / "server.log")
+    def serve(port: int, app: str, extra: list[str]) -> list[str]:
+        if args.server == "granian":
+            return [GRANIAN, "--interface", "asgi", "--loop", "uvloop", "--workers", str(args.workers),
+                    "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096", "--no-ws",
+                    "--log-level", "warning", *extra, app]
+        return [PY, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                str(args.workers), "--log-level", "warning", *extra, app]
+
+    server = start(serve(PROXY_PORT, "config.asgi:application", args.server_args.split()), env, ROOT,
+                   var / "server.log")
+    floor_env = {**env, "PYTHONPATH": str(ROOT)}
+    floor = start(serve(FLOOR_PORT, "passthrough:app", []), floor_env, HERE, var / "floor.log")
     results = []
     try:
         wait_port(MOCK_PORT)
         wait_port(PROXY_PORT)
+        wait_port(FLOOR_PORT)
         direct_base = f"http://127.0.0.1:{MOCK_PORT}"
         proxy_base = f"http://127.0.0.1:{PROXY_PORT}"
+        floor_base = f"http://127.0.0.1:{FLOOR_PORT}"
         for sc in scenario_pairs(args):
             if args.only and args.only not in sc["name"]:
                 continue
-            runs: dict[str, list[dict]] = {"direct": [], "proxy": []}
+            runs: dict[str, list[dict]] = {"direct": [], "floor": [], "proxy": []}
             peak_rss = 0.0
             for _ in range(args.runs):
-                for label, base, pid in (("direct", direct_base, mock.pid), ("proxy", proxy_base, server.pid)):
+                for label, base, pid in (("direct", direct_base, mock.pid), ("floor", floor_base, floor.pid),
+                                         ("proxy", proxy_base, server.pid)):
                     if label == "proxy":
                         vacuum(database_url)
                     watch = {"server": pid, **(services if label == "proxy" else {})}
@@ -232,7 +247,7 @@ def main() -> None:
                         peak_rss = max(peak_rss, tree_rss_mb(server.pid))
             row = {"scenario": sc["name"], "concurrency": sc["concurrency"], "runs": args.runs,
                    "proxy_rss_mb": round(peak_rss, 1)}
-            for label in ("direct", "proxy"):
+            for label in ("direct", "floor", "proxy"):
                 rs = runs[label]
                 row[label] = {
                     "rps": median([r["rps"] for r in rs]),
@@ -248,7 +263,12 @@ def main() -> None:
                     "errors": sum(sum(r["errors"].values()) for r in rs),
                     "error_samples": {k: v for r in rs for k, v in r.get("error_samples", {}).items()},
                 }
-            d, p = row["direct"], row["proxy"]
+            d, p, f = row["direct"], row["proxy"], row["floor"]
+            row["floor_added_p50_ms"] = round(f["p50_ms"] - d["p50_ms"], 3) if f["p50_ms"] and d["p50_ms"] else None
+            row["floor_added_ttfb_p50_ms"] = (round(f["ttfb_p50_ms"] - d["ttfb_p50_ms"], 3)
+                                              if f["ttfb_p50_ms"] is not None and d["ttfb_p50_ms"] is not None else None)
+            row["floor_added_ttfb_p99_ms"] = (round(f["ttfb_p99_ms"] - d["ttfb_p99_ms"], 3)
+                                              if f["ttfb_p99_ms"] is not None and d["ttfb_p99_ms"] is not None else None)
             row["added_p50_ms"] = round(p["p50_ms"] - d["p50_ms"], 3) if p["p50_ms"] and d["p50_ms"] else None
             row["added_ttfb_p50_ms"] = (round(p["ttfb_p50_ms"] - d["ttfb_p50_ms"], 3)
                                         if p["ttfb_p50_ms"] is not None and d["ttfb_p50_ms"] is not None else None)
@@ -259,12 +279,14 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         stop(server)
+        stop(floor)
         stop(mock)
 
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "workers": args.workers,
+        "server": "config.serve (uvicorn)" if args.server == "uvicorn" else "granian",
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -274,8 +296,8 @@ def main() -> None:
 
 def markdown(meta: dict, results: list[dict]) -> str:
     lines = [
-        f"Measured {meta['date']} on {meta['machine']}; Tollgate with {meta['workers']} granian workers on "
-        "PostgreSQL + Redis; medians of the runs.",
+        f"Measured {meta['date']} on {meta['machine']}; Tollgate with {meta['workers']} workers "
+        f"({meta.get('server', 'granian')}) on PostgreSQL + Redis; medians of the runs.",
         "",
         "| scenario | conc. | direct RPS | Tollgate RPS | ratio | direct p50 / p99 ms | Tollgate p50 / p99 ms "
         "| added p50 ms | added TTFB p50 / p99 ms | server CPU ms/req | PostgreSQL + Redis CPU ms/req | errors |",
@@ -289,6 +311,25 @@ def markdown(meta: dict, results: list[dict]) -> str:
             f"{d['p50_ms']} / {d['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {r['added_p50_ms']} | {ttfb} | "
             f"{p['cpu_ms_per_req']} | {p['services_cpu_ms_per_req'] if p['services_cpu_ms_per_req'] is not None else '–'} "
             f"| {p['errors']} |"
+        )
+    lines += [
+        "",
+        "The floor: a bare pass-through (`bench/passthrough.py`) served the same way in the same run — "
+        "what the server and the upstream client cost before Tollgate does any work.",
+        "",
+        "| scenario | conc. | floor RPS | floor p50 / p99 ms | floor added p50 ms | floor added TTFB p50 / p99 ms "
+        "| floor server CPU ms/req | Tollgate CPU − floor CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        f, p = r["floor"], r["proxy"]
+        ttfb = (f"{r['floor_added_ttfb_p50_ms']} / {r['floor_added_ttfb_p99_ms']}"
+                if r.get("floor_added_ttfb_p50_ms") is not None else "–")
+        own = (round(p["cpu_ms_per_req"] - f["cpu_ms_per_req"], 3)
+               if p["cpu_ms_per_req"] is not None and f["cpu_ms_per_req"] is not None else "–")
+        lines.append(
+            f"| {r['scenario']} | {r['concurrency']} | {f['rps']} | {f['p50_ms']} / {f['p99_ms']} | "
+            f"{r['floor_added_p50_ms']} | {ttfb} | {f['cpu_ms_per_req']} | {own} |"
         )
     return "\n".join(lines)
 
