@@ -286,7 +286,7 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "workers": args.workers,
-        "server": "config.serve (uvicorn)" if args.server == "uvicorn" else "granian",
+        "server": "uvicorn, config.serve" if args.server == "uvicorn" else "granian",
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
