@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -39,7 +39,6 @@ def wallet_get_or_create(*, tenant: Tenant) -> Wallet:
     return wallet
 
 
-@transaction.atomic(durable=True)
 def wallet_credit(
     *,
     tenant: Tenant,
@@ -53,7 +52,8 @@ def wallet_credit(
     """Post a manual credit, top-up or (signed) adjustment to a tenant's wallet.
 
     A negative adjustment cannot take the wallet below its reservations
-    (InsufficientFunds). With an ``idempotency_key`` already used, returns the earlier entry.
+    (InsufficientFunds). With an ``idempotency_key`` already used, returns the earlier entry,
+    also when the earlier call is a concurrent one that committed first.
     """
     if kind not in MANUAL_KINDS:
         raise LedgerError(f"{kind} entries are posted by their own flows")
@@ -61,17 +61,64 @@ def wallet_credit(
         raise LedgerError("a credit must be positive")
     if abs(amount_nanos) > MAX_AMOUNT_NANOS:
         raise LedgerError("amount out of range")
+    try:
+        return _wallet_credit_once(
+            tenant=tenant,
+            kind=kind,
+            amount_nanos=amount_nanos,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            actor=actor,
+        )
+    except IntegrityError:
+        # Two calls with the same key raced past the replay check: the unique constraint
+        # on the entry's idempotency key refused this one's whole transaction (nothing of
+        # it was written), and the winner's entry is the answer.
+        earlier = (
+            _credit_replayed(idempotency_key, tenant=tenant, kind=kind, amount_nanos=amount_nanos)
+            if idempotency_key
+            else None
+        )
+        if earlier is None:
+            raise
+        return earlier
+
+
+def _credit_replayed(
+    idempotency_key: str, *, tenant: Tenant, kind: str, amount_nanos: int
+) -> LedgerEntry | None:
+    """The entry an earlier credit with this idempotency key posted, if any."""
+    earlier = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    if earlier is None:
+        return None
+    # A replay returns the first entry; the same key for another credit is a mistake that
+    # must not pass silently (it would credit nothing, or report another tenant's).
+    if (earlier.wallet.tenant_id, earlier.kind, earlier.amount_nanos) != (
+        tenant.pk,
+        kind,
+        amount_nanos,
+    ):
+        raise LedgerError("This idempotency key was already used for a different entry.")
+    return earlier
+
+
+@transaction.atomic(durable=True)
+def _wallet_credit_once(
+    *,
+    tenant: Tenant,
+    kind: str,
+    amount_nanos: int,
+    reason: str,
+    reference: str,
+    idempotency_key: str | None,
+    actor: AbstractBaseUser | None,
+) -> LedgerEntry:
     if idempotency_key:
-        earlier = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        earlier = _credit_replayed(
+            idempotency_key, tenant=tenant, kind=kind, amount_nanos=amount_nanos
+        )
         if earlier is not None:
-            # A replay returns the first entry; the same key for another credit is a mistake
-            # that must not pass silently (it would credit nothing, or report another tenant's).
-            if (earlier.wallet.tenant_id, earlier.kind, earlier.amount_nanos) != (
-                tenant.pk,
-                kind,
-                amount_nanos,
-            ):
-                raise LedgerError("This idempotency key was already used for a different entry.")
             return earlier
     wallet = wallet_get_or_create(tenant=tenant)
     posted: Posted = run_sync(

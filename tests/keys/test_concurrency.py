@@ -108,6 +108,28 @@ def test_parallel_key_creations_fund_only_what_the_wallet_holds(transactional_db
     assert_books_balance()
 
 
+def test_parallel_credits_with_one_idempotency_key_credit_once(transactional_db, tenant):
+    """A client retrying a top-up on several connections at once: every call answers with
+    the one entry that was posted (none fails), and the wallet is credited once."""
+    fund(tenant, "10")
+
+    outcomes = run_together(
+        8,
+        lambda i: wallet_credit(
+            tenant=tenant,
+            amount_nanos=parse_usd("25"),
+            reason="wire transfer",
+            idempotency_key="wire-2026-12-01",
+        ),
+    )
+
+    assert errors_by_type(outcomes) == {}
+    assert len({entry.pk for entry in successes(outcomes)}) == 1
+    assert LedgerEntry.objects.filter(idempotency_key="wire-2026-12-01").count() == 1
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("35")
+    assert_books_balance()
+
+
 def test_parallel_deletes_of_one_key_refund_exactly_once(transactional_db, tenant):
     fund(tenant, "200")
     key = key_create(
