@@ -32,6 +32,9 @@ from keys.periods import period_index
 from keys.selectors import key_get
 
 MAX_LIMIT = 1_000_000
+# A client price is at most this many times your cost (a margin of at most 99.9 %): every
+# client price then stays far inside the 64-bit nano-dollar columns, whatever a request costs.
+MAX_MARKUP = 1_000
 PREFIX_COLLISION_RETRIES = 3
 
 
@@ -81,6 +84,12 @@ def _validate_limits(*, rpm: int, tpm: int | None, max_concurrency: int) -> None
 def _ratio(client_budget_nanos: int, your_cost_nanos: int) -> PriceRatio:
     if your_cost_nanos > client_budget_nanos:
         raise ClientKeyInvalid("your_cost", "Your cost cannot exceed the client budget.")
+    if client_budget_nanos > your_cost_nanos * MAX_MARKUP:
+        raise ClientKeyInvalid(
+            "your_cost",
+            f"Your cost must be at least 1/{MAX_MARKUP:,} of the client budget "
+            "(a margin of at most 99.9 %).",
+        )
     try:
         return PriceRatio(cost_nanos=your_cost_nanos, client_nanos=client_budget_nanos)
     except MoneyError as exc:

@@ -222,6 +222,7 @@ DROP = object()
         pytest.param({"your_cost": "0"}, "your_cost", id="zero-cost"),
         pytest.param({"your_cost": "-60"}, "your_cost", id="negative-cost"),
         pytest.param({"your_cost": "100.01"}, "your_cost", id="cost-over-budget"),
+        pytest.param({"your_cost": "0.09"}, "your_cost", id="markup-over-1000x"),
         pytest.param({"client_budget": "100.0000000001"}, "client_budget", id="ten-places"),
         pytest.param({"client_budget": 1e-10}, "client_budget", id="ten-places-number"),
         pytest.param({"client_budget": "NaN"}, "client_budget", id="nan"),

@@ -166,6 +166,8 @@ NOW_PLUS_DAY = datetime.now(UTC) + timedelta(days=1)
     ("options", "field"),
     [
         ({"your_cost_nanos": parse_usd("100.000000001")}, "your_cost"),
+        # More than 1,000× markup: client prices could overflow 64-bit nano-dollars.
+        ({"your_cost_nanos": parse_usd("0.099999999")}, "your_cost"),
         ({"client_budget_nanos": 0}, "client_budget"),
         ({"client_budget_nanos": -1}, "client_budget"),
         ({"your_cost_nanos": 0}, "your_cost"),
@@ -201,6 +203,21 @@ def test_invalid_prepaid_keys_are_refused_and_nothing_is_written(tenant, price, 
     assert refused.value.field == field
     assert not ClientKey.objects.exists()
     assert balance(tenant) == parse_usd("200")
+
+
+def test_a_markup_of_exactly_1000_times_is_the_most_a_key_takes(tenant, price):
+    """$100 of client budget for $0.10: the largest markup (margin 99.9 %); a client price
+    computed through it stays exact."""
+    fund(tenant, "1")
+    key = key_create(
+        tenant=tenant,
+        actor=None,
+        label="k",
+        client_budget_nanos=parse_usd("100"),
+        your_cost_nanos=parse_usd("0.1"),
+    ).key
+    assert key.ratio.client_from_cost(parse_usd("0.000123")) == parse_usd("0.123")
+    assert balance(tenant) == parse_usd("0.9")
 
 
 @pytest.mark.parametrize(
