@@ -2,7 +2,8 @@
 
 Serves ``config.asgi:application`` with uvicorn (uvloop + httptools) in N worker processes,
 each listening on *its own* ``SO_REUSEPORT`` socket bound to the same address, under a small
-supervisor that restarts a worker that dies and stops them all on SIGTERM / SIGINT.
+supervisor that restarts a worker that dies, stops them all on SIGTERM / SIGINT and
+replaces them all on SIGHUP.
 
 Why uvicorn, and why a socket per worker (measured with ``make bench`` on a 2-core VM,
 2 workers, PostgreSQL + Redis, same run):
@@ -108,19 +109,27 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 class Supervisor:
-    """Forks the workers, restarts one that dies, and stops them all on SIGTERM / SIGINT."""
+    """Forks the workers, restarts one that dies, stops them all on SIGTERM / SIGINT, and
+    replaces them all on SIGHUP (new code or settings): each successor starts before its
+    predecessor is asked to stop, and the predecessor finishes the requests it has.
+
+    A worker's listening socket is its own: connections still waiting in its accept queue
+    when it closes it (a worker replaced or killed) are reset by the kernel, unless it moves
+    them to a sibling's socket (Linux 5.14 and later, with ``net.ipv4.tcp_migrate_req=1``).
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.workers: dict[int, float] = {}  # pid -> when it started
+        self.retiring: set[int] = set()  # asked to stop by SIGHUP, to be replaced
         self.stopping = False
         self.quick_exits = 0
 
     def spawn(self) -> None:
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
             code = 0
             try:
                 run_worker(self.args)
@@ -135,6 +144,18 @@ class Supervisor:
                 os._exit(code)
         self.workers[pid] = time.monotonic()
 
+    def reload(self, signum: int, _frame: object) -> None:
+        if self.stopping:
+            return
+        for pid in list(self.workers):
+            if pid not in self.retiring:
+                self.retiring.add(pid)
+                self.spawn()  # the successor first, so the address never goes unserved
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
     def stop(self, signum: int, _frame: object) -> None:
         self.stopping = True
         for pid in list(self.workers):
@@ -146,6 +167,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, self.reload)
         for _ in range(self.args.workers):
             self.spawn()
         status = 0
@@ -157,6 +179,9 @@ class Supervisor:
             except InterruptedError:  # pragma: no cover - PEP 475 retries os.wait
                 continue
             started = self.workers.pop(pid, None)
+            if pid in self.retiring:
+                self.retiring.discard(pid)  # replaced already
+                continue
             if started is None or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(wait_status)

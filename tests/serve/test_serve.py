@@ -132,6 +132,20 @@ def test_a_worker_that_dies_is_replaced(server: Server) -> None:
     wait_until(lambda: new_worker in {server.get_pid() for _ in range(20)})
 
 
+def test_sighup_replaces_every_worker(server: Server) -> None:
+    """Each successor starts before its predecessor stops, so the server keeps answering.
+    (A connection that lands in a retiring worker's accept queue just as it closes may be
+    reset: the kernel moves them only with net.ipv4.tcp_migrate_req=1.)"""
+    wait_until(lambda: len(server.workers()) == 2)
+    before = server.workers()
+    server.process.send_signal(signal.SIGHUP)
+
+    wait_until(lambda: len(server.workers()) == 2 and not (server.workers() & before))
+    assert server.process.poll() is None
+    after = server.workers()
+    wait_until(lambda: {server.get_pid() for _ in range(20)} == after)
+
+
 def test_sigterm_stops_the_supervisor_and_every_worker(server: Server) -> None:
     wait_until(lambda: len(server.workers()) == 2)
     workers = server.workers()
