@@ -12,9 +12,10 @@ Why uvicorn, and why a socket per worker (measured with ``make bench`` on a 2-co
   (the previous server) parses in Rust threads and hands every ``receive`` / ``send`` to the
   Python loop across threads: about 80 system calls per proxied request at concurrency 1,
   a dozen of them futex wake-ups. Through uvicorn the proxy used 0.3–0.5 ms less server CPU
-  per request at concurrency 1, about 20 % less under load (0.62 against 0.74–0.82 ms
-  non-streaming, 0.77 against 0.96 ms per 20-chunk stream) and answered about 20 % more
-  requests per second at concurrency 50.
+  per request at concurrency 1, about 20 % less under load (0.62–0.70 against 0.74–0.82 ms
+  non-streaming, 0.77–0.85 against 0.96 ms per 20-chunk stream) and answered about 20 % more
+  requests per second at concurrency 50. Granian is often cheaper for paced streams (each
+  chunk its own write, done by its Rust threads beside Python).
 * ``uvicorn --workers N`` shares one listening socket, and the worker that wakes first
   accepts a whole burst of connections (a load generator's 50 keep-alive connections all
   landed on one of two workers in most runs). With a socket per worker the kernel spreads
