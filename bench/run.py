@@ -168,6 +168,11 @@ def scenario_pairs(args: argparse.Namespace) -> list[dict]:
     ]
 
 
+def added(through: float | None, direct: float | None) -> float | None:
+    """What a path added to the direct figure, when both were measured."""
+    return round(through - direct, 3) if through is not None and direct is not None else None
+
+
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 3) if present else None
@@ -264,16 +269,10 @@ def main() -> None:
                     "error_samples": {k: v for r in rs for k, v in r.get("error_samples", {}).items()},
                 }
             d, p, f = row["direct"], row["proxy"], row["floor"]
-            row["floor_added_p50_ms"] = round(f["p50_ms"] - d["p50_ms"], 3) if f["p50_ms"] and d["p50_ms"] else None
-            row["floor_added_ttfb_p50_ms"] = (round(f["ttfb_p50_ms"] - d["ttfb_p50_ms"], 3)
-                                              if f["ttfb_p50_ms"] is not None and d["ttfb_p50_ms"] is not None else None)
-            row["floor_added_ttfb_p99_ms"] = (round(f["ttfb_p99_ms"] - d["ttfb_p99_ms"], 3)
-                                              if f["ttfb_p99_ms"] is not None and d["ttfb_p99_ms"] is not None else None)
-            row["added_p50_ms"] = round(p["p50_ms"] - d["p50_ms"], 3) if p["p50_ms"] and d["p50_ms"] else None
-            row["added_ttfb_p50_ms"] = (round(p["ttfb_p50_ms"] - d["ttfb_p50_ms"], 3)
-                                        if p["ttfb_p50_ms"] is not None and d["ttfb_p50_ms"] is not None else None)
-            row["added_ttfb_p99_ms"] = (round(p["ttfb_p99_ms"] - d["ttfb_p99_ms"], 3)
-                                        if p["ttfb_p99_ms"] is not None and d["ttfb_p99_ms"] is not None else None)
+            for prefix, through in (("floor_", f), ("", p)):
+                for name, field in (("added_p50_ms", "p50_ms"), ("added_ttfb_p50_ms", "ttfb_p50_ms"),
+                                    ("added_ttfb_p99_ms", "ttfb_p99_ms")):
+                    row[prefix + name] = added(through[field], d[field])
             row["rps_ratio"] = round(p["rps"] / d["rps"], 3) if p["rps"] and d["rps"] else None
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -325,11 +324,10 @@ def markdown(meta: dict, results: list[dict]) -> str:
         f, p = r["floor"], r["proxy"]
         ttfb = (f"{r['floor_added_ttfb_p50_ms']} / {r['floor_added_ttfb_p99_ms']}"
                 if r.get("floor_added_ttfb_p50_ms") is not None else "–")
-        own = (round(p["cpu_ms_per_req"] - f["cpu_ms_per_req"], 3)
-               if p["cpu_ms_per_req"] is not None and f["cpu_ms_per_req"] is not None else "–")
+        own = added(p["cpu_ms_per_req"], f["cpu_ms_per_req"])
         lines.append(
             f"| {r['scenario']} | {r['concurrency']} | {f['rps']} | {f['p50_ms']} / {f['p99_ms']} | "
-            f"{r['floor_added_p50_ms']} | {ttfb} | {f['cpu_ms_per_req']} | {own} |"
+            f"{r['floor_added_p50_ms']} | {ttfb} | {f['cpu_ms_per_req']} | {'–' if own is None else own} |"
         )
     return "\n".join(lines)
 
