@@ -1,5 +1,6 @@
 """Fixtures that run the real proxy: Tollgate's server (``python -m config.serve``, uvicorn
-workers) serving ``config.asgi:application`` in a subprocess, against a fake provider (``upstream_fake``) on loopback.
+workers) serving ``config.asgi:application`` in a subprocess, against a fake provider
+(``upstream_fake``) on loopback.
 
 The server reads the *test* database (``transactional_db``: rows a test commits are what
 the server sees, and vice versa) and, when ``REDIS_URL`` is set, a Redis database of its

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import free_port
+from tests.proxy.conftest import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.serve.pid_app:app"
@@ -45,11 +45,17 @@ class Server:
         )
 
     def get_pid(self, conn: http.client.HTTPConnection | None = None) -> int:
+        """The pid of the worker answering on ``conn`` (or on a new connection of its own)."""
+        own = conn is None
         conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        assert response.status == 200
-        return int(response.read())
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200
+            return int(response.read())
+        finally:
+            if own:
+                conn.close()
 
     def wait_serving(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -91,19 +97,10 @@ def server() -> Iterator[Server]:
     running.stop()
 
 
-def wait_until(condition: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_keep_alive_connections_are_spread_over_the_workers(server: Server) -> None:
     """40 clients connect at once and stay connected: a shared listening socket would let
     the first worker awake take them all; with a socket each, both workers get a share."""
-    wait_until(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2, timeout=15)
     connections = [
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in range(40)
     ]
@@ -120,43 +117,43 @@ def test_keep_alive_connections_are_spread_over_the_workers(server: Server) -> N
 
 
 def test_a_worker_that_dies_is_replaced(server: Server) -> None:
-    wait_until(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2, timeout=15)
     before = server.workers()
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
 
-    wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers())
+    wait_for(lambda: len(server.workers()) == 2 and victim not in server.workers(), timeout=15)
     assert server.process.poll() is None
     new_worker = (server.workers() - before).pop()
     # The new worker serves: every live worker answers within a few connections.
-    wait_until(lambda: new_worker in {server.get_pid() for _ in range(20)})
+    wait_for(lambda: new_worker in {server.get_pid() for _ in range(20)}, timeout=15)
 
 
 def test_sighup_replaces_every_worker(server: Server) -> None:
     """Each successor starts before its predecessor stops, so the server keeps answering.
     (A connection that lands in a retiring worker's accept queue just as it closes may be
     reset: the kernel moves them only with net.ipv4.tcp_migrate_req=1.)"""
-    wait_until(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2, timeout=15)
     before = server.workers()
     server.process.send_signal(signal.SIGHUP)
 
-    wait_until(lambda: len(server.workers()) == 2 and not (server.workers() & before))
+    wait_for(lambda: len(server.workers()) == 2 and not (server.workers() & before), timeout=15)
     assert server.process.poll() is None
     after = server.workers()
-    wait_until(lambda: {server.get_pid() for _ in range(20)} == after)
+    wait_for(lambda: {server.get_pid() for _ in range(20)} == after, timeout=15)
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(server: Server) -> None:
-    wait_until(lambda: len(server.workers()) == 2)
+    wait_for(lambda: len(server.workers()) == 2, timeout=15)
     workers = server.workers()
     server.process.send_signal(signal.SIGTERM)
 
     assert server.process.wait(15) == 0
-    for pid in workers:
-        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists() or _is_zombie(pid))
+    wait_for(lambda: all(_exited(pid) for pid in workers), timeout=15)
 
 
-def _is_zombie(pid: int) -> bool:
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie waiting to be reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
