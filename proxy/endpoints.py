@@ -13,8 +13,13 @@ from typing import Any
 import orjson
 
 from billing.money import Usage
+from proxy.upstreams.base import UpstreamTarget
+from proxy.upstreams.openai import chat_output_limit_field
 from proxy.wire import anthropic, openai
 from proxy.wire.base import ParsedRequest, StreamScanner
+
+# (parsed request, raw body, upstream, upstream's model name, output bound) -> upstream body
+Prepare = Callable[[ParsedRequest, bytes, UpstreamTarget, str, int], bytes]
 
 
 class RequestInvalid(ValueError):
@@ -44,15 +49,29 @@ def _stream(payload: dict[str, Any]) -> bool:
 
 
 def _bounded(
-    payload: dict[str, Any], limit_fields: tuple[str, ...], output_bound: int
+    payload: dict[str, Any],
+    limit_fields: tuple[str, ...],
+    output_bound: int,
+    absent_field: str | None,
 ) -> dict[str, Any]:
-    """Changes that lower every output limit above ``output_bound`` to it: the hold covers
-    that much output and no more, and settlement never charges beyond the hold."""
-    return {
-        name: output_bound
-        for name in limit_fields
-        if isinstance(payload.get(name), int) and payload[name] > output_bound
-    }
+    """Changes that bound the request's output by ``output_bound``: the hold covers that
+    much output and no more, and settlement never charges beyond the hold.
+
+    Every limit the client set above the bound is lowered to it; a request that set none
+    gets ``absent_field`` (the limit this upstream understands), or it would reach the
+    upstream unbounded and an overrun would be served uncharged.
+    """
+    changes: dict[str, Any] = {}
+    limited = False
+    for name in limit_fields:
+        value = payload.get(name)
+        if isinstance(value, int):
+            limited = True
+            if value > output_bound:
+                changes[name] = output_bound
+    if not limited and absent_field is not None:
+        changes[absent_field] = output_bound
+    return changes
 
 
 def _rewrite(
@@ -62,7 +81,9 @@ def _rewrite(
     limit_fields: tuple[str, ...],
     output_bound: int,
 ) -> bytes:
-    changes = _bounded(payload, limit_fields, output_bound)
+    changes = _bounded(
+        payload, limit_fields, output_bound, limit_fields[0] if limit_fields else None
+    )
     if payload.get("model") != target_model:
         changes["model"] = target_model
     if not changes:
@@ -87,17 +108,22 @@ def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
 CHAT_LIMITS = ("max_completion_tokens", "max_tokens")
 
 
-def prepare_chat(parsed: ParsedRequest, raw: bytes, target_model: str, output_bound: int) -> bytes:
-    if not parsed.is_stream:
-        return _rewrite(parsed.payload, raw, target_model, CHAT_LIMITS, output_bound)
-    # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
-    options = parsed.payload.get("stream_options")
-    options = dict(options) if isinstance(options, dict) else {}
-    options["include_usage"] = True
-    bounded = _bounded(parsed.payload, CHAT_LIMITS, output_bound)
-    return orjson.dumps(
-        {**parsed.payload, **bounded, "model": target_model, "stream_options": options}
-    )
+def prepare_chat(
+    parsed: ParsedRequest, raw: bytes, target: UpstreamTarget, target_model: str, output_bound: int
+) -> bytes:
+    payload = parsed.payload
+    changes = _bounded(payload, CHAT_LIMITS, output_bound, chat_output_limit_field(target))
+    if payload.get("model") != target_model:
+        changes["model"] = target_model
+    if parsed.is_stream:
+        # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
+        options = payload.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        options["include_usage"] = True
+        changes["stream_options"] = options
+    if not changes:
+        return raw
+    return orjson.dumps({**payload, **changes})
 
 
 def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
@@ -144,8 +170,16 @@ def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
     )
 
 
-def prepare_plain(*limit_fields: str) -> Callable[[ParsedRequest, bytes, str, int], bytes]:
-    def prepare(parsed: ParsedRequest, raw: bytes, target_model: str, output_bound: int) -> bytes:
+def prepare_plain(*limit_fields: str) -> Prepare:
+    """For a format with one output limit (added when absent), or none (embeddings)."""
+
+    def prepare(
+        parsed: ParsedRequest,
+        raw: bytes,
+        target: UpstreamTarget,
+        target_model: str,
+        output_bound: int,
+    ) -> bytes:
         return _rewrite(parsed.payload, raw, target_model, limit_fields, output_bound)
 
     return prepare
@@ -157,8 +191,8 @@ class Endpoint:
     kind: str  # the upstream kind (and error shape) this endpoint speaks
     upstream_path: str
     parse: Callable[[dict[str, Any]], ParsedRequest]
-    # The body for one route: its model name, output limits lowered to what the hold covers.
-    prepare: Callable[[ParsedRequest, bytes, str, int], bytes]
+    # The body for one route: its model name, its output bounded by what the hold covers.
+    prepare: Prepare
     usage_from_body: Callable[[dict[str, Any]], Usage | None]
     scanner: Callable[[ParsedRequest], StreamScanner] | None
     error_body: Callable[[int, str, str | None], bytes]

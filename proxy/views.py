@@ -358,7 +358,9 @@ async def dispatch(
         output_bound = route.max_output_tokens
         if parsed.max_output_tokens is not None:
             output_bound = min(parsed.max_output_tokens, output_bound)
-        upstream_body = endpoint.prepare(parsed, body, route.target_model, output_bound)
+        upstream_body = endpoint.prepare(
+            parsed, body, route.target, route.target_model, output_bound
+        )
         try:
             response = await upstream_open(
                 runtime.session,

@@ -369,17 +369,7 @@ def test_embeddings_are_returned_as_sent(world: World) -> None:
     assert_books_clean()
 
 
-UNBOUNDED_GAP = (
-    "open: a request without max_tokens reaches the upstream unbounded; injecting the "
-    "route's limit could break models whose own limit is lower than the route's"
-)
-
-
-@pytest.mark.parametrize(
-    "asked",
-    [pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=UNBOUNDED_GAP)), 5],
-    ids=["no-limit", "over-the-route-limit"],
-)
+@pytest.mark.parametrize("asked", [None, 5], ids=["no-limit", "over-the-route-limit"])
 def test_upstream_is_never_allowed_more_output_than_the_hold_covers(
     world: World, asked: int | None
 ) -> None:
@@ -397,11 +387,49 @@ def test_upstream_is_never_allowed_more_output_than_the_hold_covers(
     )
 
     seen = world.fake.last("gpt-fake")
+    # A request that set no limit gets the one an OpenAI-compatible server other than
+    # OpenAI's own API understands (see proxy.upstreams.openai).
+    assert seen.body["max_tokens"] == 3
+    assert "max_completion_tokens" not in seen.body
     assert seen.reported.output_tokens == 3
     expected = expected_charge(output_only, input_tokens=0, output_tokens=3, ratio=RATIO)
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
     assert trace_for(request_id).output_tokens == 3
+
+
+def test_unbounded_stream_and_response_get_the_routes_output_limit(world: World) -> None:
+    """A stream, and a Responses request (whose limit is ``max_output_tokens``), that set
+    no limit are bounded upstream by what their hold covers, and charged for exactly that."""
+    output_only = Price(input=0, output=GPT_PRICE.output, cached=0)
+    world.route(
+        "gpt-capped", "fake-openai", output_only, max_output_tokens=4, upstream_model="gpt-fake"
+    )
+    expected = expected_charge(output_only, input_tokens=0, output_tokens=4, ratio=RATIO)
+    issued = world.key()
+    with sdk(world, issued.secret).chat.completions.with_streaming_response.create(
+        model="gpt-capped", messages=PROMPT, stream=True
+    ) as streamed:
+        request_id = streamed.headers["x-request-id"]
+        chunks = chunks_of(streamed.parse())
+    seen = world.fake.last("gpt-fake")
+    assert seen.body["max_tokens"] == 4
+    assert seen.body["stream_options"] == {"include_usage": True}
+    assert seen.reported.output_tokens == 4
+    assert all(chunk.usage is None for chunk in chunks)  # the client did not ask for usage
+    assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=True)
+
+    issued = world.key()
+    raw = sdk(world, issued.secret).responses.with_raw_response.create(
+        model="gpt-capped", input="Say hello."
+    )
+    seen = world.fake.last("gpt-fake")
+    assert seen.body["max_output_tokens"] == 4
+    assert seen.reported.output_tokens == 4
+    assert_charged(
+        issued, raw.headers["x-request-id"], expected, endpoint="responses", is_stream=False
+    )
+    assert_books_clean()
 
 
 def test_trace_carries_the_keys_default_tag_or_the_requests_own(world: World) -> None:

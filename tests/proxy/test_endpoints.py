@@ -1,0 +1,97 @@
+"""How each endpoint rewrites a request for one route: model name, output bounded by the hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.endpoints import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Endpoint
+from proxy.upstreams.base import UpstreamTarget
+
+
+def target(base_url: str, kind: str = "openai") -> UpstreamTarget:
+    return UpstreamTarget(upstream_id=1, name="u", kind=kind, base_url=base_url, timeout_seconds=30)
+
+
+VLLM = target("http://10.0.0.5:8000/v1")
+
+
+def prepared(
+    endpoint: Endpoint, payload: dict[str, Any], *, bound: int = 100, to: UpstreamTarget = VLLM
+) -> tuple[bytes, bytes]:
+    raw = orjson.dumps(payload)
+    return raw, endpoint.prepare(endpoint.parse(payload), raw, to, payload["model"], bound)
+
+
+CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "field"),
+    [
+        ("https://api.openai.com/v1", "max_completion_tokens"),
+        ("https://API.OpenAI.com:443/v1", "max_completion_tokens"),
+        ("https://acme.openai.azure.com/openai/v1", "max_completion_tokens"),
+        ("https://openrouter.ai/api/v1", "max_tokens"),
+        ("http://127.0.0.1:11434/v1", "max_tokens"),
+        ("https://api.openai.com.evil.example/v1", "max_tokens"),
+    ],
+)
+def test_a_chat_without_limit_gets_the_field_its_upstream_understands(
+    base_url: str, field: str
+) -> None:
+    _, body = prepared(CHAT, CHAT_BODY, bound=16_384, to=target(base_url))
+    sent = orjson.loads(body)
+    assert sent[field] == 16_384
+    assert set(sent) & {"max_tokens", "max_completion_tokens"} == {field}
+
+
+def test_a_limit_within_the_bound_is_passed_on_byte_for_byte() -> None:
+    for name in ("max_tokens", "max_completion_tokens"):
+        raw, body = prepared(CHAT, {**CHAT_BODY, name: 100}, bound=100)
+        assert body is raw
+
+
+def test_every_limit_above_the_bound_is_lowered_and_none_is_added() -> None:
+    _, body = prepared(CHAT, {**CHAT_BODY, "max_tokens": 500, "max_completion_tokens": 50})
+    sent = orjson.loads(body)
+    assert (sent["max_tokens"], sent["max_completion_tokens"]) == (100, 50)
+
+
+def test_a_null_limit_counts_as_none() -> None:
+    _, body = prepared(CHAT, {**CHAT_BODY, "max_tokens": None})
+    assert orjson.loads(body)["max_tokens"] == 100
+
+
+def test_a_stream_asks_for_usage_and_is_bounded() -> None:
+    _, body = prepared(CHAT, {**CHAT_BODY, "stream": True, "stream_options": {"x": 1}})
+    sent = orjson.loads(body)
+    assert sent["stream_options"] == {"x": 1, "include_usage": True}
+    assert sent["max_tokens"] == 100
+
+
+def test_the_routes_model_name_replaces_the_clients() -> None:
+    raw = orjson.dumps({**CHAT_BODY, "max_tokens": 5})
+    body = CHAT.prepare(CHAT.parse(orjson.loads(raw)), raw, VLLM, "upstream-name", 100)
+    assert orjson.loads(body) == {**CHAT_BODY, "max_tokens": 5, "model": "upstream-name"}
+
+
+def test_responses_get_max_output_tokens() -> None:
+    _, body = prepared(RESPONSES, {"model": "m", "input": "hi"})
+    assert orjson.loads(body)["max_output_tokens"] == 100
+    raw, body = prepared(RESPONSES, {"model": "m", "input": "hi", "max_output_tokens": 7})
+    assert body is raw
+
+
+def test_messages_limit_is_lowered_to_the_bound() -> None:
+    anthropic = target("https://api.anthropic.com", kind="anthropic")
+    payload = {"model": "m", "max_tokens": 4096, "messages": [{"role": "user", "content": "x"}]}
+    _, body = prepared(MESSAGES, payload, to=anthropic)
+    assert orjson.loads(body)["max_tokens"] == 100
+
+
+def test_embeddings_are_not_given_an_output_limit() -> None:
+    raw, body = prepared(EMBEDDINGS, {"model": "m", "input": "hi"})
+    assert body is raw
