@@ -20,8 +20,13 @@ the SQL, so the row locks it takes are held only while the database runs it:
    and, for ``wallet`` keys, posts the usage to the ledger while releasing the hold. The
    charge is the actual cost clamped to the hold, so an upstream that reports more than
    the worst case can never push a key past its budget. Releasing is settling a zero
-   charge. A prepaid key deleted while the request was in flight gets the released part of
-   the hold refunded in the same batch.
+   charge.
+3. ``deleted_key_refund_op``: a deleted prepaid key's unspent cost (what it was funded,
+   less what it spent, holds and was refunded) goes back to the wallet, guarded by that
+   exact amount so that concurrent refunds can never both apply. Deletion runs it; so does
+   the settlement of a request that was in flight when its key was deleted (a second
+   batch, only then: the key row's status comes back from the settling ``UPDATE``), and
+   the periodic sweep catches up on any refund a crash left undone.
 
 A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
 statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
@@ -35,6 +40,7 @@ each other in opposite orders.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +50,11 @@ from billing.ledger import OVERDRAFT_CONSTRAINT, WALLET_AVAILABLE, Guard, ledger
 from billing.money import Charge, format_usd
 from billing.sqlops import Batch, ConstraintViolated, Op, Sql
 from keys.periods import period_indexes
+
+logger = logging.getLogger(__name__)
+
+# A prepaid key's cost not yet spent, held or refunded (its unspent budget, at cost).
+UNSPENT = "cost_funded_nanos - cost_spent_nanos - cost_reserved_nanos - cost_refunded_nanos"
 
 # The current period of the key's stored budget_period (params: ``period_indexes(now)``).
 PERIOD = """(CASE budget_period WHEN 'daily' THEN %(daily)s WHEN 'weekly' THEN %(weekly)s
@@ -137,6 +148,7 @@ UPDATE keys_clientkey
                                         ELSE period_client_spent_nanos END + %(charged_client)s,
        period_index = CASE WHEN period_index < {PERIOD} THEN {PERIOD} ELSE period_index END
  WHERE id = %(key_id)s AND {CLAIMED}
+RETURNING status, {UNSPENT}
 """  # noqa: S608
 
 WALLET_RELEASE = f"""
@@ -144,12 +156,15 @@ UPDATE billing_wallet SET reserved_nanos = reserved_nanos - %(held_cost)s
  WHERE id = %(wallet_id)s AND {CLAIMED}
 """  # noqa: S608
 
-# A prepaid key deleted while this request was in flight: its unspent cost went back to the
-# wallet at deletion, except this hold; the part of the hold not charged goes back now.
-KEY_DELETED = "EXISTS (SELECT 1 FROM keys_clientkey WHERE id = %(key_id)s AND status = 'deleted')"
-KEY_REFUND_RELEASED = f"""
-UPDATE keys_clientkey SET cost_refunded_nanos = cost_refunded_nanos + %(refund)s
- WHERE id = %(key_id)s AND status = 'deleted' AND {CLAIMED}
+# A deleted prepaid key's cost neither spent, held by a request in flight, nor refunded yet.
+# Only this exact amount is refunded: a concurrent refund (or settlement) changes it, and
+# the refund that finds it changed does nothing.
+DELETED_KEY_REFUND = f"""
+UPDATE keys_clientkey
+   SET cost_refunded_nanos = cost_refunded_nanos + %(refund)s,
+       hold_marker = %(request_id)s
+ WHERE id = %(key_id)s AND status = 'deleted' AND funding = 'prepaid'
+   AND {UNSPENT} = %(refund)s
 """  # noqa: S608
 
 
@@ -355,23 +370,24 @@ def settle_op(
             )
         elif hold.cost_nanos > 0:
             statements.append(Sql(WALLET_RELEASE, {**claim, "wallet_id": hold.wallet_id}))
-    elif hold.cost_nanos > charged_cost:
-        refund = hold.cost_nanos - charged_cost
-        statements.append(Sql(KEY_REFUND_RELEASED, {**claim, "refund": refund}))
-        statements += ledger_post_statements(
-            wallet_id=hold.key_wallet_id,
-            kind="key_refund",
-            amount_nanos=refund,
-            reason="Refund of a deleted key's released reservation",
-            reference=hold.request_id,
-            idempotency_key=f"refund:{hold.request_id}",
-            client_key_id=hold.key_id,
-            now=now,
-            guard=Guard(f"{CLAIMED} AND {KEY_DELETED}", {**claimed.params, "key_id": hold.key_id}),
-        )
     results = yield Batch(tuple(statements))
     if not results[0]:
         return None
+    if hold.wallet_id is None and results[1]:
+        status, unspent = results[1][0]
+        if status == "deleted" and int(unspent) > 0:  # type: ignore[call-overload]
+            # Deleted while this request was in flight: what its hold did not spend is
+            # unspent now. A failure here loses nothing: the sweep refunds it later.
+            try:
+                yield from deleted_key_refund_op(
+                    key_id=hold.key_id,
+                    wallet_id=hold.key_wallet_id,
+                    refund=int(unspent),  # type: ignore[call-overload]
+                    reason="Refund of a deleted key's released reservation",
+                    now=now,
+                )
+            except Exception:
+                logger.warning("refund of deleted key %s left to the sweep", hold.key_id)
     return Settlement(
         reservation_id=int(results[0][0][0]),
         key_id=hold.key_id,
@@ -381,6 +397,44 @@ def settle_op(
         charged_client_nanos=charged_client,
         overrun_cost_nanos=max(actual.cost_nanos - charged_cost, 0),
     )
+
+
+def deleted_key_refund_op(
+    *,
+    key_id: int,
+    wallet_id: int,
+    refund: int,
+    reason: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+    actor_id: int | None = None,
+) -> Op[bool]:
+    """Refund ``refund``, a deleted prepaid key's whole unspent cost, to its wallet.
+
+    Applies only if that is still exactly what the key has unspent (see
+    ``DELETED_KEY_REFUND``); returns whether it did.
+    """
+    if refund <= 0:
+        return False
+    marker = f"refund:{secrets.token_hex(12)}"
+    (_, _, entry) = yield Batch(
+        (
+            Sql(DELETED_KEY_REFUND, {"key_id": key_id, "refund": refund, "request_id": marker}),
+            *ledger_post_statements(
+                wallet_id=wallet_id,
+                kind="key_refund",
+                amount_nanos=refund,
+                reason=reason,
+                reference=f"key:{key_id}",
+                idempotency_key=idempotency_key or f"key-refund:{key_id}:{marker}",
+                client_key_id=key_id,
+                actor_id=actor_id,
+                now=now,
+                guard=Guard(KEY_MARKED, {"key_id": key_id, "request_id": marker}),
+            ),
+        )
+    )
+    return bool(entry)
 
 
 def hold_extend_op(*, hold: Hold, expires_at: datetime) -> Op[bool]:

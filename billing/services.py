@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -20,7 +21,7 @@ from billing import crypto
 from billing.events import config_changed
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
-from billing.metering import Hold, Settlement, reserve_op, settle_op
+from billing.metering import Hold, Settlement, deleted_key_refund_op, reserve_op, settle_op
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import MAX_AMOUNT_NANOS, Charge, Usage, request_charge
 from billing.sqlops import run_sync
@@ -366,3 +367,39 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int
             ):
                 expired += 1
     return expired
+
+
+def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Refund the unspent cost of deleted prepaid keys whose refund is still owed.
+
+    Deletion refunds at once, and a request in flight at deletion refunds what it did not
+    spend when it settles (a second transaction); this sweep finishes any of those a crash
+    cut short. Each refund applies only to the exact amount it read, so the sweep and a
+    settlement can never both pay. Returns how many keys were refunded.
+    """
+    now = now or timezone.now()
+    owed = list(
+        ClientKey.objects.filter(status=ClientKey.Status.DELETED, funding=ClientKey.Funding.PREPAID)
+        .annotate(
+            unspent=F("cost_funded_nanos")
+            - F("cost_spent_nanos")
+            - F("cost_reserved_nanos")
+            - F("cost_refunded_nanos")
+        )
+        .filter(unspent__gt=0)
+        .order_by("pk")
+        .values_list("pk", "wallet_id", "unspent")[:limit]
+    )
+    refunded = 0
+    for key_id, wallet_id, unspent in owed:
+        with transaction.atomic(durable=True):
+            refunded += run_sync(
+                deleted_key_refund_op(
+                    key_id=key_id,
+                    wallet_id=wallet_id,
+                    refund=int(unspent),
+                    reason="Refund of a deleted key's released reservation",
+                    now=now,
+                )
+            )
+    return refunded

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing.services import reservations_expire
+from billing.services import deleted_keys_refund, reservations_expire
 from config.celery import database_task
 
 
@@ -13,5 +13,10 @@ def reservations_expire_task() -> int:
     Safe to re-run, and to run twice at once: each expiry claims its reservation with a
     conditional update, so a hold that was already expired, settled or released is left
     alone. Returns how many holds this run expired.
+
+    Then refunds deleted prepaid keys whose refund a crash left undone (see
+    ``billing.services.deleted_keys_refund``; as safe to re-run).
     """
-    return reservations_expire()
+    expired = reservations_expire()
+    deleted_keys_refund()
+    return expired

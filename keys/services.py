@@ -21,6 +21,7 @@ from accounts.models import Tenant
 from billing.events import config_changed
 from billing.exceptions import LedgerError
 from billing.ledger import ledger_post_op
+from billing.metering import deleted_key_refund_op
 from billing.models import LedgerEntry
 from billing.money import MAX_AMOUNT_NANOS, MoneyError, PriceRatio
 from billing.selectors import known_models, wallet_for_tenant
@@ -368,30 +369,29 @@ def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -
     key.refresh_from_db()
     refund = 0
     if key.funding == ClientKey.Funding.PREPAID:
+        # Requests in flight keep their holds; each refunds what it did not spend when it
+        # settles (billing.metering.settle_op).
         refund = (
             key.cost_funded_nanos
             - key.cost_spent_nanos
             - key.cost_reserved_nanos
             - key.cost_refunded_nanos
         )
-        if refund > 0:
-            ClientKey.objects.filter(pk=key.pk).update(
-                cost_refunded_nanos=F("cost_refunded_nanos") + refund
-            )
-            run_sync(
-                ledger_post_op(
-                    wallet_id=key.wallet_id,
-                    kind=LedgerEntry.Kind.KEY_REFUND,
-                    amount_nanos=refund,
-                    reason=f"Refund of deleted key {key.label}",
-                    reference=f"key:{key.pk}",
-                    idempotency_key=f"key-delete:{key.pk}",
-                    client_key_id=key.pk,
-                    actor_id=actor.pk if actor is not None else None,
-                    now=now,
-                )
-            )
-        elif refund < 0:
+        if refund < 0:
             raise LedgerError(f"key {key.pk} spent more than it was funded")
+        refunded = run_sync(
+            deleted_key_refund_op(
+                key_id=key.pk,
+                wallet_id=key.wallet_id,
+                refund=refund,
+                reason=f"Refund of deleted key {key.label}",
+                idempotency_key=f"key-delete:{key.pk}",
+                actor_id=actor.pk if actor is not None else None,
+                now=now,
+            )
+        )
+        if refund and not refunded:
+            # The key row is locked since the status flip: nothing can have changed it.
+            raise LedgerError(f"key {key.pk}: the deletion refund did not apply")
         key.refresh_from_db()
-    return Deleted(key=key, refunded_nanos=max(refund, 0))
+    return Deleted(key=key, refunded_nanos=refund)

@@ -9,12 +9,14 @@ import pytest
 from django.conf import settings
 from django.db import IntegrityError
 
+from billing import metering
 from billing.exceptions import KeyInactive, ReservationRefused
 from billing.metering import hold_extend_op, settle_op
 from billing.models import LedgerEntry, Reservation, Wallet
 from billing.money import Charge, Usage, affordable_output_tokens, parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import (
+    deleted_keys_refund,
     price_set,
     reservation_create,
     reservation_release,
@@ -23,6 +25,7 @@ from billing.services import (
     wallet_credit,
 )
 from billing.sqlops import run_sync
+from billing.tasks import reservations_expire_task
 from keys.models import ClientKey
 from keys.periods import period_index
 from keys.services import key_create, key_delete, key_update
@@ -356,7 +359,67 @@ def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant
         parse_usd("6"),
         parse_usd("50"),
     ]
-    assert refunds.filter(idempotency_key="refund:req-1").count() == 1
+    # Settling again charges and refunds nothing more.
+    assert usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000)) is None
+    assert refunds.count() == 2
+    assert deleted_keys_refund() == 0
+
+
+def test_a_prepaid_key_deleted_with_two_requests_in_flight_refunds_each_release(tenant, price):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)  # wallet $140
+    for request_id in ("req-1", "req-2"):
+        reservation_create(
+            key=key, price=price, request_id=request_id, worst_case=Usage(input_tokens=10_000_000)
+        )
+    assert key_delete(tenant=tenant, actor=None, key_id=key.pk).refunded_nanos == parse_usd("40")
+
+    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000))  # $1 of a $10 hold
+    assert wallet_of(tenant).balance_nanos == parse_usd("189")  # 140 + 40 + 9
+    reservation_release(request_id="req-2")
+    assert wallet_of(tenant).balance_nanos == parse_usd("199")
+
+    key = fresh(key)
+    assert key.cost_refunded_nanos == key.cost_funded_nanos - key.cost_spent_nanos
+    assert key.cost_reserved_nanos == 0
+    assert deleted_keys_refund() == 0
+
+
+def test_a_refund_a_crash_left_undone_is_paid_by_the_sweep_once(tenant, price, monkeypatch):
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    reservation_create(
+        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000)
+    )
+    key_delete(tenant=tenant, actor=None, key_id=key.pk)
+
+    def crashed(**_: object):
+        raise ConnectionError("the worker lost its database connection")
+        yield  # a generator, like the operation it stands in for
+
+    with monkeypatch.context() as patched:
+        patched.setattr(metering, "deleted_key_refund_op", crashed)
+        assert usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000)) is not None
+    # Settled, but the $6 its hold did not spend is still owed.
+    assert wallet_of(tenant).balance_nanos == parse_usd("190")
+    key = fresh(key)
+    assert key.cost_funded_nanos - key.cost_spent_nanos - key.cost_refunded_nanos == parse_usd("6")
+
+    # A refund that read a stale amount does nothing (a sweep racing a settlement, say).
+    stale = metering.deleted_key_refund_op(
+        key_id=key.pk,
+        wallet_id=key.wallet_id,
+        refund=parse_usd("5"),
+        reason="x",
+        now=datetime.now(UTC),
+    )
+    assert run_sync(stale) is False
+
+    assert reservations_expire_task() == 0  # the periodic task runs the refund sweep too
+    assert wallet_of(tenant).balance_nanos == parse_usd("196")
+    assert fresh(key).cost_refunded_nanos == parse_usd("56")
+    assert deleted_keys_refund() == 0
+    assert wallet_of(tenant).balance_nanos == parse_usd("196")
 
 
 @pytest.mark.parametrize("finish", ["release", "expire"])

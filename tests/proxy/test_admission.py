@@ -133,6 +133,42 @@ def test_deleted_key_is_refused_and_its_unspent_cost_was_refunded(world: World) 
     assert_books_clean()
 
 
+def test_a_prepaid_key_deleted_mid_request_gets_back_what_its_hold_did_not_spend(
+    world: World,
+) -> None:
+    """The request in flight is served and charged; deletion refunded the key's unspent
+    cost but its hold, and settlement refunds what the hold did not spend."""
+    from billing.models import Reservation
+
+    issued = world.key()
+    result: dict[str, Any] = {}
+
+    def slow_answer() -> None:
+        body = {"model": "slow-stream", "messages": PROMPT, "max_tokens": 50}
+        result["response"] = post(world, "/v1/chat/completions", body, issued.secret)
+
+    asking = threading.Thread(target=slow_answer)
+    asking.start()
+    try:
+        wait_for(lambda: Reservation.objects.filter(client_key=issued.key).exists())
+        deleted = key_delete(tenant=world.tenant, actor=None, key_id=issued.key.pk)
+    finally:
+        asking.join(20)
+
+    assert result["response"].status_code == 200, result["response"].text
+    held = Reservation.objects.get(client_key=issued.key)
+    assert held.status == "settled"
+    assert 0 < held.charged_cost_nanos < held.cost_nanos
+    key = key_row(issued)
+    assert deleted.refunded_nanos == key.cost_funded_nanos - held.cost_nanos
+    assert key.cost_refunded_nanos == key.cost_funded_nanos - key.cost_spent_nanos
+    refunds = LedgerEntry.objects.filter(client_key=issued.key, kind="key_refund")
+    assert sorted(refunds.values_list("amount_nanos", flat=True)) == sorted(
+        [deleted.refunded_nanos, held.cost_nanos - held.charged_cost_nanos]
+    )
+    assert_books_clean()
+
+
 # ---------------------------------------------------------------------------- the request itself
 
 
