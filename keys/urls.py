@@ -39,6 +39,8 @@ def by_method(**views: View) -> View:
             response["Allow"] = allowed
         return response
 
+    # config.openapi documents each method of the path from its own view.
+    view.views_by_method = views  # type: ignore[attr-defined]
     return view
 
 
