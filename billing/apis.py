@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,6 +12,7 @@ from accounts.models import Tenant
 from billing.models import LedgerEntry, Wallet
 from billing.selectors import ledger_entries, wallet_for_tenant
 from billing.serializers import CURRENCY, UsdField
+from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 
 
@@ -31,6 +33,11 @@ class WalletDetailApi(APIView):
         def get_currency(self, wallet: Wallet) -> str:
             return CURRENCY
 
+    @extend_schema(
+        summary="The wallet",
+        tags=["wallet"],
+        responses={200: OutputSerializer, **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         wallet = wallet_for_tenant(tenant=_tenant(request))
         return Response(self.OutputSerializer(wallet).data)
@@ -53,6 +60,12 @@ class LedgerEntryListApi(APIView):
         key_id = serializers.IntegerField(source="client_key_id", allow_null=True)
         created_at = serializers.DateTimeField()
 
+    @extend_schema(
+        summary="The wallet's ledger",
+        tags=["wallet"],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
+        responses={200: paginated(OutputSerializer), **error_responses(400, 404)},
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +22,7 @@ from rest_framework.views import APIView
 from accounts.models import Tenant
 from billing.money import format_usd
 from billing.serializers import UsdField
+from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from keys.models import ClientKey
 from keys.selectors import LISTABLE_STATUSES, key_figures, key_get, key_list
@@ -112,6 +114,18 @@ class KeyCreateApi(APIView):
         expires_at = serializers.DateTimeField(allow_null=True, default=None)
         default_tag = serializers.CharField(max_length=100, allow_blank=True, default="")
 
+    # The schema's account of the answer, which ``post`` builds as the key object + ``key``.
+    class ResponseSerializer(KeyOutputSerializer):
+        """A new key: the key object and its secret."""
+
+        key = serializers.CharField(help_text="The secret client key, shown only here.")
+
+    @extend_schema(
+        summary="Create a key",
+        tags=["keys"],
+        request=InputSerializer,
+        responses={201: ResponseSerializer, **error_responses(400, 402)},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -145,6 +159,12 @@ class KeyListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
 
+    @extend_schema(
+        summary="List keys",
+        tags=["keys"],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
+        responses={200: paginated(KeyOutputSerializer), **error_responses(400, 404)},
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -159,6 +179,11 @@ class KeyListApi(APIView):
 class KeyDetailApi(APIView):
     """``GET /api/v1/keys/{id}``: one key, deleted ones included (status ``deleted``)."""
 
+    @extend_schema(
+        summary="Read a key",
+        tags=["keys"],
+        responses={200: KeyOutputSerializer, **error_responses(404)},
+    )
     def get(self, request: Request, key_id: int) -> Response:
         key = key_get(tenant=_tenant(request), key_id=key_id)
         return Response(_key_object(key))
@@ -204,6 +229,12 @@ class KeyUpdateApi(APIView):
                 )
             return attrs
 
+    @extend_schema(
+        summary="Change a key",
+        tags=["keys"],
+        request=InputSerializer,
+        responses={200: KeyOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def patch(self, request: Request, key_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -220,6 +251,17 @@ class KeyDeleteApi(APIView):
     """``DELETE /api/v1/keys/{id}``: the key stops working; a prepaid key's unspent cost goes
     back to the wallet, shown as ``refunded``. A second delete is a 409."""
 
+    # The schema's account of the answer, which ``delete`` builds as the key object + ``refunded``.
+    class ResponseSerializer(KeyOutputSerializer):
+        """A deleted key: the key object and what its deletion refunded."""
+
+        refunded = UsdField(help_text="The unspent cost returned to the wallet (0 if none).")
+
+    @extend_schema(
+        summary="Delete a key",
+        tags=["keys"],
+        responses={200: ResponseSerializer, **error_responses(404, 409)},
+    )
     def delete(self, request: Request, key_id: int) -> Response:
         deleted = key_delete(tenant=_tenant(request), actor=_actor(request), key_id=key_id)
         body = {**_key_object(deleted.key), "refunded": format_usd(deleted.refunded_nanos)}
@@ -234,6 +276,12 @@ class KeyTopUpApi(APIView):
     class InputSerializer(serializers.Serializer):
         client_amount = UsdField()
 
+    @extend_schema(
+        summary="Top up a prepaid key",
+        tags=["keys"],
+        request=InputSerializer,
+        responses={200: KeyOutputSerializer, **error_responses(400, 402, 404, 409)},
+    )
     def post(self, request: Request, key_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

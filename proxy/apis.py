@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +27,7 @@ from rest_framework.views import APIView
 from accounts.models import Tenant
 from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos, nanos_to_cents
 from billing.serializers import UsdField
+from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from keys.models import ClientKey
 from keys.services import MAX_LIMIT, key_create, key_delete, key_update
@@ -93,7 +95,9 @@ class WindowField(serializers.CharField):
 
 
 class WindowSerializer(serializers.Serializer):
-    window = WindowField(required=False)
+    window = WindowField(
+        required=False, help_text="The look-back window ending now: 1h to 366d; 30d by default."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,22 @@ def _span(request: Request) -> Span:
 
 def _window_fields(span: Span) -> dict[str, Any]:
     return SpanSerializer(span).data
+
+
+def _by_tag_in_window(
+    tag_serializer: type[serializers.Serializer],
+) -> type[serializers.Serializer]:
+    """The schema's account of a by-tag answer, which the view builds as the window's fields
+    and ``by_tag``; named ``<View>.ResponseSerializer`` after ``<View>.OutputSerializer``."""
+
+    class ResponseSerializer(SpanSerializer):
+        """Usage per tag in the window, largest first; untagged requests are the tag ``""``."""
+
+        by_tag = tag_serializer(many=True)
+
+    view_name = tag_serializer.__qualname__.rpartition(".")[0]
+    ResponseSerializer.__qualname__ = f"{view_name}.ResponseSerializer"
+    return ResponseSerializer
 
 
 # ------------------------------------------------------------------- /api/v1/ (USD strings)
@@ -153,12 +173,16 @@ class TraceListApi(APIView):
     """
 
     class FilterSerializer(serializers.Serializer):
-        since = serializers.DateTimeField(required=False)
-        until = serializers.DateTimeField(required=False)
+        since = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")
+        until = serializers.DateTimeField(required=False, help_text="ISO 8601; exclusive.")
         model = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH, required=False)
         status = serializers.ChoiceField(choices=Trace.Status.choices, required=False)
         tag = serializers.CharField(
-            max_length=TAG_MAX_LENGTH, required=False, allow_blank=True, trim_whitespace=False
+            max_length=TAG_MAX_LENGTH,
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="Empty keeps the untagged requests.",
         )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +211,12 @@ class TraceListApi(APIView):
         latency_ms = serializers.IntegerField()
         ttft_ms = serializers.IntegerField(allow_null=True)
 
+    @extend_schema(
+        summary="A key's requests",
+        tags=["usage"],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
+        responses={200: paginated(OutputSerializer), **error_responses(400, 404)},
+    )
     def get(self, request: Request, key_id: int) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -214,6 +244,16 @@ class KeyUsageApi(APIView):
         by_model = ModelSerializer(many=True)
         by_day = DaySerializer(many=True)
 
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """A key's usage in the window: totals, per model and per UTC day."""
+
+    @extend_schema(
+        summary="A key's usage",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400, 404)},
+    )
     def get(self, request: Request, key_id: int) -> Response:
         span = _span(request)
         report = key_usage(
@@ -229,6 +269,14 @@ class TagUsageApi(APIView):
     class OutputSerializer(UsageSummarySerializer):
         tag = serializers.CharField()
 
+    ResponseSerializer = _by_tag_in_window(OutputSerializer)
+
+    @extend_schema(
+        summary="Usage per tag",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
     def get(self, request: Request) -> Response:
         span = _span(request)
         tags = tag_usage(tenant=_tenant(request), since=span.since, until=span.until)
@@ -277,6 +325,16 @@ class EarningsApi(APIView):
         all_time = AllTimeSerializer(source="*")
         by_key = KeySerializer(many=True)
 
+    # The schema's account of the answer: ``get`` puts the window before the earnings.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """Revenue, cost, profit and margin in the window, all time, and per key."""
+
+    @extend_schema(
+        summary="Earnings",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
     def get(self, request: Request) -> Response:
         span = _span(request)
         earnings = earnings_summary(tenant=_tenant(request), since=span.since, until=span.until)
@@ -346,6 +404,18 @@ class SubAccountCreateApi(APIView):
             _unknown_fields(self)
             return attrs
 
+    # The schema's account of the answer, which ``post`` builds as the sub-account + ``key``.
+    class ResponseSerializer(SubAccountOutputSerializer):
+        """A new sub-account and its secret."""
+
+        key = serializers.CharField(help_text="The secret client key, shown only here.")
+
+    @extend_schema(
+        summary="Create a sub-account",
+        tags=["sub-accounts"],
+        request=InputSerializer,
+        responses={201: ResponseSerializer, **error_responses(400)},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -367,6 +437,12 @@ class SubAccountCreateApi(APIView):
 class SubAccountListApi(APIView):
     """``GET /v1/sub-accounts``: the tenant's sub-accounts, newest first, paginated."""
 
+    @extend_schema(
+        summary="List sub-accounts",
+        tags=["sub-accounts"],
+        parameters=PAGE_PARAMETERS,
+        responses={200: paginated(SubAccountOutputSerializer), **error_responses(404)},
+    )
     def get(self, request: Request) -> Response:
         paginator = Pagination()
         page = paginator.paginate_queryset(
@@ -378,6 +454,11 @@ class SubAccountListApi(APIView):
 class SubAccountDetailApi(APIView):
     """``GET /v1/sub-accounts/{id}``: one sub-account (a deleted one shows ``deleted``)."""
 
+    @extend_schema(
+        summary="Read a sub-account",
+        tags=["sub-accounts"],
+        responses={200: SubAccountOutputSerializer, **error_responses(404)},
+    )
     def get(self, request: Request, key_id: int) -> Response:
         key = sub_account_get(tenant=_tenant(request), key_id=key_id)
         return Response(SubAccountOutputSerializer(key).data)
@@ -401,6 +482,12 @@ class SubAccountUpdateApi(APIView):
             _unknown_fields(self)
             return attrs
 
+    @extend_schema(
+        summary="Change a sub-account",
+        tags=["sub-accounts"],
+        request=InputSerializer,
+        responses={200: SubAccountOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def patch(self, request: Request, key_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -425,6 +512,11 @@ class SubAccountDeleteApi(APIView):
     """``DELETE /v1/sub-accounts/{id}``: the key stops working at once; 204. A wallet-funded
     key set nothing aside, so nothing is refunded. A second delete is a 409."""
 
+    @extend_schema(
+        summary="Delete a sub-account",
+        tags=["sub-accounts"],
+        responses={204: None, **error_responses(404, 409)},
+    )
     def delete(self, request: Request, key_id: int) -> Response:
         tenant = _tenant(request)
         key = sub_account_get(tenant=tenant, key_id=key_id)
@@ -449,6 +541,16 @@ class SubAccountUsageApi(APIView):
         by_model = ModelSerializer(many=True)
         by_day = DaySerializer(many=True)
 
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """A sub-account's usage in the window, in cents: totals, per model, per UTC day."""
+
+    @extend_schema(
+        summary="A sub-account's usage",
+        tags=["sub-accounts"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400, 404)},
+    )
     def get(self, request: Request, key_id: int) -> Response:
         span = _span(request)
         report = sub_account_usage(
@@ -464,6 +566,14 @@ class SubAccountTagUsageApi(APIView):
     class OutputSerializer(SubAccountUsageTotalsSerializer):
         tag = serializers.CharField()
 
+    ResponseSerializer = _by_tag_in_window(OutputSerializer)
+
+    @extend_schema(
+        summary="Sub-account usage per tag",
+        tags=["sub-accounts"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
     def get(self, request: Request) -> Response:
         span = _span(request)
         tags = tag_usage(
