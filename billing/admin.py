@@ -329,13 +329,21 @@ class ModelPriceAdmin(ServiceSavedAdmin):
     list_select_related = ["route__upstream"]
     search_fields = ["route__model"]
     date_hierarchy = "effective_from"
-    add_fields = ("route", "input_usd", "output_usd", "cached_input_usd", "cache_write_usd")
+    add_fields = (
+        "route",
+        "input_usd",
+        "output_usd",
+        "cached_input_usd",
+        "cache_write_usd",
+        "tiers_text",
+    )
     view_fields = (
         "route",
         "input_usd",
         "output_usd",
         "cached_input_usd",
         "cache_write_usd",
+        "tiers_usd",
         "source",
         "effective_from",
         "created_at",
@@ -371,6 +379,19 @@ class ModelPriceAdmin(ServiceSavedAdmin):
     def cache_write_usd(self, price: ModelPrice) -> str:
         return usd(price.cache_write_per_mtok_nanos)
 
+    @admin.display(description="Long-prompt tiers (USD / 1M)")
+    def tiers_usd(self, price: ModelPrice) -> str:
+        return (
+            "; ".join(
+                f"over {tier.above_prompt_tokens} prompt tokens: input "
+                f"{usd(tier.input_per_mtok_nanos)}, output {usd(tier.output_per_mtok_nanos)}, "
+                f"cached {usd(tier.cached_input_per_mtok_nanos)}, "
+                f"cache write {usd(tier.cache_write_per_mtok_nanos)}"
+                for tier in price.as_prices().tiers
+            )
+            or "–"
+        )
+
     def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
         route = form.cleaned_data["route"]
         posted = price_set(
@@ -380,6 +401,7 @@ class ModelPriceAdmin(ServiceSavedAdmin):
             output_per_mtok_nanos=form.cleaned_data["output_usd"],
             cached_input_per_mtok_nanos=form.cleaned_data["cached_input_usd"],
             cache_write_per_mtok_nanos=form.cleaned_data["cache_write_usd"],
+            tiers=form.cleaned_data["tiers_text"],
             source=ModelPrice.Source.MANUAL,
         )
         obj.pk = posted.pk

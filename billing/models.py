@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.money import Prices
+from billing.money import Prices, tiers_from_json
 
 
 class Wallet(models.Model):
@@ -151,6 +151,8 @@ class ModelPrice(models.Model):
     output_per_mtok_nanos = models.BigIntegerField()
     cached_input_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
     cache_write_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
+    # Long-prompt rates: a list of billing.money.PriceTier.as_json(), thresholds ascending.
+    tiers = models.JSONField(default=list, blank=True)
     effective_from = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.MANUAL)
     created_at = models.DateTimeField(default=timezone.now)
@@ -183,6 +185,7 @@ class ModelPrice(models.Model):
             output_per_mtok_nanos=self.output_per_mtok_nanos,
             cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
             cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
+            tiers=tiers_from_json(self.tiers),
         )
 
 

@@ -21,6 +21,7 @@ Design overview
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
@@ -177,14 +178,55 @@ def _fraction_to_decimal(numerator: int, denominator: int, places: int) -> Decim
 
 
 @dataclass(frozen=True, slots=True)
+class PriceTier:
+    """The rates of a request whose prompt is over ``above_prompt_tokens`` tokens.
+
+    Tiers are a *cliff*, as providers bill long prompts (Anthropic, Google, OpenAI; and
+    genai-prices): past the threshold every token of the request, input, cached, cache
+    write and output alike, is priced at the tier's rates, not only the tokens above it.
+    The prompt is all input tokens, cached reads and cache writes included.
+    """
+
+    above_prompt_tokens: int
+    input_per_mtok_nanos: int
+    output_per_mtok_nanos: int
+    cached_input_per_mtok_nanos: int | None = None
+    cache_write_per_mtok_nanos: int | None = None
+
+    def as_json(self) -> dict[str, int | None]:
+        return {
+            "above_prompt_tokens": self.above_prompt_tokens,
+            "input_per_mtok_nanos": self.input_per_mtok_nanos,
+            "output_per_mtok_nanos": self.output_per_mtok_nanos,
+            "cached_input_per_mtok_nanos": self.cached_input_per_mtok_nanos,
+            "cache_write_per_mtok_nanos": self.cache_write_per_mtok_nanos,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, int | None]) -> PriceTier:
+        def rate(name: str) -> int | None:
+            got = value.get(name)
+            return None if got is None else int(got)
+
+        return cls(
+            above_prompt_tokens=int(value["above_prompt_tokens"]),  # type: ignore[arg-type]
+            input_per_mtok_nanos=int(value["input_per_mtok_nanos"]),  # type: ignore[arg-type]
+            output_per_mtok_nanos=int(value["output_per_mtok_nanos"]),  # type: ignore[arg-type]
+            cached_input_per_mtok_nanos=rate("cached_input_per_mtok_nanos"),
+            cache_write_per_mtok_nanos=rate("cache_write_per_mtok_nanos"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Prices:
     """A price version: nano-dollars per 1M tokens. Unset cached / cache-write rates
-    are billed at the input rate."""
+    are billed at the input rate. ``tiers`` (ascending thresholds) price long prompts."""
 
     input_per_mtok_nanos: int
     output_per_mtok_nanos: int
     cached_input_per_mtok_nanos: int | None = None
     cache_write_per_mtok_nanos: int | None = None
+    tiers: tuple[PriceTier, ...] = ()
 
     @property
     def cached_rate(self) -> int:
@@ -197,6 +239,88 @@ class Prices:
         if self.cache_write_per_mtok_nanos is None:
             return self.input_per_mtok_nanos
         return self.cache_write_per_mtok_nanos
+
+    def at(self, prompt_tokens: int) -> Prices:
+        """The flat rates a request with a prompt of ``prompt_tokens`` pays: the highest
+        tier whose threshold it is over, else the base rates."""
+        for tier in reversed(self.tiers):
+            if prompt_tokens > tier.above_prompt_tokens:
+                return Prices(
+                    input_per_mtok_nanos=tier.input_per_mtok_nanos,
+                    output_per_mtok_nanos=tier.output_per_mtok_nanos,
+                    cached_input_per_mtok_nanos=tier.cached_input_per_mtok_nanos,
+                    cache_write_per_mtok_nanos=tier.cache_write_per_mtok_nanos,
+                )
+        if not self.tiers:
+            return self
+        return Prices(
+            input_per_mtok_nanos=self.input_per_mtok_nanos,
+            output_per_mtok_nanos=self.output_per_mtok_nanos,
+            cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
+            cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
+        )
+
+
+def tier_parse(text: str) -> PriceTier:
+    """A tier as operators write it: ``ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]]``, the
+    prompt tokens it starts above, then USD per 1M tokens (an empty or missing cached /
+    cache-write rate is billed at the tier's input rate). Raises MoneyError."""
+    parts = text.strip().split(":")
+    if not 3 <= len(parts) <= 5:
+        raise MoneyError("expected ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]].")
+    above = parts[0].strip()
+    if not above.isascii() or not above.isdigit() or int(above) < 1:
+        raise MoneyError("ABOVE must be a positive number of prompt tokens.")
+    rates: list[int | None] = [parse_usd(part) if part.strip() else None for part in parts[1:]]
+    rates += [None] * (4 - len(rates))
+    input_rate, output_rate, cached_rate, write_rate = rates
+    if input_rate is None or output_rate is None:
+        raise MoneyError("INPUT and OUTPUT are required.")
+    if any(rate is not None and rate < 0 for rate in rates):
+        raise MoneyError("rates cannot be negative.")
+    return PriceTier(
+        above_prompt_tokens=int(above),
+        input_per_mtok_nanos=input_rate,
+        output_per_mtok_nanos=output_rate,
+        cached_input_per_mtok_nanos=cached_rate,
+        cache_write_per_mtok_nanos=write_rate,
+    )
+
+
+def tiers_from_json(value: object) -> tuple[PriceTier, ...]:
+    """A price's stored tiers (a JSON list, or its text as some database drivers return it)."""
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    if not value:
+        return ()
+    return tuple(PriceTier.from_json(tier) for tier in value)  # type: ignore[attr-defined]
+
+
+def tiers_invalid(prices: Prices) -> str | None:
+    """Why ``prices``' tiers cannot be posted, or None.
+
+    Thresholds must rise, and neither the input nor the output rate may fall from one tier
+    to the next: a request's worst case is its largest possible prompt and output at those
+    two rates, held at the tier of that prompt, which must then be the dearest.
+    """
+    previous_threshold = 0
+    previous = prices.at(0)
+    for tier in prices.tiers:
+        if tier.above_prompt_tokens <= previous_threshold:
+            return "Tier thresholds must be positive and rise from one tier to the next."
+        if (
+            tier.input_per_mtok_nanos < previous.input_per_mtok_nanos
+            or tier.output_per_mtok_nanos < previous.output_per_mtok_nanos
+        ):
+            return (
+                f"The tier above {tier.above_prompt_tokens} prompt tokens lowers the input or "
+                "output rate; tiers may only raise them."
+            )
+        previous_threshold, previous = (
+            tier.above_prompt_tokens,
+            prices.at(tier.above_prompt_tokens + 1),
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +342,11 @@ class Usage:
                 raise MoneyError(f"{name} cannot be negative")
 
     @property
+    def prompt_tokens(self) -> int:
+        """Every input token, cached reads and cache writes included (what tiers count)."""
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+    @property
     def total_tokens(self) -> int:
         return (
             self.input_tokens
@@ -234,7 +363,9 @@ class Charge:
 
 
 def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
-    """Σ tokens × price per MTok; divide by TOKENS_PER_PRICE_UNIT for nano-dollars."""
+    """Σ tokens × price per MTok (at the tier of the usage's prompt); divide by
+    TOKENS_PER_PRICE_UNIT for nano-dollars."""
+    prices = prices.at(usage.prompt_tokens)
     return (
         usage.input_tokens * prices.input_per_mtok_nanos
         + usage.cached_input_tokens * prices.cached_rate
@@ -277,6 +408,7 @@ def affordable_output_tokens(
         limit_scaled = client_available_nanos * denominator + (denominator - 1) // 2
         # The numerator times the ratio's client amount must stay within limit_scaled.
         limits.append(limit_scaled // ratio.client_nanos)
+    prices = prices.at(input_tokens)
     input_part = input_tokens * prices.input_per_mtok_nanos
     per_token = prices.output_per_mtok_nanos
     best = UNBOUNDED_OUTPUT_TOKENS

@@ -11,8 +11,10 @@ Design overview
   one for a single upstream (an OpenAI-compatible gateway that resells a known provider).
 * **Which price.** For each model that is not deprecated: the price in force now (the
   latest active ``ConditionalPrice``), without request-specific variants (batch, flex and
-  priority tiers are not what a plain request pays). Tiered prices contribute their base
-  tier, the price below the first threshold; such models are listed in ``base_tier``.
+  priority tiers are not what a plain request pays). Tiered prices (long prompts cost
+  more: Claude, Gemini, GPT past 200K or 272K input tokens) become the price's
+  ``tiers``, one per threshold of any of its rates, each carrying every rate in force past
+  that threshold; such models are listed in ``tiered``.
   A model needs an input price per 1M tokens; a missing output, cache-read or cache-write
   price means what genai-prices means by it (output not billed; cached tokens billed at the
   input rate), which is also how ``billing.money.Prices`` reads an unset rate.
@@ -36,7 +38,7 @@ from genai_prices.types import ModelInfo, Provider, TieredPrices
 
 from billing.exceptions import PriceInvalid
 from billing.models import ModelPrice, ModelRoute, Upstream
-from billing.money import Prices, parse_usd_rounded
+from billing.money import Prices, PriceTier, parse_usd_rounded, tiers_invalid
 from billing.selectors import price_current, upstream_get
 from billing.services import price_set
 
@@ -49,7 +51,6 @@ class CatalogPrice:
 
     model: str
     prices: Prices
-    is_base_tier: bool
 
 
 @dataclass
@@ -67,8 +68,10 @@ class UpstreamSync:
     skipped_manual: list[str] = field(default_factory=list)
     # In the database but without an input price per 1M tokens (audio, images, ...).
     skipped_unpriced: list[str] = field(default_factory=list)
-    # Priced at the base tier of tiered prices (long prompts cost more upstream).
-    base_tier: list[str] = field(default_factory=list)
+    # Posted with long-prompt tiers.
+    tiered: list[str] = field(default_factory=list)
+    # Tiers that lower a rate past a threshold, which a worst-case hold cannot price.
+    skipped_invalid: list[str] = field(default_factory=list)
     note: str = ""
 
 
@@ -103,24 +106,48 @@ def provider_get(provider_id: str) -> Provider:
     return found
 
 
-def _nanos(value: object) -> tuple[int | None, bool]:
-    """(nano-dollars per 1M tokens, is a base tier) of one genai-prices rate."""
+def _nanos(value: object, prompt_tokens: int) -> int | None:
+    """One genai-prices rate, in nano-dollars per 1M tokens, for a request whose prompt has
+    ``prompt_tokens`` tokens (genai-prices' rule: a tier applies past its ``start``)."""
     if value is None:
-        return None, False
+        return None
     if isinstance(value, TieredPrices):
-        return parse_usd_rounded(value.base), True
-    return parse_usd_rounded(value), False  # type: ignore[arg-type]
+        rate = value.base
+        for tier in reversed(value.tiers):
+            if prompt_tokens > tier.start:
+                rate = tier.price
+                break
+        return parse_usd_rounded(rate)
+    return parse_usd_rounded(value)  # type: ignore[arg-type]
 
 
 def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
-    """The plain token price of a model at ``at``, or None if it has no input token price."""
+    """The token prices of a model at ``at``, tiers included, or None if it has no input
+    token price."""
     posted = model.get_prices(at)
-    input_nanos, input_tiered = _nanos(posted.input_mtok)
+    rates = (posted.input_mtok, posted.output_mtok, posted.cache_read_mtok, posted.cache_write_mtok)
+
+    def level(prompt_tokens: int) -> tuple[int | None, ...]:
+        return tuple(_nanos(rate, prompt_tokens) for rate in rates)
+
+    input_nanos, output_nanos, cached_nanos, write_nanos = level(0)
     if input_nanos is None:
         return None
-    output_nanos, output_tiered = _nanos(posted.output_mtok)
-    cached_nanos, cached_tiered = _nanos(posted.cache_read_mtok)
-    write_nanos, write_tiered = _nanos(posted.cache_write_mtok)
+    thresholds = sorted(
+        {tier.start for rate in rates if isinstance(rate, TieredPrices) for tier in rate.tiers}
+    )
+    tiers = []
+    for threshold in thresholds:
+        tier_input, tier_output, tier_cached, tier_write = level(threshold + 1)
+        tiers.append(
+            PriceTier(
+                above_prompt_tokens=threshold,
+                input_per_mtok_nanos=tier_input or 0,
+                output_per_mtok_nanos=tier_output or 0,
+                cached_input_per_mtok_nanos=tier_cached,
+                cache_write_per_mtok_nanos=tier_write,
+            )
+        )
     return CatalogPrice(
         model=model.id,
         prices=Prices(
@@ -128,8 +155,8 @@ def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
             output_per_mtok_nanos=output_nanos or 0,
             cached_input_per_mtok_nanos=cached_nanos,
             cache_write_per_mtok_nanos=write_nanos,
+            tiers=tuple(tiers),
         ),
-        is_base_tier=input_tiered or output_tiered or cached_tiered or write_tiered,
     )
 
 
@@ -206,6 +233,9 @@ def _upstream_sync(
         if posted is None:
             result.skipped_unpriced.append(model.id)
             continue
+        if tiers_invalid(posted.prices) is not None:
+            result.skipped_invalid.append(model.id)
+            continue
         current = price_current(route=route, at=now) if route is not None else None
         is_manual = current is not None and current.source == ModelPrice.Source.MANUAL
         if current is not None and current.as_prices() == posted.prices:
@@ -216,8 +246,8 @@ def _upstream_sync(
         else:
             outcome = result.created if route is None else result.updated
         outcome.append(model.id)
-        if posted.is_base_tier:
-            result.base_tier.append(model.id)
+        if posted.prices.tiers:
+            result.tiered.append(model.id)
         if outcome is not result.unchanged and not dry_run:
             price_set(
                 model=model.id,
@@ -226,6 +256,7 @@ def _upstream_sync(
                 output_per_mtok_nanos=posted.prices.output_per_mtok_nanos,
                 cached_input_per_mtok_nanos=posted.prices.cached_input_per_mtok_nanos,
                 cache_write_per_mtok_nanos=posted.prices.cache_write_per_mtok_nanos,
+                tiers=posted.prices.tiers,
                 source=SOURCE,
                 effective_from=now,
             )

@@ -6,6 +6,7 @@ that run on either database driver; these services are their synchronous front d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -23,7 +24,15 @@ from billing.exceptions import BillingError, LedgerError, PriceInvalid, Upstream
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import Hold, Settlement, deleted_key_refund_op, reserve_op, settle_op
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
-from billing.money import MAX_AMOUNT_NANOS, Charge, Usage, request_charge
+from billing.money import (
+    MAX_AMOUNT_NANOS,
+    Charge,
+    Prices,
+    PriceTier,
+    Usage,
+    request_charge,
+    tiers_invalid,
+)
 from billing.sqlops import run_sync
 from keys.models import ClientKey
 
@@ -210,22 +219,37 @@ def price_set(
     source: str = ModelPrice.Source.MANUAL,
     effective_from: datetime | None = None,
     max_output_tokens: int | None = None,
+    tiers: Sequence[PriceTier] = (),
 ) -> ModelPrice:
     """Post a new price version for ``model`` on ``upstream`` (creating the route).
 
-    Earlier versions stay untouched; requests already charged keep their version.
+    ``tiers`` price long prompts (see ``billing.money.PriceTier``): thresholds rising, no
+    input or output rate lower than the one below it. Earlier versions stay untouched; requests already
+    charged keep their version.
     """
     model = model.strip()
     if not model:
         raise PriceInvalid("A model name is required.")
-    for value in (
-        input_per_mtok_nanos,
-        output_per_mtok_nanos,
-        cached_input_per_mtok_nanos,
-        cache_write_per_mtok_nanos,
-    ):
-        if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
-            raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
+    prices = Prices(
+        input_per_mtok_nanos=input_per_mtok_nanos,
+        output_per_mtok_nanos=output_per_mtok_nanos,
+        cached_input_per_mtok_nanos=cached_input_per_mtok_nanos,
+        cache_write_per_mtok_nanos=cache_write_per_mtok_nanos,
+        tiers=tuple(tiers),
+    )
+    levels: list[Prices | PriceTier] = [prices, *prices.tiers]
+    for level in levels:
+        for value in (
+            level.input_per_mtok_nanos,
+            level.output_per_mtok_nanos,
+            level.cached_input_per_mtok_nanos,
+            level.cache_write_per_mtok_nanos,
+        ):
+            if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
+                raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
+    problem = tiers_invalid(prices)
+    if problem is not None:
+        raise PriceInvalid(problem)
     route, _ = ModelRoute.objects.get_or_create(model=model, upstream=upstream)
     if max_output_tokens is not None and route.max_output_tokens != max_output_tokens:
         route.max_output_tokens = max_output_tokens
@@ -237,6 +261,7 @@ def price_set(
         output_per_mtok_nanos=output_per_mtok_nanos,
         cached_input_per_mtok_nanos=cached_input_per_mtok_nanos,
         cache_write_per_mtok_nanos=cache_write_per_mtok_nanos,
+        tiers=[tier.as_json() for tier in prices.tiers],
         source=source,
         effective_from=effective_from or timezone.now(),
     )

@@ -37,6 +37,7 @@ from billing.money import (
     affordable_output_tokens,
     format_usd,
     request_charge,
+    tiers_from_json,
 )
 from keys.hashing import secret_matches, secret_prefix
 from proxy.db import Database, as_aware, as_list
@@ -132,7 +133,7 @@ ROUTES_SELECT = """
 SELECT r.id, r.model, r.upstream_model, r.max_output_tokens,
        u.id, u.name, u.kind, u.base_url, u.timeout_seconds, u.api_key_env, u.api_key_encrypted,
        p.id, p.input_per_mtok_nanos, p.output_per_mtok_nanos, p.cached_input_per_mtok_nanos,
-       p.cache_write_per_mtok_nanos
+       p.cache_write_per_mtok_nanos, p.tiers
   FROM billing_modelroute r
   JOIN billing_upstream u ON u.id = r.upstream_id
   JOIN billing_modelprice p ON p.route_id = r.id
@@ -242,6 +243,7 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
             output_price,
             cached_price,
             cache_write_price,
+            tiers,
         ) = row
         if route_id in seen_routes:
             continue  # an older price version of a route already taken
@@ -272,6 +274,7 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
                     cache_write_per_mtok_nanos=None
                     if cache_write_price is None
                     else int(cache_write_price),
+                    tiers=tiers_from_json(tiers),
                 ),
             )
         )

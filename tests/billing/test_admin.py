@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from billing import crypto, events
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream
-from billing.money import Usage, parse_usd
+from billing.money import PriceTier, Usage, parse_usd
 from billing.selectors import price_current, wallet_for_tenant
 from billing.services import reservation_create, upstream_save, wallet_credit
 from tests.keys.factories import WalletKeyFactory
@@ -258,6 +258,44 @@ class TestModelPrice:
         data = {"route": price.route.pk, "input_usd": "-1", "output_usd": "1.0000000001"}
         response = admin_client.post(url("billing_modelprice_add"), data)
         assert response.status_code == 200
+        assert ModelPrice.objects.count() == 1
+
+    def test_add_with_long_prompt_tiers(self, admin_client, price):
+        data = {
+            "route": price.route.pk,
+            "input_usd": "3",
+            "output_usd": "15",
+            "cached_input_usd": "0.30",
+            "cache_write_usd": "",
+            "tiers_text": "200000:6:22.5:0.6\n\n",
+        }
+        assert admin_client.post(url("billing_modelprice_add"), data).status_code == 302
+
+        current = price_current(route=price.route)
+        assert current is not None
+        assert current.as_prices().tiers == (
+            PriceTier(
+                above_prompt_tokens=200_000,
+                input_per_mtok_nanos=parse_usd("6"),
+                output_per_mtok_nanos=parse_usd("22.5"),
+                cached_input_per_mtok_nanos=parse_usd("0.6"),
+            ),
+        )
+        page = admin_client.get(url("billing_modelprice_change", current.pk)).content.decode()
+        assert "over 200000 prompt tokens: input 6.00, output 22.50" in page
+
+    @pytest.mark.parametrize(
+        ("tiers", "message"),
+        [
+            ("200000:6", "expected ABOVE:INPUT:OUTPUT"),
+            ("200000:2:22.5", "tiers may only raise them"),
+        ],
+    )
+    def test_bad_tiers_are_refused_with_the_reason(self, admin_client, price, tiers, message):
+        data = {"route": price.route.pk, "input_usd": "3", "output_usd": "15", "tiers_text": tiers}
+        response = admin_client.post(url("billing_modelprice_add"), data)
+        assert response.status_code == 200
+        assert message in response.content.decode()
         assert ModelPrice.objects.count() == 1
 
     def test_changelist_shows_usd_per_mtok(self, admin_client, price):

@@ -301,6 +301,57 @@ class TestSetPrice:
             run("set_price", "m", "--upstream", upstream.name, "--input", "-1", "--output", "1")
         assert not ModelPrice.objects.exists()
 
+    def test_tiers_are_posted_with_the_price(self, upstream):
+        posted = run(
+            "set_price",
+            "claude-x",
+            "--upstream",
+            upstream.name,
+            "--input",
+            "3",
+            "--output",
+            "15",
+            "--tier",
+            "200000:6:22.5:0.6:7.5",
+            "--tier",
+            "500000:9:30",
+        )
+
+        assert posted["tiers"] == [
+            {
+                "above_prompt_tokens": 200_000,
+                "input": "6.00",
+                "output": "22.50",
+                "cached_input": "0.60",
+                "cache_write": "7.50",
+            },
+            {
+                "above_prompt_tokens": 500_000,
+                "input": "9.00",
+                "output": "30.00",
+                "cached_input": None,
+                "cache_write": None,
+            },
+        ]
+        tiers = ModelPrice.objects.get(pk=posted["id"]).as_prices().tiers
+        assert [tier.above_prompt_tokens for tier in tiers] == [200_000, 500_000]
+
+    @pytest.mark.parametrize(
+        ("tier", "message"),
+        [
+            ("200000:6", "expected ABOVE:INPUT:OUTPUT"),
+            ("lots:6:22", "positive number of prompt tokens"),
+            ("200000:2:22", "tiers may only raise them"),
+        ],
+    )
+    def test_bad_tier_is_refused(self, upstream, tier, message):
+        with pytest.raises(CommandError, match=message):
+            run(
+                "set_price", "m", "--upstream", upstream.name, "--input", "3", "--output", "15",
+                "--tier", tier,
+            )  # fmt: skip
+        assert not ModelPrice.objects.exists()
+
 
 # ----------------------------------------------------------------------------- sync_prices
 

@@ -5,6 +5,7 @@ Pure functions: no database. Exact references are computed with ``fractions.Frac
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from decimal import Decimal
@@ -21,6 +22,7 @@ from billing.money import (
     MoneyError,
     PriceRatio,
     Prices,
+    PriceTier,
     Usage,
     affordable_output_tokens,
     cents_to_nanos,
@@ -29,6 +31,9 @@ from billing.money import (
     nanos_to_cents,
     parse_usd,
     request_charge,
+    tier_parse,
+    tiers_from_json,
+    tiers_invalid,
 )
 
 
@@ -466,3 +471,143 @@ def test_affordable_output_tokens_is_the_largest_that_fits_brute_force():
         while _fits(output_tokens=largest + 1, **case):
             largest += 1
         assert tokens == max(largest, 0), case
+
+
+# ----------------------------------------------------------------------------- long-prompt tiers
+
+# Claude Sonnet 4.5's posted rates: $3 / $15 per 1M tokens, $6 / $22.50 past 200K prompt tokens.
+SONNET = Prices(
+    input_per_mtok_nanos=3 * NANOS_PER_USD,
+    output_per_mtok_nanos=15 * NANOS_PER_USD,
+    cached_input_per_mtok_nanos=300_000_000,
+    tiers=(
+        PriceTier(
+            above_prompt_tokens=200_000,
+            input_per_mtok_nanos=6 * NANOS_PER_USD,
+            output_per_mtok_nanos=22_500_000_000,
+            cached_input_per_mtok_nanos=600_000_000,
+        ),
+    ),
+)
+
+
+def test_a_prompt_past_the_threshold_prices_every_token_at_the_tier():
+    at_threshold = Usage(input_tokens=200_000, output_tokens=1_000_000)
+    past_it = Usage(input_tokens=200_001, output_tokens=1_000_000)
+    assert request_charge(at_threshold, SONNET, ONE_TO_ONE).cost_nanos == (
+        600_000_000 + 15 * NANOS_PER_USD
+    )
+    # A cliff: all 200,001 input tokens and all the output at the tier's rates.
+    assert request_charge(past_it, SONNET, ONE_TO_ONE).cost_nanos == (
+        1_200_006_000 + 22_500_000_000
+    )
+
+
+def test_cached_reads_and_cache_writes_count_toward_the_threshold():
+    usage = Usage(input_tokens=1_000, cached_input_tokens=150_000, cache_write_tokens=50_000)
+    assert usage.prompt_tokens == 201_000
+    charged = request_charge(usage, SONNET, ONE_TO_ONE).cost_nanos
+    # Tier rates: input $6, cached $0.60, cache write at the tier's input rate ($6).
+    assert charged == 6_000_000 + 90_000_000 + 300_000_000
+
+
+def test_the_highest_tier_passed_applies_and_the_base_has_no_tiers_left():
+    prices = Prices(
+        input_per_mtok_nanos=1,
+        output_per_mtok_nanos=1,
+        tiers=(
+            PriceTier(above_prompt_tokens=10, input_per_mtok_nanos=2, output_per_mtok_nanos=2),
+            PriceTier(above_prompt_tokens=20, input_per_mtok_nanos=3, output_per_mtok_nanos=3),
+        ),
+    )
+    assert [prices.at(n).input_per_mtok_nanos for n in (0, 10, 11, 20, 21, 10**9)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
+    assert prices.at(0).tiers == ()
+
+
+def test_affordable_output_tokens_prices_the_output_at_the_prompts_tier():
+    # $30 of budget, a 250K-token prompt: $1.50 of input at the tier, output at $22.50 / 1M.
+    affordable = affordable_output_tokens(
+        input_tokens=250_000,
+        prices=SONNET,
+        ratio=ONE_TO_ONE,
+        client_available_nanos=30 * NANOS_PER_USD,
+        cost_available_nanos=None,
+    )
+    assert affordable == (30 * NANOS_PER_USD - 1_500_000_000) * 1_000_000 // 22_500_000_000
+
+
+@pytest.mark.parametrize(
+    ("tiers", "problem"),
+    [
+        ((), None),
+        (((200_000, 6, 22),), None),
+        (((0, 6, 22),), "must be positive"),
+        (((200_000, 6, 22), (100_000, 9, 30)), "rise"),
+        (((200_000, 2, 22),), "lowers the input or output rate"),
+        (((200_000, 6, 14),), "lowers the input or output rate"),
+        (((100_000, 4, 16), (200_000, 5, 16)), None),
+    ],
+)
+def test_tiers_may_only_raise_prices(tiers: Any, problem: str | None):
+    prices = Prices(
+        input_per_mtok_nanos=3,
+        output_per_mtok_nanos=15,
+        tiers=tuple(
+            PriceTier(above_prompt_tokens=a, input_per_mtok_nanos=i, output_per_mtok_nanos=o)
+            for a, i, o in tiers
+        ),
+    )
+    found = tiers_invalid(prices)
+    assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_a_tier_may_set_a_cached_rate_below_the_bases_default():
+    """Cached and cache-write rates may fall: the worst case is priced at input and output."""
+    prices = Prices(
+        input_per_mtok_nanos=3,
+        output_per_mtok_nanos=15,
+        tiers=(
+            PriceTier(
+                above_prompt_tokens=5,
+                input_per_mtok_nanos=6,
+                output_per_mtok_nanos=15,
+                cached_input_per_mtok_nanos=1,
+            ),
+        ),
+    )
+    assert tiers_invalid(prices) is None
+
+
+def test_tier_parse_reads_what_operators_write():
+    assert tier_parse("200000:6:22.5:0.6:7.5") == PriceTier(
+        above_prompt_tokens=200_000,
+        input_per_mtok_nanos=6 * NANOS_PER_USD,
+        output_per_mtok_nanos=22_500_000_000,
+        cached_input_per_mtok_nanos=600_000_000,
+        cache_write_per_mtok_nanos=7_500_000_000,
+    )
+    assert tier_parse(" 128000:2:10 ").cached_input_per_mtok_nanos is None
+    assert tier_parse("128000:2:10::3").cache_write_per_mtok_nanos == 3 * NANOS_PER_USD
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "200000:6", "x:6:22", "0:6:22", "-5:6:22", "200000:6:", "200000:-1:2", "1:2:3:4:5:6"],
+)
+def test_tier_parse_refuses_what_is_not_a_tier(text: str):
+    with pytest.raises(MoneyError):
+        tier_parse(text)
+
+
+def test_tiers_round_trip_through_their_stored_json():
+    stored = [tier.as_json() for tier in SONNET.tiers]
+    assert tiers_from_json(stored) == SONNET.tiers
+    assert tiers_from_json(json.dumps(stored)) == SONNET.tiers
+    assert tiers_from_json([]) == tiers_from_json(None) == ()

@@ -27,7 +27,7 @@ from genai_prices.types import ModelPrice as GenaiPrice
 from billing import pricing_sync
 from billing.exceptions import PriceInvalid
 from billing.models import ModelPrice, ModelRoute
-from billing.money import MoneyError, parse_usd, parse_usd_rounded
+from billing.money import MoneyError, PriceTier, parse_usd, parse_usd_rounded
 from billing.pricing_sync import prices_sync, provider_for_base_url
 from billing.selectors import price_current
 from billing.services import price_set, upstream_save
@@ -55,7 +55,27 @@ ACME = Provider(
             "tiered",
             GenaiPrice(
                 input_mtok=TieredPrices(base=Decimal("3"), tiers=[Tier(200_000, Decimal("6"))]),
-                output_mtok=Decimal("15"),
+                output_mtok=TieredPrices(
+                    base=Decimal("15"), tiers=[Tier(200_000, Decimal("22.5"))]
+                ),
+                cache_read_mtok=Decimal("0.3"),
+            ),
+        ),
+        model(
+            "two-tiers",
+            GenaiPrice(
+                input_mtok=TieredPrices(
+                    base=Decimal("1"),
+                    tiers=[Tier(256_000, Decimal("4")), Tier(128_000, Decimal("2"))],
+                ),
+                output_mtok=TieredPrices(base=Decimal("5"), tiers=[Tier(128_000, Decimal("10"))]),
+            ),
+        ),
+        model(
+            "cheaper-when-long",
+            GenaiPrice(
+                input_mtok=TieredPrices(base=Decimal("3"), tiers=[Tier(100_000, Decimal("1"))]),
+                output_mtok=Decimal("5"),
             ),
         ),
         model(
@@ -126,7 +146,7 @@ def test_plain_price_with_cache_rates_is_posted_exactly(acme):
 
     (result,) = summary.upstreams
     assert result.provider == "acme"
-    assert sorted(result.created) == ["dated", "embedding", "plain", "tiered"]
+    assert sorted(result.created) == ["dated", "embedding", "plain", "tiered", "two-tiers"]
     price = posted("plain")
     assert price.source == ModelPrice.Source.GENAI_PRICES
     assert price.input_per_mtok_nanos == 2
@@ -135,10 +155,42 @@ def test_plain_price_with_cache_rates_is_posted_exactly(acme):
     assert price.cache_write_per_mtok_nanos == parse_usd("3.75")
 
 
-def test_tiered_price_posts_its_base_tier_and_says_so(acme):
+def test_tiered_price_posts_its_tiers_and_says_so(acme):
     result = prices_sync().upstreams[0]
-    assert result.base_tier == ["tiered"]
-    assert posted("tiered").input_per_mtok_nanos == parse_usd("3")
+    assert result.tiered == ["tiered", "two-tiers"]
+    prices = posted("tiered").as_prices()
+    assert (prices.input_per_mtok_nanos, prices.output_per_mtok_nanos) == (
+        parse_usd("3"),
+        parse_usd("15"),
+    )
+    # A cache-read rate without tiers is the same past the threshold.
+    assert prices.tiers == (
+        PriceTier(
+            above_prompt_tokens=200_000,
+            input_per_mtok_nanos=parse_usd("6"),
+            output_per_mtok_nanos=parse_usd("22.5"),
+            cached_input_per_mtok_nanos=parse_usd("0.3"),
+        ),
+    )
+    # A second sync finds the tiered version in force and posts nothing.
+    assert "tiered" in prices_sync().upstreams[0].unchanged
+
+
+def test_rates_tiered_at_different_thresholds_merge_into_one_tier_per_threshold(acme):
+    prices_sync()
+    tiers = posted("two-tiers").as_prices().tiers
+    assert [
+        (t.above_prompt_tokens, t.input_per_mtok_nanos, t.output_per_mtok_nanos) for t in tiers
+    ] == [
+        (128_000, parse_usd("2"), parse_usd("10")),
+        (256_000, parse_usd("4"), parse_usd("10")),
+    ]
+
+
+def test_tiers_that_lower_a_rate_are_skipped_not_posted_at_their_base(acme):
+    result = prices_sync().upstreams[0]
+    assert result.skipped_invalid == ["cheaper-when-long"]
+    assert not ModelRoute.objects.filter(model="cheaper-when-long").exists()
 
 
 def test_conditional_prices_post_the_one_in_force(acme):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import httpx
 import openai
+import orjson
 import pytest
 from openai import Omit
 from openai.types.chat import (
@@ -21,7 +22,9 @@ from openai.types.responses import (
 )
 
 from billing.models import LedgerEntry
+from billing.money import PriceTier, Usage, request_charge
 from billing.selectors import wallet_for_tenant
+from proxy.wire.base import input_token_bound
 from tests.proxy import upstream_fake
 from tests.proxy.conftest import (
     BACKUP_PRICE,
@@ -430,6 +433,67 @@ def test_unbounded_stream_and_response_get_the_routes_output_limit(world: World)
         issued, raw.headers["x-request-id"], expected, endpoint="responses", is_stream=False
     )
     assert_books_clean()
+
+
+def test_a_long_prompt_is_charged_at_its_tier_and_every_hold_that_may_cross_it_is_held_there(
+    world: World,
+) -> None:
+    """Past 50 prompt tokens every token costs the tier's rates (a cliff, as providers bill
+    long prompts). A request's hold is its worst case: its prompt bound (the body's size)
+    is past the threshold even when its real prompt is not, so it is held at the tier."""
+    tier_price = Price(input=5_000_000_667, output=20_000_001_553, cached=2_500_000_333)
+    tier = PriceTier(
+        above_prompt_tokens=50,
+        input_per_mtok_nanos=tier_price.input,
+        output_per_mtok_nanos=tier_price.output,
+        cached_input_per_mtok_nanos=tier_price.cached,
+    )
+    posted = world.route(
+        "gpt-tiered", "fake-openai", GPT_PRICE, upstream_model="gpt-fake", tiers=[tier]
+    )
+
+    for content, price in (("A short question, please.", GPT_PRICE), ("x" * 400, tier_price)):
+        issued = world.key()
+        body = orjson.dumps(
+            {
+                "model": "gpt-tiered",
+                "messages": [{"role": "user", "content": content}],
+                "max_tokens": 10,
+            }
+        )
+        response = httpx.post(
+            f"{world.url}/v1/chat/completions",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {issued.secret}",
+                "content-type": "application/json",
+            },
+        )
+
+        assert response.status_code == 200, response.text
+        seen = world.fake.last("gpt-fake")
+        assert (seen.reported.prompt_tokens > 50) == (price is tier_price)
+        expected = expected_charge(
+            price,
+            input_tokens=seen.reported.uncached_tokens,
+            cached_tokens=seen.reported.cached_tokens,
+            output_tokens=seen.reported.output_tokens,
+            ratio=RATIO,
+        )
+        request_id = response.headers["x-request-id"]
+        assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
+        worst = request_charge(
+            Usage(input_tokens=input_token_bound(body), output_tokens=10),
+            posted.as_prices(),
+            issued.key.ratio,
+        )
+        held = reservation_of(request_id)
+        assert (held.cost_nanos, held.client_nanos) == (worst.cost_nanos, worst.client_nanos)
+        assert worst == request_charge(
+            Usage(input_tokens=input_token_bound(body), output_tokens=10),
+            posted.as_prices().at(51),
+            issued.key.ratio,
+        )
 
 
 def test_trace_carries_the_keys_default_tag_or_the_requests_own(world: World) -> None:

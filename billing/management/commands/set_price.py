@@ -1,5 +1,6 @@
 """``manage.py set_price MODEL --upstream NAME --input PER_MTOK --output PER_MTOK
-[--cached-input PER_MTOK] [--cache-write PER_MTOK] [--max-output-tokens N] [--json]``."""
+[--cached-input PER_MTOK] [--cache-write PER_MTOK]
+[--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]] ...] [--max-output-tokens N] [--json]``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.exceptions import BillingError
 from billing.models import ModelPrice, Upstream
-from billing.money import MoneyError, format_usd, parse_usd
+from billing.money import MoneyError, PriceTier, format_usd, parse_usd, tier_parse
 from billing.selectors import upstream_get
 from billing.services import price_set
 
@@ -24,6 +25,23 @@ PRICE_OPTIONS = {
 
 def _usd_or_none(nanos: int | None) -> str | None:
     return None if nanos is None else format_usd(nanos)
+
+
+def parse_tier(text: str) -> PriceTier:
+    try:
+        return tier_parse(text)
+    except MoneyError as exc:
+        raise CommandError(f"Invalid --tier {text!r}: {exc}") from exc
+
+
+def tier_json(tier: PriceTier) -> dict[str, Any]:
+    return {
+        "above_prompt_tokens": tier.above_prompt_tokens,
+        "input": format_usd(tier.input_per_mtok_nanos),
+        "output": format_usd(tier.output_per_mtok_nanos),
+        "cached_input": _usd_or_none(tier.cached_input_per_mtok_nanos),
+        "cache_write": _usd_or_none(tier.cache_write_per_mtok_nanos),
+    }
 
 
 class Command(BaseCommand):
@@ -41,6 +59,16 @@ class Command(BaseCommand):
             "--cached-input", help="USD per 1M cached input tokens (default: input)."
         )
         parser.add_argument("--cache-write", help="USD per 1M cache-write tokens (default: input).")
+        parser.add_argument(
+            "--tier",
+            action="append",
+            default=[],
+            metavar="ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]]",
+            help=(
+                "Rates (USD per 1M tokens) for every token of a request whose prompt is over "
+                "ABOVE tokens, as providers bill long prompts; repeat for more tiers."
+            ),
+        )
         parser.add_argument("--max-output-tokens", type=int, help="The route's output limit.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
@@ -52,6 +80,7 @@ class Command(BaseCommand):
                 nanos[dest] = None if raw is None else parse_usd(raw)
             except MoneyError as exc:
                 raise CommandError(f"Invalid {flag} {raw!r}: {exc}.") from exc
+        tiers = [parse_tier(text) for text in options["tier"]]
         max_output = options["max_output_tokens"]
         if max_output is not None and max_output < 1:
             raise CommandError("--max-output-tokens must be at least 1.")
@@ -69,6 +98,7 @@ class Command(BaseCommand):
                 cache_write_per_mtok_nanos=nanos["cache_write"],
                 source=ModelPrice.Source.MANUAL,
                 max_output_tokens=max_output,
+                tiers=tiers,
             )
         except BillingError as exc:
             raise CommandError(str(exc)) from exc
@@ -83,6 +113,7 @@ class Command(BaseCommand):
                 "output": format_usd(price.output_per_mtok_nanos),
                 "cached_input": _usd_or_none(price.cached_input_per_mtok_nanos),
                 "cache_write": _usd_or_none(price.cache_write_per_mtok_nanos),
+                "tiers": [tier_json(tier) for tier in price.as_prices().tiers],
                 "max_output_tokens": route.max_output_tokens,
                 "source": price.source,
                 "effective_from": price.effective_from.isoformat(),
@@ -93,5 +124,12 @@ class Command(BaseCommand):
             f"{route.model} via {upstream.name}: price version {price.pk}, per 1M tokens "
             f"input {format_usd(price.input_per_mtok_nanos)} USD, "
             f"output {format_usd(price.output_per_mtok_nanos)} USD, cached input "
-            f"{format_usd(price.as_prices().cached_rate)} USD."
+            f"{format_usd(price.as_prices().cached_rate)} USD"
+            + "".join(
+                f"; over {tier.above_prompt_tokens} prompt tokens input "
+                f"{format_usd(tier.input_per_mtok_nanos)}, output "
+                f"{format_usd(tier.output_per_mtok_nanos)} USD"
+                for tier in price.as_prices().tiers
+            )
+            + "."
         )

@@ -71,6 +71,8 @@ def _describe(summary: PricesSyncSummary) -> str:
         )
         if result.skipped_manual:
             lines.append(f"  kept manual prices: {', '.join(result.skipped_manual)}")
-        if result.base_tier:
-            lines.append(f"  base tier of tiered prices: {', '.join(result.base_tier)}")
+        if result.tiered:
+            lines.append(f"  with long-prompt tiers: {', '.join(result.tiered)}")
+        if result.skipped_invalid:
+            lines.append(f"  skipped, tiers that lower a rate: {', '.join(result.skipped_invalid)}")
     return "\n".join(lines)
