@@ -9,9 +9,8 @@ from __future__ import annotations
 from django.urls import path
 
 from keys.urls import by_method
-from proxy.apis import (
-    EarningsApi,
-    KeyUsageApi,
+from proxy.apis.reports import EarningsApi, KeyUsageApi, TagUsageApi, TraceListApi
+from proxy.apis.sub_accounts import (
     SubAccountCreateApi,
     SubAccountDeleteApi,
     SubAccountDetailApi,
@@ -19,8 +18,6 @@ from proxy.apis import (
     SubAccountTagUsageApi,
     SubAccountUpdateApi,
     SubAccountUsageApi,
-    TagUsageApi,
-    TraceListApi,
 )
 
 urlpatterns = [

@@ -1,0 +1,234 @@
+"""Reseller REST API for what the proxy recorded: a key's requests and usage, usage by tag,
+and earnings, under ``/api/v1/``.
+
+Validate → selector → serialize, nothing else. Every read goes through ``proxy.selectors``
+with the caller's tenant, so another tenant's key id answers 404 and tenant-wide reports
+never include another tenant's traces. Money is nano-dollars inside and decimal strings
+(``UsdField``) outside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Tenant
+from billing.serializers import UsdField
+from config.openapi import PAGE_PARAMETERS, error_responses, paginated
+from config.pagination import Pagination
+from proxy.apis.windows import (
+    SpanSerializer,
+    WindowSerializer,
+    by_tag_in_window,
+    request_span,
+    window_fields,
+)
+from proxy.models import Trace
+from proxy.selectors import earnings_summary, key_usage, tag_usage, trace_list
+
+MODEL_NAME_MAX_LENGTH = 200
+TAG_MAX_LENGTH = 100
+
+
+def _tenant(request: Request) -> Tenant:
+    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
+    return request.tenant  # type: ignore[attr-defined]
+
+
+class UsageTotalsSerializer(serializers.Serializer):
+    """Instance: ``proxy.selectors.UsageTotals``."""
+
+    requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
+    cost = UsdField(source="cost_nanos")
+    client_price = UsdField(source="client_nanos")
+
+
+class UsageSummarySerializer(UsageTotalsSerializer):
+    profit = UsdField(source="profit_nanos")
+    errors = serializers.IntegerField()  # type: ignore[assignment]
+
+
+class TraceListApi(APIView):
+    """``GET /api/v1/keys/{id}/requests``: the key's requests, newest first, paginated.
+
+    ``?since=``/``?until=`` (ISO 8601, ``since`` inclusive, ``until`` exclusive), ``?model=``,
+    ``?status=``, ``?tag=`` (``?tag=`` with nothing keeps untagged requests). A deleted
+    key's requests stay readable.
+    """
+
+    class FilterSerializer(serializers.Serializer):
+        since = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")
+        until = serializers.DateTimeField(required=False, help_text="ISO 8601; exclusive.")
+        model = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH, required=False)
+        status = serializers.ChoiceField(choices=Trace.Status.choices, required=False)
+        tag = serializers.CharField(
+            max_length=TAG_MAX_LENGTH,
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="Empty keeps the untagged requests.",
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if "since" in attrs and "until" in attrs and attrs["since"] >= attrs["until"]:
+                raise serializers.ValidationError({"until": ["Must be later than since."]})
+            return attrs
+
+    class OutputSerializer(serializers.Serializer):
+        request_id = serializers.CharField()
+        created_at = serializers.DateTimeField()
+        model = serializers.CharField()
+        endpoint = serializers.CharField()
+        upstream = serializers.CharField(source="upstream.name", allow_null=True)
+        tag = serializers.CharField()
+        status = serializers.CharField()
+        status_code = serializers.IntegerField()
+        error_class = serializers.CharField()
+        is_stream = serializers.BooleanField()
+        input_tokens = serializers.IntegerField()
+        output_tokens = serializers.IntegerField()
+        cached_input_tokens = serializers.IntegerField()
+        cache_write_tokens = serializers.IntegerField()
+        is_usage_estimated = serializers.BooleanField()
+        cost = UsdField(source="cost_nanos")
+        client_price = UsdField(source="client_nanos")
+        latency_ms = serializers.IntegerField()
+        ttft_ms = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(
+        summary="A key's requests",
+        tags=["usage"],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
+        responses={200: paginated(OutputSerializer), **error_responses(400, 404)},
+    )
+    def get(self, request: Request, key_id: int) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        traces = trace_list(tenant=_tenant(request), key_id=key_id, **filters.validated_data)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(traces, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class KeyUsageApi(APIView):
+    """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per UTC
+    day in the window (``1h`` to ``366d``, 30 days by default)."""
+
+    class OutputSerializer(serializers.Serializer):
+        class ModelSerializer(UsageTotalsSerializer):
+            model = serializers.CharField()
+
+        class DaySerializer(serializers.Serializer):
+            date = serializers.DateField()
+            requests = serializers.IntegerField()
+            cost = UsdField(source="cost_nanos")
+            client_price = UsdField(source="client_nanos")
+
+        summary = UsageSummarySerializer()
+        by_model = ModelSerializer(many=True)
+        by_day = DaySerializer(many=True)
+
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """A key's usage in the window: totals, per model and per UTC day."""
+
+    @extend_schema(
+        summary="A key's usage",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400, 404)},
+    )
+    def get(self, request: Request, key_id: int) -> Response:
+        span = request_span(request)
+        report = key_usage(
+            tenant=_tenant(request), key_id=key_id, since=span.since, until=span.until
+        )
+        return Response({**window_fields(span), **self.OutputSerializer(report).data})
+
+
+class TagUsageApi(APIView):
+    """``GET /api/v1/usage/by-tag?window=30d``: usage per tag across the tenant's keys,
+    largest client price first; untagged requests are the tag ``""``."""
+
+    class OutputSerializer(UsageSummarySerializer):
+        tag = serializers.CharField()
+
+    ResponseSerializer = by_tag_in_window(OutputSerializer)
+
+    @extend_schema(
+        summary="Usage per tag",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
+    def get(self, request: Request) -> Response:
+        span = request_span(request)
+        tags = tag_usage(tenant=_tenant(request), since=span.since, until=span.until)
+        return Response(
+            {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
+        )
+
+
+class EarningsApi(APIView):
+    """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
+    in the window, from traces; ``all_time`` from the keys' settled counters; and both per key.
+    ``margin_percent`` is null without revenue."""
+
+    class OutputSerializer(serializers.Serializer):
+        class AllTimeSerializer(serializers.Serializer):
+            revenue = UsdField(source="all_time_client_nanos")
+            cost = UsdField(source="all_time_cost_nanos")
+            profit = UsdField(source="all_time_profit_nanos")
+            margin_percent = serializers.CharField(
+                source="all_time_margin_percent", allow_null=True
+            )
+
+        class KeySerializer(serializers.Serializer):
+            class KeyAllTimeSerializer(serializers.Serializer):
+                revenue = UsdField(source="client_spent_nanos")
+                cost = UsdField(source="cost_spent_nanos")
+                profit = UsdField(source="profit_nanos")
+
+            id = serializers.IntegerField(source="figures.key.id")
+            label = serializers.CharField(source="figures.key.label")  # type: ignore[assignment]
+            prefix = serializers.CharField(source="figures.key.prefix")
+            funding = serializers.CharField(source="figures.key.funding")
+            status = serializers.CharField(source="figures.status")
+            requests = serializers.IntegerField()
+            revenue = UsdField(source="client_nanos")
+            cost = UsdField(source="cost_nanos")
+            profit = UsdField(source="profit_nanos")
+            margin_percent = serializers.CharField(allow_null=True)
+            all_time = KeyAllTimeSerializer(source="figures")
+
+        requests = serializers.IntegerField(source="window.requests")
+        revenue = UsdField(source="window.client_nanos")
+        cost = UsdField(source="window.cost_nanos")
+        profit = UsdField(source="window.profit_nanos")
+        margin_percent = serializers.CharField(source="window.margin_percent", allow_null=True)
+        all_time = AllTimeSerializer(source="*")
+        by_key = KeySerializer(many=True)
+
+    # The schema's account of the answer: ``get`` puts the window before the earnings.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """Revenue, cost, profit and margin in the window, all time, and per key."""
+
+    @extend_schema(
+        summary="Earnings",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
+    def get(self, request: Request) -> Response:
+        span = request_span(request)
+        earnings = earnings_summary(tenant=_tenant(request), since=span.since, until=span.until)
+        return Response({**window_fields(span), **self.OutputSerializer(earnings).data})
