@@ -1,0 +1,81 @@
+"""Helpers shared by the tests of ``proxy.apis``: the trace reports (``test_reports``), the
+sub-account API (``test_sub_accounts``) and what both let another tenant or a bad token
+reach (``test_access``).
+
+Trace rows are written with ``TraceFactory`` as the proxy would batch them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from billing.money import parse_usd
+from billing.services import wallet_credit
+from keys.models import ClientKey
+from keys.services import key_create
+from proxy.models import Trace
+from tests.proxy.factories import TraceFactory
+
+KEYS = "/api/v1/keys"
+BY_TAG = "/api/v1/usage/by-tag"
+EARNINGS = "/api/v1/earnings"
+SUB_ACCOUNTS = "/v1/sub-accounts"
+SUB_ACCOUNT_BY_TAG = "/v1/usage/by-tag"
+
+
+def requests_url(key_id: int) -> str:
+    return f"{KEYS}/{key_id}/requests"
+
+
+def usage_url(key_id: int) -> str:
+    return f"{KEYS}/{key_id}/usage"
+
+
+def sub_account_url(key_id: int, suffix: str = "") -> str:
+    return f"{SUB_ACCOUNTS}/{key_id}{suffix}"
+
+
+def iso(moment: datetime) -> str:
+    """A datetime as the API writes it (DRF: ISO 8601, UTC as ``Z``)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def today_midnight() -> datetime:
+    return timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def trace(key: ClientKey, at: datetime | None = None, **fields: Any) -> Trace:
+    return TraceFactory.create(
+        client_key=key, created_at=at or timezone.now() - timedelta(minutes=5), **fields
+    )
+
+
+def prepaid_key(tenant: Any, label: str = "acme-corp-prod") -> ClientKey:
+    """The worked example's key: client budget $100 for a cost of $60 (ratio 0.6)."""
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("200"), reason="test funds")
+    return key_create(
+        tenant=tenant,
+        actor=None,
+        label=label,
+        client_budget_nanos=parse_usd("100"),
+        your_cost_nanos=parse_usd("60"),
+    ).key
+
+
+def create_sub_account(api: APIClient, **body: Any) -> dict[str, Any]:
+    response = api.post(SUB_ACCOUNTS, {"name": "team-a", **body}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+# A sub-account's calls by key id: (method, path after /v1/sub-accounts/{id}, body).
+SUB_ACCOUNT_KEY_CALLS = [
+    ("get", "", None),
+    ("patch", "", {"name": "pwned", "spend_cap_cents": 0}),
+    ("delete", "", None),
+    ("get", "/usage", None),
+]
