@@ -297,30 +297,33 @@ def tiers_from_json(value: object) -> tuple[PriceTier, ...]:
 
 
 def tiers_invalid(prices: Prices) -> str | None:
-    """Why ``prices``' tiers cannot be posted, or None.
-
-    Thresholds must rise, and neither the input nor the output rate may fall from one tier
-    to the next: a request's worst case is its largest possible prompt and output at those
-    two rates, held at the tier of that prompt, which must then be the dearest.
-    """
+    """Why ``prices``' tiers cannot be posted, or None: thresholds must be positive and
+    rise from one tier to the next."""
     previous_threshold = 0
-    previous = prices.at(0)
     for tier in prices.tiers:
         if tier.above_prompt_tokens <= previous_threshold:
             return "Tier thresholds must be positive and rise from one tier to the next."
-        if (
-            tier.input_per_mtok_nanos < previous.input_per_mtok_nanos
-            or tier.output_per_mtok_nanos < previous.output_per_mtok_nanos
-        ):
-            return (
-                f"The tier above {tier.above_prompt_tokens} prompt tokens lowers the input or "
-                "output rate; tiers may only raise them."
-            )
-        previous_threshold, previous = (
-            tier.above_prompt_tokens,
-            prices.at(tier.above_prompt_tokens + 1),
-        )
+        previous_threshold = tier.above_prompt_tokens
     return None
+
+
+def worst_case_prices(prices: Prices, prompt_tokens: int) -> Prices:
+    """Flat rates no request with a prompt of at most ``prompt_tokens`` can exceed, to price
+    its hold: for the prompt, the dearest input-side rate (plain, cached or cache-write
+    input: a cache write costs more than plain input at Anthropic), and the dearest output
+    rate, over every tier such a prompt may reach."""
+    levels = [prices.at(0)] + [
+        prices.at(tier.above_prompt_tokens + 1)
+        for tier in prices.tiers
+        if prompt_tokens > tier.above_prompt_tokens
+    ]
+    return Prices(
+        input_per_mtok_nanos=max(
+            max(level.input_per_mtok_nanos, level.cached_rate, level.cache_write_rate)
+            for level in levels
+        ),
+        output_per_mtok_nanos=max(level.output_per_mtok_nanos for level in levels),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +411,7 @@ def affordable_output_tokens(
         limit_scaled = client_available_nanos * denominator + (denominator - 1) // 2
         # The numerator times the ratio's client amount must stay within limit_scaled.
         limits.append(limit_scaled // ratio.client_nanos)
-    prices = prices.at(input_tokens)
+    prices = worst_case_prices(prices, input_tokens)  # as the hold is priced
     input_part = input_tokens * prices.input_per_mtok_nanos
     per_token = prices.output_per_mtok_nanos
     best = UNBOUNDED_OUTPUT_TOKENS

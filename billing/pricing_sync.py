@@ -38,7 +38,7 @@ from genai_prices.types import ModelInfo, Provider, TieredPrices
 
 from billing.exceptions import PriceInvalid
 from billing.models import ModelPrice, ModelRoute, Upstream
-from billing.money import Prices, PriceTier, parse_usd_rounded, tiers_invalid
+from billing.money import Prices, PriceTier, parse_usd_rounded
 from billing.selectors import price_current, upstream_get
 from billing.services import price_set
 
@@ -70,8 +70,6 @@ class UpstreamSync:
     skipped_unpriced: list[str] = field(default_factory=list)
     # Posted with long-prompt tiers.
     tiered: list[str] = field(default_factory=list)
-    # Tiers that lower a rate past a threshold, which a worst-case hold cannot price.
-    skipped_invalid: list[str] = field(default_factory=list)
     note: str = ""
 
 
@@ -232,9 +230,6 @@ def _upstream_sync(
         posted = catalog_price(model, at=now)
         if posted is None:
             result.skipped_unpriced.append(model.id)
-            continue
-        if tiers_invalid(posted.prices) is not None:
-            result.skipped_invalid.append(model.id)
             continue
         current = price_current(route=route, at=now) if route is not None else None
         is_manual = current is not None and current.source == ModelPrice.Source.MANUAL

@@ -223,9 +223,8 @@ def price_set(
 ) -> ModelPrice:
     """Post a new price version for ``model`` on ``upstream`` (creating the route).
 
-    ``tiers`` price long prompts (see ``billing.money.PriceTier``): thresholds rising, no
-    input or output rate lower than the one below it. Earlier versions stay untouched; requests already
-    charged keep their version.
+    ``tiers`` price long prompts (see ``billing.money.PriceTier``), thresholds rising.
+    Earlier versions stay untouched; requests already charged keep their version.
     """
     model = model.strip()
     if not model:

@@ -38,6 +38,7 @@ from billing.money import (
     format_usd,
     request_charge,
     tiers_from_json,
+    worst_case_prices,
 )
 from keys.hashing import secret_matches, secret_prefix
 from proxy.db import Database, as_aware, as_list
@@ -375,7 +376,7 @@ async def reserve(
             else min(requested_max_output, route.max_output_tokens)
         )
         usage = Usage(input_tokens=input_bound, output_tokens=output)
-        charge = request_charge(usage, route.prices, key.ratio)
+        charge = request_charge(usage, worst_case_prices(route.prices, input_bound), key.ratio)
         if worst is None or charge.cost_nanos > worst[0].cost_nanos:
             worst = (charge, route, usage)
     assert worst is not None  # noqa: S101 - routes is never empty here

@@ -288,7 +288,7 @@ class TestModelPrice:
         ("tiers", "message"),
         [
             ("200000:6", "expected ABOVE:INPUT:OUTPUT"),
-            ("200000:2:22.5", "tiers may only raise them"),
+            ("200000:6:22.5\n100000:9:30", "rise from one tier to the next"),
         ],
     )
     def test_bad_tiers_are_refused_with_the_reason(self, admin_client, price, tiers, message):

@@ -146,7 +146,14 @@ def test_plain_price_with_cache_rates_is_posted_exactly(acme):
 
     (result,) = summary.upstreams
     assert result.provider == "acme"
-    assert sorted(result.created) == ["dated", "embedding", "plain", "tiered", "two-tiers"]
+    assert sorted(result.created) == [
+        "cheaper-when-long",
+        "dated",
+        "embedding",
+        "plain",
+        "tiered",
+        "two-tiers",
+    ]
     price = posted("plain")
     assert price.source == ModelPrice.Source.GENAI_PRICES
     assert price.input_per_mtok_nanos == 2
@@ -157,7 +164,7 @@ def test_plain_price_with_cache_rates_is_posted_exactly(acme):
 
 def test_tiered_price_posts_its_tiers_and_says_so(acme):
     result = prices_sync().upstreams[0]
-    assert result.tiered == ["tiered", "two-tiers"]
+    assert result.tiered == ["tiered", "two-tiers", "cheaper-when-long"]
     prices = posted("tiered").as_prices()
     assert (prices.input_per_mtok_nanos, prices.output_per_mtok_nanos) == (
         parse_usd("3"),
@@ -187,10 +194,11 @@ def test_rates_tiered_at_different_thresholds_merge_into_one_tier_per_threshold(
     ]
 
 
-def test_tiers_that_lower_a_rate_are_skipped_not_posted_at_their_base(acme):
-    result = prices_sync().upstreams[0]
-    assert result.skipped_invalid == ["cheaper-when-long"]
-    assert not ModelRoute.objects.filter(model="cheaper-when-long").exists()
+def test_tiers_that_lower_a_rate_are_posted_as_they_are(acme):
+    """Holds are priced at the dearest rate a prompt may reach, so any tiers are safe."""
+    prices_sync()
+    (tier,) = posted("cheaper-when-long").as_prices().tiers
+    assert (tier.above_prompt_tokens, tier.input_per_mtok_nanos) == (100_000, parse_usd("1"))
 
 
 def test_conditional_prices_post_the_one_in_force(acme):

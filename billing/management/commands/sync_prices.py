@@ -73,6 +73,4 @@ def _describe(summary: PricesSyncSummary) -> str:
             lines.append(f"  kept manual prices: {', '.join(result.skipped_manual)}")
         if result.tiered:
             lines.append(f"  with long-prompt tiers: {', '.join(result.tiered)}")
-        if result.skipped_invalid:
-            lines.append(f"  skipped, tiers that lower a rate: {', '.join(result.skipped_invalid)}")
     return "\n".join(lines)
