@@ -68,6 +68,12 @@ class Server:
                 time.sleep(0.05)
         raise AssertionError("the server never answered")
 
+    def wait_every_worker_serving(self, count: int = 2) -> None:
+        """A worker is a child from its fork, but takes connections only once it has bound
+        its socket: until every worker has answered, the kernel spreads over fewer."""
+        wait_for(lambda: len(self.workers()) == count, timeout=15)
+        wait_for(lambda: {self.get_pid() for _ in range(16)} == self.workers(), timeout=15)
+
     def workers(self) -> set[int]:
         """The supervisor's live children."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -100,7 +106,7 @@ def server() -> Iterator[Server]:
 def test_keep_alive_connections_are_spread_over_the_workers(server: Server) -> None:
     """40 clients connect at once and stay connected: a shared listening socket would let
     the first worker awake take them all; with a socket each, both workers get a share."""
-    wait_for(lambda: len(server.workers()) == 2, timeout=15)
+    server.wait_every_worker_serving()
     connections = [
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in range(40)
     ]
