@@ -43,7 +43,7 @@ from keys.models import ClientKey
 from keys.services import IssuedKey, key_create
 from proxy.models import Trace
 from tests.proxy import upstream_fake
-from tests.proxy.upstream_fake import FakeUpstream
+from tests.proxy.upstream_fake import FakeUpstream, Record
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_REDIS_DB = 12  # the proxy servers' own Redis database (rate-limit state)
@@ -298,6 +298,17 @@ CLAUDE_PRICE = Price(input=3_000_000_111, output=15_000_000_555, cached=300_000_
 FAULT_PRICE = Price(input=1_000_000_000, output=2_000_000_000, cached=500_000_000)
 # A key of ratio 0.6: a client budget of $10 costs the reseller $6.
 RATIO = (6 * USD, 10 * USD)
+
+
+def charge_seen(seen: Record, price: Price, *, ratio: tuple[int, int] = RATIO) -> Expected:
+    """What a request should be charged for the usage the fake reported for it."""
+    return expected_charge(
+        price,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
+        ratio=ratio,
+    )
 
 
 @dataclass

@@ -23,12 +23,11 @@ from keys.models import ClientKey
 from keys.services import IssuedKey, key_delete, key_update
 from tests.proxy.conftest import (
     GPT_PRICE,
-    RATIO,
     USD,
     World,
     assert_books_clean,
     assert_nothing_charged,
-    expected_charge,
+    charge_seen,
     key_row,
     now_utc,
     trace_for,
@@ -292,13 +291,7 @@ def test_prepaid_key_that_cannot_cover_the_worst_case_gets_402_naming_what_fits(
     assert served.status_code == 200, served.text
     seen = world.fake.last("gpt-fake")
     assert seen.body["max_tokens"] == fits
-    expected = expected_charge(
-        GPT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, GPT_PRICE)
     key = key_row(issued)
     assert (key.cost_spent_nanos, key.client_spent_nanos) == (
         expected.cost_nanos,
@@ -323,12 +316,7 @@ def test_wallet_key_is_bounded_by_a_small_wallet(world: World) -> None:
 
     assert served.status_code == 200, served.text
     seen = world.fake.last("gpt-fake")
-    expected = expected_charge(
-        GPT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-    )
+    expected = charge_seen(seen, GPT_PRICE, ratio=(1, 1))
     wallet = wallet_for_tenant(tenant=small)
     assert wallet.balance_nanos == 5_000_000 - expected.cost_nanos
     assert wallet.reserved_nanos == 0

@@ -17,14 +17,13 @@ from anthropic.types import (
 
 from tests.proxy.conftest import (
     CLAUDE_PRICE,
-    RATIO,
     UPSTREAM_SECRET,
     Expected,
     World,
     assert_books_clean,
     assert_charged,
     assert_nothing_charged,
-    expected_charge,
+    charge_seen,
     key_row,
     trace_for,
 )
@@ -47,13 +46,7 @@ def sdk(world: World, secret: str) -> anthropic.Anthropic:
 
 
 def claude_charge(seen: Record) -> Expected:
-    return expected_charge(
-        CLAUDE_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    return charge_seen(seen, CLAUDE_PRICE)
 
 
 def test_message_is_charged_usage_times_posted_price(world: World) -> None:

@@ -29,6 +29,7 @@ from tests.proxy.conftest import (
     assert_books_clean,
     assert_charged,
     assert_nothing_charged,
+    charge_seen,
     expected_charge,
     key_row,
     reservation_of,
@@ -100,13 +101,7 @@ def test_upstream_500_with_a_fallback_route_is_served_by_the_fallback(world: Wor
     assert text == "Hello from the fake upstream"
     assert [r.model for r in world.fake.records] == ["fault-500", "gpt-fake"]
     seen = world.fake.last("gpt-fake")
-    expected = expected_charge(
-        BACKUP_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, BACKUP_PRICE)
     trace = assert_charged(
         issued, request_id, expected, endpoint="chat.completions", is_stream=True
     )
@@ -143,13 +138,7 @@ def test_upstream_timeout_with_a_fallback_route_is_served_by_the_fallback(world:
 
     assert response.status_code == 200, response.text
     seen = world.fake.last("gpt-fake")
-    expected = expected_charge(
-        BACKUP_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, BACKUP_PRICE)
     assert_charged(
         issued,
         response.headers["x-request-id"],
@@ -221,13 +210,7 @@ def test_connection_refused_with_a_fallback_route_is_served_by_the_fallback(
 
     assert response.status_code == 200, response.text
     seen = world.fake.last(served_model)
-    expected = expected_charge(
-        price,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, price)
     endpoint = "messages" if path == "/v1/messages" else "chat.completions"
     trace = assert_charged(
         issued, response.headers["x-request-id"], expected, endpoint=endpoint, is_stream=False
@@ -492,13 +475,7 @@ def test_client_hanging_up_on_a_non_streamed_request_pays_for_the_finished_answe
 
     seen = world.fake.last("slow-stream")
     world.fake.wait_until(lambda: seen.is_finished, timeout=5)
-    expected = expected_charge(
-        FAULT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, FAULT_PRICE)
     trace = wait_for(lambda: Trace.objects.filter(client_key=issued.key).first())
     assert_charged(issued, trace.request_id, expected, endpoint="chat.completions", is_stream=False)
 

@@ -38,6 +38,7 @@ from tests.proxy.conftest import (
     World,
     assert_books_clean,
     assert_charged,
+    charge_seen,
     expected_charge,
     key_row,
     reservation_of,
@@ -97,13 +98,7 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
     # The upstream got the operator's secret, never the client's key.
     assert seen.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
     assert issued.secret not in str(seen.headers)
-    expected = expected_charge(
-        GPT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, GPT_PRICE)
     key = key_row(issued)
     assert (key.cost_spent_nanos, key.client_spent_nanos) == (
         expected.cost_nanos,
@@ -144,13 +139,7 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
 
 def gpt_charge(world: World, model: str = "gpt-fake") -> tuple[Record, Expected]:
     seen = world.fake.last(model)
-    return seen, expected_charge(
-        GPT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    return seen, charge_seen(seen, GPT_PRICE)
 
 
 @pytest.mark.parametrize("asks_for_usage", [False, True], ids=["usage-hidden", "usage-asked"])
@@ -267,12 +256,7 @@ def test_wallet_key_draws_each_charge_from_the_wallet_with_a_ledger_entry(world:
 
     request_id = raw.headers["x-request-id"]
     seen = world.fake.last("gpt-fake")
-    expected = expected_charge(
-        GPT_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-    )
+    expected = charge_seen(seen, GPT_PRICE, ratio=(1, 1))
     wallet = wallet_for_tenant(tenant=world.tenant)
     assert wallet.balance_nanos == before - expected.cost_nanos
     assert wallet.reserved_nanos == 0
@@ -302,13 +286,7 @@ def test_fallback_route_is_charged_at_its_own_price(world: World) -> None:
     # knows as gpt-fake, and its price applies.
     assert [r.model for r in world.fake.records] == ["fault-500", "gpt-fake"]
     seen = world.fake.last("gpt-fake")
-    expected = expected_charge(
-        BACKUP_PRICE,
-        input_tokens=seen.reported.uncached_tokens,
-        cached_tokens=seen.reported.cached_tokens,
-        output_tokens=seen.reported.output_tokens,
-        ratio=RATIO,
-    )
+    expected = charge_seen(seen, BACKUP_PRICE)
     request_id = raw.headers["x-request-id"]
     assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
     trace = trace_for(request_id)
@@ -473,13 +451,7 @@ def test_a_long_prompt_is_charged_at_its_tier_and_every_hold_that_may_cross_it_i
         assert response.status_code == 200, response.text
         seen = world.fake.last("gpt-fake")
         assert (seen.reported.prompt_tokens > 50) == (price is tier_price)
-        expected = expected_charge(
-            price,
-            input_tokens=seen.reported.uncached_tokens,
-            cached_tokens=seen.reported.cached_tokens,
-            output_tokens=seen.reported.output_tokens,
-            ratio=RATIO,
-        )
+        expected = charge_seen(seen, price)
         request_id = response.headers["x-request-id"]
         assert_charged(issued, request_id, expected, endpoint="chat.completions", is_stream=False)
         worst = request_charge(
