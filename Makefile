@@ -28,9 +28,11 @@ $(UV):
 	@python_bin=$$(scripts/find-python) && "$$python_bin" -m venv $(TOOLS) && \
 	  $(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-# The virtual environment follows the lock file exactly (uv sync --frozen).
+# The virtual environment follows the lock file exactly (uv sync --frozen), its packages
+# compiled to bytecode once: a server worker then starts in ~1 s of CPU instead of ~3 s,
+# even where PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml
-	@python_bin=$$(scripts/find-python) && $(UV) sync --frozen --quiet --python "$$python_bin"
+	@python_bin=$$(scripts/find-python) && $(UV) sync --frozen --quiet --compile-bytecode --python "$$python_bin"
 	@touch $@
 
 setup: $(VENV)/.synced
