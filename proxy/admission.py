@@ -30,6 +30,7 @@ from django.conf import settings
 from billing.exceptions import KeyInactive, ReservationRefused
 from billing.metering import Hold, reserve_op
 from billing.money import (
+    UNBOUNDED_OUTPUT_TOKENS,
     Charge,
     PriceRatio,
     Prices,
@@ -366,8 +367,12 @@ async def reserve(
     input_bound: int,
     requested_max_output: int | None,
     now: datetime,
+    choices: int = 1,
 ) -> Admitted:
-    """Hold the worst case of this request, priced at the dearest route it may take."""
+    """Hold the worst case of this request, priced at the dearest route it may take.
+
+    The output limit bounds each of the ``choices`` completions asked for (chat's ``n``),
+    so the worst case is that many times it."""
     worst: tuple[Charge, RouteInfo, Usage] | None = None
     for route in routes:
         output = (
@@ -375,7 +380,7 @@ async def reserve(
             if requested_max_output is None
             else min(requested_max_output, route.max_output_tokens)
         )
-        usage = Usage(input_tokens=input_bound, output_tokens=output)
+        usage = Usage(input_tokens=input_bound, output_tokens=output * choices)
         charge = request_charge(usage, worst_case_prices(route.prices, input_bound), key.ratio)
         if worst is None or charge.cost_nanos > worst[0].cost_nanos:
             worst = (charge, route, usage)
@@ -406,6 +411,8 @@ async def reserve(
             client_available_nanos=exc.client_available_nanos,
             cost_available_nanos=exc.cost_available_nanos,
         )
+        if affordable != UNBOUNDED_OUTPUT_TOKENS:
+            affordable //= choices  # max_tokens bounds each completion
         hint = (
             f" Set max_tokens to at most {affordable} to fit."
             if affordable > 0
@@ -413,7 +420,8 @@ async def reserve(
         )
         raise ProxyError(
             402,
-            f"{exc} (worst case: {usage.input_tokens} input + {usage.output_tokens} output tokens, "
+            f"{exc} (worst case: {usage.input_tokens} input + {usage.output_tokens} output tokens"
+            f"{f' over {choices} completions' if choices > 1 else ''}, "
             f"{format_usd(charge.client_nanos)}).{hint}",
             "insufficient_budget",
         ) from exc

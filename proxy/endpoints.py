@@ -94,14 +94,22 @@ def _rewrite(
 # --------------------------------------------------------------------------- OpenAI
 
 
+# OpenAI's own bound on chat's ``n``.
+MAX_CHOICES = 128
+
+
 def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
     if not isinstance(payload.get("messages"), list):
         raise RequestInvalid("'messages' must be a list.")
+    choices = _positive_int(payload, "n") or 1
+    if choices > MAX_CHOICES:
+        raise RequestInvalid(f"'n' must be at most {MAX_CHOICES}.")
     return ParsedRequest(
         model=_model(payload),
         is_stream=_stream(payload),
         max_output_tokens=_positive_int(payload, "max_completion_tokens", "max_tokens"),
         payload=payload,
+        choices=choices,
     )
 
 

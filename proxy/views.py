@@ -172,6 +172,7 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
             request_id=request_id,
             input_bound=input_bound,
             requested_max_output=parsed.max_output_tokens,
+            choices=parsed.choices,
             now=now,
         )
         # Ask the limiter and reserve at once, unless the limiter refused this key lately

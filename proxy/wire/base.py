@@ -123,3 +123,5 @@ class ParsedRequest:
     max_output_tokens: int | None
     # The JSON object, when the endpoint has to rewrite it for the upstream.
     payload: dict[str, Any]
+    # Completions generated (chat's ``n``): each may produce up to the output limit.
+    choices: int = 1

@@ -13,14 +13,17 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from accounts.services import reseller_create
 from billing.models import LedgerEntry
+from billing.money import Usage, request_charge
 from billing.selectors import wallet_for_tenant
 from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_delete, key_update
+from proxy.wire.base import input_token_bound
 from tests.proxy.conftest import (
     GPT_PRICE,
     USD,
@@ -300,6 +303,45 @@ def test_prepaid_key_that_cannot_cover_the_worst_case_gets_402_naming_what_fits(
     assert key.client_spent_nanos <= key.client_budget_nanos
     assert trace_for(refused.headers["x-request-id"]).status_code == 402
     assert_books_clean()
+
+
+def test_each_of_n_completions_may_use_the_whole_output_limit_so_the_hold_covers_all(
+    world: World,
+) -> None:
+    """Chat's ``n`` asks for several completions, each bounded by max_tokens: a hold for
+    one would let the others be served uncharged."""
+    from billing.models import Reservation
+
+    issued = world.key(client_budget_nanos=10_000_000, your_cost_nanos=6_000_000)
+    fits_one = affordable_from(post(world, "/v1/chat/completions", CHAT, issued.secret))
+
+    refused = post(world, "/v1/chat/completions", {**CHAT, "n": 4}, issued.secret)
+
+    fits_each = affordable_from(refused)
+    assert "over 4 completions" in refused.json()["error"]["message"]
+    # The same budget, shared by four completions (give or take the field's own bytes).
+    assert fits_each <= fits_one // 4 and fits_each >= fits_one // 4 - 5
+    body = orjson.dumps({**CHAT, "n": 4, "max_tokens": fits_each})
+    served = post(world, "/v1/chat/completions", body, issued.secret)
+    assert served.status_code == 200, served.text
+    held = Reservation.objects.get(request_id=served.headers["x-request-id"])
+    worst = request_charge(
+        Usage(input_tokens=input_token_bound(body), output_tokens=4 * fits_each),
+        world.prices["gpt-fake@fake-openai"].as_prices(),
+        issued.key.ratio,
+    )
+    assert (held.cost_nanos, held.client_nanos) == (worst.cost_nanos, worst.client_nanos)
+    assert_books_clean()
+
+
+@pytest.mark.parametrize("n", [0, -1, 129, "2", 1.5, True])
+def test_an_invalid_n_is_refused_with_400(world: World, n: Any) -> None:
+    issued = world.key()
+    response = post(world, "/v1/chat/completions", {**CHAT, "n": n}, issued.secret)
+    error = assert_openai_error(response, 400, "invalid_request")
+    assert "'n'" in error["message"]
+    assert world.fake.records == []
+    assert_nothing_charged(issued)
 
 
 def test_wallet_key_is_bounded_by_a_small_wallet(world: World) -> None:
