@@ -274,7 +274,15 @@ class ModelRouteAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "upstream"]
     list_select_related = ["upstream"]
     search_fields = ["model", "upstream_model"]
-    fields = ["model", "upstream", "upstream_model", "priority", "max_output_tokens", "is_active"]
+    fields = [
+        "model",
+        "upstream",
+        "upstream_model",
+        "priority",
+        "max_output_tokens",
+        "context_window_tokens",
+        "is_active",
+    ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelRoute | None = None) -> list[str]:
         # Its prices (and the traces charged at them) belong to this model on this upstream.

@@ -119,6 +119,9 @@ class ModelRoute(models.Model):
     upstream_model = models.CharField(max_length=200, blank=True, default="")
     priority = models.PositiveIntegerField(default=100)
     max_output_tokens = models.PositiveIntegerField(default=16_384)
+    # The model's context window: what bounds the input of a request whose body does not
+    # (a previous response, a file or URL by reference, server-side tools). Unknown: None.
+    context_window_tokens = models.PositiveIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 

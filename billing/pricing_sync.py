@@ -40,7 +40,7 @@ from billing.exceptions import PriceInvalid
 from billing.models import ModelPrice, ModelRoute, Upstream
 from billing.money import Prices, PriceTier, parse_usd_rounded
 from billing.selectors import price_current, upstream_get
-from billing.services import price_set
+from billing.services import price_set, route_context_window_set
 
 SOURCE = ModelPrice.Source.GENAI_PRICES
 
@@ -231,6 +231,10 @@ def _upstream_sync(
         if posted is None:
             result.skipped_unpriced.append(model.id)
             continue
+        if route is not None and route.context_window_tokens is None and model.context_window:
+            # A route attribute, not a price: filled in when unknown, never overwritten.
+            if not dry_run:
+                route_context_window_set(route=route, tokens=model.context_window)
         current = price_current(route=route, at=now) if route is not None else None
         is_manual = current is not None and current.source == ModelPrice.Source.MANUAL
         if current is not None and current.as_prices() == posted.prices:
@@ -252,6 +256,7 @@ def _upstream_sync(
                 cached_input_per_mtok_nanos=posted.prices.cached_input_per_mtok_nanos,
                 cache_write_per_mtok_nanos=posted.prices.cache_write_per_mtok_nanos,
                 tiers=posted.prices.tiers,
+                context_window_tokens=model.context_window if route is None else None,
                 source=SOURCE,
                 effective_from=now,
             )

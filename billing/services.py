@@ -220,6 +220,7 @@ def price_set(
     effective_from: datetime | None = None,
     max_output_tokens: int | None = None,
     tiers: Sequence[PriceTier] = (),
+    context_window_tokens: int | None = None,
 ) -> ModelPrice:
     """Post a new price version for ``model`` on ``upstream`` (creating the route).
 
@@ -250,9 +251,17 @@ def price_set(
     if problem is not None:
         raise PriceInvalid(problem)
     route, _ = ModelRoute.objects.get_or_create(model=model, upstream=upstream)
+    changed = []
     if max_output_tokens is not None and route.max_output_tokens != max_output_tokens:
         route.max_output_tokens = max_output_tokens
-        route.save(update_fields=["max_output_tokens"])
+        changed.append("max_output_tokens")
+    if context_window_tokens is not None and route.context_window_tokens != context_window_tokens:
+        if context_window_tokens < 1:
+            raise PriceInvalid("A context window must be at least 1 token.")
+        route.context_window_tokens = context_window_tokens
+        changed.append("context_window_tokens")
+    if changed:
+        route.save(update_fields=changed)
     config_changed("routes")
     return ModelPrice.objects.create(
         route=route,
@@ -264,6 +273,17 @@ def price_set(
         source=source,
         effective_from=effective_from or timezone.now(),
     )
+
+
+def route_context_window_set(*, route: ModelRoute, tokens: int | None) -> ModelRoute:
+    """Record a route's context window (None: unknown), which bounds the input of requests
+    whose body does not (see ``proxy.wire.base.input_token_bound``)."""
+    if tokens is not None and tokens < 1:
+        raise PriceInvalid("A context window must be at least 1 token.")
+    route.context_window_tokens = tokens
+    route.save(update_fields=["context_window_tokens"])
+    config_changed("routes")
+    return route
 
 
 # ----------------------------------------------------------------------------- metering

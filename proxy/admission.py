@@ -96,6 +96,9 @@ class RouteInfo:
     model: str
     target_model: str
     max_output_tokens: int
+    # The model's context window (None: unknown), the input bound of a request whose body
+    # does not bound its input.
+    context_window: int | None
     target: UpstreamTarget
     price_id: int
     prices: Prices
@@ -132,7 +135,7 @@ SELECT id, tenant_id, wallet_id, digest, status, funding, ratio_cost_nanos, rati
 """
 
 ROUTES_SELECT = """
-SELECT r.id, r.model, r.upstream_model, r.max_output_tokens,
+SELECT r.id, r.model, r.upstream_model, r.max_output_tokens, r.context_window_tokens,
        u.id, u.name, u.kind, u.base_url, u.timeout_seconds, u.api_key_env, u.api_key_encrypted,
        p.id, p.input_per_mtok_nanos, p.output_per_mtok_nanos, p.cached_input_per_mtok_nanos,
        p.cache_write_per_mtok_nanos, p.tiers
@@ -233,6 +236,7 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
             model,
             upstream_model,
             max_output,
+            context_window,
             upstream_id,
             name,
             kind,
@@ -260,6 +264,7 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
                 model=model,
                 target_model=upstream_model or model,
                 max_output_tokens=int(max_output),
+                context_window=None if context_window is None else int(context_window),
                 target=UpstreamTarget(
                     upstream_id=int(upstream_id),
                     name=name,
@@ -368,11 +373,13 @@ async def reserve(
     requested_max_output: int | None,
     now: datetime,
     choices: int = 1,
+    unbounded_input: bool = False,
 ) -> Admitted:
     """Hold the worst case of this request, priced at the dearest route it may take.
 
     The output limit bounds each of the ``choices`` completions asked for (chat's ``n``),
-    so the worst case is that many times it."""
+    so the worst case is that many times it. A request whose body does not bound its input
+    (``unbounded_input``) is held for the route's whole context window, when known."""
     worst: tuple[Charge, RouteInfo, Usage] | None = None
     for route in routes:
         output = (
@@ -380,8 +387,11 @@ async def reserve(
             if requested_max_output is None
             else min(requested_max_output, route.max_output_tokens)
         )
-        usage = Usage(input_tokens=input_bound, output_tokens=output * choices)
-        charge = request_charge(usage, worst_case_prices(route.prices, input_bound), key.ratio)
+        route_input = input_bound
+        if unbounded_input and route.context_window is not None:
+            route_input = max(input_bound, route.context_window)
+        usage = Usage(input_tokens=route_input, output_tokens=output * choices)
+        charge = request_charge(usage, worst_case_prices(route.prices, route_input), key.ratio)
         if worst is None or charge.cost_nanos > worst[0].cost_nanos:
             worst = (charge, route, usage)
     assert worst is not None  # noqa: S101 - routes is never empty here
@@ -405,7 +415,7 @@ async def reserve(
         affordable = affordable_output_tokens(
             # The retry carries the max_tokens field this hint asks for, and every byte of the
             # body counts toward the input bound: leave room for it, or the hint would not fit.
-            input_tokens=input_bound + MAX_TOKENS_FIELD_BYTES,
+            input_tokens=usage.input_tokens + MAX_TOKENS_FIELD_BYTES,
             prices=route.prices,
             ratio=key.ratio,
             client_available_nanos=exc.client_available_nanos,

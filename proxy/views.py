@@ -44,7 +44,12 @@ from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, release, settle
 from proxy.traces import TraceRow
 from proxy.upstreams.base import UpstreamError, upstream_open
-from proxy.wire.base import StreamScanner, estimated_input_tokens, input_token_bound
+from proxy.wire.base import (
+    StreamScanner,
+    estimated_input_tokens,
+    input_is_unbounded,
+    input_token_bound,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +178,7 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
             input_bound=input_bound,
             requested_max_output=parsed.max_output_tokens,
             choices=parsed.choices,
+            unbounded_input=input_is_unbounded(body),
             now=now,
         )
         # Ask the limiter and reserve at once, unless the limiter refused this key lately

@@ -24,6 +24,32 @@ _ATTACHMENT_MARKERS = (
 )
 
 
+# Requests whose input the body does not bound at all: the upstream adds what they refer to
+# (a stored response or conversation, a file or a document by reference, the results of
+# server-side tools). Their hold takes the route's context window as the input bound.
+_UNBOUNDED_INPUT_MARKERS = (
+    b'"previous_response_id"',
+    b'"conversation"',
+    b'"file_id"',
+    b'"file_url"',
+    b'"mcp_servers"',
+    b'"container"',
+    b'"web_search',
+    b'"web_fetch',
+    b'"file_search"',
+    b'"code_interpreter"',
+    b'"code_execution',
+)
+
+
+def input_is_unbounded(body: bytes) -> bool:
+    """The body refers to input it does not carry (see ``_UNBOUNDED_INPUT_MARKERS``; a
+    document by URL too). A false positive only makes the hold larger."""
+    if any(marker in body for marker in _UNBOUNDED_INPUT_MARKERS):
+        return True
+    return b'"document"' in body and b'"url"' in body
+
+
 def input_token_bound(body: bytes) -> int:
     attachments = sum(body.count(marker) for marker in _ATTACHMENT_MARKERS)
     return len(body) + TEMPLATE_ALLOWANCE_TOKENS + attachments * PER_ATTACHMENT_TOKENS

@@ -336,6 +336,15 @@ class TestSetPrice:
         tiers = ModelPrice.objects.get(pk=posted["id"]).as_prices().tiers
         assert [tier.above_prompt_tokens for tier in tiers] == [200_000, 500_000]
 
+    def test_context_window_is_set_on_the_route(self, upstream):
+        args = ["set_price", "m", "--upstream", upstream.name, "--input", "1", "--output", "2"]
+        assert run(*args)["context_window"] is None
+        assert run(*args, "--context-window", "200000")["context_window"] == 200_000
+        # Not given: left as it was.
+        assert run(*args)["context_window"] == 200_000
+        with pytest.raises(CommandError, match="at least 1"):
+            run(*args, "--context-window", "0")
+
     @pytest.mark.parametrize(
         ("tier", "message"),
         [

@@ -50,6 +50,7 @@ ACME = Provider(
                 cache_read_mtok=Decimal("0.25"),
                 cache_write_mtok=Decimal("3.75"),
             ),
+            context_window=128_000,
         ),
         model(
             "tiered",
@@ -267,3 +268,19 @@ def test_real_database_matches_the_official_base_urls():
 def test_forcing_a_provider_needs_one_upstream(acme):
     with pytest.raises(PriceInvalid):
         prices_sync(provider_id="acme")
+
+
+def test_a_routes_context_window_comes_from_genai_prices_and_is_never_overwritten(acme):
+    prices_sync()
+    route = ModelRoute.objects.get(model="plain")
+    assert route.context_window_tokens == 128_000
+    assert ModelRoute.objects.get(model="tiered").context_window_tokens is None
+
+    # Unknown on a route (an older sync, or set by hand): filled in by the next sync.
+    ModelRoute.objects.filter(pk=route.pk).update(context_window_tokens=None)
+    prices_sync()
+    assert ModelRoute.objects.get(pk=route.pk).context_window_tokens == 128_000
+    # The operator's own figure stays.
+    ModelRoute.objects.filter(pk=route.pk).update(context_window_tokens=64_000)
+    prices_sync()
+    assert ModelRoute.objects.get(pk=route.pk).context_window_tokens == 64_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -9,6 +10,7 @@ import pytest
 
 from proxy.endpoints import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Endpoint
 from proxy.upstreams.base import UpstreamTarget
+from proxy.wire.base import input_is_unbounded
 
 
 def target(base_url: str, kind: str = "openai") -> UpstreamTarget:
@@ -95,3 +97,29 @@ def test_messages_limit_is_lowered_to_the_bound() -> None:
 def test_embeddings_are_not_given_an_output_limit() -> None:
     raw, body = prepared(EMBEDDINGS, {"model": "m", "input": "hi"})
     assert body is raw
+
+
+@pytest.mark.parametrize(
+    ("body", "unbounded"),
+    [
+        (CHAT_BODY, False),
+        ({"model": "m", "input": "hi", "previous_response_id": "resp_1"}, True),
+        ({"model": "m", "input": "hi", "conversation": "conv_1"}, True),
+        ({"model": "m", "input": [{"type": "input_file", "file_id": "file-1"}]}, True),
+        ({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}, True),
+        ({"model": "m", "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, True),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]},
+            True,
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}]},
+            False,
+        ),
+    ],
+)  # fmt: skip
+def test_input_the_body_does_not_carry_is_recognised(body: dict[str, Any], unbounded: bool) -> None:
+    assert input_is_unbounded(orjson.dumps(body)) is unbounded
+    assert input_is_unbounded(json.dumps(body).encode()) is unbounded

@@ -468,6 +468,67 @@ def test_a_long_prompt_is_charged_at_its_tier_and_every_hold_that_may_cross_it_i
         )
 
 
+def test_a_request_referring_to_input_it_does_not_carry_is_held_for_the_context_window(
+    world: World,
+) -> None:
+    """A previous response's conversation comes back as input the body does not show; the
+    most it can be is the model's context window, and that is what the hold covers."""
+    posted = world.route(
+        "gpt-windowed", "fake-openai", GPT_PRICE, upstream_model="gpt-fake",
+        context_window_tokens=50_000,
+    )  # fmt: skip
+    held = {}
+    for extra in ({}, {"previous_response_id": "resp_123"}):
+        issued = world.key()
+        body = orjson.dumps(
+            {"model": "gpt-windowed", "input": "Go on.", "max_output_tokens": 8, **extra}
+        )
+        response = httpx.post(
+            f"{world.url}/v1/responses",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {issued.secret}",
+                "content-type": "application/json",
+            },
+        )
+        assert response.status_code == 200, response.text
+        input_bound = 50_000 if extra else input_token_bound(body)
+        worst = request_charge(
+            Usage(input_tokens=input_bound, output_tokens=8), posted.as_prices(), issued.key.ratio
+        )
+        reservation = reservation_of(response.headers["x-request-id"])
+        assert (reservation.cost_nanos, reservation.client_nanos) == (
+            worst.cost_nanos,
+            worst.client_nanos,
+        )
+        held[bool(extra)] = reservation.client_nanos
+        # The charge is still what the upstream reported.
+        assert_charged(
+            issued,
+            response.headers["x-request-id"],
+            charge_seen(world.fake.last("gpt-fake"), GPT_PRICE),
+            endpoint="responses",
+            is_stream=False,
+        )
+    assert held[True] > 10 * held[False]
+
+    # A key whose budget covers the body's bound but not the window is refused up front.
+    poor = world.key(client_budget_nanos=50_000_000, your_cost_nanos=30_000_000)
+    refused = httpx.post(
+        f"{world.url}/v1/responses",
+        json={
+            "model": "gpt-windowed",
+            "input": "Go on.",
+            "max_output_tokens": 8,
+            "previous_response_id": "resp_123",
+        },
+        headers={"Authorization": f"Bearer {poor.secret}"},
+    )
+    assert refused.status_code == 402, refused.text
+    assert "50000 input" in refused.json()["error"]["message"]
+    assert_books_clean()
+
+
 def test_trace_carries_the_keys_default_tag_or_the_requests_own(world: World) -> None:
     issued = world.key(default_tag="acme-prod")
     client = sdk(world, issued.secret)

@@ -1,6 +1,7 @@
 """``manage.py set_price MODEL --upstream NAME --input PER_MTOK --output PER_MTOK
 [--cached-input PER_MTOK] [--cache-write PER_MTOK]
-[--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]] ...] [--max-output-tokens N] [--json]``."""
+[--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]] ...] [--max-output-tokens N]
+[--context-window N] [--json]``."""
 
 from __future__ import annotations
 
@@ -70,6 +71,14 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument("--max-output-tokens", type=int, help="The route's output limit.")
+        parser.add_argument(
+            "--context-window",
+            type=int,
+            help=(
+                "The model's context window in tokens: the input bound of requests that refer "
+                "to input their body does not carry (previous responses, files, server tools)."
+            ),
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -84,6 +93,9 @@ class Command(BaseCommand):
         max_output = options["max_output_tokens"]
         if max_output is not None and max_output < 1:
             raise CommandError("--max-output-tokens must be at least 1.")
+        context_window = options["context_window"]
+        if context_window is not None and context_window < 1:
+            raise CommandError("--context-window must be at least 1.")
         try:
             upstream = upstream_get(name=options["upstream"])
         except Upstream.DoesNotExist as exc:
@@ -99,6 +111,7 @@ class Command(BaseCommand):
                 source=ModelPrice.Source.MANUAL,
                 max_output_tokens=max_output,
                 tiers=tiers,
+                context_window_tokens=context_window,
             )
         except BillingError as exc:
             raise CommandError(str(exc)) from exc
@@ -115,6 +128,7 @@ class Command(BaseCommand):
                 "cache_write": _usd_or_none(price.cache_write_per_mtok_nanos),
                 "tiers": [tier_json(tier) for tier in price.as_prices().tiers],
                 "max_output_tokens": route.max_output_tokens,
+                "context_window": route.context_window_tokens,
                 "source": price.source,
                 "effective_from": price.effective_from.isoformat(),
             }
