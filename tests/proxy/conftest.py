@@ -300,6 +300,16 @@ FAULT_PRICE = Price(input=1_000_000_000, output=2_000_000_000, cached=500_000_00
 RATIO = (6 * USD, 10 * USD)
 
 
+def post(world: World, path: str, body: Any, secret: str | None, **headers: str) -> httpx.Response:
+    """POST ``body`` (JSON, or bytes sent exactly as given) to the proxy with a client key."""
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    if isinstance(body, bytes):
+        headers.setdefault("content-type", "application/json")
+        return httpx.post(f"{world.url}{path}", content=body, headers=headers, timeout=20)
+    return httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
+
+
 def charge_seen(seen: Record, price: Price, *, ratio: tuple[int, int] = RATIO) -> Expected:
     """What a request should be charged for the usage the fake reported for it."""
     return expected_charge(

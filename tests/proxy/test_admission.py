@@ -33,6 +33,7 @@ from tests.proxy.conftest import (
     charge_seen,
     key_row,
     now_utc,
+    post,
     trace_for,
     traces_of,
     usd,
@@ -41,14 +42,6 @@ from tests.proxy.conftest import (
 
 PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 CHAT = {"model": "gpt-fake", "messages": PROMPT}
-
-
-def post(world: World, path: str, body: Any, secret: str | None, **headers: str) -> httpx.Response:
-    if secret is not None:
-        headers["Authorization"] = f"Bearer {secret}"
-    if isinstance(body, bytes):
-        return httpx.post(f"{world.url}{path}", content=body, headers=headers, timeout=20)
-    return httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

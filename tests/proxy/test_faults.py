@@ -32,6 +32,7 @@ from tests.proxy.conftest import (
     charge_seen,
     expected_charge,
     key_row,
+    post,
     reservation_of,
     trace_for,
     wait_for,
@@ -47,13 +48,6 @@ CONTENT_EVENTS = {
     "/v1/chat/completions": b'"delta":{"content"',
     "/v1/messages": b"event: content_block_delta",
 }
-
-
-def post(
-    world: World, path: str, body: dict[str, Any], secret: str, **headers: str
-) -> httpx.Response:
-    headers["Authorization"] = f"Bearer {secret}"
-    return httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
 
 
 def assert_released(

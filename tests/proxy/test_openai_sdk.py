@@ -41,6 +41,7 @@ from tests.proxy.conftest import (
     charge_seen,
     expected_charge,
     key_row,
+    post,
     reservation_of,
     trace_for,
     usd,
@@ -439,14 +440,7 @@ def test_a_long_prompt_is_charged_at_its_tier_and_every_hold_that_may_cross_it_i
                 "max_tokens": 10,
             }
         )
-        response = httpx.post(
-            f"{world.url}/v1/chat/completions",
-            content=body,
-            headers={
-                "Authorization": f"Bearer {issued.secret}",
-                "content-type": "application/json",
-            },
-        )
+        response = post(world, "/v1/chat/completions", body, issued.secret)
 
         assert response.status_code == 200, response.text
         seen = world.fake.last("gpt-fake")
@@ -483,14 +477,7 @@ def test_a_request_referring_to_input_it_does_not_carry_is_held_for_the_context_
         body = orjson.dumps(
             {"model": "gpt-windowed", "input": "Go on.", "max_output_tokens": 8, **extra}
         )
-        response = httpx.post(
-            f"{world.url}/v1/responses",
-            content=body,
-            headers={
-                "Authorization": f"Bearer {issued.secret}",
-                "content-type": "application/json",
-            },
-        )
+        response = post(world, "/v1/responses", body, issued.secret)
         assert response.status_code == 200, response.text
         input_bound = 50_000 if extra else input_token_bound(body)
         worst = request_charge(
@@ -514,15 +501,16 @@ def test_a_request_referring_to_input_it_does_not_carry_is_held_for_the_context_
 
     # A key whose budget covers the body's bound but not the window is refused up front.
     poor = world.key(client_budget_nanos=50_000_000, your_cost_nanos=30_000_000)
-    refused = httpx.post(
-        f"{world.url}/v1/responses",
-        json={
+    refused = post(
+        world,
+        "/v1/responses",
+        {
             "model": "gpt-windowed",
             "input": "Go on.",
             "max_output_tokens": 8,
             "previous_response_id": "resp_123",
         },
-        headers={"Authorization": f"Bearer {poor.secret}"},
+        poor.secret,
     )
     assert refused.status_code == 402, refused.text
     assert "50000 input" in refused.json()["error"]["message"]
