@@ -9,7 +9,7 @@ from proxy.upstreams.base import UpstreamAdapter, UpstreamTarget
 # takes ``max_completion_tokens`` for every chat model; other OpenAI-compatible servers
 # (vLLM, Ollama, OpenRouter, Together, DeepSeek, Mistral, llama.cpp...) know ``max_tokens``.
 OPENAI_HOSTS = ("api.openai.com",)
-OPENAI_HOST_SUFFIXES = (".openai.azure.com",)
+OPENAI_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 
 
 def chat_output_limit_field(target: UpstreamTarget) -> str:

@@ -36,6 +36,7 @@ CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ("https://api.openai.com/v1", "max_completion_tokens"),
         ("https://API.OpenAI.com:443/v1", "max_completion_tokens"),
         ("https://acme.openai.azure.com/openai/v1", "max_completion_tokens"),
+        ("https://acme.cognitiveservices.azure.com/openai/v1", "max_completion_tokens"),
         ("https://openrouter.ai/api/v1", "max_tokens"),
         ("http://127.0.0.1:11434/v1", "max_tokens"),
         ("https://api.openai.com.evil.example/v1", "max_tokens"),
