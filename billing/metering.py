@@ -24,9 +24,9 @@ the SQL, so the row locks it takes are held only while the database runs it:
 3. ``deleted_key_refund_op``: a deleted prepaid key's unspent cost (what it was funded,
    less what it spent, holds and was refunded) goes back to the wallet, guarded by that
    exact amount so that concurrent refunds can never both apply. Deletion runs it; so does
-   the settlement of a request that was in flight when its key was deleted (a second
-   batch, only then: the key row's status comes back from the settling ``UPDATE``), and
-   the periodic sweep catches up on any refund a crash left undone.
+   whoever settled a request that was in flight when its key was deleted (the settling
+   ``UPDATE`` returns the key's status: ``Settlement.refund_owed_nanos``), in a transaction
+   of its own; and the periodic sweep catches up on any refund a crash left undone.
 
 A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
 statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
@@ -40,7 +40,6 @@ each other in opposite orders.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,8 +49,6 @@ from billing.ledger import OVERDRAFT_CONSTRAINT, WALLET_AVAILABLE, Guard, ledger
 from billing.money import Charge, format_usd
 from billing.sqlops import Batch, ConstraintViolated, Op, Sql
 from keys.periods import period_indexes
-
-logger = logging.getLogger(__name__)
 
 # A prepaid key's cost not yet spent, held or refunded (its unspent budget, at cost).
 UNSPENT = "cost_funded_nanos - cost_spent_nanos - cost_reserved_nanos - cost_refunded_nanos"
@@ -194,6 +191,9 @@ class Settlement:
     charged_client_nanos: int
     # What the upstream reported beyond the worst case we held (never charged).
     overrun_cost_nanos: int
+    # The key was deleted while this request was in flight: its unspent cost, this hold's
+    # unspent part included, is owed back to the wallet (``deleted_key_refund_op``).
+    refund_owed_nanos: int = 0
 
 
 def reserve_op(
@@ -373,21 +373,11 @@ def settle_op(
     results = yield Batch(tuple(statements))
     if not results[0]:
         return None
+    refund_owed = 0
     if hold.wallet_id is None and results[1]:
         status, unspent = results[1][0]
-        if status == "deleted" and int(unspent) > 0:  # type: ignore[call-overload]
-            # Deleted while this request was in flight: what its hold did not spend is
-            # unspent now. A failure here loses nothing: the sweep refunds it later.
-            try:
-                yield from deleted_key_refund_op(
-                    key_id=hold.key_id,
-                    wallet_id=hold.key_wallet_id,
-                    refund=int(unspent),  # type: ignore[call-overload]
-                    reason="Refund of a deleted key's released reservation",
-                    now=now,
-                )
-            except Exception:
-                logger.warning("refund of deleted key %s left to the sweep", hold.key_id)
+        if status == "deleted":
+            refund_owed = max(int(unspent), 0)  # type: ignore[call-overload]
     return Settlement(
         reservation_id=int(results[0][0][0]),
         key_id=hold.key_id,
@@ -396,7 +386,11 @@ def settle_op(
         charged_cost_nanos=charged_cost,
         charged_client_nanos=charged_client,
         overrun_cost_nanos=max(actual.cost_nanos - charged_cost, 0),
+        refund_owed_nanos=refund_owed,
     )
+
+
+DELETED_KEY_REFUND_REASON = "Refund of a deleted key's released reservation"
 
 
 def deleted_key_refund_op(

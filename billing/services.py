@@ -22,7 +22,14 @@ from billing import crypto
 from billing.events import config_changed
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
-from billing.metering import Hold, Settlement, deleted_key_refund_op, reserve_op, settle_op
+from billing.metering import (
+    DELETED_KEY_REFUND_REASON,
+    Hold,
+    Settlement,
+    deleted_key_refund_op,
+    reserve_op,
+    settle_op,
+)
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import (
     MAX_AMOUNT_NANOS,
@@ -343,13 +350,30 @@ def _finish(
     key = reservation.client_key
     now = now or timezone.now()
     actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
-    return run_sync(
+    settled = run_sync(
         settle_op(
             hold=hold_of(reservation),
             actual=actual,
             now=now,
             status=status,
             expired_before=expired_before,
+        )
+    )
+    if settled is not None and settled.refund_owed_nanos:
+        deleted_key_refund(key=key, refund=settled.refund_owed_nanos, now=now)
+    return settled
+
+
+def deleted_key_refund(*, key: ClientKey, refund: int, now: datetime) -> bool:
+    """Pay back ``refund``, a deleted prepaid key's unspent cost after a request that was in
+    flight at its deletion settled; False if it changed meanwhile (the sweep pays it)."""
+    return run_sync(
+        deleted_key_refund_op(
+            key_id=key.pk,
+            wallet_id=key.wallet_id,
+            refund=refund,
+            reason=DELETED_KEY_REFUND_REASON,
+            now=now,
         )
     )
 
@@ -442,7 +466,7 @@ def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int
                     key_id=key_id,
                     wallet_id=wallet_id,
                     refund=int(unspent),
-                    reason="Refund of a deleted key's released reservation",
+                    reason=DELETED_KEY_REFUND_REASON,
                     now=now,
                 )
             )

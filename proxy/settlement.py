@@ -13,12 +13,23 @@ output) → release, charge nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
 
-from billing.metering import Hold, Settlement, hold_extend_op, settle_op
+from billing.metering import (
+    DELETED_KEY_REFUND_REASON,
+    Hold,
+    Settlement,
+    deleted_key_refund_op,
+    hold_extend_op,
+    settle_op,
+)
 from billing.money import Charge, Usage, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
+
+logger = logging.getLogger(__name__)
 
 
 async def settle(
@@ -35,11 +46,12 @@ async def settle(
             price_id=route.price_id,
         )
     )
+    _refund_later(db, hold, settlement, now)
     return actual, settlement
 
 
 async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | None:
-    return await db.run(
+    settlement = await db.run(
         settle_op(
             hold=hold,
             actual=Charge(0, 0),
@@ -47,6 +59,39 @@ async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | No
             status="released",
         )
     )
+    _refund_later(db, hold, settlement, now)
+    return settlement
+
+
+# Strong references to refunds running in the background until they finish.
+_REFUNDS: set[asyncio.Task[bool]] = set()
+
+
+def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: datetime) -> None:
+    """The key was deleted while this request was in flight: pay back what it owes, off
+    the response's path (a deleted key's refund is rare, and nothing waits on it). If this
+    fails, the reservation sweep pays it (``billing.services.deleted_keys_refund``)."""
+    if settlement is None or not settlement.refund_owed_nanos:
+        return
+    task = asyncio.get_running_loop().create_task(
+        db.run(
+            deleted_key_refund_op(
+                key_id=hold.key_id,
+                wallet_id=hold.key_wallet_id,
+                refund=settlement.refund_owed_nanos,
+                reason=DELETED_KEY_REFUND_REASON,
+                now=now,
+            )
+        )
+    )
+    _REFUNDS.add(task)
+    task.add_done_callback(_refund_done)
+
+
+def _refund_done(task: asyncio.Task[bool]) -> None:
+    _REFUNDS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("a deleted key's refund is left to the sweep: %s", task.exception())
 
 
 async def extend(db: Database, *, hold: Hold, expires_at: datetime) -> bool:
