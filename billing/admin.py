@@ -343,6 +343,7 @@ class ModelPriceAdmin(ServiceSavedAdmin):
         "output_usd",
         "cached_input_usd",
         "cache_write_usd",
+        "cache_write_1h_usd",
         "tiers_text",
     )
     view_fields = (
@@ -351,6 +352,7 @@ class ModelPriceAdmin(ServiceSavedAdmin):
         "output_usd",
         "cached_input_usd",
         "cache_write_usd",
+        "cache_write_1h_usd",
         "tiers_usd",
         "source",
         "effective_from",
@@ -387,6 +389,10 @@ class ModelPriceAdmin(ServiceSavedAdmin):
     def cache_write_usd(self, price: ModelPrice) -> str:
         return usd(price.cache_write_per_mtok_nanos)
 
+    @admin.display(description="One-hour cache write USD / 1M")
+    def cache_write_1h_usd(self, price: ModelPrice) -> str:
+        return usd(price.cache_write_1h_per_mtok_nanos)
+
     @admin.display(description="Long-prompt tiers (USD / 1M)")
     def tiers_usd(self, price: ModelPrice) -> str:
         return (
@@ -409,6 +415,7 @@ class ModelPriceAdmin(ServiceSavedAdmin):
             output_per_mtok_nanos=form.cleaned_data["output_usd"],
             cached_input_per_mtok_nanos=form.cleaned_data["cached_input_usd"],
             cache_write_per_mtok_nanos=form.cleaned_data["cache_write_usd"],
+            cache_write_1h_per_mtok_nanos=form.cleaned_data["cache_write_1h_usd"],
             tiers=form.cleaned_data["tiers_text"],
             source=ModelPrice.Source.MANUAL,
         )

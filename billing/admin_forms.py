@@ -88,13 +88,18 @@ class PriceAddForm(forms.ModelForm):
     cache_write_usd = forms.CharField(
         label="Cache write (USD per 1M tokens)", required=False, help_text="Default: input."
     )
+    cache_write_1h_usd = forms.CharField(
+        label="One-hour cache write (USD per 1M tokens)",
+        required=False,
+        help_text="Anthropic bills 2× input. Default: cache write.",
+    )
     # Not "tiers": that is the model's JSON field, which this text is parsed into.
     tiers_text = forms.CharField(
         label="Long-prompt tiers",
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=(
-            "One per line, ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]]: the rates (USD per 1M "
+            "One per line, ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]]: the rates (USD per 1M "
             "tokens) of every token of a request whose prompt is over ABOVE tokens, e.g. "
             "200000:6:22.5:0.6:7.5. Thresholds rising; no rate may fall."
         ),
@@ -115,6 +120,9 @@ class PriceAddForm(forms.ModelForm):
 
     def clean_cache_write_usd(self) -> int | None:
         return usd_field(self.cleaned_data["cache_write_usd"], required=False)
+
+    def clean_cache_write_1h_usd(self) -> int | None:
+        return usd_field(self.cleaned_data["cache_write_1h_usd"], required=False)
 
     def clean_tiers_text(self) -> tuple[PriceTier, ...]:
         tiers = []

@@ -154,6 +154,8 @@ class ModelPrice(models.Model):
     output_per_mtok_nanos = models.BigIntegerField()
     cached_input_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
     cache_write_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
+    # One-hour cache writes (Anthropic: 2× input); unset, the cache-write rate.
+    cache_write_1h_per_mtok_nanos = models.BigIntegerField(null=True, blank=True)
     # Long-prompt rates: a list of billing.money.PriceTier.as_json(), thresholds ascending.
     tiers = models.JSONField(default=list, blank=True)
     effective_from = models.DateTimeField(default=timezone.now)
@@ -188,6 +190,7 @@ class ModelPrice(models.Model):
             output_per_mtok_nanos=self.output_per_mtok_nanos,
             cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
             cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
+            cache_write_1h_per_mtok_nanos=self.cache_write_1h_per_mtok_nanos,
             tiers=tiers_from_json(self.tiers),
         )
 

@@ -192,6 +192,7 @@ class PriceTier:
     output_per_mtok_nanos: int
     cached_input_per_mtok_nanos: int | None = None
     cache_write_per_mtok_nanos: int | None = None
+    cache_write_1h_per_mtok_nanos: int | None = None
 
     def as_json(self) -> dict[str, int | None]:
         return {
@@ -200,6 +201,7 @@ class PriceTier:
             "output_per_mtok_nanos": self.output_per_mtok_nanos,
             "cached_input_per_mtok_nanos": self.cached_input_per_mtok_nanos,
             "cache_write_per_mtok_nanos": self.cache_write_per_mtok_nanos,
+            "cache_write_1h_per_mtok_nanos": self.cache_write_1h_per_mtok_nanos,
         }
 
     @classmethod
@@ -214,18 +216,21 @@ class PriceTier:
             output_per_mtok_nanos=int(value["output_per_mtok_nanos"]),  # type: ignore[arg-type]
             cached_input_per_mtok_nanos=rate("cached_input_per_mtok_nanos"),
             cache_write_per_mtok_nanos=rate("cache_write_per_mtok_nanos"),
+            cache_write_1h_per_mtok_nanos=rate("cache_write_1h_per_mtok_nanos"),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Prices:
     """A price version: nano-dollars per 1M tokens. Unset cached / cache-write rates
-    are billed at the input rate. ``tiers`` (ascending thresholds) price long prompts."""
+    are billed at the input rate, an unset one-hour cache-write rate (Anthropic's 2× input)
+    at the cache-write rate. ``tiers`` (ascending thresholds) price long prompts."""
 
     input_per_mtok_nanos: int
     output_per_mtok_nanos: int
     cached_input_per_mtok_nanos: int | None = None
     cache_write_per_mtok_nanos: int | None = None
+    cache_write_1h_per_mtok_nanos: int | None = None
     tiers: tuple[PriceTier, ...] = ()
 
     @property
@@ -240,6 +245,12 @@ class Prices:
             return self.input_per_mtok_nanos
         return self.cache_write_per_mtok_nanos
 
+    @property
+    def cache_write_1h_rate(self) -> int:
+        if self.cache_write_1h_per_mtok_nanos is None:
+            return self.cache_write_rate
+        return self.cache_write_1h_per_mtok_nanos
+
     def at(self, prompt_tokens: int) -> Prices:
         """The flat rates a request with a prompt of ``prompt_tokens`` pays: the highest
         tier whose threshold it is over, else the base rates."""
@@ -250,6 +261,7 @@ class Prices:
                     output_per_mtok_nanos=tier.output_per_mtok_nanos,
                     cached_input_per_mtok_nanos=tier.cached_input_per_mtok_nanos,
                     cache_write_per_mtok_nanos=tier.cache_write_per_mtok_nanos,
+                    cache_write_1h_per_mtok_nanos=tier.cache_write_1h_per_mtok_nanos,
                 )
         if not self.tiers:
             return self
@@ -258,22 +270,24 @@ class Prices:
             output_per_mtok_nanos=self.output_per_mtok_nanos,
             cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
             cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
+            cache_write_1h_per_mtok_nanos=self.cache_write_1h_per_mtok_nanos,
         )
 
 
 def tier_parse(text: str) -> PriceTier:
-    """A tier as operators write it: ``ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]]``, the
-    prompt tokens it starts above, then USD per 1M tokens (an empty or missing cached /
-    cache-write rate is billed at the tier's input rate). Raises MoneyError."""
+    """A tier as operators write it: ``ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]]``,
+    the prompt tokens it starts above, then USD per 1M tokens (an empty or missing cached /
+    cache-write rate is billed at the tier's input rate, a one-hour cache-write rate at its
+    cache-write rate). Raises MoneyError."""
     parts = text.strip().split(":")
-    if not 3 <= len(parts) <= 5:
-        raise MoneyError("expected ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]].")
+    if not 3 <= len(parts) <= 6:
+        raise MoneyError("expected ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]].")
     above = parts[0].strip()
     if not above.isascii() or not above.isdigit() or int(above) < 1:
         raise MoneyError("ABOVE must be a positive number of prompt tokens.")
     rates: list[int | None] = [parse_usd(part) if part.strip() else None for part in parts[1:]]
-    rates += [None] * (4 - len(rates))
-    input_rate, output_rate, cached_rate, write_rate = rates
+    rates += [None] * (5 - len(rates))
+    input_rate, output_rate, cached_rate, write_rate, write_1h_rate = rates
     if input_rate is None or output_rate is None:
         raise MoneyError("INPUT and OUTPUT are required.")
     if any(rate is not None and rate < 0 for rate in rates):
@@ -284,6 +298,7 @@ def tier_parse(text: str) -> PriceTier:
         output_per_mtok_nanos=output_rate,
         cached_input_per_mtok_nanos=cached_rate,
         cache_write_per_mtok_nanos=write_rate,
+        cache_write_1h_per_mtok_nanos=write_1h_rate,
     )
 
 
@@ -309,9 +324,9 @@ def tiers_invalid(prices: Prices) -> str | None:
 
 def worst_case_prices(prices: Prices, prompt_tokens: int) -> Prices:
     """Flat rates no request with a prompt of at most ``prompt_tokens`` can exceed, to price
-    its hold: for the prompt, the dearest input-side rate (plain, cached or cache-write
-    input: a cache write costs more than plain input at Anthropic), and the dearest output
-    rate, over every tier such a prompt may reach."""
+    its hold: for the prompt, the dearest input-side rate (plain, cached, cache-write or
+    one-hour cache-write input: a cache write costs more than plain input at Anthropic), and
+    the dearest output rate, over every tier such a prompt may reach."""
     levels = [prices.at(0)] + [
         prices.at(tier.above_prompt_tokens + 1)
         for tier in prices.tiers
@@ -319,7 +334,12 @@ def worst_case_prices(prices: Prices, prompt_tokens: int) -> Prices:
     ]
     return Prices(
         input_per_mtok_nanos=max(
-            max(level.input_per_mtok_nanos, level.cached_rate, level.cache_write_rate)
+            max(
+                level.input_per_mtok_nanos,
+                level.cached_rate,
+                level.cache_write_rate,
+                level.cache_write_1h_rate,
+            )
             for level in levels
         ),
         output_per_mtok_nanos=max(level.output_per_mtok_nanos for level in levels),
@@ -338,11 +358,21 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    # Of the cache writes, those kept for an hour (Anthropic bills them at their own rate).
+    cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"):
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+        ):
             if getattr(self, name) < 0:
                 raise MoneyError(f"{name} cannot be negative")
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise MoneyError("cache_write_1h_tokens are part of cache_write_tokens")
 
     @property
     def prompt_tokens(self) -> int:
@@ -372,7 +402,8 @@ def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
     return (
         usage.input_tokens * prices.input_per_mtok_nanos
         + usage.cached_input_tokens * prices.cached_rate
-        + usage.cache_write_tokens * prices.cache_write_rate
+        + (usage.cache_write_tokens - usage.cache_write_1h_tokens) * prices.cache_write_rate
+        + usage.cache_write_1h_tokens * prices.cache_write_1h_rate
         + usage.output_tokens * prices.output_per_mtok_nanos
     )
 

@@ -123,12 +123,18 @@ def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
     """The token prices of a model at ``at``, tiers included, or None if it has no input
     token price."""
     posted = model.get_prices(at)
-    rates = (posted.input_mtok, posted.output_mtok, posted.cache_read_mtok, posted.cache_write_mtok)
+    rates = (
+        posted.input_mtok,
+        posted.output_mtok,
+        posted.cache_read_mtok,
+        posted.cache_write_mtok,
+        getattr(posted, "cache_write_1h_mtok", None),
+    )
 
     def level(prompt_tokens: int) -> tuple[int | None, ...]:
         return tuple(_nanos(rate, prompt_tokens) for rate in rates)
 
-    input_nanos, output_nanos, cached_nanos, write_nanos = level(0)
+    input_nanos, output_nanos, cached_nanos, write_nanos, write_1h_nanos = level(0)
     if input_nanos is None:
         return None
     thresholds = sorted(
@@ -136,7 +142,7 @@ def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
     )
     tiers = []
     for threshold in thresholds:
-        tier_input, tier_output, tier_cached, tier_write = level(threshold + 1)
+        tier_input, tier_output, tier_cached, tier_write, tier_write_1h = level(threshold + 1)
         tiers.append(
             PriceTier(
                 above_prompt_tokens=threshold,
@@ -144,6 +150,7 @@ def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
                 output_per_mtok_nanos=tier_output or 0,
                 cached_input_per_mtok_nanos=tier_cached,
                 cache_write_per_mtok_nanos=tier_write,
+                cache_write_1h_per_mtok_nanos=tier_write_1h,
             )
         )
     return CatalogPrice(
@@ -153,6 +160,7 @@ def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
             output_per_mtok_nanos=output_nanos or 0,
             cached_input_per_mtok_nanos=cached_nanos,
             cache_write_per_mtok_nanos=write_nanos,
+            cache_write_1h_per_mtok_nanos=write_1h_nanos,
             tiers=tuple(tiers),
         ),
     )
@@ -255,6 +263,7 @@ def _upstream_sync(
                 output_per_mtok_nanos=posted.prices.output_per_mtok_nanos,
                 cached_input_per_mtok_nanos=posted.prices.cached_input_per_mtok_nanos,
                 cache_write_per_mtok_nanos=posted.prices.cache_write_per_mtok_nanos,
+                cache_write_1h_per_mtok_nanos=posted.prices.cache_write_1h_per_mtok_nanos,
                 tiers=posted.prices.tiers,
                 context_window_tokens=model.context_window if route is None else None,
                 source=SOURCE,

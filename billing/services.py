@@ -223,6 +223,7 @@ def price_set(
     output_per_mtok_nanos: int,
     cached_input_per_mtok_nanos: int | None = None,
     cache_write_per_mtok_nanos: int | None = None,
+    cache_write_1h_per_mtok_nanos: int | None = None,
     source: str = ModelPrice.Source.MANUAL,
     effective_from: datetime | None = None,
     max_output_tokens: int | None = None,
@@ -242,6 +243,7 @@ def price_set(
         output_per_mtok_nanos=output_per_mtok_nanos,
         cached_input_per_mtok_nanos=cached_input_per_mtok_nanos,
         cache_write_per_mtok_nanos=cache_write_per_mtok_nanos,
+        cache_write_1h_per_mtok_nanos=cache_write_1h_per_mtok_nanos,
         tiers=tuple(tiers),
     )
     levels: list[Prices | PriceTier] = [prices, *prices.tiers]
@@ -251,6 +253,7 @@ def price_set(
             level.output_per_mtok_nanos,
             level.cached_input_per_mtok_nanos,
             level.cache_write_per_mtok_nanos,
+            level.cache_write_1h_per_mtok_nanos,
         ):
             if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
                 raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
@@ -276,6 +279,7 @@ def price_set(
         output_per_mtok_nanos=output_per_mtok_nanos,
         cached_input_per_mtok_nanos=cached_input_per_mtok_nanos,
         cache_write_per_mtok_nanos=cache_write_per_mtok_nanos,
+        cache_write_1h_per_mtok_nanos=cache_write_1h_per_mtok_nanos,
         tiers=[tier.as_json() for tier in prices.tiers],
         source=source,
         effective_from=effective_from or timezone.now(),

@@ -138,7 +138,7 @@ ROUTES_SELECT = """
 SELECT r.id, r.model, r.upstream_model, r.max_output_tokens, r.context_window_tokens,
        u.id, u.name, u.kind, u.base_url, u.timeout_seconds, u.api_key_env, u.api_key_encrypted,
        p.id, p.input_per_mtok_nanos, p.output_per_mtok_nanos, p.cached_input_per_mtok_nanos,
-       p.cache_write_per_mtok_nanos, p.tiers
+       p.cache_write_per_mtok_nanos, p.cache_write_1h_per_mtok_nanos, p.tiers
   FROM billing_modelroute r
   JOIN billing_upstream u ON u.id = r.upstream_id
   JOIN billing_modelprice p ON p.route_id = r.id
@@ -249,6 +249,7 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
             output_price,
             cached_price,
             cache_write_price,
+            cache_write_1h_price,
             tiers,
         ) = row
         if route_id in seen_routes:
@@ -281,6 +282,9 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
                     cache_write_per_mtok_nanos=None
                     if cache_write_price is None
                     else int(cache_write_price),
+                    cache_write_1h_per_mtok_nanos=None
+                    if cache_write_1h_price is None
+                    else int(cache_write_1h_price),
                     tiers=tiers_from_json(tiers),
                 ),
             )

@@ -42,10 +42,17 @@ def stream_error_event(message: str, code: str) -> bytes:
 def messages_usage(usage: Any, *, output_tokens: int | None = None) -> Usage | None:
     if not isinstance(usage, dict):
         return None
+    cache_writes = int_or_zero(usage.get("cache_creation_input_tokens"))
+    # ``cache_creation`` splits the writes by how long they are kept (newer API versions).
+    split = usage.get("cache_creation")
+    hour_writes = (
+        int_or_zero(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+    )
     return Usage(
         input_tokens=int_or_zero(usage.get("input_tokens")),
         cached_input_tokens=int_or_zero(usage.get("cache_read_input_tokens")),
-        cache_write_tokens=int_or_zero(usage.get("cache_creation_input_tokens")),
+        cache_write_tokens=cache_writes,
+        cache_write_1h_tokens=min(hour_writes, cache_writes),
         output_tokens=int_or_zero(usage.get("output_tokens"))
         if output_tokens is None
         else output_tokens,
@@ -92,6 +99,10 @@ class MessagesStreamScanner(StreamScanner):
                             ),
                             "cache_creation_input_tokens": delta_usage.get(
                                 "cache_creation_input_tokens", start.cache_write_tokens
+                            ),
+                            "cache_creation": delta_usage.get(
+                                "cache_creation",
+                                {"ephemeral_1h_input_tokens": start.cache_write_1h_tokens},
                             ),
                             "output_tokens": delta_usage.get("output_tokens", 0),
                         }

@@ -137,6 +137,7 @@ class StreamScanner:
                 input_tokens=seen.input_tokens,
                 cached_input_tokens=seen.cached_input_tokens,
                 cache_write_tokens=seen.cache_write_tokens,
+                cache_write_1h_tokens=seen.cache_write_1h_tokens,
                 output_tokens=max(seen.output_tokens, output),
             )
         return Usage(input_tokens=estimated_input_tokens(request_body), output_tokens=output)

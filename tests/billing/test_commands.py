@@ -272,6 +272,7 @@ class TestSetPrice:
 
         assert first["input"] == "2.50" and first["output"] == "10.00"
         assert first["cached_input"] == "1.25" and first["cache_write"] is None
+        assert first["cache_write_1h"] is None
         assert first["max_output_tokens"] == 4096
         assert first["source"] == "manual"
         assert second["id"] != first["id"] and second["route_id"] == first["route_id"]
@@ -324,6 +325,7 @@ class TestSetPrice:
                 "output": "22.50",
                 "cached_input": "0.60",
                 "cache_write": "7.50",
+                "cache_write_1h": None,
             },
             {
                 "above_prompt_tokens": 500_000,
@@ -331,10 +333,22 @@ class TestSetPrice:
                 "output": "30.00",
                 "cached_input": None,
                 "cache_write": None,
+                "cache_write_1h": None,
             },
         ]
         tiers = ModelPrice.objects.get(pk=posted["id"]).as_prices().tiers
         assert [tier.above_prompt_tokens for tier in tiers] == [200_000, 500_000]
+
+    def test_one_hour_cache_write_rate(self, upstream):
+        posted = run(
+            "set_price", "claude-x", "--upstream", upstream.name, "--input", "3",
+            "--output", "15", "--cache-write", "3.75", "--cache-write-1h", "6",
+            "--tier", "200000:6:22.5:0.6:7.5:12",
+        )  # fmt: skip
+        assert (posted["cache_write"], posted["cache_write_1h"]) == ("3.75", "6.00")
+        assert posted["tiers"][0]["cache_write_1h"] == "12.00"
+        price = ModelPrice.objects.get(pk=posted["id"])
+        assert price.as_prices().cache_write_1h_rate == parse_usd("6")
 
     def test_context_window_is_set_on_the_route(self, upstream):
         args = ["set_price", "m", "--upstream", upstream.name, "--input", "1", "--output", "2"]

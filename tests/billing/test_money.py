@@ -600,6 +600,7 @@ def test_no_usage_within_a_bound_costs_more_than_its_hold_brute_force():
                     output_per_mtok_nanos=rate(),
                     cached_input_per_mtok_nanos=rng.choice([None, rate()]),
                     cache_write_per_mtok_nanos=rng.choice([None, rate()]),
+                    cache_write_1h_per_mtok_nanos=rng.choice([None, rate()]),
                 )
             )
         prices = Prices(
@@ -607,6 +608,7 @@ def test_no_usage_within_a_bound_costs_more_than_its_hold_brute_force():
             output_per_mtok_nanos=rate(),
             cached_input_per_mtok_nanos=rng.choice([None, rate()]),
             cache_write_per_mtok_nanos=rng.choice([None, rate()]),
+            cache_write_1h_per_mtok_nanos=rng.choice([None, rate()]),
             tiers=tuple(tiers),
         )
         prompt_bound, output_bound = rng.randrange(1, 150), rng.randrange(150)
@@ -622,6 +624,7 @@ def test_no_usage_within_a_bound_costs_more_than_its_hold_brute_force():
                 input_tokens=rng.randrange(prompt_bound - cached - written + 1),
                 cached_input_tokens=cached,
                 cache_write_tokens=written,
+                cache_write_1h_tokens=rng.randrange(written + 1),
                 output_tokens=rng.randrange(output_bound + 1),
             )
             assert request_charge(used, prices, ONE_TO_ONE).cost_nanos <= hold.cost_nanos
@@ -641,7 +644,7 @@ def test_tier_parse_reads_what_operators_write():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "200000:6", "x:6:22", "0:6:22", "-5:6:22", "200000:6:", "200000:-1:2", "1:2:3:4:5:6"],
+    ["", "200000:6", "x:6:22", "0:6:22", "-5:6:22", "200000:6:", "200000:-1:2", "1:2:3:4:5:6:7"],
 )
 def test_tier_parse_refuses_what_is_not_a_tier(text: str):
     with pytest.raises(MoneyError):
@@ -653,3 +656,41 @@ def test_tiers_round_trip_through_their_stored_json():
     assert tiers_from_json(stored) == SONNET.tiers
     assert tiers_from_json(json.dumps(stored)) == SONNET.tiers
     assert tiers_from_json([]) == tiers_from_json(None) == ()
+
+
+def test_one_hour_cache_writes_are_billed_at_their_own_rate():
+    # Claude Sonnet: $3 input, $3.75 five-minute writes, $6 one-hour writes per 1M tokens.
+    prices = Prices(
+        input_per_mtok_nanos=3 * NANOS_PER_USD,
+        output_per_mtok_nanos=15 * NANOS_PER_USD,
+        cache_write_per_mtok_nanos=3_750_000_000,
+        cache_write_1h_per_mtok_nanos=6 * NANOS_PER_USD,
+    )
+    usage = Usage(cache_write_tokens=1_000_000, cache_write_1h_tokens=400_000)
+    assert request_charge(usage, prices, ONE_TO_ONE).cost_nanos == (
+        600_000 * 3_750 + 400_000 * 6_000
+    )
+    # Unset, a one-hour write costs what any cache write does.
+    plain = Prices(
+        input_per_mtok_nanos=3 * NANOS_PER_USD,
+        output_per_mtok_nanos=15 * NANOS_PER_USD,
+        cache_write_per_mtok_nanos=3_750_000_000,
+    )
+    assert request_charge(usage, plain, ONE_TO_ONE).cost_nanos == 1_000_000 * 3_750
+    # The hold prices a prompt at the dearest of them.
+    assert worst_case_prices(prices, 10).input_per_mtok_nanos == 6 * NANOS_PER_USD
+
+
+def test_one_hour_cache_writes_are_part_of_the_cache_writes():
+    with pytest.raises(MoneyError):
+        Usage(cache_write_tokens=10, cache_write_1h_tokens=11)
+    with pytest.raises(MoneyError):
+        Usage(cache_write_1h_tokens=-1)
+
+
+def test_a_tier_may_carry_a_one_hour_cache_write_rate():
+    tier = tier_parse("200000:6:22.5:0.6:7.5:12")
+    assert tier.cache_write_1h_per_mtok_nanos == 12 * NANOS_PER_USD
+    assert tiers_from_json([tier.as_json()]) == (tier,)
+    prices = Prices(input_per_mtok_nanos=3, output_per_mtok_nanos=15, tiers=(tier,))
+    assert prices.at(200_001).cache_write_1h_rate == 12 * NANOS_PER_USD

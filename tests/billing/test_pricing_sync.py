@@ -49,6 +49,7 @@ ACME = Provider(
                 output_mtok=Decimal("2"),
                 cache_read_mtok=Decimal("0.25"),
                 cache_write_mtok=Decimal("3.75"),
+                cache_write_1h_mtok=Decimal("6"),
             ),
             context_window=128_000,
         ),
@@ -161,6 +162,7 @@ def test_plain_price_with_cache_rates_is_posted_exactly(acme):
     assert price.output_per_mtok_nanos == parse_usd("2")
     assert price.cached_input_per_mtok_nanos == parse_usd("0.25")
     assert price.cache_write_per_mtok_nanos == parse_usd("3.75")
+    assert price.cache_write_1h_per_mtok_nanos == parse_usd("6")
 
 
 def test_tiered_price_posts_its_tiers_and_says_so(acme):

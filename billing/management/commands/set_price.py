@@ -1,5 +1,5 @@
 """``manage.py set_price MODEL --upstream NAME --input PER_MTOK --output PER_MTOK
-[--cached-input PER_MTOK] [--cache-write PER_MTOK]
+[--cached-input PER_MTOK] [--cache-write PER_MTOK] [--cache-write-1h PER_MTOK]
 [--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]] ...] [--max-output-tokens N]
 [--context-window N] [--json]``."""
 
@@ -21,6 +21,7 @@ PRICE_OPTIONS = {
     "output": "--output",
     "cached_input": "--cached-input",
     "cache_write": "--cache-write",
+    "cache_write_1h": "--cache-write-1h",
 }
 
 
@@ -42,6 +43,7 @@ def tier_json(tier: PriceTier) -> dict[str, Any]:
         "output": format_usd(tier.output_per_mtok_nanos),
         "cached_input": _usd_or_none(tier.cached_input_per_mtok_nanos),
         "cache_write": _usd_or_none(tier.cache_write_per_mtok_nanos),
+        "cache_write_1h": _usd_or_none(tier.cache_write_1h_per_mtok_nanos),
     }
 
 
@@ -61,10 +63,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--cache-write", help="USD per 1M cache-write tokens (default: input).")
         parser.add_argument(
+            "--cache-write-1h",
+            help="USD per 1M one-hour cache-write tokens (Anthropic; default: --cache-write).",
+        )
+        parser.add_argument(
             "--tier",
             action="append",
             default=[],
-            metavar="ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]]",
+            metavar="ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]]",
             help=(
                 "Rates (USD per 1M tokens) for every token of a request whose prompt is over "
                 "ABOVE tokens, as providers bill long prompts; repeat for more tiers."
@@ -108,6 +114,7 @@ class Command(BaseCommand):
                 output_per_mtok_nanos=nanos["output"] or 0,
                 cached_input_per_mtok_nanos=nanos["cached_input"],
                 cache_write_per_mtok_nanos=nanos["cache_write"],
+                cache_write_1h_per_mtok_nanos=nanos["cache_write_1h"],
                 source=ModelPrice.Source.MANUAL,
                 max_output_tokens=max_output,
                 tiers=tiers,
@@ -126,6 +133,7 @@ class Command(BaseCommand):
                 "output": format_usd(price.output_per_mtok_nanos),
                 "cached_input": _usd_or_none(price.cached_input_per_mtok_nanos),
                 "cache_write": _usd_or_none(price.cache_write_per_mtok_nanos),
+                "cache_write_1h": _usd_or_none(price.cache_write_1h_per_mtok_nanos),
                 "tiers": [tier_json(tier) for tier in price.as_prices().tiers],
                 "max_output_tokens": route.max_output_tokens,
                 "context_window": route.context_window_tokens,
