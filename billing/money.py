@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 
 NANOS_PER_USD = 1_000_000_000
@@ -263,15 +263,7 @@ class Prices:
                     cache_write_per_mtok_nanos=tier.cache_write_per_mtok_nanos,
                     cache_write_1h_per_mtok_nanos=tier.cache_write_1h_per_mtok_nanos,
                 )
-        if not self.tiers:
-            return self
-        return Prices(
-            input_per_mtok_nanos=self.input_per_mtok_nanos,
-            output_per_mtok_nanos=self.output_per_mtok_nanos,
-            cached_input_per_mtok_nanos=self.cached_input_per_mtok_nanos,
-            cache_write_per_mtok_nanos=self.cache_write_per_mtok_nanos,
-            cache_write_1h_per_mtok_nanos=self.cache_write_1h_per_mtok_nanos,
-        )
+        return replace(self, tiers=()) if self.tiers else self
 
 
 def tier_parse(text: str) -> PriceTier:
