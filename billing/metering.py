@@ -375,8 +375,8 @@ def settle_op(
         return None
     refund_owed = 0
     if hold.wallet_id is None and results[1]:
-        status, unspent = results[1][0]
-        if status == "deleted":
+        key_status, unspent = results[1][0]
+        if key_status == "deleted":
             refund_owed = max(int(unspent), 0)  # type: ignore[call-overload]
     return Settlement(
         reservation_id=int(results[0][0][0]),
@@ -398,8 +398,8 @@ def deleted_key_refund_op(
     key_id: int,
     wallet_id: int,
     refund: int,
-    reason: str,
     now: datetime,
+    reason: str = DELETED_KEY_REFUND_REASON,
     idempotency_key: str | None = None,
     actor_id: int | None = None,
 ) -> Op[bool]:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -23,7 +23,7 @@ from billing.events import config_changed
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import (
-    DELETED_KEY_REFUND_REASON,
+    UNSPENT,
     Hold,
     Settlement,
     deleted_key_refund_op,
@@ -364,21 +364,17 @@ def _finish(
         )
     )
     if settled is not None and settled.refund_owed_nanos:
-        deleted_key_refund(key=key, refund=settled.refund_owed_nanos, now=now)
+        deleted_key_refund(
+            key_id=key.pk, wallet_id=key.wallet_id, refund=settled.refund_owed_nanos, now=now
+        )
     return settled
 
 
-def deleted_key_refund(*, key: ClientKey, refund: int, now: datetime) -> bool:
-    """Pay back ``refund``, a deleted prepaid key's unspent cost after a request that was in
-    flight at its deletion settled; False if it changed meanwhile (the sweep pays it)."""
+def deleted_key_refund(*, key_id: int, wallet_id: int, refund: int, now: datetime) -> bool:
+    """Pay back ``refund``, a deleted prepaid key's unspent cost; False if it changed
+    meanwhile (a later settlement or the sweep pays it then)."""
     return run_sync(
-        deleted_key_refund_op(
-            key_id=key.pk,
-            wallet_id=key.wallet_id,
-            refund=refund,
-            reason=DELETED_KEY_REFUND_REASON,
-            now=now,
-        )
+        deleted_key_refund_op(key_id=key_id, wallet_id=wallet_id, refund=refund, now=now)
     )
 
 
@@ -452,12 +448,8 @@ def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int
     now = now or timezone.now()
     owed = list(
         ClientKey.objects.filter(status=ClientKey.Status.DELETED, funding=ClientKey.Funding.PREPAID)
-        .annotate(
-            unspent=F("cost_funded_nanos")
-            - F("cost_spent_nanos")
-            - F("cost_reserved_nanos")
-            - F("cost_refunded_nanos")
-        )
+        # The refund's own definition of unspent (a constant expression, no input in it).
+        .annotate(unspent=RawSQL(UNSPENT, ()))  # noqa: S611
         .filter(unspent__gt=0)
         .order_by("pk")
         .values_list("pk", "wallet_id", "unspent")[:limit]
@@ -465,13 +457,7 @@ def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int
     refunded = 0
     for key_id, wallet_id, unspent in owed:
         with transaction.atomic(durable=True):
-            refunded += run_sync(
-                deleted_key_refund_op(
-                    key_id=key_id,
-                    wallet_id=wallet_id,
-                    refund=int(unspent),
-                    reason=DELETED_KEY_REFUND_REASON,
-                    now=now,
-                )
+            refunded += deleted_key_refund(
+                key_id=key_id, wallet_id=wallet_id, refund=int(unspent), now=now
             )
     return refunded

@@ -18,7 +18,6 @@ import logging
 from datetime import datetime
 
 from billing.metering import (
-    DELETED_KEY_REFUND_REASON,
     Hold,
     Settlement,
     deleted_key_refund_op,
@@ -79,7 +78,6 @@ def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: 
                 key_id=hold.key_id,
                 wallet_id=hold.key_wallet_id,
                 refund=settlement.refund_owed_nanos,
-                reason=DELETED_KEY_REFUND_REASON,
                 now=now,
             )
         )
