@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import datetime
+from typing import Any
 
 from billing.metering import (
     Hold,
@@ -62,8 +64,22 @@ async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | No
     return settlement
 
 
-# Strong references to refunds running in the background until they finish.
-_REFUNDS: set[asyncio.Task[bool]] = set()
+# Strong references to money work running in the background until it finishes.
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def in_background(awaitable: Coroutine[Any, Any, Any], *, failure: str) -> None:
+    """Run money work nothing waits on, off the request's path; log ``failure`` if it fails
+    (each such piece has a sweep that finishes it)."""
+    task = asyncio.get_running_loop().create_task(awaitable)
+    _BACKGROUND.add(task)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        _BACKGROUND.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("%s: %s", failure, task.exception())
+
+    task.add_done_callback(done)
 
 
 def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: datetime) -> None:
@@ -72,7 +88,7 @@ def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: 
     fails, the reservation sweep pays it (``billing.services.deleted_keys_refund``)."""
     if settlement is None or not settlement.refund_owed_nanos:
         return
-    task = asyncio.get_running_loop().create_task(
+    in_background(
         db.run(
             deleted_key_refund_op(
                 key_id=hold.key_id,
@@ -80,16 +96,9 @@ def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: 
                 refund=settlement.refund_owed_nanos,
                 now=now,
             )
-        )
+        ),
+        failure="a deleted key's refund is left to the sweep",
     )
-    _REFUNDS.add(task)
-    task.add_done_callback(_refund_done)
-
-
-def _refund_done(task: asyncio.Task[bool]) -> None:
-    _REFUNDS.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("a deleted key's refund is left to the sweep: %s", task.exception())
 
 
 async def extend(db: Database, *, hold: Hold, expires_at: datetime) -> bool:

@@ -41,7 +41,7 @@ from proxy.admission import (
 )
 from proxy.endpoints import Endpoint, RequestInvalid
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
-from proxy.settlement import extend, release, settle
+from proxy.settlement import extend, in_background, release, settle
 from proxy.traces import TraceRow
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import (
@@ -321,17 +321,12 @@ def _hand_back_later(runtime: Runtime, early: asyncio.Task[Admitted] | None, now
     def done(task: asyncio.Task[Admitted]) -> None:
         if task.cancelled() or task.exception() is not None:
             return
-        releasing = asyncio.get_running_loop().create_task(
-            _shielded(release(runtime.db, hold=task.result().hold, now=now))
+        in_background(
+            _shielded(release(runtime.db, hold=task.result().hold, now=now)),
+            failure="a cancelled request's hold is left to expire",
         )
-        _BACKGROUND.add(releasing)
-        releasing.add_done_callback(_BACKGROUND.discard)
 
     early.add_done_callback(done)
-
-
-# Strong references to fire-and-forget tasks until they finish.
-_BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
 async def _shielded(awaitable: Any) -> Any:
