@@ -260,14 +260,13 @@ def price_set(
     problem = tiers_invalid(prices)
     if problem is not None:
         raise PriceInvalid(problem)
+    _context_window_check(context_window_tokens)
     route, _ = ModelRoute.objects.get_or_create(model=model, upstream=upstream)
     changed = []
     if max_output_tokens is not None and route.max_output_tokens != max_output_tokens:
         route.max_output_tokens = max_output_tokens
         changed.append("max_output_tokens")
     if context_window_tokens is not None and route.context_window_tokens != context_window_tokens:
-        if context_window_tokens < 1:
-            raise PriceInvalid("A context window must be at least 1 token.")
         route.context_window_tokens = context_window_tokens
         changed.append("context_window_tokens")
     if changed:
@@ -286,11 +285,15 @@ def price_set(
     )
 
 
-def route_context_window_set(*, route: ModelRoute, tokens: int | None) -> ModelRoute:
-    """Record a route's context window (None: unknown), which bounds the input of requests
-    whose body does not (see ``proxy.wire.base.input_token_bound``)."""
+def _context_window_check(tokens: int | None) -> None:
     if tokens is not None and tokens < 1:
         raise PriceInvalid("A context window must be at least 1 token.")
+
+
+def route_context_window_set(*, route: ModelRoute, tokens: int | None) -> ModelRoute:
+    """Record a route's context window (None: unknown), which bounds the input of requests
+    whose body does not (see ``proxy.wire.base.input_is_unbounded``)."""
+    _context_window_check(tokens)
     route.context_window_tokens = tokens
     route.save(update_fields=["context_window_tokens"])
     config_changed("routes")
