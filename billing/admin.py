@@ -337,27 +337,16 @@ class ModelPriceAdmin(ServiceSavedAdmin):
     list_select_related = ["route__upstream"]
     search_fields = ["route__model"]
     date_hierarchy = "effective_from"
-    add_fields = (
-        "route",
+    rate_fields = (
         "input_usd",
         "output_usd",
         "cached_input_usd",
         "cache_write_usd",
         "cache_write_1h_usd",
-        "tiers_text",
     )
-    view_fields = (
-        "route",
-        "input_usd",
-        "output_usd",
-        "cached_input_usd",
-        "cache_write_usd",
-        "cache_write_1h_usd",
-        "tiers_usd",
-        "source",
-        "effective_from",
-        "created_at",
-    )
+    # Tiers are typed in as text and shown posted as USD.
+    add_fields = ("route", *rate_fields, "tiers_text")
+    view_fields = ("route", *rate_fields, "tiers_usd", "source", "effective_from", "created_at")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
