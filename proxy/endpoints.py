@@ -75,15 +75,10 @@ def _bounded(
 
 
 def _rewrite(
-    payload: dict[str, Any],
-    raw: bytes,
-    target_model: str,
-    limit_fields: tuple[str, ...],
-    output_bound: int,
+    payload: dict[str, Any], raw: bytes, target_model: str, changes: dict[str, Any]
 ) -> bytes:
-    changes = _bounded(
-        payload, limit_fields, output_bound, limit_fields[0] if limit_fields else None
-    )
+    """The body for the upstream: ``changes`` and the route's model name applied, or the
+    client's bytes as they came when nothing changes."""
     if payload.get("model") != target_model:
         changes["model"] = target_model
     if not changes:
@@ -121,17 +116,13 @@ def prepare_chat(
 ) -> bytes:
     payload = parsed.payload
     changes = _bounded(payload, CHAT_LIMITS, output_bound, chat_output_limit_field(target))
-    if payload.get("model") != target_model:
-        changes["model"] = target_model
     if parsed.is_stream:
         # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
         options = payload.get("stream_options")
         options = dict(options) if isinstance(options, dict) else {}
         options["include_usage"] = True
         changes["stream_options"] = options
-    if not changes:
-        return raw
-    return orjson.dumps({**payload, **changes})
+    return _rewrite(payload, raw, target_model, changes)
 
 
 def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
@@ -188,7 +179,9 @@ def prepare_plain(*limit_fields: str) -> Prepare:
         target_model: str,
         output_bound: int,
     ) -> bytes:
-        return _rewrite(parsed.payload, raw, target_model, limit_fields, output_bound)
+        absent = limit_fields[0] if limit_fields else None
+        changes = _bounded(parsed.payload, limit_fields, output_bound, absent)
+        return _rewrite(parsed.payload, raw, target_model, changes)
 
     return prepare
 
