@@ -9,7 +9,7 @@ from django import forms
 
 from billing.exceptions import UpstreamInvalid
 from billing.models import LedgerEntry, ModelPrice, Upstream
-from billing.money import MoneyError, Prices, PriceTier, parse_usd, tier_parse, tiers_invalid
+from billing.money import MoneyError, PriceTier, parse_usd, tier_parse, tiers_invalid
 from billing.services import upstream_base_url_validate
 
 
@@ -99,9 +99,9 @@ class PriceAddForm(forms.ModelForm):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=(
-            "One per line, ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]]: the rates (USD per 1M "
-            "tokens) of every token of a request whose prompt is over ABOVE tokens, e.g. "
-            "200000:6:22.5:0.6:7.5. Thresholds rising; no rate may fall."
+            "One per line, ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]]: the rates "
+            "(USD per 1M tokens) of every token of a request whose prompt is over ABOVE "
+            "tokens, e.g. 200000:6:22.5:0.6:7.5. Thresholds rising."
         ),
     )
 
@@ -133,20 +133,7 @@ class PriceAddForm(forms.ModelForm):
                 tiers.append(tier_parse(line))
             except MoneyError as exc:
                 raise forms.ValidationError(f"{line.strip()!r}: {exc}") from exc
+        problem = tiers_invalid(tiers)
+        if problem is not None:
+            raise forms.ValidationError(problem)
         return tuple(tiers)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if cleaned.get("input_usd") is not None and cleaned.get("output_usd") is not None:
-            problem = tiers_invalid(
-                Prices(
-                    input_per_mtok_nanos=cleaned["input_usd"],
-                    output_per_mtok_nanos=cleaned["output_usd"],
-                    cached_input_per_mtok_nanos=cleaned.get("cached_input_usd"),
-                    cache_write_per_mtok_nanos=cleaned.get("cache_write_usd"),
-                    tiers=cleaned.get("tiers_text", ()),
-                )
-            )
-            if problem is not None:
-                self.add_error("tiers_text", problem)
-        return cleaned

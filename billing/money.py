@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 
@@ -303,11 +304,11 @@ def tiers_from_json(value: object) -> tuple[PriceTier, ...]:
     return tuple(PriceTier.from_json(tier) for tier in value)  # type: ignore[attr-defined]
 
 
-def tiers_invalid(prices: Prices) -> str | None:
-    """Why ``prices``' tiers cannot be posted, or None: thresholds must be positive and
-    rise from one tier to the next."""
+def tiers_invalid(tiers: Sequence[PriceTier]) -> str | None:
+    """Why these tiers cannot be posted, or None: thresholds must be positive and rise
+    from one tier to the next."""
     previous_threshold = 0
-    for tier in prices.tiers:
+    for tier in tiers:
         if tier.above_prompt_tokens <= previous_threshold:
             return "Tier thresholds must be positive and rise from one tier to the next."
         previous_threshold = tier.above_prompt_tokens

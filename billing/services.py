@@ -257,7 +257,7 @@ def price_set(
         ):
             if value is not None and (value < 0 or value > MAX_AMOUNT_NANOS):
                 raise PriceInvalid("Prices must be between 0 and 1,000,000 USD per 1M tokens.")
-    problem = tiers_invalid(prices)
+    problem = tiers_invalid(prices.tiers)
     if problem is not None:
         raise PriceInvalid(problem)
     _context_window_check(context_window_tokens)

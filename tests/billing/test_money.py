@@ -558,7 +558,7 @@ def test_tier_thresholds_must_be_positive_and_rise(thresholds: Any, valid: bool)
             for a in thresholds
         ),
     )
-    assert (tiers_invalid(prices) is None) == valid
+    assert (tiers_invalid(prices.tiers) is None) == valid
 
 
 def test_a_hold_is_priced_at_the_dearest_rates_any_prompt_within_its_bound_may_pay():

@@ -1,6 +1,6 @@
 """``manage.py set_price MODEL --upstream NAME --input PER_MTOK --output PER_MTOK
 [--cached-input PER_MTOK] [--cache-write PER_MTOK] [--cache-write-1h PER_MTOK]
-[--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE]] ...] [--max-output-tokens N]
+[--tier ABOVE:INPUT:OUTPUT[:CACHED[:CACHE_WRITE[:WRITE_1H]]] ...] [--max-output-tokens N]
 [--context-window N] [--json]``."""
 
 from __future__ import annotations
@@ -99,9 +99,6 @@ class Command(BaseCommand):
         max_output = options["max_output_tokens"]
         if max_output is not None and max_output < 1:
             raise CommandError("--max-output-tokens must be at least 1.")
-        context_window = options["context_window"]
-        if context_window is not None and context_window < 1:
-            raise CommandError("--context-window must be at least 1.")
         try:
             upstream = upstream_get(name=options["upstream"])
         except Upstream.DoesNotExist as exc:
@@ -118,7 +115,7 @@ class Command(BaseCommand):
                 source=ModelPrice.Source.MANUAL,
                 max_output_tokens=max_output,
                 tiers=tiers,
-                context_window_tokens=context_window,
+                context_window_tokens=options["context_window"],
             )
         except BillingError as exc:
             raise CommandError(str(exc)) from exc
