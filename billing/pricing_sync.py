@@ -34,7 +34,7 @@ from datetime import datetime
 
 from django.utils import timezone
 from genai_prices import data as genai_data
-from genai_prices.types import ModelInfo, Provider, TieredPrices
+from genai_prices.types import ModelInfo, Provider, TieredPrices, calc_unit_price
 
 from billing.exceptions import PriceInvalid
 from billing.models import ModelPrice, ModelRoute, Upstream
@@ -106,17 +106,11 @@ def provider_get(provider_id: str) -> Provider:
 
 def _nanos(value: object, prompt_tokens: int) -> int | None:
     """One genai-prices rate, in nano-dollars per 1M tokens, for a request whose prompt has
-    ``prompt_tokens`` tokens (genai-prices' rule: a tier applies past its ``start``)."""
+    ``prompt_tokens`` tokens: the rate genai-prices itself would apply (``calc_unit_price``
+    of one token, whose tier rule is ours too: a tier applies past its ``start``)."""
     if value is None:
         return None
-    if isinstance(value, TieredPrices):
-        rate = value.base
-        for tier in reversed(value.tiers):
-            if prompt_tokens > tier.start:
-                rate = tier.price
-                break
-        return parse_usd_rounded(rate)
-    return parse_usd_rounded(value)  # type: ignore[arg-type]
+    return parse_usd_rounded(calc_unit_price(value, 1, prompt_tokens, 1))  # type: ignore[arg-type]
 
 
 def catalog_price(model: ModelInfo, *, at: datetime) -> CatalogPrice | None:
