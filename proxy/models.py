@@ -5,6 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+# A trace's tag (the key's default tag or the request's own), as the APIs filter and set it.
+TAG_MAX_LENGTH = 100
+
 
 class Trace(models.Model):
     class Status(models.TextChoices):
@@ -18,7 +21,7 @@ class Trace(models.Model):
     client_key = models.ForeignKey(
         "keys.ClientKey", on_delete=models.CASCADE, related_name="traces"
     )
-    tag = models.CharField(max_length=100, blank=True, default="")
+    tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
     endpoint = models.CharField(max_length=40)
     model = models.CharField(max_length=200)
     upstream = models.ForeignKey(

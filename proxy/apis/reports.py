@@ -28,11 +28,10 @@ from proxy.apis.windows import (
     request_span,
     window_fields,
 )
-from proxy.models import Trace
+from proxy.models import TAG_MAX_LENGTH, Trace
 from proxy.selectors import earnings_summary, key_usage, tag_usage, trace_list
 
 MODEL_NAME_MAX_LENGTH = 200
-TAG_MAX_LENGTH = 100
 
 
 def _tenant(request: Request) -> Tenant:

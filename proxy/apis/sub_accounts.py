@@ -33,9 +33,9 @@ from proxy.apis.windows import (
     request_span,
     window_fields,
 )
+from proxy.models import TAG_MAX_LENGTH
 from proxy.selectors import sub_account_get, sub_account_list, sub_account_usage, tag_usage
 
-TAG_MAX_LENGTH = 100
 SUB_ACCOUNT_NAME_MAX_LENGTH = 200
 MAX_SPEND_CAP_CENTS = MAX_AMOUNT_NANOS // NANOS_PER_CENT
 
