@@ -46,7 +46,9 @@ from tests.proxy import upstream_fake
 from tests.proxy.upstream_fake import FakeUpstream, Record
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_REDIS_DB = 12  # the proxy servers' own Redis database (rate-limit state)
+# The proxy servers' own Redis database (rate-limit state); another number lets two test
+# runs share one Redis server.
+SERVER_REDIS_DB = int(os.environ.get("TEST_SERVER_REDIS_DB", "12"))
 UPSTREAM_SECRET = "sk-fake-upstream-secret"
 READY_TIMEOUT_SECONDS = 40
 LOG_TAIL_CHARS = 6000
