@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,8 +13,11 @@ from django.utils import timezone
 
 from accounts.exceptions import EmailTaken
 from accounts.models import ApiToken, Tenant
+from billing.events import config_changed
 from billing.services import wallet_get_or_create
 from keys.hashing import RESELLER_TOKEN_PREFIX, secret_generate
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is informative; writing it at most once a minute keeps auth read-only.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -44,6 +48,56 @@ def reseller_create(
     tenant = Tenant.objects.create(name=name or email, owner=user)
     wallet_get_or_create(tenant=tenant)
     return tenant, api_token_create(tenant=tenant)
+
+
+@dataclass(frozen=True)
+class TenantActivation:
+    tenant: Tenant
+    # False when the tenant already was in the state asked for (a repeat changes nothing).
+    changed: bool
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant: Tenant, actor: AbstractBaseUser | None) -> TenantActivation:
+    """Suspend a reseller: its API tokens (REST and sub-account APIs) answer 401, and so do
+    all its client keys on every proxy worker, within the time Redis takes to tell them.
+
+    Only ``Tenant.is_active`` changes: every key keeps its own status (reinstating brings
+    back exactly the keys that were active), no money moves, and requests admitted before
+    the suspension finish and are charged what they used. Without Redis, other processes'
+    workers notice when their key cache expires (``PROXY_KEY_CACHE_SECONDS``); their
+    reservations are refused at once all the same. Suspending twice changes nothing, but
+    announces the suspension again (a repair, should a worker have missed the first).
+    """
+    return _tenant_activation_set(tenant=tenant, actor=actor, is_active=False)
+
+
+@transaction.atomic
+def tenant_reinstate(*, tenant: Tenant, actor: AbstractBaseUser | None) -> TenantActivation:
+    """Lift a suspension (``tenant_suspend``): the tokens and the keys that were active work
+    again, on every worker as promptly as they stopped; revoked keys stay revoked."""
+    return _tenant_activation_set(tenant=tenant, actor=actor, is_active=True)
+
+
+def _tenant_activation_set(
+    *, tenant: Tenant, actor: AbstractBaseUser | None, is_active: bool
+) -> TenantActivation:
+    # Conditional update: of two concurrent calls exactly one reports the change.
+    changed = (
+        Tenant.objects.filter(pk=tenant.pk, is_active=not is_active).update(is_active=is_active)
+        == 1
+    )
+    tenant.is_active = is_active
+    # Workers cache keys with their tenant's is_active; one message drops them all.
+    config_changed(f"tenant:{tenant.pk}")
+    if changed:
+        logger.info(
+            "tenant %s %s by %s",
+            tenant.pk,
+            "reinstated" if is_active else "suspended",
+            getattr(actor, "email", None) or "the operator",
+        )
+    return TenantActivation(tenant=tenant, changed=changed)
 
 
 @transaction.atomic

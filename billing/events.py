@@ -1,10 +1,14 @@
-"""Telling proxy workers that cached configuration changed (keys, routes, prices).
+"""Telling proxy workers that cached configuration changed (keys, tenants, routes, prices).
 
-Each proxy worker caches keys and routes; a change made through a service is announced
-after its transaction commits: to listeners in this process, and on a Redis channel that
-every worker subscribes to when ``REDIS_URL`` is set. Caches also expire on their own (a
-few seconds), and every money operation re-checks the key's status in the database, so a
-lost message can never let a revoked key spend.
+Each proxy worker caches keys (with their tenant's ``is_active``) and routes; a change made
+through a service is announced after its transaction commits: to listeners in this process,
+and on a Redis channel that every worker subscribes to when ``REDIS_URL`` is set. Caches
+also expire on their own (a few seconds), and every money operation re-checks the key's
+status and its tenant's in the database, so a lost message can never let a revoked key, or
+a suspended tenant's, spend.
+
+Topics: ``key:<prefix>`` (one key), ``tenant:<id>`` (every key of a tenant: one message
+however many keys it has), ``routes`` (routes, upstreams and prices).
 """
 
 from __future__ import annotations
@@ -25,8 +29,13 @@ def config_listen(listener: Callable[[str], None]) -> None:
         _listeners.append(listener)
 
 
+def config_unlisten(listener: Callable[[str], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
 def config_changed(topic: str) -> None:
-    """Announce ``topic`` ("key:<prefix>" or "routes") once the current transaction commits."""
+    """Announce ``topic`` (see above) once the current transaction commits."""
     transaction.on_commit(lambda: _publish(topic))
 
 

@@ -52,6 +52,15 @@ class KeyInactive(BillingError):
     code = "key_inactive"
 
 
+class AccountSuspended(KeyInactive):
+    """The key's own status is fine, but its reseller (tenant) is suspended."""
+
+    code = "account_suspended"
+
+    def __init__(self) -> None:
+        super().__init__("The account this API key belongs to is suspended.")
+
+
 class UpstreamInvalid(BillingError):
     code = "invalid_upstream"
 

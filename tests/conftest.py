@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Tenant
 from accounts.services import IssuedToken, reseller_create
+from billing.events import config_listen, config_unlisten
 from billing.models import ModelPrice, Upstream
 from billing.money import parse_usd
 from billing.selectors import ledger_mismatches
@@ -88,6 +89,16 @@ def books_balance(db: None) -> Iterator[None]:
     yield
     assert ledger_mismatches() == []
     call_command("check_ledger")
+
+
+@pytest.fixture
+def announced_changes() -> Iterator[list[str]]:
+    """The configuration changes (``billing.events`` topics) announced to this process's
+    listeners once their transactions commit, as a proxy worker hears them."""
+    topics: list[str] = []
+    config_listen(topics.append)
+    yield topics
+    config_unlisten(topics.append)
 
 
 @pytest.fixture

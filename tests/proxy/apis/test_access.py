@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.services import api_token_revoke
+from accounts.services import api_token_revoke, tenant_reinstate, tenant_suspend
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.proxy.apis.conftest import (
@@ -99,7 +99,7 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "url"), ENDPOINTS)
-@pytest.mark.parametrize("credentials", ["none", "garbage", "wrong-scheme", "revoked"])
+@pytest.mark.parametrize("credentials", ["none", "garbage", "wrong-scheme", "revoked", "suspended"])
 def test_endpoints_need_a_valid_reseller_token(reseller, outsider, method, url, credentials):
     tenant, issued = reseller
     client = APIClient()
@@ -110,9 +110,24 @@ def test_endpoints_need_a_valid_reseller_token(reseller, outsider, method, url, 
     elif credentials == "revoked":
         api_token_revoke(tenant=tenant, token_id=issued.token.pk)
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    elif credentials == "suspended":
+        tenant_suspend(tenant=tenant, actor=None)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
 
     response = getattr(client, method)(url, {"name": "team-a"}, format="json")
 
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Bearer"
     assert not ClientKey.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.parametrize(
+    "url", [KEYS, "/api/v1/wallet", SUB_ACCOUNTS, SUB_ACCOUNT_BY_TAG, EARNINGS]
+)
+def test_a_reinstated_resellers_token_works_again(api, tenant, outsider, url):
+    tenant_suspend(tenant=tenant, actor=None)
+    assert api.get(url).status_code == 401
+
+    tenant_reinstate(tenant=tenant, actor=None)
+
+    assert api.get(url).status_code == 200
