@@ -15,7 +15,7 @@ import logging
 import aiohttp
 from django.conf import settings
 
-from billing.events import CHANNEL, config_listen
+from billing.events import CHANNEL, config_listen, config_unlisten
 from proxy.admission import Catalog, LimitRefusals
 from proxy.db import Database, database_from_settings
 from proxy.ratelimit import RateLimiter, rate_limiter_from_settings
@@ -62,12 +62,15 @@ class Runtime:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self.catalog.on_config_changed(message["data"].decode())
+                        elif message.get("type") == "subscribe":
+                            # Listening (again): whatever was announced while nobody
+                            # listened is unknown, so nothing cached before now is trusted.
+                            self.catalog.forget_all()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("config subscription lost; retrying", exc_info=True)
-                self.catalog.keys.clear()
-                self.catalog.routes.clear()
+                self.catalog.forget_all()
                 await asyncio.sleep(1)
 
     async def _housekeep(self) -> None:
@@ -92,6 +95,7 @@ class Runtime:
             await asyncio.sleep(min(every for _, every in schedule))
 
     async def close(self) -> None:
+        config_unlisten(self.catalog.on_config_changed)
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
