@@ -1,8 +1,10 @@
 """Operator admin for tenants and reseller API tokens.
 
 Tenants are created with ``manage.py create_reseller`` (user, tenant, wallet and a first
-token in one transaction); here the operator renames or deactivates them. Tokens are
-read-only (only their keyed hash is stored) and revoked through ``api_token_revoke``.
+token in one transaction); here the operator renames, suspends and reinstates them, through
+``tenant_suspend`` / ``tenant_reinstate`` whether from the actions or from the "is active"
+box of the change form, so the proxy workers always hear of it. Tokens are read-only (only
+their keyed hash is stored) and revoked through ``api_token_revoke``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import ApiToken, Tenant
-from accounts.services import api_token_revoke
+from accounts.services import (
+    TenantActivation,
+    api_token_revoke,
+    tenant_reinstate,
+    tenant_suspend,
+)
 from billing.money import format_usd
+
+
+def _operator(request: HttpRequest) -> AbstractBaseUser | None:
+    return request.user if isinstance(request.user, AbstractBaseUser) else None
 
 
 @admin.register(Tenant)
@@ -26,6 +38,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ["name", "owner__email"]
     fields = ["name", "owner", "is_active", "balance", "created_at"]
     readonly_fields = ["owner", "balance", "created_at"]
+    actions = ["suspend", "reinstate"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A tenant needs its owner, wallet and first token: manage.py create_reseller.
@@ -39,6 +52,42 @@ class TenantAdmin(admin.ModelAdmin):
     def balance(self, tenant: Tenant) -> str:
         wallet = getattr(tenant, "wallet", None)
         return "—" if wallet is None else format_usd(wallet.balance_nanos)
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        # "is active" is not saved with the other fields: the service changes it and tells
+        # the proxy workers, which cache every key with its tenant's state.
+        others = [name for name in form.changed_data if name != "is_active"]
+        if others:
+            obj.save(update_fields=others)
+        if "is_active" in form.changed_data:
+            service = tenant_reinstate if obj.is_active else tenant_suspend
+            service(tenant=obj, actor=_operator(request))
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.change_tenant")
+
+    def has_reinstate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.change_tenant")
+
+    @admin.action(
+        description="Suspend selected resellers (tokens and keys stop)", permissions=["suspend"]
+    )
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        results = [tenant_suspend(tenant=t, actor=_operator(request)) for t in queryset]
+        self._report(request, results, "Suspended")
+
+    @admin.action(description="Reinstate selected resellers", permissions=["reinstate"])
+    def reinstate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        results = [tenant_reinstate(tenant=t, actor=_operator(request)) for t in queryset]
+        self._report(request, results, "Reinstated")
+
+    def _report(self, request: HttpRequest, results: list[TenantActivation], done: str) -> None:
+        changed = sum(result.changed for result in results)
+        unchanged = len(results) - changed
+        message = f"{done} {changed} reseller(s)."
+        if unchanged:
+            message += f" {unchanged} already were."
+        self.message_user(request, message, messages.SUCCESS)
 
 
 @admin.register(ApiToken)
