@@ -7,6 +7,8 @@ from django.utils import timezone
 
 # A trace's tag (the key's default tag or the request's own), as the APIs filter and set it.
 TAG_MAX_LENGTH = 100
+# A trace's model name, as the client sent it (and as the APIs filter it).
+MODEL_MAX_LENGTH = 200
 
 
 class Trace(models.Model):
@@ -23,7 +25,7 @@ class Trace(models.Model):
     )
     tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
     endpoint = models.CharField(max_length=40)
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=MODEL_MAX_LENGTH)
     upstream = models.ForeignKey(
         "billing.Upstream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

@@ -40,9 +40,10 @@ from proxy.admission import (
     routes_for_request,
 )
 from proxy.endpoints import Endpoint, RequestInvalid
+from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, in_background, release, settle
-from proxy.traces import TraceRow
+from proxy.traces import TraceRow, trace_text
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import (
     StreamScanner,
@@ -642,7 +643,10 @@ def _trace(
     finished = time.perf_counter()
     usage = outcome.usage or Usage()
     route = outcome.route
-    tag = (headers.get(TAG_HEADER) or key.default_tag)[:100]
+    # The model and the tag are the client's own strings: made storable here, or one bad
+    # one could cost a whole batch of other tenants' traces (see proxy.traces). The other
+    # strings are ours, or the operator's as the database already stored them.
+    tag = trace_text(headers.get(TAG_HEADER) or key.default_tag, TAG_MAX_LENGTH)
     runtime.traces.add(
         TraceRow(
             request_id=request_id,
@@ -650,7 +654,7 @@ def _trace(
             client_key_id=key.id,
             tag=tag,
             endpoint=endpoint.name,
-            model=model[:200],
+            model=trace_text(model, MODEL_MAX_LENGTH),
             upstream_id=route.target.upstream_id if route else None,
             upstream_model=route.target_model if route else "",
             price_id=route.price_id if route else None,
