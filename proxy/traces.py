@@ -77,6 +77,8 @@ class TraceRow(NamedTuple):
     error_class: str
     latency_ms: int
     ttft_ms: int | None
+    is_over_hold: bool
+    overrun_cost_nanos: int
     created_at: datetime
 
 

@@ -127,14 +127,19 @@ class Outcome:
     is_usage_estimated: bool = False
     route: RouteInfo | None = None
     first_byte_at: float | None = None
-    # What settlement actually charged (clamped to the hold).
+    # What settlement actually charged (clamped to the hold), and what it could not.
     cost_nanos: int = 0
     client_nanos: int = 0
+    is_over_hold: bool = False
+    overrun_cost_nanos: int = 0
 
     def charged(self, settled: Any) -> None:
         if settled is not None and settled[1] is not None:
-            self.cost_nanos = settled[1].charged_cost_nanos
-            self.client_nanos = settled[1].charged_client_nanos
+            settlement = settled[1]
+            self.cost_nanos = settlement.charged_cost_nanos
+            self.client_nanos = settlement.charged_client_nanos
+            self.is_over_hold = settlement.is_over_hold
+            self.overrun_cost_nanos = settlement.overrun_cost_nanos
 
 
 async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
@@ -673,6 +678,8 @@ def _trace(
             ttft_ms=int((outcome.first_byte_at - started) * 1000)
             if outcome.first_byte_at
             else None,
+            is_over_hold=outcome.is_over_hold,
+            overrun_cost_nanos=outcome.overrun_cost_nanos,
             created_at=now,
         )
     )

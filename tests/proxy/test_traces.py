@@ -111,6 +111,8 @@ def row(key: ClientKey, request_id: str, **changes: Any) -> TraceRow:
         "error_class": "",
         "latency_ms": 12,
         "ttft_ms": None,
+        "is_over_hold": False,
+        "overrun_cost_nanos": 0,
         "created_at": NOW,
     }
     assert set(values) == set(COLUMNS)

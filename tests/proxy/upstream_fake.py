@@ -48,6 +48,7 @@ SPACED_JSON = "spaced-json"  # streams chat chunks as Python's json.dumps writes
 # Honours only ``max_tokens``, as older vLLM, llama.cpp and many OpenAI-compatible servers
 # do: any other limit field is ignored, and the answer runs to its own default length.
 MAX_TOKENS_ONLY = "max-tokens-only"
+IGNORES_LIMITS = "ignores-limits"  # honours no limit at all: always DEFAULT_CHUNKS of output
 
 TIMEOUT_SLEEP_SECONDS = 3.0  # longer than the 1 s timeout the tests give such upstreams
 MIDSTREAM_CHUNKS = 3
@@ -125,6 +126,8 @@ def honoured_limits(model: str) -> tuple[str, ...]:
     """The output limit fields the fake obeys when it serves ``model``."""
     if model.startswith(MAX_TOKENS_ONLY):
         return ("max_tokens",)
+    if model.startswith(IGNORES_LIMITS):
+        return ()
     return LIMIT_FIELDS
 
 
