@@ -198,11 +198,18 @@ class Settlement:
     held_client_nanos: int
     charged_cost_nanos: int
     charged_client_nanos: int
-    # What the upstream reported beyond the worst case we held (never charged).
+    # What the upstream reported beyond the worst case we held (never charged): at cost,
+    # what the operator paid the upstream for nothing; at client price, lost revenue.
     overrun_cost_nanos: int
     # The key was deleted while this request was in flight: its unspent cost, this hold's
     # unspent part included, is owed back to the wallet (``deleted_key_refund_op``).
     refund_owed_nanos: int = 0
+    overrun_client_nanos: int = 0
+
+    @property
+    def is_over_hold(self) -> bool:
+        """The reported usage cost more than the hold: the charge was clamped to it."""
+        return self.overrun_cost_nanos > 0 or self.overrun_client_nanos > 0
 
 
 def reserve_op(
@@ -399,6 +406,7 @@ def settle_op(
         charged_client_nanos=charged_client,
         overrun_cost_nanos=max(actual.cost_nanos - charged_cost, 0),
         refund_owed_nanos=refund_owed,
+        overrun_client_nanos=max(actual.client_nanos - charged_client, 0),
     )
 
 

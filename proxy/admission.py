@@ -194,6 +194,10 @@ class Catalog:
 
     async def key_for_secret(self, secret: str) -> KeyInfo | None:
         prefix = secret_prefix(secret)
+        if not prefix.isprintable():
+            # No key's prefix has a control character, and PostgreSQL refuses a NUL in a
+            # parameter: such a secret is unknown (401), not a failed query (503).
+            return None
         info: KeyInfo | None = self.keys.get(prefix)
         if info is None:
             generation = self.key_generation

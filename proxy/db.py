@@ -21,8 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 from asgiref.sync import sync_to_async
+from django import db as django_db
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 from psycopg.generators import execute
@@ -42,6 +43,25 @@ from proxy.coalesce import Coalescer
 T = TypeVar("T")
 
 
+class RowsRefused(Exception):
+    """The database refused a value of some row given to ``insert_many`` (a string it
+    cannot store or too long for its column, a number out of range, a key that no longer
+    exists): none of the rows was written, and the same rows without the bad one can be."""
+
+
+# What a refused value raises: the database's data and integrity errors, and the driver's
+# own refusals before sending (a lone surrogate cannot be encoded; an integer too large for
+# SQLite).
+_PSYCOPG_REFUSALS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError, OverflowError)
+_DJANGO_REFUSALS = (django_db.DataError, django_db.IntegrityError, UnicodeError, OverflowError)
+
+
+def _refusal(exc: BaseException) -> RowsRefused:
+    # The first line only: PostgreSQL's context lines quote the refused value.
+    first_line = (str(exc).splitlines() or [""])[0]
+    return RowsRefused(f"{type(exc).__name__}: {first_line}")
+
+
 class Database(Protocol):
     async def run(self, op: Op[T]) -> T: ...
 
@@ -49,7 +69,9 @@ class Database(Protocol):
 
     async def insert_many(
         self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-    ) -> None: ...
+    ) -> None:
+        """Insert every row, or none: raises :class:`RowsRefused` when a value is refused."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -383,11 +405,14 @@ class PostgresDatabase:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
-        async with self._pool.connection() as conn:
-            async with conn.cursor() as cursor:
-                async with cursor.copy(statement) as copy:
-                    for row in rows:
-                        await copy.write_row(row)
+        try:
+            async with self._pool.connection() as conn:
+                async with conn.cursor() as cursor:
+                    async with cursor.copy(statement) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+        except _PSYCOPG_REFUSALS as exc:
+            raise _refusal(exc) from exc
 
     async def close(self) -> None:
         if self._opened:
@@ -407,7 +432,10 @@ class DjangoDatabase:
     async def insert_many(
         self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
-        await sync_to_async(_insert_many_sync)(table, columns, rows)
+        try:
+            await sync_to_async(_insert_many_sync)(table, columns, rows)
+        except _DJANGO_REFUSALS as exc:
+            raise _refusal(exc) from exc
 
     async def close(self) -> None:
         return None
@@ -424,7 +452,9 @@ def _insert_many_sync(table: str, columns: Sequence[str], rows: Sequence[tuple[A
     placeholders = ", ".join(["%s"] * len(columns))
     adapt = connection.ops.adapt_datetimefield_value
     prepared = [tuple(adapt(v) if isinstance(v, datetime) else v for v in row) for row in rows]
-    with connection.cursor() as cursor:
+    # One transaction: in autocommit each row would commit alone, and a refused row would
+    # leave the rows before it written (then written twice when the batch is split).
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {connection.ops.quote_name(table)} ({quoted}) VALUES ({placeholders})",  # noqa: S608 - names are ours
             prepared,

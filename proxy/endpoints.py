@@ -49,41 +49,43 @@ def _stream(payload: dict[str, Any]) -> bool:
 
 
 def _bounded(
-    payload: dict[str, Any],
-    limit_fields: tuple[str, ...],
-    output_bound: int,
-    absent_field: str | None,
-) -> dict[str, Any]:
+    parsed: ParsedRequest, field: str, output_bound: int, others: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """Changes that bound the request's output by ``output_bound``: the hold covers that
     much output and no more, and settlement never charges beyond the hold.
 
-    Every limit the client set above the bound is lowered to it; a request that set none
-    gets ``absent_field`` (the limit this upstream understands), or it would reach the
-    upstream unbounded and an overrun would be served uncharged.
+    The upstream is told the smaller of the client's limit and the bound in ``field``, the
+    one limit field this upstream honours. The ``others`` (a chat's other name for the same
+    limit) are dropped: an upstream that ignores a field would produce up to its own
+    default, and one that knows both may prefer the one that says more. Returns (fields
+    to set, fields to drop).
     """
-    changes: dict[str, Any] = {}
-    limited = False
-    for name in limit_fields:
-        value = payload.get(name)
-        if isinstance(value, int):
-            limited = True
-            if value > output_bound:
-                changes[name] = output_bound
-    if not limited and absent_field is not None:
-        changes[absent_field] = output_bound
-    return changes
+    payload = parsed.payload
+    limit = output_bound
+    if parsed.max_output_tokens is not None and parsed.max_output_tokens < limit:
+        limit = parsed.max_output_tokens
+    value = payload.get(field)
+    changes = {} if type(value) is int and value == limit else {field: limit}
+    return changes, [name for name in others if name in payload]
 
 
 def _rewrite(
-    payload: dict[str, Any], raw: bytes, target_model: str, changes: dict[str, Any]
+    payload: dict[str, Any],
+    raw: bytes,
+    target_model: str,
+    changes: dict[str, Any],
+    dropped: list[str] | None = None,
 ) -> bytes:
-    """The body for the upstream: ``changes`` and the route's model name applied, or the
-    client's bytes as they came when nothing changes."""
+    """The body for the upstream: ``changes`` and the route's model name applied and the
+    ``dropped`` fields left out, or the client's bytes as they came when nothing changes."""
     if payload.get("model") != target_model:
         changes["model"] = target_model
-    if not changes:
+    if not changes and not dropped:
         return raw
-    return orjson.dumps({**payload, **changes})
+    body = {**payload, **changes}
+    for name in dropped or ():
+        del body[name]
+    return orjson.dumps(body)
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -102,27 +104,41 @@ def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
     return ParsedRequest(
         model=_model(payload),
         is_stream=_stream(payload),
-        max_output_tokens=_positive_int(payload, "max_completion_tokens", "max_tokens"),
+        max_output_tokens=_chat_limit(payload),
         payload=payload,
         choices=choices,
     )
 
 
+# Two names for one limit: OpenAI's own API honours the first (and refuses the second for
+# its reasoning models), most other OpenAI-compatible servers only the second.
 CHAT_LIMITS = ("max_completion_tokens", "max_tokens")
+# For each, the other one (dropped when an upstream is told its own).
+OTHER_CHAT_LIMITS = {name: tuple(n for n in CHAT_LIMITS if n != name) for name in CHAT_LIMITS}
+
+
+def _chat_limit(payload: dict[str, Any]) -> int | None:
+    """The client's output limit: a client that set both asked for no more than either."""
+    completion = _positive_int(payload, "max_completion_tokens")
+    tokens = _positive_int(payload, "max_tokens")
+    if completion is None or (tokens is not None and tokens < completion):
+        return tokens
+    return completion
 
 
 def prepare_chat(
     parsed: ParsedRequest, raw: bytes, target: UpstreamTarget, target_model: str, output_bound: int
 ) -> bytes:
     payload = parsed.payload
-    changes = _bounded(payload, CHAT_LIMITS, output_bound, chat_output_limit_field(target))
+    field = chat_output_limit_field(target)
+    changes, dropped = _bounded(parsed, field, output_bound, OTHER_CHAT_LIMITS[field])
     if parsed.is_stream:
         # Always ask for the final usage chunk: settlement needs it (hidden again if unasked).
         options = payload.get("stream_options")
         options = dict(options) if isinstance(options, dict) else {}
         options["include_usage"] = True
         changes["stream_options"] = options
-    return _rewrite(payload, raw, target_model, changes)
+    return _rewrite(payload, raw, target_model, changes, dropped)
 
 
 def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
@@ -169,8 +185,8 @@ def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
     )
 
 
-def prepare_plain(*limit_fields: str) -> Prepare:
-    """For a format with one output limit (added when absent), or none (embeddings)."""
+def prepare_plain(limit_field: str | None) -> Prepare:
+    """For a format with one output limit field, or none (embeddings)."""
 
     def prepare(
         parsed: ParsedRequest,
@@ -179,8 +195,9 @@ def prepare_plain(*limit_fields: str) -> Prepare:
         target_model: str,
         output_bound: int,
     ) -> bytes:
-        absent = limit_fields[0] if limit_fields else None
-        changes = _bounded(parsed.payload, limit_fields, output_bound, absent)
+        changes: dict[str, Any] = {}
+        if limit_field is not None:
+            changes, _ = _bounded(parsed, limit_field, output_bound)
         return _rewrite(parsed.payload, raw, target_model, changes)
 
     return prepare
@@ -230,7 +247,7 @@ EMBEDDINGS = Endpoint(
     kind="openai",
     upstream_path="/embeddings",
     parse=parse_embeddings,
-    prepare=prepare_plain(),
+    prepare=prepare_plain(None),
     usage_from_body=lambda body: openai.embeddings_usage(body.get("usage")),
     scanner=None,
     error_body=openai.error_body,

@@ -7,6 +7,8 @@ from django.utils import timezone
 
 # A trace's tag (the key's default tag or the request's own), as the APIs filter and set it.
 TAG_MAX_LENGTH = 100
+# A trace's model name, as the client sent it (and as the APIs filter it).
+MODEL_MAX_LENGTH = 200
 
 
 class Trace(models.Model):
@@ -23,7 +25,7 @@ class Trace(models.Model):
     )
     tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
     endpoint = models.CharField(max_length=40)
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=MODEL_MAX_LENGTH)
     upstream = models.ForeignKey(
         "billing.Upstream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -40,6 +42,12 @@ class Trace(models.Model):
     is_usage_estimated = models.BooleanField(default=False)
     cost_nanos = models.BigIntegerField(default=0)
     client_nanos = models.BigIntegerField(default=0)
+    # The upstream reported more than the request's hold covers: the charge was clamped to
+    # the hold, and the difference (at cost) is what the operator paid the upstream for
+    # output nobody was charged for. ``db_default``: rows written by a worker that predates
+    # these columns (a rolling deploy) still land.
+    is_over_hold = models.BooleanField(default=False, db_default=False)
+    overrun_cost_nanos = models.BigIntegerField(default=0, db_default=0)
     status_code = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=24, choices=Status.choices)
     error_class = models.CharField(max_length=64, blank=True, default="")
@@ -53,6 +61,13 @@ class Trace(models.Model):
             models.Index(fields=["client_key", "-created_at"]),
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["created_at"]),
+            # Few rows (the admin's "over the hold" filter and count): a partial index costs
+            # the writes of every other trace nothing.
+            models.Index(
+                fields=["upstream", "-created_at"],
+                condition=models.Q(is_over_hold=True),
+                name="proxy_trace_over_hold",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,12 @@ apply), clamps the charge to the hold, and posts wallet usage to the ledger in t
 transaction. It completes before the response's last byte is sent, so a crash after the
 client saw the answer cannot lose the charge. Nothing reported (upstream failed before any
 output) → release, charge nothing.
+
+The upstream is told to produce no more than the hold covers (``proxy.endpoints``), but it
+may not obey: when the reported usage costs more than the hold, the client is charged the
+hold and the rest is the operator's loss. Such a settlement is logged here and flagged on
+its trace (``Trace.is_over_hold``, ``overrun_cost_nanos``), from what the settlement
+already returns: no extra round trip.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from billing.metering import (
     hold_extend_op,
     settle_op,
 )
-from billing.money import Charge, Usage, request_charge
+from billing.money import Charge, Usage, format_usd, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
 
@@ -48,6 +54,18 @@ async def settle(
         )
     )
     _refund_later(db, hold, settlement, now)
+    if settlement is not None and settlement.is_over_hold:
+        logger.warning(
+            "request %s: upstream %s (model %s) reported usage over the hold (%s): "
+            "charged %s USD, %s USD of cost and %s USD of client price uncharged",
+            hold.request_id,
+            route.target.name,
+            route.target_model,
+            usage,
+            format_usd(settlement.charged_cost_nanos),
+            format_usd(settlement.overrun_cost_nanos),
+            format_usd(settlement.overrun_client_nanos),
+        )
     return actual, settlement
 
 

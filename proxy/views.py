@@ -40,9 +40,10 @@ from proxy.admission import (
     routes_for_request,
 )
 from proxy.endpoints import Endpoint, RequestInvalid
+from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, in_background, release, settle
-from proxy.traces import TraceRow
+from proxy.traces import TraceRow, trace_text
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import (
     StreamScanner,
@@ -126,14 +127,19 @@ class Outcome:
     is_usage_estimated: bool = False
     route: RouteInfo | None = None
     first_byte_at: float | None = None
-    # What settlement actually charged (clamped to the hold).
+    # What settlement actually charged (clamped to the hold), and what it could not.
     cost_nanos: int = 0
     client_nanos: int = 0
+    is_over_hold: bool = False
+    overrun_cost_nanos: int = 0
 
     def charged(self, settled: Any) -> None:
         if settled is not None and settled[1] is not None:
-            self.cost_nanos = settled[1].charged_cost_nanos
-            self.client_nanos = settled[1].charged_client_nanos
+            settlement = settled[1]
+            self.cost_nanos = settlement.charged_cost_nanos
+            self.client_nanos = settlement.charged_client_nanos
+            self.is_over_hold = settlement.is_over_hold
+            self.overrun_cost_nanos = settlement.overrun_cost_nanos
 
 
 async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
@@ -642,7 +648,10 @@ def _trace(
     finished = time.perf_counter()
     usage = outcome.usage or Usage()
     route = outcome.route
-    tag = (headers.get(TAG_HEADER) or key.default_tag)[:100]
+    # The model and the tag are the client's own strings: made storable here, or one bad
+    # one could cost a whole batch of other tenants' traces (see proxy.traces). The other
+    # strings are ours, or the operator's as the database already stored them.
+    tag = trace_text(headers.get(TAG_HEADER) or key.default_tag, TAG_MAX_LENGTH)
     runtime.traces.add(
         TraceRow(
             request_id=request_id,
@@ -650,7 +659,7 @@ def _trace(
             client_key_id=key.id,
             tag=tag,
             endpoint=endpoint.name,
-            model=model[:200],
+            model=trace_text(model, MODEL_MAX_LENGTH),
             upstream_id=route.target.upstream_id if route else None,
             upstream_model=route.target_model if route else "",
             price_id=route.price_id if route else None,
@@ -669,6 +678,8 @@ def _trace(
             ttft_ms=int((outcome.first_byte_at - started) * 1000)
             if outcome.first_byte_at
             else None,
+            is_over_hold=outcome.is_over_hold,
+            overrun_cost_nanos=outcome.overrun_cost_nanos,
             created_at=now,
         )
     )

@@ -28,10 +28,8 @@ from proxy.apis.windows import (
     request_span,
     window_fields,
 )
-from proxy.models import TAG_MAX_LENGTH, Trace
+from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH, Trace
 from proxy.selectors import earnings_summary, key_usage, tag_usage, trace_list
-
-MODEL_NAME_MAX_LENGTH = 200
 
 
 def _tenant(request: Request) -> Tenant:
@@ -67,7 +65,7 @@ class TraceListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         since = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")
         until = serializers.DateTimeField(required=False, help_text="ISO 8601; exclusive.")
-        model = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH, required=False)
+        model = serializers.CharField(max_length=MODEL_MAX_LENGTH, required=False)
         status = serializers.ChoiceField(choices=Trace.Status.choices, required=False)
         tag = serializers.CharField(
             max_length=TAG_MAX_LENGTH,

@@ -94,7 +94,8 @@ def test_settle_charges_the_actual_cost_and_releases_the_rest(tenant, price):
         ACTUAL_CLIENT,
     )
     assert (settled.held_cost_nanos, settled.held_client_nanos) == (WORST_COST, WORST_CLIENT)
-    assert settled.overrun_cost_nanos == 0
+    assert (settled.overrun_cost_nanos, settled.overrun_client_nanos) == (0, 0)
+    assert not settled.is_over_hold
     key = fresh(key)
     assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
     assert (key.client_spent_nanos, key.cost_spent_nanos) == (ACTUAL_CLIENT, ACTUAL_COST)
@@ -240,6 +241,8 @@ def test_usage_beyond_the_hold_is_clamped_to_it_and_reported(tenant, price):
 
     assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (WORST_COST, WORST_CLIENT)
     assert settled.overrun_cost_nanos == 21_000_000 - WORST_COST
+    assert settled.overrun_client_nanos == 35_000_000 - WORST_CLIENT  # at ratio 0.6
+    assert settled.is_over_hold
     key = fresh(key)
     assert (key.client_spent_nanos, key.cost_spent_nanos) == (WORST_CLIENT, WORST_COST)
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.endpoints import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Endpoint
+from proxy.endpoints import CHAT, CHAT_LIMITS, EMBEDDINGS, MESSAGES, RESPONSES, Endpoint
 from proxy.upstreams.base import UpstreamTarget
 from proxy.wire.base import input_is_unbounded
 
@@ -51,16 +51,67 @@ def test_a_chat_without_limit_gets_the_field_its_upstream_understands(
     assert set(sent) & {"max_tokens", "max_completion_tokens"} == {field}
 
 
-def test_a_limit_within_the_bound_is_passed_on_byte_for_byte() -> None:
-    for name in ("max_tokens", "max_completion_tokens"):
-        raw, body = prepared(CHAT, {**CHAT_BODY, name: 100}, bound=100)
-        assert body is raw
+OPENAI = target("https://api.openai.com/v1")
 
 
-def test_every_limit_above_the_bound_is_lowered_and_none_is_added() -> None:
-    _, body = prepared(CHAT, {**CHAT_BODY, "max_tokens": 500, "max_completion_tokens": 50})
+@pytest.mark.parametrize(
+    ("to", "field"),
+    [(VLLM, "max_tokens"), (OPENAI, "max_completion_tokens")],
+    ids=["vllm", "openai"],
+)
+def test_a_limit_within_the_bound_in_the_upstreams_own_field_is_passed_on_byte_for_byte(
+    to: UpstreamTarget, field: str
+) -> None:
+    raw, body = prepared(CHAT, {**CHAT_BODY, field: 100}, bound=100, to=to)
+    assert body is raw
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        {},
+        {"max_completion_tokens": 1},
+        {"max_tokens": 1},
+        {"max_completion_tokens": 7, "max_tokens": 30},
+        {"max_completion_tokens": 30, "max_tokens": 7},
+        {"max_tokens": 7, "max_completion_tokens": 30},
+        {"max_completion_tokens": 500},
+        {"max_tokens": 500},
+        {"max_completion_tokens": 500, "max_tokens": 900},
+        {"max_completion_tokens": 100, "max_tokens": 100},
+        {"max_completion_tokens": None, "max_tokens": 7},
+        {"max_completion_tokens": 7, "max_tokens": None},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize(
+    ("to", "field", "other"),
+    [
+        (VLLM, "max_tokens", "max_completion_tokens"),
+        (OPENAI, "max_completion_tokens", "max_tokens"),
+    ],
+    ids=["vllm", "openai"],
+)
+def test_the_upstream_is_told_the_clients_smallest_limit_in_the_one_field_it_honours(
+    client: dict[str, Any], to: UpstreamTarget, field: str, other: str
+) -> None:
+    """Whatever limit fields the client set, and however they differ, the upstream gets
+    exactly one: its own, at the smaller of the client's smallest limit and the route's
+    bound. An upstream that ignores the other field would otherwise produce up to its own
+    default, and the hold (which covers only that bound) would not cover it."""
+    payload = {**CHAT_BODY, **client}
+    limits = [v for v in client.values() if v is not None]
+    parsed = CHAT.parse(payload)
+    assert parsed.max_output_tokens == (min(limits) if limits else None)
+    # The proxy bounds each route by the client's limit and the route's (proxy.views).
+    bound = min([*limits, 100])
+
+    _, body = prepared(CHAT, payload, bound=bound, to=to)
+
     sent = orjson.loads(body)
-    assert (sent["max_tokens"], sent["max_completion_tokens"]) == (100, 50)
+    assert sent[field] == bound
+    assert other not in sent
+    assert {k: v for k, v in sent.items() if k not in CHAT_LIMITS} == CHAT_BODY
 
 
 def test_a_null_limit_counts_as_none() -> None:

@@ -9,7 +9,8 @@ Usage is deterministic, and every figure the fake reported is kept on its record
 
 * prompt tokens = max(1, characters of text in the request // 4) (messages, system, input);
   of those, ``prompt // 3`` are reported as cached reads;
-* output tokens = content chunks sent = min(``DEFAULT_CHUNKS``, the request's max tokens);
+* output tokens = content chunks sent = min(``DEFAULT_CHUNKS``, the request's max tokens,
+  in whichever limit field the fake honours: every one, unless the model says otherwise);
 * embeddings: prompt tokens only.
 
 The proxy does not forward client headers, so behaviour is chosen by the model name it
@@ -44,6 +45,10 @@ FAULT_MIDSTREAM = "fault-midstream"  # drops the connection after MIDSTREAM_CHUN
 SLOW_STREAM = "slow-stream"  # SLOW_CHUNKS chunks SLOW_GAP_SECONDS apart, or a late answer
 NO_USAGE = "no-usage"  # never reports usage
 SPACED_JSON = "spaced-json"  # streams chat chunks as Python's json.dumps writes them
+# Honours only ``max_tokens``, as older vLLM, llama.cpp and many OpenAI-compatible servers
+# do: any other limit field is ignored, and the answer runs to its own default length.
+MAX_TOKENS_ONLY = "max-tokens-only"
+IGNORES_LIMITS = "ignores-limits"  # honours no limit at all: always DEFAULT_CHUNKS of output
 
 TIMEOUT_SLEEP_SECONDS = 3.0  # longer than the 1 s timeout the tests give such upstreams
 MIDSTREAM_CHUNKS = 3
@@ -114,8 +119,21 @@ def prompt_usage(body: dict[str, Any]) -> tuple[int, int]:
     return prompt, prompt // 3
 
 
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def honoured_limits(model: str) -> tuple[str, ...]:
+    """The output limit fields the fake obeys when it serves ``model``."""
+    if model.startswith(MAX_TOKENS_ONLY):
+        return ("max_tokens",)
+    if model.startswith(IGNORES_LIMITS):
+        return ()
+    return LIMIT_FIELDS
+
+
 def output_chunks(body: dict[str, Any], default: int = DEFAULT_CHUNKS) -> int:
-    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+    model = body.get("model")
+    for name in honoured_limits(model if isinstance(model, str) else ""):
         value = body.get(name)
         if isinstance(value, int) and value > 0:
             return min(default, value)
