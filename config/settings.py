@@ -100,6 +100,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A view that found the database pool empty answers 503 + Retry-After (config/capacity.py).
+    "config.capacity.PoolExhaustedMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -152,6 +154,34 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The same options whether SQLite is the default or named by DATABASE_URL.
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+# ---- Django's database connections (REST API, sub-account API, admin, dashboard) ----
+# Why a pool and a gate: config/capacity.py (ASGI Django holds a connection per request in
+# flight). Per server worker: at most DB_POOL_MAX connections for Django, beside the
+# proxy's PROXY_DB_POOL_MAX; so workers × (DB_POOL_MAX + PROXY_DB_POOL_MAX), plus Celery's,
+# must stay below PostgreSQL's max_connections. DB_POOL_MAX=0: no pool (a connection per
+# request, Django's default; then only DJANGO_CONCURRENCY bounds them).
+DB_POOL_MIN = env_int("DB_POOL_MIN", 1)
+DB_POOL_MAX = env_int("DB_POOL_MAX", 4)
+# How long a request waits for its turn (the gate) or for a pooled connection: then 503.
+DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
+if IS_POSTGRES and DB_POOL_MAX > 0:
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "CONN_MAX_AGE needs DB_POOL_MAX=0: pooled connections are reused."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DB_POOL_MIN, DB_POOL_MAX),
+        "max_size": DB_POOL_MAX,
+        "timeout": DB_POOL_TIMEOUT,
+        "name": "tollgate-django",
+    }
+# Requests in Django at once per server worker (config.capacity.DjangoGate); 0: no limit.
+# On SQLite (development) nothing is pooled and nothing is limited unless asked.
+DJANGO_CONCURRENCY = env_int("DJANGO_CONCURRENCY", DB_POOL_MAX if IS_POSTGRES else 0)
+
 if not IS_POSTGRES:
     # Tests that run the server in a subprocess need the test database in a file; one per
     # test process, so two runs in one checkout never share it.
