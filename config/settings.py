@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "axes",
     "accounts",
     "billing",
     "keys",
@@ -108,6 +110,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: answers a locked-out sign-in (see "Sign-in throttling").
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -286,6 +290,31 @@ if TRACE_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("TRACE_RETENTION_DAYS must be at least 1.")
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5
+
+# ---- Sign-in throttling (django-axes): the admin's login, and every later form that signs
+# in through django.contrib.auth.authenticate(request=...) (the dashboard) ----
+# Failures are counted per account and, separately, per client address; either count
+# reaching LOGIN_FAILURE_LIMIT within LOGIN_COOLOFF_SECONDS refuses that account (from any
+# address, even with the right password) or that address (for any account) with 429 until
+# the cool-off has passed since the last failure. Counts live in the database, so every
+# server worker shares them. `manage.py axes_reset` (or axes_reset_username EMAIL,
+# axes_reset_ip ADDRESS) lifts locks at once.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # two separate counts, not the pair
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900))
+# Off by default: a success would also clear its address's count, so anyone holding one
+# account (any reseller) could reset their address between guesses at other accounts.
+AXES_RESET_ON_SUCCESS = env_bool("LOGIN_RESET_ON_SUCCESS", False)
+# The client's address is REMOTE_ADDR only: uvicorn already replaced it with the
+# X-Forwarded-For address when, and only when, the peer is in FORWARDED_ALLOW_IPS, so a
+# forwarded header from anyone else can never pick the address that is counted.
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))
