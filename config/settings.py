@@ -185,6 +185,9 @@ if IS_POSTGRES and DB_POOL_MAX > 0:
         "timeout": DB_POOL_TIMEOUT,
         "name": "tollgate-django",
     }
+    # A pooled connection can outlive its server (a PostgreSQL restart): check it before
+    # lending it (an empty query), so a request never gets a dead one.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Requests in Django at once per server worker (config.capacity.DjangoGate); 0: no limit.
 # On SQLite (development) nothing is pooled and nothing is limited unless asked.
 DJANGO_CONCURRENCY = env_int("DJANGO_CONCURRENCY", DB_POOL_MAX if IS_POSTGRES else 0)

@@ -227,3 +227,26 @@ def test_no_free_connection_is_a_503_with_retry_after_on_every_django_path(
     assert wallet.json()["balance"] == "99.40"
     assert Wallet.objects.get(tenant=tenant).balance_nanos == parse_usd("99.4")
     assert "Traceback" not in server.log()
+
+
+def test_pooled_connections_that_died_are_replaced_not_lent(
+    transactional_db: None, start_proxy_server: Callable[..., ProxyServer]
+) -> None:
+    """As after a PostgreSQL restart: every idle pooled connection is gone."""
+    _, token = reseller_create(email="restart@example.com")
+    server, app_name = start_server(start_proxy_server, workers=1, DB_POOL_MAX="2")
+    auth = {"Authorization": f"Bearer {token.secret}"}
+    url = f"{server.url}/api/v1/wallet"
+    assert httpx.get(url, headers=auth, timeout=30).status_code == 200
+
+    with psycopg.connect(postgres_conninfo(), autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+            " FROM pg_stat_activity WHERE application_name = %s",
+            [app_name],
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+
+    for _ in range(3):
+        response = httpx.get(url, headers=auth, timeout=30)
+        assert response.status_code == 200, response.text
