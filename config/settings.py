@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TOLLGATE_VAR_DIR", BASE_DIR / "var"))
@@ -91,6 +93,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "axes",
     "accounts",
     "billing",
     "keys",
@@ -100,12 +103,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A view that found the database pool empty answers 503 + Retry-After (config/capacity.py).
+    "config.capacity.PoolExhaustedMiddleware",
+    # Content-Security-Policy on every Django response (see "Browser security headers").
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: answers a locked-out sign-in (see "Sign-in throttling").
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -152,6 +161,37 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The same options whether SQLite is the default or named by DATABASE_URL.
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+# ---- Django's database connections (REST API, sub-account API, admin, dashboard) ----
+# Why a pool and a gate: config/capacity.py (ASGI Django holds a connection per request in
+# flight). Per server worker: at most DB_POOL_MAX connections for Django, beside the
+# proxy's PROXY_DB_POOL_MAX; so workers × (DB_POOL_MAX + PROXY_DB_POOL_MAX), plus Celery's,
+# must stay below PostgreSQL's max_connections. DB_POOL_MAX=0: no pool (a connection per
+# request, Django's default; then only DJANGO_CONCURRENCY bounds them).
+DB_POOL_MIN = env_int("DB_POOL_MIN", 1)
+DB_POOL_MAX = env_int("DB_POOL_MAX", 4)
+# How long a request waits for its turn (the gate) or for a pooled connection: then 503.
+DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
+if IS_POSTGRES and DB_POOL_MAX > 0:
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "CONN_MAX_AGE needs DB_POOL_MAX=0: pooled connections are reused."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DB_POOL_MIN, DB_POOL_MAX),
+        "max_size": DB_POOL_MAX,
+        "timeout": DB_POOL_TIMEOUT,
+        "name": "tollgate-django",
+    }
+    # A pooled connection can outlive its server (a PostgreSQL restart): check it before
+    # lending it (an empty query), so a request never gets a dead one.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Requests in Django at once per server worker (config.capacity.DjangoGate); 0: no limit.
+# On SQLite (development) nothing is pooled and nothing is limited unless asked.
+DJANGO_CONCURRENCY = env_int("DJANGO_CONCURRENCY", DB_POOL_MAX if IS_POSTGRES else 0)
+
 if not IS_POSTGRES:
     # Tests that run the server in a subprocess need the test database in a file; one per
     # test process, so two runs in one checkout never share it.
@@ -257,10 +297,62 @@ if TRACE_RETENTION_DAYS < 1:
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5
 
+# ---- Sign-in throttling (django-axes): the admin's login, and every later form that signs
+# in through django.contrib.auth.authenticate(request=...) (the dashboard) ----
+# Failures are counted per account and, separately, per client address; either count
+# reaching LOGIN_FAILURE_LIMIT within LOGIN_COOLOFF_SECONDS refuses that account (from any
+# address, even with the right password) or that address (for any account) with 429 until
+# the cool-off has passed since the last failure. Counts live in the database, so every
+# server worker shares them. `manage.py axes_reset` (or axes_reset_username EMAIL,
+# axes_reset_ip ADDRESS) lifts locks at once.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # two separate counts, not the pair
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900))
+# Off by default: a success would also clear its address's count, so anyone holding one
+# account (any reseller) could reset their address between guesses at other accounts.
+AXES_RESET_ON_SUCCESS = env_bool("LOGIN_RESET_ON_SUCCESS", False)
+# The client's address is REMOTE_ADDR only: uvicorn already replaced it with the
+# X-Forwarded-For address when, and only when, the peer is in FORWARDED_ALLOW_IPS, so a
+# forwarded header from anyone else can never pick the address that is counted.
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
+
+# ---- Browser security headers (the admin, the dashboard; Django's responses only) ----
+# Content-Security-Policy (django-csp 4): scripts, styles, images and fonts from this
+# origin's own files only, so no inline script or style, no eval, no plugin; no <base> or
+# form that leaves the origin; never framed. The Django admin works under it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# HSTS, sent only on HTTPS requests. Behind a TLS-terminating proxy listed in
+# FORWARDED_ALLOW_IPS, uvicorn takes the scheme from its X-Forwarded-Proto, so
+# request.is_secure() is true there without SECURE_PROXY_SSL_HEADER (which would believe
+# the header from any client). A year unless DEBUG; subdomains and preload are opt-in, as
+# both bind every host under the domain for as long as browsers remember.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 LOGGING = {
     "version": 1,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aiohttp
 from django.conf import settings
+from django.db import connections
 
 from billing.events import CHANNEL, config_listen, config_unlisten
 from proxy.admission import Catalog, LimitRefusals
@@ -89,7 +91,7 @@ class Runtime:
                 if now >= due[name]:
                     due[name] = now + every
                     try:
-                        await asyncio.to_thread(tasks[name].apply)
+                        await asyncio.to_thread(_run_periodic, tasks[name])
                     except Exception:
                         logger.exception("periodic task %s failed", name)
             await asyncio.sleep(min(every for _, every in schedule))
@@ -108,6 +110,15 @@ class Runtime:
         await self.session.close()
         await self.limiter.close()
         await self.db.close()
+
+
+def _run_periodic(task: Any) -> None:
+    try:
+        task.apply()
+    finally:
+        # The executor's thread outlives the task: hand its connection back (to Django's
+        # pool on PostgreSQL) rather than keep it checked out until the next run.
+        connections.close_all()
 
 
 _runtime: Runtime | None = None

@@ -18,6 +18,22 @@ from billing.money import parse_usd
 from billing.selectors import ledger_mismatches
 from billing.services import price_set, upstream_save, wallet_credit
 
+# The test process stands in for many server workers at once (threads racing, each on its
+# own connection, up to 50 in tests/keys/test_concurrency.py): on PostgreSQL its pool gets
+# room for them. The servers the tests start (tests/proxy/conftest.py) keep DB_POOL_MAX.
+TEST_PROCESS_POOL_MAX = 60
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> None:
+    from django.db import connections
+
+    database = connections["default"]
+    pool = database.settings_dict.get("OPTIONS", {}).get("pool")
+    if pool:
+        pool["max_size"] = TEST_PROCESS_POOL_MAX
+        database.close_pool()  # type: ignore[attr-defined] # the next one opens a new pool
+
 
 @pytest.fixture
 def make_reseller(db: None) -> Callable[..., tuple[Tenant, IssuedToken]]:
