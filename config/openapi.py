@@ -20,7 +20,11 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver
 from drf_spectacular import generators, openapi
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
@@ -42,6 +46,44 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
                 "`Authorization: Bearer <reseller API token>`."
             ),
         }
+
+
+# ------------------------------------------------------------------- what a write takes
+
+# billing.serializers.UsdField: what parse_usd reads (billing.money.USD_TEXT) without the
+# sign, and what format_usd writes.
+USD_INPUT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+USD_OUTPUT_PATTERN = r"^-?[0-9]+\.[0-9]{2,9}$"
+
+
+class UsdFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "billing.serializers.UsdField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        if direction == "request":
+            return {
+                "type": "string",
+                "format": "decimal",
+                "pattern": USD_INPUT_PATTERN,
+                "example": "12.50",
+                "description": (
+                    "USD as a decimal string: digits and an optional point, at most 9 "
+                    "decimal places. Not a JSON number, not blank."
+                ),
+            }
+        return {"type": "string", "format": "decimal", "pattern": USD_OUTPUT_PATTERN}
+
+
+class StrictInputSchema(OpenApiSerializerExtension):
+    """``config.serializers.StrictInputSerializer``: its fields and no other."""
+
+    target_class = "config.serializers.StrictInputSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
 
 
 # -------------------------------------------------------------------------- the generator

@@ -1,0 +1,71 @@
+"""What every write of the REST API reads its JSON body with (house rule 15's
+``InputSerializer``s derive from these).
+
+A write is exact or refused, never guessed at:
+
+* an unknown field is a 400 naming it, with the errors of the other fields, so a typo
+  (``"spendcap": "5"``) cannot pass for success and create a key without a cap;
+* a value is taken only in its own JSON type: ``"60"`` is not the integer 60, nor ``60.0``
+  or ``true``; ``0`` is not the text ``"0"``. Money is a decimal string
+  (``billing.serializers.UsdField``), cents an integer.
+
+``config.openapi`` documents the first rule as ``additionalProperties: false``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+UNKNOWN_FIELD = "Unknown field."
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Any field not listed here is refused with a 400 naming it."""
+
+    def unknown_field_message(self, name: str) -> str:
+        return UNKNOWN_FIELD
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown: dict[str, list[str]] = {}
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = {
+                name: [self.unknown_field_message(name)]
+                for name in sorted(set(data) - writable, key=str)
+            }
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from exc
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class StrictCharField(serializers.CharField):
+    """Text, only from a JSON string (DRF's own would turn ``0`` into ``"0"``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer, only from a JSON integer (DRF's own also takes ``"60"`` and ``60.0``)."""
+
+    default_error_messages = {
+        **serializers.IntegerField.default_error_messages,
+        "invalid": "A whole number is required, as a JSON integer (not a string or a fraction).",
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        # bool is a subclass of int: true is not 1.
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
