@@ -1,5 +1,6 @@
-"""What every write of the REST API reads its JSON body with (house rule 15's
-``InputSerializer``s derive from these).
+"""What the REST API reads requests with: every write's body (house rule 15's
+``InputSerializer``s derive from ``StrictInputSerializer``) and every read's query
+(``StrictQuerySerializer``).
 
 A write is exact or refused, never guessed at:
 
@@ -22,29 +23,53 @@ from rest_framework import serializers
 UNKNOWN_FIELD = "Unknown field."
 
 
-class StrictInputSerializer(serializers.Serializer):
+BLANK_PARAMETER = "May not be blank; leave the parameter out instead."
+
+
+class _ExtraErrorsSerializer(serializers.Serializer):
+    """Adds errors of its own to the field errors of DRF's reading, all reported at once."""
+
+    def extra_errors(self, data: Any) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def to_internal_value(self, data: Any) -> Any:
+        errors = self.extra_errors(data) if isinstance(data, Mapping) else {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if errors and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **errors}) from exc
+            raise
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class StrictInputSerializer(_ExtraErrorsSerializer):
     """Any field not listed here is refused with a 400 naming it."""
 
     def unknown_field_message(self, name: str) -> str:
         return UNKNOWN_FIELD
 
-    def to_internal_value(self, data: Any) -> Any:
-        unknown: dict[str, list[str]] = {}
-        if isinstance(data, Mapping):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
-            unknown = {
-                name: [self.unknown_field_message(name)]
-                for name in sorted(set(data) - writable, key=str)
-            }
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if unknown and isinstance(exc.detail, dict):
-                raise serializers.ValidationError({**exc.detail, **unknown}) from exc
-            raise
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return value
+    def extra_errors(self, data: Mapping[str, Any]) -> dict[str, list[str]]:
+        writable = {name for name, field in self.fields.items() if not field.read_only}
+        return {
+            name: [self.unknown_field_message(name)]
+            for name in sorted(set(data) - writable, key=str)
+        }
+
+
+class StrictQuerySerializer(_ExtraErrorsSerializer):
+    """Query parameters: a parameter sent blank (``?status=``) is a 400 naming it, where
+    DRF would take it for one not sent, unless its field allows blank (``?tag=``).
+    Parameters it does not know are left to others (``?page=``)."""
+
+    def extra_errors(self, data: Mapping[str, Any]) -> dict[str, list[str]]:
+        return {
+            name: [BLANK_PARAMETER]
+            for name, field in self.fields.items()
+            if data.get(name) == "" and not getattr(field, "allow_blank", False)
+        }
 
 
 class StrictCharField(serializers.CharField):

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,7 +24,12 @@ from billing.money import format_usd
 from billing.serializers import UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
-from config.serializers import StrictCharField, StrictInputSerializer, StrictIntegerField
+from config.serializers import (
+    StrictCharField,
+    StrictInputSerializer,
+    StrictIntegerField,
+    StrictQuerySerializer,
+)
 from keys.models import ClientKey
 from keys.selectors import LISTABLE_STATUSES, key_figures, key_get, key_list
 from keys.services import key_create, key_delete, key_top_up, key_update
@@ -125,6 +130,24 @@ class KeyCreateApi(APIView):
         summary="Create a key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "A prepaid key",
+                value={"label": "acme-corp-prod", "client_budget": "100", "your_cost": "60"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A wallet-funded key with a monthly cap",
+                value={
+                    "label": "acme-corp-staging",
+                    "funding": "wallet",
+                    "spend_cap": "25.00",
+                    "budget_period": "monthly",
+                    "rpm": 120,
+                },
+                request_only=True,
+            ),
+        ],
         responses={201: ResponseSerializer, **error_responses(400, 402)},
     )
     def post(self, request: Request) -> Response:
@@ -157,7 +180,7 @@ class KeyListApi(APIView):
     Deleted keys are left out unless ``?status=deleted`` asks for them.
     """
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictQuerySerializer):
         status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
 
     @extend_schema(
@@ -224,6 +247,13 @@ class KeyUpdateApi(APIView):
         summary="Change a key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Raise the cap and the rate limit",
+                value={"spend_cap": "50.00", "rpm": 300},
+                request_only=True,
+            ),
+        ],
         responses={200: KeyOutputSerializer, **error_responses(400, 404, 409)},
     )
     def patch(self, request: Request, key_id: int) -> Response:
@@ -271,6 +301,9 @@ class KeyTopUpApi(APIView):
         summary="Top up a prepaid key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample("Fifty dollars", value={"client_amount": "50"}, request_only=True)
+        ],
         responses={200: KeyOutputSerializer, **error_responses(400, 402, 404, 409)},
     )
     def post(self, request: Request, key_id: int) -> Response:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -109,6 +109,13 @@ class SubAccountCreateApi(APIView):
         summary="Create a sub-account",
         tags=["sub-accounts"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Twenty-five dollars a month",
+                value={"name": "team-a", "spend_cap_cents": 2500, "rate_limit_rpm": 60},
+                request_only=True,
+            ),
+        ],
         responses={201: ResponseSerializer, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
@@ -136,7 +143,7 @@ class SubAccountListApi(APIView):
         summary="List sub-accounts",
         tags=["sub-accounts"],
         parameters=PAGE_PARAMETERS,
-        responses={200: paginated(SubAccountOutputSerializer), **error_responses(404)},
+        responses={200: paginated(SubAccountOutputSerializer), **error_responses(400, 404)},
     )
     def get(self, request: Request) -> Response:
         paginator = Pagination()
