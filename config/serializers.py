@@ -73,11 +73,16 @@ class StrictQuerySerializer(_ExtraErrorsSerializer):
 
 
 class StrictCharField(serializers.CharField):
-    """Text, only from a JSON string (DRF's own would turn ``0`` into ``"0"``)."""
+    """Text, only from a JSON string (DRF's own would turn ``0`` into ``"0"``), at most
+    ``max_length`` characters as sent: DRF measures after trimming whitespace, so a value
+    longer than the schema's ``maxLength`` passed when it began with a space or a control
+    character that ``str.strip`` removes."""
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

@@ -207,6 +207,15 @@ TEXT_FIELDS = [
     ("sub-account-patch", "name"),
 ]
 
+TEXT_LIMITS = [
+    ("key-create", "label", 200),
+    ("key-create", "default_tag", 100),
+    ("key-patch", "default_tag", 100),
+    ("sub-account-create", "name", 200),
+    ("sub-account-create", "default_tag", 100),
+    ("sub-account-patch", "default_tag", 100),
+]
+
 
 def books(*tenants: Tenant) -> list[Any]:
     """Everything a refused write must leave alone."""
@@ -340,6 +349,15 @@ def test_text_is_only_a_json_string(api, tenant, outsider, endpoint, field):
         errors = refused(api, tenant, outsider, endpoint, body, field)
 
         assert list(errors) == [field], (value, errors)
+
+
+@pytest.mark.parametrize(("endpoint", "field", "limit"), TEXT_LIMITS)
+def test_text_is_measured_as_sent(api, tenant, outsider, endpoint, field, limit):
+    # str.strip() removes these, and DRF measured what was left: 101 characters passed.
+    for padded in [" " + "x" * limit, "\x1d" + "x" * limit, "x" * limit + "\n"]:
+        body = {**WRITES[endpoint].valid, field: padded}
+
+        refused(api, tenant, outsider, endpoint, body, field)
 
 
 def test_a_model_name_is_only_a_json_string(api, tenant, outsider):
