@@ -14,6 +14,7 @@ from billing.selectors import ledger_entries, wallet_for_tenant
 from billing.serializers import CURRENCY, UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
+from config.serializers import StrictQuerySerializer
 
 
 def _tenant(request: Request) -> Tenant:
@@ -47,7 +48,7 @@ class LedgerEntryListApi(APIView):
     """``GET /api/v1/wallet/ledger``: every balance change, newest first, paginated;
     ``?kind=`` keeps one kind. Amounts are signed: debits are negative."""
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictQuerySerializer):
         kind = serializers.ChoiceField(choices=LedgerEntry.Kind.choices, required=False)
 
     class OutputSerializer(serializers.Serializer):

@@ -14,9 +14,11 @@ Design overview
   price), each rounded *once*, half up, to a whole nano-dollar. Funding a prepaid key and
   topping it up convert a client amount to cost with the same rule
   (``ratio.cost_from_client``). Nothing rounds twice and no float is ever involved.
-* Decimal only at the edges: :func:`parse_usd` reads API input (exact, at most 9 decimal
-  places), :func:`format_usd` writes it ("140.00", "0.000123456"). Stripe and the
-  sub-account API speak integer cents (:func:`cents_to_nanos`, :func:`nanos_to_cents`).
+* Decimal only at the edges: :func:`parse_usd` reads every amount a person or a client
+  sends (the REST API, the operator's commands and admin forms): a plain decimal, exact,
+  at most 9 decimal places; :func:`format_usd` writes it ("140.00", "0.000123456").
+  Stripe and the sub-account API speak integer cents (:func:`cents_to_nanos`,
+  :func:`nanos_to_cents`).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ USD_DECIMAL_PLACES = 9
 MAX_AMOUNT_NANOS = 1_000_000 * NANOS_PER_USD
 # The largest amount parse_usd reads at all, checked before any arithmetic.
 MAX_PARSED_USD = Decimal(10**18 // NANOS_PER_USD)
-# An amount as people and JSON write it: digits, one optional point, an optional exponent.
-# Decimal() alone also takes "1_000", "Infinity" and non-ASCII digits.
-USD_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# An amount as format_usd writes it: ASCII digits, then optionally a point and more digits;
+# a minus sign for the operator's adjustments. Nothing else: Decimal() alone would also take
+# "1_0", "١٠" (Arabic-Indic digits), " 5", "+5", "5.", ".5", "1e2", "NaN" and "Infinity",
+# each a way for a typo or a mangled value to pass for an amount.
+USD_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+USD_TEXT_MESSAGE = "not a decimal amount (digits and an optional point, e.g. 12.50)"
 # What affordable_output_tokens answers when nothing bounds max_tokens.
 UNBOUNDED_OUTPUT_TOKENS = 2**31 - 1
 
@@ -57,20 +62,24 @@ def div_round_half_up(numerator: int, denominator: int) -> int:
 
 
 def parse_usd(value: Decimal | str | int) -> int:
-    """A USD amount from the edge (API input) as nano-dollars, exactly; no rounding.
+    """A USD amount from the edge as nano-dollars, exactly; no rounding.
 
-    Raises MoneyError for non-numbers, NaN/infinity, or more than 9 decimal places.
+    Text must be a plain decimal (``USD_TEXT``: ``"12.50"``, ``"-0.25"``, ``"100"``), with
+    no spaces around it; an ``int`` is whole dollars. Raises MoneyError for anything else
+    (floats and booleans included), NaN/infinity, more than 9 decimal places, or an amount
+    beyond 1e9 USD.
     """
-    if isinstance(value, float):
-        # Floats cannot be trusted to carry the amount the user typed.
-        value = repr(value)
+    if isinstance(value, bool | float):
+        # A float cannot be trusted to carry the amount the user typed; True is not 1 USD.
+        raise MoneyError(USD_TEXT_MESSAGE)
     if isinstance(value, Decimal):
         amount = value
+    elif isinstance(value, int):
+        amount = Decimal(value)
     else:
-        text = str(value).strip()
-        if not USD_TEXT.fullmatch(text):
-            raise MoneyError("not a number")
-        amount = Decimal(text)
+        if not isinstance(value, str) or not USD_TEXT.fullmatch(value):
+            raise MoneyError(USD_TEXT_MESSAGE)
+        amount = Decimal(value)
     if not amount.is_finite():
         raise MoneyError("not a finite number")
     # Range first, with an exact comparison: arithmetic on "1E+999990" would build a
@@ -278,7 +287,9 @@ def tier_parse(text: str) -> PriceTier:
     above = parts[0].strip()
     if not above.isascii() or not above.isdigit() or int(above) < 1:
         raise MoneyError("ABOVE must be a positive number of prompt tokens.")
-    rates: list[int | None] = [parse_usd(part) if part.strip() else None for part in parts[1:]]
+    rates: list[int | None] = [
+        parse_usd(part.strip()) if part.strip() else None for part in parts[1:]
+    ]
     rates += [None] * (5 - len(rates))
     input_rate, output_rate, cached_rate, write_rate, write_1h_rate = rates
     if input_rate is None or output_rate is None:

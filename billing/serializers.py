@@ -6,46 +6,43 @@ from typing import Any
 
 from rest_framework import serializers
 
-from billing.money import USD_DECIMAL_PLACES, MoneyError, format_usd, parse_usd
+from billing.money import MoneyError, format_usd, parse_usd
 
 CURRENCY = "USD"
 
-# parse_usd accepts at most 1e9 USD, ten whole digits; 19 leaves room to say "out of range"
-# instead of "too many digits", and DRF checks both bounds before it quantizes, so no
-# Decimal context limit can turn odd input ("1e999999") into a server error.
-USD_MAX_WHOLE_DIGITS = 19
 
+class UsdField(serializers.Field):
+    """A USD amount: a decimal string in and out, nano-dollars inside.
 
-class UsdField(serializers.DecimalField):
-    """A USD amount: ``"100.00"`` or ``100`` in, nano-dollars out, ``format_usd`` back.
-
-    Input is exact: more than 9 decimal places, NaN, infinities and non-numbers are
-    refused, never rounded. A JSON number is read from its shortest decimal form
-    (``34.2`` is 34.20 USD); booleans are not numbers.
+    In: a JSON string that ``billing.money.parse_usd`` reads exactly, as it is sent:
+    ``"100"``, ``"12.50"``, ``"0.000000001"`` (ASCII digits, an optional point, at most 9
+    decimal places that count). Refused, each with a 400 naming the field: a JSON number
+    (the API speaks decimal strings; a fraction would arrive as a float), a boolean, a blank
+    string (where the field is optional, null leaves it unset; ``""`` is no amount), a
+    sign, an exponent, spaces, separators (``"1_0"``, ``"1,000"``), non-ASCII digits,
+    NaN and infinities. Out: ``format_usd`` (``"140.00"``, ``"-0.25"``).
     """
 
     default_error_messages = {
-        **serializers.DecimalField.default_error_messages,
-        # Only absurd amounts get here; say so rather than quote our digit limits.
-        "max_digits": "Amount out of range.",
-        "max_whole_digits": "Amount out of range.",
+        "not_text": 'Send the amount as a decimal string, e.g. "12.50", not as a JSON {kind}.',
+        "blank": "May not be blank.",
+        "blank_or_null": "May not be blank; send null to leave it unset.",
+        "negative": "Must not be negative.",
     }
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            max_digits=USD_MAX_WHOLE_DIGITS + USD_DECIMAL_PLACES,
-            decimal_places=USD_DECIMAL_PLACES,
-            **kwargs,
-        )
-
-    def to_internal_value(self, data: Any) -> int:  # type: ignore[override]
-        if isinstance(data, bool):
-            self.fail("invalid")
-        amount = super().to_internal_value(data)
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, str):
+            kind = {bool: "boolean", int: "number", float: "number"}.get(type(data), "value")
+            self.fail("not_text", kind=kind)
+        if not data.strip():
+            self.fail("blank_or_null" if self.allow_null else "blank")
         try:
-            return parse_usd(amount)
+            nanos = parse_usd(data)
         except MoneyError as exc:
-            raise serializers.ValidationError(str(exc).capitalize() + ".") from exc
+            raise serializers.ValidationError(str(exc)[:1].upper() + str(exc)[1:] + ".") from exc
+        if data.startswith("-"):
+            self.fail("negative")
+        return nanos
 
-    def to_representation(self, value: int) -> str:  # type: ignore[override]
+    def to_representation(self, value: int) -> str:
         return format_usd(value)

@@ -20,7 +20,11 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver
 from drf_spectacular import generators, openapi
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
@@ -42,6 +46,44 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
                 "`Authorization: Bearer <reseller API token>`."
             ),
         }
+
+
+# ------------------------------------------------------------------- what a write takes
+
+# billing.serializers.UsdField: what parse_usd reads (billing.money.USD_TEXT) without the
+# sign, and what format_usd writes.
+USD_INPUT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+USD_OUTPUT_PATTERN = r"^-?[0-9]+\.[0-9]{2,9}$"
+
+
+class UsdFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "billing.serializers.UsdField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        if direction == "request":
+            return {
+                "type": "string",
+                "format": "decimal",
+                "pattern": USD_INPUT_PATTERN,
+                "example": "12.50",
+                "description": (
+                    "USD as a decimal string: digits and an optional point, at most 9 "
+                    "decimal places. Not a JSON number, not blank."
+                ),
+            }
+        return {"type": "string", "format": "decimal", "pattern": USD_OUTPUT_PATTERN}
+
+
+class StrictInputSchema(OpenApiSerializerExtension):
+    """``config.serializers.StrictInputSerializer``: its fields and no other."""
+
+    target_class = "config.serializers.StrictInputSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
 
 
 # -------------------------------------------------------------------------- the generator
@@ -102,23 +144,43 @@ class AutoSchema(openapi.AutoSchema):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """An error other than bad input: ``{detail, code}``; ``code`` is stable for clients
-    (``insufficient_funds``, ``not_found``, ``conflict``…) and absent on errors the framework
-    answers itself (401, 405, 429, a page past the last one)."""
+    """An error other than a field's: ``{detail, code}``; ``code`` is stable for clients
+    (``insufficient_funds``, ``not_found``, ``conflict``, ``parse_error``,
+    ``not_authenticated``, ``throttled``…)."""
 
     detail = serializers.CharField()
-    code = serializers.CharField(required=False)
+    code = serializers.CharField()
 
 
+MESSAGES_SCHEMA = {"type": "array", "items": {"type": "string"}}
 # DRF's own shape for bad input; a serializer cannot say "any key", so this is a raw schema.
 FIELD_ERRORS_SCHEMA = {
     "type": "object",
-    "description": "`{field: [message, …]}`; `non_field_errors` for the body as a whole.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": (
+        "`{field: [message, …]}`; `non_field_errors` for the body as a whole; for a list, "
+        '`{field: {index: [message, …]}}` (e.g. `{"models": {"0": ["…"]}}`).'
+    ),
+    "additionalProperties": {
+        "oneOf": [
+            MESSAGES_SCHEMA,
+            {"type": "object", "additionalProperties": MESSAGES_SCHEMA},
+        ]
+    },
+}
+# A 400 is field errors, or an error of the whole request: a body that is not JSON
+# (`parse_error`), an amount the books cannot take (`invalid_amount`).
+BAD_REQUEST_SCHEMA = {
+    "oneOf": [
+        FIELD_ERRORS_SCHEMA,
+        {"$ref": f"#/components/schemas/{component_name(ErrorSerializer)}"},
+    ]
 }
 
 ERROR_DESCRIPTIONS = {
-    400: "Bad input: `{field: [message]}`.",
+    400: (
+        "Bad input: `{field: [message]}`, or `{detail, code}` for a body that is not JSON "
+        "(`parse_error`)."
+    ),
     401: "No valid reseller API token.",
     402: "The wallet cannot fund it: `{detail, code: insufficient_funds}`.",
     404: "Not found: no such id for this tenant (never 403), or a page past the last one.",
@@ -128,10 +190,11 @@ ERROR_DESCRIPTIONS = {
 
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    """The error answers of an operation: ``statuses`` plus the 401 and 429 of every call."""
+    """The error answers of an operation: ``statuses`` plus the 401 and 429 of every call
+    (whose ``ErrorSerializer`` also makes the component a 400 refers to)."""
     return {
         code: OpenApiResponse(
-            response=FIELD_ERRORS_SCHEMA if code == 400 else ErrorSerializer,
+            response=BAD_REQUEST_SCHEMA if code == 400 else ErrorSerializer,
             description=ERROR_DESCRIPTIONS[code],
         )
         for code in sorted({*statuses, 401, 429})
@@ -139,13 +202,16 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
 
 
 PAGE_PARAMETERS = [
-    OpenApiParameter("page", int, description="A page number, from 1."),
+    OpenApiParameter(
+        "page", {"type": "integer", "minimum": 1}, description="A page number, from 1."
+    ),
     OpenApiParameter(
         "page_size",
-        int,
+        {"type": "integer", "minimum": 1},
         description=(
             f"Results per page: {Pagination.page_size} by default, "
-            f"at most {Pagination.max_page_size}."
+            f"at most {Pagination.max_page_size} (a larger size reads as "
+            f"{Pagination.max_page_size})."
         ),
     ),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +24,12 @@ from billing.money import format_usd
 from billing.serializers import UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
+from config.serializers import (
+    StrictCharField,
+    StrictInputSerializer,
+    StrictIntegerField,
+    StrictQuerySerializer,
+)
 from keys.models import ClientKey
 from keys.selectors import LISTABLE_STATUSES, key_figures, key_get, key_list
 from keys.services import key_create, key_delete, key_top_up, key_update
@@ -94,8 +100,8 @@ class KeyCreateApi(APIView):
     The answer carries the secret as ``key``; no other response ever shows it.
     """
 
-    class InputSerializer(serializers.Serializer):
-        label = serializers.CharField(max_length=200)  # type: ignore[assignment]
+    class InputSerializer(StrictInputSerializer):
+        label = StrictCharField(max_length=200)  # type: ignore[assignment]
         funding = serializers.ChoiceField(
             choices=ClientKey.Funding.choices, default=ClientKey.Funding.PREPAID
         )
@@ -105,14 +111,14 @@ class KeyCreateApi(APIView):
         budget_period = serializers.ChoiceField(
             choices=ClientKey.BudgetPeriod.choices, default=ClientKey.BudgetPeriod.NONE
         )
-        rpm = serializers.IntegerField(default=settings.DEFAULT_KEY_RPM)
-        tpm = serializers.IntegerField(allow_null=True, default=None)
-        max_concurrency = serializers.IntegerField(default=settings.DEFAULT_KEY_MAX_CONCURRENCY)
+        rpm = StrictIntegerField(default=settings.DEFAULT_KEY_RPM)
+        tpm = StrictIntegerField(allow_null=True, default=None)
+        max_concurrency = StrictIntegerField(default=settings.DEFAULT_KEY_MAX_CONCURRENCY)
         models = serializers.ListField(
-            child=serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH), default=list
+            child=StrictCharField(max_length=MODEL_NAME_MAX_LENGTH), default=list
         )
         expires_at = serializers.DateTimeField(allow_null=True, default=None)
-        default_tag = serializers.CharField(max_length=100, allow_blank=True, default="")
+        default_tag = StrictCharField(max_length=100, allow_blank=True, default="")
 
     # The schema's account of the answer, which ``post`` builds as the key object + ``key``.
     class ResponseSerializer(KeyOutputSerializer):
@@ -124,6 +130,24 @@ class KeyCreateApi(APIView):
         summary="Create a key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "A prepaid key",
+                value={"label": "acme-corp-prod", "client_budget": "100", "your_cost": "60"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A wallet-funded key with a monthly cap",
+                value={
+                    "label": "acme-corp-staging",
+                    "funding": "wallet",
+                    "spend_cap": "25.00",
+                    "budget_period": "monthly",
+                    "rpm": 120,
+                },
+                request_only=True,
+            ),
+        ],
         responses={201: ResponseSerializer, **error_responses(400, 402)},
     )
     def post(self, request: Request) -> Response:
@@ -156,7 +180,7 @@ class KeyListApi(APIView):
     Deleted keys are left out unless ``?status=deleted`` asks for them.
     """
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictQuerySerializer):
         status = serializers.ChoiceField(choices=LISTABLE_STATUSES, required=False)
 
     @extend_schema(
@@ -196,14 +220,14 @@ class KeyUpdateApi(APIView):
     sending them (or any unknown field) is a 400, so a typo never passes for success.
     """
 
-    class InputSerializer(serializers.Serializer):
-        label = serializers.CharField(max_length=200, required=False)  # type: ignore[assignment]
-        default_tag = serializers.CharField(max_length=100, allow_blank=True, required=False)
-        rpm = serializers.IntegerField(required=False)
-        tpm = serializers.IntegerField(allow_null=True, required=False)
-        max_concurrency = serializers.IntegerField(required=False)
+    class InputSerializer(StrictInputSerializer):
+        label = StrictCharField(max_length=200, required=False)  # type: ignore[assignment]
+        default_tag = StrictCharField(max_length=100, allow_blank=True, required=False)
+        rpm = StrictIntegerField(required=False)
+        tpm = StrictIntegerField(allow_null=True, required=False)
+        max_concurrency = StrictIntegerField(required=False)
         models = serializers.ListField(
-            child=serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH), required=False
+            child=StrictCharField(max_length=MODEL_NAME_MAX_LENGTH), required=False
         )
         expires_at = serializers.DateTimeField(allow_null=True, required=False)
         spend_cap = UsdField(allow_null=True, required=False)
@@ -214,25 +238,22 @@ class KeyUpdateApi(APIView):
             choices=[ClientKey.Status.ACTIVE, ClientKey.Status.REVOKED], required=False
         )
 
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            not_changeable = sorted(set(self.initial_data) - set(self.fields))
-            if not_changeable:
-                raise serializers.ValidationError(
-                    {
-                        name: [
-                            "Fixed when the key was created; create a new key to change it."
-                            if name in FIXED_AT_CREATION
-                            else "Unknown field; it cannot be changed."
-                        ]
-                        for name in not_changeable
-                    }
-                )
-            return attrs
+        def unknown_field_message(self, name: str) -> str:
+            if name in FIXED_AT_CREATION:
+                return "Fixed when the key was created; create a new key to change it."
+            return "Unknown field; it cannot be changed."
 
     @extend_schema(
         summary="Change a key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Raise the cap and the rate limit",
+                value={"spend_cap": "50.00", "rpm": 300},
+                request_only=True,
+            ),
+        ],
         responses={200: KeyOutputSerializer, **error_responses(400, 404, 409)},
     )
     def patch(self, request: Request, key_id: int) -> Response:
@@ -273,13 +294,16 @@ class KeyTopUpApi(APIView):
     ``client_amount``; the wallet pays that amount × the key's ratio (402 if it cannot).
     Wallet-funded keys have no budget to top up (409)."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         client_amount = UsdField()
 
     @extend_schema(
         summary="Top up a prepaid key",
         tags=["keys"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample("Fifty dollars", value={"client_amount": "50"}, request_only=True)
+        ],
         responses={200: KeyOutputSerializer, **error_responses(400, 402, 404, 409)},
     )
     def post(self, request: Request, key_id: int) -> Response:

@@ -26,7 +26,8 @@ def by_method(**views: View) -> View:
     """A view that hands each HTTP method to its own APIView.
 
     Other methods go to the GET view (else the first), so DRF still authenticates before
-    it answers 405; the ``Allow`` header of a 405 then lists the methods of the whole path.
+    it answers 405 (or OPTIONS); the ``Allow`` header of either then lists the methods of
+    the whole path, not only that view's.
     """
     fallback = views.get("GET") or next(iter(views.values()))
     allowed = ", ".join([*views, "OPTIONS"])
@@ -35,7 +36,7 @@ def by_method(**views: View) -> View:
     @csrf_exempt
     def view(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
         response = views.get(request.method or "", fallback)(request, *args, **kwargs)
-        if response.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        if response.status_code == HTTPStatus.METHOD_NOT_ALLOWED or request.method == "OPTIONS":
             response["Allow"] = allowed
         return response
 

@@ -75,6 +75,25 @@ KEY_OBJECT_FIELDS = {
 }
 
 
+# Bodies that are not JSON, or JSON nested past what the parser reads (both 400s).
+NOT_JSON = [
+    b"{",
+    b'{"label": "x",}',
+    b'{"client_amount": NaN}',
+    b"\xff",
+    b'{"label": "\\ud800"}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+]
+WINDOWED = [
+    "/api/v1/keys/{key_id}/usage",
+    "/api/v1/usage/by-tag",
+    "/api/v1/earnings",
+    "/v1/sub-accounts/{key_id}/usage",
+    "/v1/usage/by-tag",
+]
+
+
 def generate(path: Path, *options: str) -> dict[str, Any]:
     """The schema as ``manage.py spectacular`` writes it."""
     call_command("spectacular", *options, "--format", "openapi-json", "--file", str(path))
@@ -98,9 +117,13 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
             return node
 
 
-def request_fields(schema: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+def request_schema(schema: dict[str, Any], path: str, method: str) -> dict[str, Any]:
     body = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
-    return resolve(schema, body["schema"])["properties"]
+    return resolve(schema, body["schema"])
+
+
+def request_fields(schema: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    return request_schema(schema, path, method)["properties"]
 
 
 def response_schema(
@@ -119,6 +142,11 @@ def mismatches(schema: dict[str, Any], node: dict[str, Any], value: Any, where: 
     node = resolve(schema, node)
     if value is None:
         return [] if node.get("nullable") else [f"{where}: null, not documented as nullable"]
+    if "oneOf" in node:
+        branches = [mismatches(schema, branch, value, where) for branch in node["oneOf"]]
+        if sum(not each for each in branches) == 1:
+            return []
+        return [f"{where}: {value!r} matches no or several oneOf branches: {branches}"]
     kind = node.get("type")
     if kind == "object":
         if not isinstance(value, dict):
@@ -318,6 +346,54 @@ def test_reads_document_their_query_parameters(schema, path, parameters):
     assert {parameter["name"] for parameter in documented} == parameters
 
 
+WINDOWS_ACCEPTED = ["1h", "24h", "30d", "366d", "0366d", "8784h"]
+# Not a number of days or hours as the pattern has it: refused, and the pattern says so.
+WINDOWS_MALFORMED = ["", " 30d", "30d ", "30 d", "1w", "30", "d", "-1d", "1.5d", "30D", "٣٠d"]
+# Days or hours, but outside 1h..366d: refused; the description says so.
+WINDOWS_OUT_OF_RANGE = ["0h", "0d", "367d", "8785h", "9999d"]
+
+
+@pytest.mark.usefixtures("api_throttle_reset")
+def test_window_is_documented_as_the_pattern_the_api_reads(schema, api, tenant, outsider):
+    key = WalletKeyFactory.create(tenant=tenant)
+    documented = {
+        path: {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}["window"]
+        for path in WINDOWED
+    }
+    for path, parameter in documented.items():
+        assert parameter["schema"]["type"] == "string", path
+        assert "1h to 366d" in parameter["description"], path
+        pattern = parameter["schema"]["pattern"]
+        url = path.format(key_id=key.pk)
+        for window in WINDOWS_ACCEPTED:
+            assert re.search(pattern, window), window
+            assert api.get(url, {"window": window}).status_code == 200, (url, window)
+        for window in WINDOWS_MALFORMED:
+            assert not re.search(pattern, window), window
+            assert api.get(url, {"window": window}).status_code == 400, (url, window)
+        for window in WINDOWS_OUT_OF_RANGE:
+            assert re.search(pattern, window), window
+            assert api.get(url, {"window": window}).status_code == 400, (url, window)
+
+
+def test_writes_document_that_they_take_no_other_field(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in ("post", "patch") and "requestBody" in operation:
+                assert request_schema(schema, path, method)["additionalProperties"] is False
+
+
+def test_money_inputs_are_documented_as_decimal_strings(schema):
+    fields = request_fields(schema, "/api/v1/keys", "post")
+    for name in ("client_budget", "your_cost", "spend_cap"):
+        assert fields[name]["type"] == "string", name
+        pattern = fields[name]["pattern"]
+        for text in ("10", "10.50", "0.000000001", "007"):
+            assert re.search(pattern, text), text
+        for text in ("1_0", "١٠", "1e2", "+5", "-5", " 5", "5.", ".5", "NaN", "", "１０"):
+            assert not re.search(pattern, text), text
+
+
 # --------------------------------------------------------------- documented = answered
 
 
@@ -334,13 +410,15 @@ class Session:
         method: str,
         path: str,
         status: int,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | bytes | None = None,
         query: dict[str, Any] | None = None,
         **ids: int,
     ) -> Any:
         url = path.format(**ids)
         if method in ("get", "delete"):
             response = getattr(self.client, method)(url, query)
+        elif isinstance(body, bytes):  # sent as it is, JSON or not
+            response = getattr(self.client, method)(url, body, content_type="application/json")
         else:
             response = getattr(self.client, method)(url, body, format="json")
         assert response.status_code == status, (method, url, response.content)
@@ -429,6 +507,30 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
 
     # The errors, in their documented shapes.
     call("post", "/api/v1/keys", 400, {"label": "", "rpm": "many"})
+    # Each write's 400s: field errors, errors per list item, unknown fields, and bodies
+    # that are not JSON at all ({detail, code: parse_error}).
+    sub_id = sub_account["id"]
+    for path, ids in [
+        ("/api/v1/keys", {}),
+        ("/api/v1/keys/{key_id}", {"key_id": key_id}),
+        ("/api/v1/keys/{key_id}/top-up", {"key_id": key_id}),
+        ("/v1/sub-accounts", {}),
+        ("/v1/sub-accounts/{key_id}", {"key_id": sub_id}),
+    ]:
+        method = "patch" if path.endswith("{key_id}") else "post"
+        for body in NOT_JSON:
+            answer = call(method, path, 400, body, **ids)
+            assert answer["code"] == "parse_error", (path, body, answer)
+        assert "spendcap" in call(method, path, 400, {"spendcap": "5"}, **ids)
+    models = call("post", "/api/v1/keys", 400, {"label": "x", "models": ["ok", "m" * 201]})
+    assert set(models["models"]) == {"1"}
+    models = call("patch", "/api/v1/keys/{key_id}", 400, {"models": [7]}, key_id=key_id)
+    assert set(models["models"]) == {"0"}
+    for path in WINDOWED:
+        call("get", path, 400, query={"window": "1w"}, key_id=key_id)
+    call("get", "/api/v1/keys", 400, query={"page_size": "0"})
+    call("get", "/v1/sub-accounts", 400, query={"page": "x"})
+    call("get", "/api/v1/keys/{key_id}/requests", 400, query={"status": ""}, key_id=key_id)
     call("post", "/api/v1/keys", 402, {"label": "big", "client_budget": "900", "your_cost": "900"})
     call("get", "/api/v1/keys/{key_id}", 404, key_id=WalletKeyFactory.create(tenant=outsider[0]).pk)
     call("get", "/api/v1/keys", 404, query={"page": 99})

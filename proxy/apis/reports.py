@@ -21,6 +21,7 @@ from accounts.models import Tenant
 from billing.serializers import UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
+from config.serializers import StrictQuerySerializer
 from proxy.apis.windows import (
     SpanSerializer,
     WindowSerializer,
@@ -62,7 +63,7 @@ class TraceListApi(APIView):
     key's requests stay readable.
     """
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictQuerySerializer):
         since = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")
         until = serializers.DateTimeField(required=False, help_text="ISO 8601; exclusive.")
         model = serializers.CharField(max_length=MODEL_MAX_LENGTH, required=False)

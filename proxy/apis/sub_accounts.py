@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +24,7 @@ from accounts.models import Tenant
 from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos, nanos_to_cents
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
+from config.serializers import StrictCharField, StrictInputSerializer, StrictIntegerField
 from keys.models import ClientKey
 from keys.services import MAX_LIMIT, key_create, key_delete, key_update
 from proxy.apis.windows import (
@@ -83,31 +84,20 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
 
 
-def _unknown_fields(serializer: serializers.Serializer) -> None:
-    """A typo in a write must not pass for success: unknown fields are a 400."""
-    unknown = sorted(set(serializer.initial_data) - set(serializer.fields))
-    if unknown:
-        raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-
-
 class SubAccountCreateApi(APIView):
     """``POST /v1/sub-accounts``: a wallet-funded key at ratio 1:1, drawing live from the
     wallet up to ``spend_cap_cents`` (no cap when left out or null). The answer carries
     the secret as ``key``; no other response shows it."""
 
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=SUB_ACCOUNT_NAME_MAX_LENGTH)
-        spend_cap_cents = serializers.IntegerField(
+    class InputSerializer(StrictInputSerializer):
+        name = StrictCharField(max_length=SUB_ACCOUNT_NAME_MAX_LENGTH)
+        spend_cap_cents = StrictIntegerField(
             min_value=0, max_value=MAX_SPEND_CAP_CENTS, allow_null=True, default=None
         )
-        rate_limit_rpm = serializers.IntegerField(
+        rate_limit_rpm = StrictIntegerField(
             min_value=1, max_value=MAX_LIMIT, default=settings.DEFAULT_KEY_RPM
         )
-        default_tag = serializers.CharField(max_length=TAG_MAX_LENGTH, allow_blank=True, default="")
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            _unknown_fields(self)
-            return attrs
+        default_tag = StrictCharField(max_length=TAG_MAX_LENGTH, allow_blank=True, default="")
 
     # The schema's account of the answer, which ``post`` builds as the sub-account + ``key``.
     class ResponseSerializer(SubAccountOutputSerializer):
@@ -119,6 +109,13 @@ class SubAccountCreateApi(APIView):
         summary="Create a sub-account",
         tags=["sub-accounts"],
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Twenty-five dollars a month",
+                value={"name": "team-a", "spend_cap_cents": 2500, "rate_limit_rpm": 60},
+                request_only=True,
+            ),
+        ],
         responses={201: ResponseSerializer, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
@@ -146,7 +143,7 @@ class SubAccountListApi(APIView):
         summary="List sub-accounts",
         tags=["sub-accounts"],
         parameters=PAGE_PARAMETERS,
-        responses={200: paginated(SubAccountOutputSerializer), **error_responses(404)},
+        responses={200: paginated(SubAccountOutputSerializer), **error_responses(400, 404)},
     )
     def get(self, request: Request) -> Response:
         paginator = Pagination()
@@ -173,19 +170,13 @@ class SubAccountUpdateApi(APIView):
     """``PATCH /v1/sub-accounts/{id}``: change ``name``, ``spend_cap_cents`` (null: no cap),
     ``rate_limit_rpm`` or ``default_tag``; only the fields sent change."""
 
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=SUB_ACCOUNT_NAME_MAX_LENGTH, required=False)
-        spend_cap_cents = serializers.IntegerField(
+    class InputSerializer(StrictInputSerializer):
+        name = StrictCharField(max_length=SUB_ACCOUNT_NAME_MAX_LENGTH, required=False)
+        spend_cap_cents = StrictIntegerField(
             min_value=0, max_value=MAX_SPEND_CAP_CENTS, allow_null=True, required=False
         )
-        rate_limit_rpm = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
-        default_tag = serializers.CharField(
-            max_length=TAG_MAX_LENGTH, allow_blank=True, required=False
-        )
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            _unknown_fields(self)
-            return attrs
+        rate_limit_rpm = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
+        default_tag = StrictCharField(max_length=TAG_MAX_LENGTH, allow_blank=True, required=False)
 
     @extend_schema(
         summary="Change a sub-account",

@@ -13,8 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
+
+from config.serializers import StrictQuerySerializer
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +28,17 @@ class Window:
     length: timedelta
 
 
-WINDOW_TEXT = re.compile(r"(\d{1,4})([dh])", re.ASCII)
+# The schema's pattern for ?window= (config.openapi): a number of days or hours as sent, no
+# spaces; the range (WINDOW_MIN..WINDOW_MAX) is checked after it.
+WINDOW_PATTERN = r"^([0-9]{1,4})([dh])$"
+WINDOW_TEXT = re.compile(WINDOW_PATTERN)
 WINDOW_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1)}
 WINDOW_MIN = timedelta(hours=1)
 WINDOW_MAX = timedelta(days=366)
 DEFAULT_WINDOW = Window(label="30d", length=timedelta(days=30))
 
 
+@extend_schema_field({"type": "string", "pattern": WINDOW_PATTERN, "example": "30d"})
 class WindowField(serializers.CharField):
     """``?window=``: a whole number of days or hours, ``1h`` to ``366d``."""
 
@@ -40,8 +47,11 @@ class WindowField(serializers.CharField):
         "invalid": "Give a number of days or hours, from 1h to 366d (e.g. 30d, 24h).",
     }
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
     def to_internal_value(self, data: Any) -> Window:  # type: ignore[override]
-        match = WINDOW_TEXT.fullmatch(super().to_internal_value(data).strip())
+        match = WINDOW_TEXT.fullmatch(super().to_internal_value(data))
         if match is None:
             self.fail("invalid")
         count, unit = int(match[1]), match[2]
@@ -51,9 +61,12 @@ class WindowField(serializers.CharField):
         return Window(label=f"{count}{unit}", length=length)
 
 
-class WindowSerializer(serializers.Serializer):
+class WindowSerializer(StrictQuerySerializer):
     window = WindowField(
-        required=False, help_text="The look-back window ending now: 1h to 366d; 30d by default."
+        required=False,
+        help_text=(
+            "The look-back window ending now, in days or hours: 1h to 366d (8784h); 30d by default."
+        ),
     )
 
 

@@ -15,6 +15,7 @@ ERROR_TYPES = {
     402: "insufficient_quota",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     408: "timeout",
     413: "invalid_request_error",
     429: "rate_limit_exceeded",

@@ -62,17 +62,12 @@ def half_up(value: Fraction) -> int:
         ("-0.000000001", -1),
         ("0", 0),
         ("-0", 0),
-        (" 7 ", 7 * NANOS_PER_USD),
-        ("+1", NANOS_PER_USD),
-        (".5", 500_000_000),
-        ("5.", 5 * NANOS_PER_USD),
-        ("1e-9", 1),
-        ("2.5E+2", 250 * NANOS_PER_USD),
+        ("007.50", 7_500_000_000),
         ("1000000000", 10**18),
         (Decimal("0.000123456"), 123_456),
         (Decimal("12.340000000000000000000000000000000000"), 12_340_000_000),
+        (Decimal("1E-9"), 1),
         (3, 3 * NANOS_PER_USD),
-        (0.1, 100_000_000),  # a float is read as the shortest text that round-trips
     ],
 )
 def test_parse_usd_reads_exact_amounts(text, nanos):
@@ -85,7 +80,6 @@ def test_parse_usd_reads_exact_amounts(text, nanos):
         "0.0000000001",  # ten places
         "1.1234567891",
         "-0.0000000001",
-        "1e-10",
         "0.1000000000000000000000000000001",  # beyond Decimal's 28 digits: must not round
         Decimal("0.1000000000000000000000000000001"),
         "1e-999999999",
@@ -113,7 +107,35 @@ def test_parse_usd_reads_exact_amounts(text, nanos):
         "5 USD",
         "1.2.3",
         "١٢٣",  # non-ASCII digits, which Decimal() would accept
+        "１０",  # full-width digits, likewise
+        "1٠",
+        "1_0",
+        # Not a plain decimal, though Decimal() reads each of them.
+        " 7 ",
+        " 5",
+        "5 ",
+        "5\n",
+        "+1",
+        "+5",
+        ".5",
+        "5.",
+        "-.5",
+        "1e2",
+        "1E2",
+        "1e-9",
+        "2.5E+2",
+        "1e-10",
+        "1e400",
+        "--5",
+        "5-",
+        "0.5.",
+        # Not text: a float cannot be trusted to hold the amount typed; a bool is no amount.
+        0.1,
+        10.0,
         True,
+        False,
+        None,
+        [],
     ],
 )
 def test_parse_usd_refuses_what_it_cannot_read_exactly(text):
@@ -124,8 +146,12 @@ def test_parse_usd_refuses_what_it_cannot_read_exactly(text):
 def test_parse_usd_refuses_huge_exponents_without_building_huge_numbers():
     started = time.monotonic()
     for text in ("1E+999990", "-9E+999999", "1E+100000000"):
-        with pytest.raises(MoneyError, match="out of range"):
+        with pytest.raises(MoneyError, match="decimal amount"):
             parse_usd(text)
+        with pytest.raises(MoneyError, match="out of range"):
+            parse_usd(Decimal(text))
+    with pytest.raises(MoneyError, match="out of range"):
+        parse_usd("9" * 100_000)
     assert time.monotonic() - started < 1.0
 
 

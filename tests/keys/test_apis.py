@@ -145,15 +145,20 @@ def test_create_shows_the_secret_once_and_defaults_the_limits(api, tenant, outsi
     assert "key" not in detail.json()
 
 
-def test_create_reads_json_numbers_and_decimal_strings_exactly(api, tenant, outsider):
+def test_create_reads_decimal_strings_exactly_and_refuses_json_numbers(api, tenant, outsider):
     credit(tenant, "200")
 
-    from_numbers = create(api, client_budget=100.5, your_cost=60.3)
+    from_numbers = api.post(
+        KEYS, {"label": "x", "client_budget": 100.5, "your_cost": 60}, format="json"
+    )
+    from_decimals = create(api, client_budget="100.5", your_cost="60.3")
     from_strings = create(api, client_budget="0.000000003", your_cost="0.000000001")
 
-    assert from_numbers["client_budget"] == "100.50"
-    assert from_numbers["cost_funded"] == "60.30"
-    assert from_numbers["ratio"] == "0.6"
+    assert from_numbers.status_code == 400
+    assert set(from_numbers.json()) == {"client_budget", "your_cost"}
+    assert from_decimals["client_budget"] == "100.50"
+    assert from_decimals["cost_funded"] == "60.30"
+    assert from_decimals["ratio"] == "0.6"
     assert from_strings["client_budget"] == "0.000000003"
     assert from_strings["ratio"] == "0.333333"
     assert from_strings["margin_percent"] == "66.67"
@@ -224,7 +229,14 @@ DROP = object()
         pytest.param({"your_cost": "100.01"}, "your_cost", id="cost-over-budget"),
         pytest.param({"your_cost": "0.09"}, "your_cost", id="markup-over-1000x"),
         pytest.param({"client_budget": "100.0000000001"}, "client_budget", id="ten-places"),
-        pytest.param({"client_budget": 1e-10}, "client_budget", id="ten-places-number"),
+        pytest.param({"client_budget": 1e-10}, "client_budget", id="json-number"),
+        pytest.param({"client_budget": "1_00"}, "client_budget", id="underscore"),
+        pytest.param({"client_budget": "١٠٠"}, "client_budget", id="arabic-indic-digits"),
+        pytest.param({"client_budget": ""}, "client_budget", id="blank-budget"),
+        pytest.param({"spend_cap": ""}, "spend_cap", id="blank-cap"),
+        pytest.param({"spend_cap": " "}, "spend_cap", id="space-cap"),
+        pytest.param({"spendcap": "5"}, "spendcap", id="unknown-field"),
+        pytest.param({"rpm": "60"}, "rpm", id="rpm-as-text"),
         pytest.param({"client_budget": "NaN"}, "client_budget", id="nan"),
         pytest.param({"client_budget": "Infinity"}, "client_budget", id="infinity"),
         pytest.param({"client_budget": "1e999999"}, "client_budget", id="huge-exponent"),
@@ -546,7 +558,7 @@ def test_top_up_raises_the_budget_and_debits_the_wallet_at_the_keys_ratio(api, t
     credit(tenant, "200")
     created = create(api, client_budget="100", your_cost="60")
 
-    response = api.post(key_url(created["id"], "/top-up"), {"client_amount": 0.5}, format="json")
+    response = api.post(key_url(created["id"], "/top-up"), {"client_amount": "0.5"}, format="json")
 
     assert response.status_code == 200
     assert response.json()["client_budget"] == "100.50"
