@@ -12,10 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.exceptions import EmailTaken
+from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 from accounts.models import ApiToken, Tenant
 from billing.events import config_changed
 from billing.services import wallet_get_or_create
-from keys.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 
 logger = logging.getLogger(__name__)
 

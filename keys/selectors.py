@@ -9,8 +9,8 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from accounts.hashing import secret_matches, secret_prefix
 from accounts.models import Tenant
-from keys.hashing import secret_matches, secret_prefix
 from keys.models import ClientKey
 from keys.periods import period_index
 

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.hashing import CLIENT_KEY_PREFIX, secret_generate
 from accounts.models import Tenant
 from billing.events import config_changed
 from billing.exceptions import LedgerError
@@ -27,7 +28,6 @@ from billing.money import MAX_AMOUNT_NANOS, MoneyError, PriceRatio
 from billing.selectors import known_models, wallet_for_tenant
 from billing.sqlops import run_sync
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
-from keys.hashing import CLIENT_KEY_PREFIX, secret_generate
 from keys.models import ClientKey
 from keys.periods import period_index
 from keys.selectors import key_get

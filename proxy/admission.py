@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts.hashing import secret_matches, secret_prefix
 from billing.exceptions import AccountSuspended, KeyInactive, ReservationRefused
 from billing.metering import Hold, reserve_op
 from billing.money import (
@@ -44,7 +45,6 @@ from billing.money import (
     tiers_from_json,
     worst_case_prices,
 )
-from keys.hashing import secret_matches, secret_prefix
 from proxy.db import Database, as_aware, as_list
 from proxy.ratelimit import Limits
 from proxy.upstreams.base import UpstreamTarget, upstream_secret

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from accounts.hashing import CLIENT_KEY_PREFIX, PREFIX_LENGTH, secret_matches
 from billing.exceptions import InsufficientFunds, KeyInactive, ReservationRefused
 from billing.models import LedgerEntry
 from billing.money import PriceRatio, Usage, parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import reservation_create, usage_settle, wallet_credit
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
-from keys.hashing import CLIENT_KEY_PREFIX, PREFIX_LENGTH, secret_matches
 from keys.models import ClientKey
 from keys.services import key_create, key_delete, key_top_up, key_update
 
