@@ -11,10 +11,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.events import config_changed
 from accounts.exceptions import EmailTaken
 from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 from accounts.models import ApiToken, Tenant
-from billing.events import config_changed
 from billing.services import wallet_get_or_create
 
 logger = logging.getLogger(__name__)

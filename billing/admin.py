@@ -22,8 +22,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from accounts.events import config_changed
 from billing.admin_forms import PriceAddForm, UpstreamForm, WalletCreditForm
-from billing.events import config_changed
 from billing.exceptions import BillingError
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import format_usd

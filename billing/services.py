@@ -17,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from accounts.events import config_changed
 from accounts.models import Tenant
 from billing import crypto
-from billing.events import config_changed
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import (

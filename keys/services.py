@@ -17,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.events import config_changed
 from accounts.hashing import CLIENT_KEY_PREFIX, secret_generate
 from accounts.models import Tenant
-from billing.events import config_changed
 from billing.exceptions import LedgerError
 from billing.ledger import ledger_post_op
 from billing.metering import deleted_key_refund_op

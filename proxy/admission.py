@@ -7,7 +7,7 @@ In order, each step answering in the endpoint's own error shape:
 1. **Authenticate** the client key (``Authorization: Bearer`` or ``x-api-key``): 401 for
    unknown, revoked, deleted or expired keys, and for the keys of a suspended tenant. Keys
    (with their tenant's ``is_active``) are cached per worker for a few seconds and dropped
-   at once when a service announces a change (``billing.events``: one key, or every key of
+   at once when a service announces a change (``accounts.events``: one key, or every key of
    a tenant); the cache never decides money: the reservation re-checks the key's status
    and its tenant's in the database.
 2. **Model**: 403 when the key may not use it, 404 when no active route of this wire
@@ -173,7 +173,7 @@ class Catalog:
         self.key_generation = 0
 
     def on_config_changed(self, topic: str) -> None:
-        """Drop what ``topic`` (``billing.events``) says changed: one key, every key of a
+        """Drop what ``topic`` (``accounts.events``) says changed: one key, every key of a
         tenant (one message, however many keys it has), or the routes."""
         kind, _, name = topic.partition(":")
         if kind == "key":

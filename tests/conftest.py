@@ -10,9 +10,9 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from accounts.events import config_listen, config_unlisten
 from accounts.models import Tenant
 from accounts.services import IssuedToken, reseller_create
-from billing.events import config_listen, config_unlisten
 from billing.models import ModelPrice, Upstream
 from billing.money import parse_usd
 from billing.selectors import ledger_mismatches
@@ -93,7 +93,7 @@ def books_balance(db: None) -> Iterator[None]:
 
 @pytest.fixture
 def announced_changes() -> Iterator[list[str]]:
-    """The configuration changes (``billing.events`` topics) announced to this process's
+    """The configuration changes (``accounts.events`` topics) announced to this process's
     listeners once their transactions commit, as a proxy worker hears them."""
     topics: list[str] = []
     config_listen(topics.append)

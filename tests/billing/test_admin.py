@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from billing import crypto, events
+from accounts import events
+from billing import crypto
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream
 from billing.money import PriceTier, Usage, parse_usd
 from billing.selectors import price_current, wallet_for_tenant
