@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.events import config_changed
 from accounts.models import Tenant
+from accounts.services import IssuedToken, tenant_create
 from billing import crypto
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
@@ -49,6 +50,18 @@ MANUAL_KINDS = {
     LedgerEntry.Kind.ADJUSTMENT,
     LedgerEntry.Kind.TOP_UP,
 }
+
+
+@transaction.atomic(durable=True)
+def reseller_open(
+    *, email: str, password: str | None = None, name: str = ""
+) -> tuple[Tenant, IssuedToken]:
+    """Create a reseller: its user, tenant and first API token (``accounts.services.
+    tenant_create``, which raises EmailTaken) and the tenant's empty wallet, in one
+    transaction. The token's secret is returned once and never stored."""
+    tenant, token = tenant_create(email=email, password=password, name=name)
+    wallet_get_or_create(tenant=tenant)
+    return tenant, token
 
 
 def wallet_get_or_create(*, tenant: Tenant) -> Wallet:

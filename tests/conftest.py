@@ -12,11 +12,11 @@ from rest_framework.test import APIClient
 
 from accounts.events import config_listen, config_unlisten
 from accounts.models import Tenant
-from accounts.services import IssuedToken, reseller_create
+from accounts.services import IssuedToken
 from billing.models import ModelPrice, Upstream
 from billing.money import parse_usd
 from billing.selectors import ledger_mismatches
-from billing.services import price_set, upstream_save, wallet_credit
+from billing.services import price_set, reseller_open, upstream_save, wallet_credit
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def make_reseller(db: None) -> Callable[..., tuple[Tenant, IssuedToken]]:
     counter = iter(range(1, 10_000))
 
     def make(email: str | None = None, balance: str | None = None) -> tuple[Tenant, IssuedToken]:
-        tenant, token = reseller_create(email=email or f"reseller{next(counter)}@example.com")
+        tenant, token = reseller_open(email=email or f"reseller{next(counter)}@example.com")
         if balance is not None:
             wallet_credit(tenant=tenant, amount_nanos=parse_usd(balance), reason="test funds")
         return tenant, token

@@ -1,4 +1,5 @@
-"""Operator commands of the accounts app: create_reseller and the seed_demo ``make run`` uses."""
+"""Operator commands of the accounts app: deactivate_reseller / activate_reseller and the
+seed_demo ``make run`` uses."""
 
 from __future__ import annotations
 
@@ -32,49 +33,6 @@ def run_text(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-# ----------------------------------------------------------------------------- create_reseller
-
-
-def test_create_reseller_prints_ids_and_a_working_token(db):
-    result = run(
-        "create_reseller", "new@example.com", "--password", "s3cret-pass", "--name", "Acme"
-    )
-
-    tenant = Tenant.objects.get(pk=result["id"])
-    assert result["tenant_id"] == tenant.pk
-    assert result["user_id"] == tenant.owner_id
-    assert result["email"] == "new@example.com"
-    assert result["api_token"].startswith("tgr-")
-    assert tenant.name == "Acme"
-    assert tenant.owner.check_password("s3cret-pass")
-    assert wallet_for_tenant(tenant=tenant).balance_nanos == 0
-    token = api_token_authenticate(secret=result["api_token"])
-    assert token is not None and token.tenant_id == tenant.pk
-
-
-def test_create_reseller_without_password_has_no_usable_password(db):
-    result = run("create_reseller", "nopw@example.com")
-    assert not Tenant.objects.get(pk=result["id"]).owner.has_usable_password()
-
-
-def test_create_reseller_human_output_shows_the_token_once(db):
-    text = run_text("create_reseller", "h@example.com")
-    (token,) = ApiToken.objects.all()
-    assert f"tenant id {token.tenant_id}" in text and "tgr-" in text
-
-
-def test_create_reseller_refuses_an_existing_email(reseller):
-    with pytest.raises(CommandError, match="already exists"):
-        run("create_reseller", "ALICE@example.com")
-    assert Tenant.objects.count() == 1
-
-
-def test_create_reseller_refuses_an_invalid_email(db):
-    with pytest.raises(CommandError, match="not a valid email"):
-        run("create_reseller", "not-an-email")
-    assert not Tenant.objects.exists()
 
 
 # ------------------------------------------------------- deactivate_reseller / activate_reseller
