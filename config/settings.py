@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "keys",
     "proxy",
     "portal",
+    "demo",
 ]
 
 MIDDLEWARE = [
