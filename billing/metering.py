@@ -36,7 +36,7 @@ the SQL, so the row locks it takes are held only while the database runs it:
    of its own; and the periodic sweep catches up on any refund a crash left undone.
 
 A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
-statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
+statement from the indexes of every kind of period at ``now`` (``billing.periods``): the
 caller's copy of the key may predate a change of ``budget_period`` (the proxy caches keys,
 and a request can run for minutes), and an index of another kind would reset a cap early or
 push ``period_index`` so far ahead that the cap never resets again.
@@ -54,8 +54,8 @@ from datetime import datetime
 from billing.exceptions import AccountSuspended, KeyInactive, ReservationRefused
 from billing.ledger import OVERDRAFT_CONSTRAINT, WALLET_AVAILABLE, Guard, ledger_post_statements
 from billing.money import Charge, format_usd
+from billing.periods import period_indexes
 from billing.sqlops import Batch, ConstraintViolated, Op, Sql
-from keys.periods import period_indexes
 
 # A prepaid key's cost not yet spent, held or refunded (its unspent budget, at cost).
 UNSPENT = "cost_funded_nanos - cost_spent_nanos - cost_reserved_nanos - cost_refunded_nanos"

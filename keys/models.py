@@ -10,7 +10,7 @@ what the reseller pays):
   ``cost_spent + cost_reserved + cost_refunded <= cost_funded``.
 * wallet: nothing is set aside; each request reserves its cost in the wallet. An optional
   ``spend_cap_nanos`` (client prices) bounds ``period_client_spent_nanos``, which restarts
-  at zero when ``period_index`` (see ``keys.periods``) moves on.
+  at zero when ``period_index`` (see ``billing.periods``) moves on.
 """
 
 from __future__ import annotations

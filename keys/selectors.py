@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.hashing import secret_matches, secret_prefix
 from accounts.models import Tenant
+from billing.periods import period_index
 from keys.models import ClientKey
-from keys.periods import period_index
 
 # What ``?status=`` may ask for: the stored states plus the derived ``expired``.
 EXPIRED = "expired"

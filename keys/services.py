@@ -25,11 +25,11 @@ from billing.ledger import ledger_post_op
 from billing.metering import deleted_key_refund_op
 from billing.models import LedgerEntry
 from billing.money import MAX_AMOUNT_NANOS, MoneyError, PriceRatio
+from billing.periods import period_index
 from billing.selectors import known_models, wallet_for_tenant
 from billing.sqlops import run_sync
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from keys.models import ClientKey
-from keys.periods import period_index
 from keys.selectors import key_get
 
 MAX_LIMIT = 1_000_000

@@ -14,6 +14,7 @@ from billing.exceptions import KeyInactive, ReservationRefused
 from billing.metering import hold_extend_op, settle_op
 from billing.models import LedgerEntry, Reservation, Wallet
 from billing.money import Charge, Usage, affordable_output_tokens, parse_usd
+from billing.periods import period_index
 from billing.selectors import wallet_for_tenant
 from billing.services import (
     deleted_keys_refund,
@@ -27,7 +28,6 @@ from billing.services import (
 from billing.sqlops import run_sync
 from billing.tasks import reservations_expire_task
 from keys.models import ClientKey
-from keys.periods import period_index
 from keys.services import key_create, key_delete, key_update
 
 pytestmark = pytest.mark.usefixtures("books_balance")
