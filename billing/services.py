@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.events import config_changed
@@ -24,7 +23,6 @@ from billing import crypto
 from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import (
-    UNSPENT,
     Hold,
     Settlement,
     deleted_key_refund_op,
@@ -451,29 +449,3 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int
             ):
                 expired += 1
     return expired
-
-
-def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Refund the unspent cost of deleted prepaid keys whose refund is still owed.
-
-    Deletion refunds at once, and a request in flight at deletion refunds what it did not
-    spend when it settles (a second transaction); this sweep finishes any of those a crash
-    cut short. Each refund applies only to the exact amount it read, so the sweep and a
-    settlement can never both pay. Returns how many keys were refunded.
-    """
-    now = now or timezone.now()
-    owed = list(
-        ClientKey.objects.filter(status=ClientKey.Status.DELETED, funding=ClientKey.Funding.PREPAID)
-        # The refund's own definition of unspent (a constant expression, no input in it).
-        .annotate(unspent=RawSQL(UNSPENT, ()))  # noqa: S611
-        .filter(unspent__gt=0)
-        .order_by("pk")
-        .values_list("pk", "wallet_id", "unspent")[:limit]
-    )
-    refunded = 0
-    for key_id, wallet_id, unspent in owed:
-        with transaction.atomic(durable=True):
-            refunded += deleted_key_refund(
-                key_id=key_id, wallet_id=wallet_id, refund=int(unspent), now=now
-            )
-    return refunded

@@ -85,7 +85,7 @@ def in_background(awaitable: Coroutine[Any, Any, Any], *, failure: str) -> None:
 def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: datetime) -> None:
     """The key was deleted while this request was in flight: pay back what it owes, off
     the response's path (a deleted key's refund is rare, and nothing waits on it). If this
-    fails, the reservation sweep pays it (``billing.services.deleted_keys_refund``)."""
+    fails, the reservation sweep pays it (``keys.services.deleted_keys_refund``)."""
     if settlement is None or not settlement.refund_owed_nanos:
         return
     in_background(

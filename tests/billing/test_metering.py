@@ -17,7 +17,6 @@ from billing.money import Charge, Usage, affordable_output_tokens, parse_usd
 from billing.periods import period_index
 from billing.selectors import wallet_for_tenant
 from billing.services import (
-    deleted_keys_refund,
     price_set,
     reservation_create,
     reservation_release,
@@ -26,9 +25,9 @@ from billing.services import (
     wallet_credit,
 )
 from billing.sqlops import run_sync
-from billing.tasks import reservations_expire_task
 from keys.models import ClientKey
-from keys.services import key_create, key_delete, key_update
+from keys.services import deleted_keys_refund, key_create, key_delete, key_update
+from keys.tasks import reservations_expire_task
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 

@@ -1,4 +1,4 @@
-"""billing.tasks: the expiry sweep as a task, in-process and on a real Celery worker.
+"""keys.tasks: the expiry sweep as a task, in-process and on a real Celery worker.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
 starts ``celery worker`` in a subprocess against the *test* database and a Redis database
@@ -32,10 +32,10 @@ from billing.models import Reservation
 from billing.money import Usage, parse_usd
 from billing.selectors import ledger_mismatches, wallet_for_tenant
 from billing.services import reservation_create, wallet_credit
-from billing.tasks import reservations_expire_task
 from config.celery import app
 from keys.models import ClientKey
 from keys.services import key_create
+from keys.tasks import reservations_expire_task
 
 # A Redis database for tests, away from development workers on the default one.
 TEST_BROKER_DB = 15
