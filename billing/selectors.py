@@ -34,14 +34,6 @@ def upstream_get(*, name: str) -> Upstream:
     return Upstream.objects.get(name=name)
 
 
-def routes_for_model(*, model: str) -> list[ModelRoute]:
-    return list(
-        ModelRoute.objects.filter(model=model, is_active=True, upstream__is_active=True)
-        .select_related("upstream")
-        .order_by("priority", "pk")
-    )
-
-
 def known_models() -> set[str]:
     return set(
         ModelRoute.objects.filter(is_active=True, upstream__is_active=True).values_list(

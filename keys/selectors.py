@@ -10,7 +10,6 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from accounts.hashing import secret_matches, secret_prefix
 from accounts.models import Tenant
 from billing.models import LedgerEntry, Reservation
 from billing.periods import period_index
@@ -51,14 +50,6 @@ def key_list(
 def key_get(*, tenant: Tenant, key_id: int) -> ClientKey:
     """The tenant's key, deleted or not; another tenant's id raises DoesNotExist (404)."""
     return ClientKey.objects.for_tenant(tenant).get(pk=key_id)
-
-
-def key_authenticate(*, secret: str) -> ClientKey | None:
-    """The key with this secret (any status: the caller decides what a status means)."""
-    key = ClientKey.objects.filter(prefix=secret_prefix(secret)).first()
-    if key is None or not secret_matches(secret, key.digest):
-        return None
-    return key
 
 
 @dataclass(frozen=True, slots=True)
