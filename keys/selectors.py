@@ -20,10 +20,9 @@ from billing.selectors import (
     ledger_snapshot,
     totals_by,
 )
-from keys.models import ClientKey
+from keys.models import EXPIRED, ClientKey
 
 # What ``?status=`` may ask for: the stored states plus the derived ``expired``.
-EXPIRED = "expired"
 LISTABLE_STATUSES = (*ClientKey.Status.values, EXPIRED)
 
 # Ratios and margins are shown to 6 places; the margin percentage to 2.

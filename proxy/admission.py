@@ -45,6 +45,7 @@ from billing.money import (
     tiers_from_json,
     worst_case_prices,
 )
+from keys.models import ClientKey
 from proxy.db import Database, as_aware, as_list
 from proxy.ratelimit import Limits
 from proxy.upstreams.base import UpstreamTarget, upstream_secret
@@ -352,7 +353,7 @@ async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime)
     key = await catalog.key_for_secret(secret)
     if key is None:
         raise ProxyError(401, "Invalid API key.", "invalid_api_key")
-    if key.status != "active":
+    if key.status != ClientKey.Status.ACTIVE:
         raise ProxyError(401, f"This API key is {key.status}.", f"key_{key.status}")
     if key.expires_at is not None and key.expires_at <= now:
         raise ProxyError(401, "This API key has expired.", "key_expired")

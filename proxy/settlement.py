@@ -26,6 +26,7 @@ from billing.metering import (
     hold_extend_op,
     settle_op,
 )
+from billing.models import Reservation
 from billing.money import Charge, Usage, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
@@ -42,7 +43,7 @@ async def settle(
             hold=hold,
             actual=actual,
             now=now,
-            status="settled",
+            status=Reservation.Status.SETTLED,
             reason=f"API usage ({route.model})",
             price_id=route.price_id,
         )
@@ -57,7 +58,7 @@ async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | No
             hold=hold,
             actual=Charge(0, 0),
             now=now,
-            status="released",
+            status=Reservation.Status.RELEASED,
         )
     )
     _refund_later(db, hold, settlement, now)
