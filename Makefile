@@ -21,7 +21,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 help:
 	@echo "make run    - set up, migrate, seed a demo tenant and serve on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the whole test suite"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the import rules between apps (lint-imports)"
 	@echo "make bench  - proxy benchmark against the mock upstream (see README)"
 
 $(UV):
@@ -50,6 +50,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 # Loopback only: a mock upstream, Tollgate with 2 workers on PostgreSQL + Redis, the load
 # generator; see bench/README.md. BENCH_ARGS="--runs 1" for a quick look.
@@ -58,4 +59,4 @@ bench: setup
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -23,7 +23,6 @@ from accounts.services import (
     tenant_reinstate,
     tenant_suspend,
 )
-from billing.money import format_usd
 
 
 def _operator(request: HttpRequest) -> AbstractBaseUser | None:
@@ -32,12 +31,13 @@ def _operator(request: HttpRequest) -> AbstractBaseUser | None:
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "is_active", "balance", "created_at"]
+    # billing.admin registers a subclass in its place that adds the wallet's balance.
+    list_display = ["name", "owner", "is_active", "created_at"]
     list_filter = ["is_active"]
-    list_select_related = ["owner", "wallet"]
+    list_select_related = ["owner"]
     search_fields = ["name", "owner__email"]
-    fields = ["name", "owner", "is_active", "balance", "created_at"]
-    readonly_fields = ["owner", "balance", "created_at"]
+    fields = ["name", "owner", "is_active", "created_at"]
+    readonly_fields = ["owner", "created_at"]
     actions = ["suspend", "reinstate"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -47,11 +47,6 @@ class TenantAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Its ledger is kept forever; deactivate instead.
         return False
-
-    @admin.display(description="Balance (USD)")
-    def balance(self, tenant: Tenant) -> str:
-        wallet = getattr(tenant, "wallet", None)
-        return "—" if wallet is None else format_usd(wallet.balance_nanos)
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         # "is active" is not saved with the other fields: the service changes it and tells

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from keys.hashing import secret_matches
+from accounts.hashing import secret_matches
 
 
 class TenantQuerySet(models.QuerySet["Tenant"]):

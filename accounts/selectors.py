@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
+from accounts.hashing import secret_prefix
 from accounts.models import ApiToken, Tenant
-from keys.hashing import secret_prefix
 
 
 def api_token_authenticate(*, secret: str) -> ApiToken | None:

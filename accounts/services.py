@@ -11,11 +11,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.events import config_changed
 from accounts.exceptions import EmailTaken
+from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 from accounts.models import ApiToken, Tenant
-from billing.events import config_changed
-from billing.services import wallet_get_or_create
-from keys.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +28,14 @@ class IssuedToken:
     secret: str
 
 
-@transaction.atomic(durable=True)
-def reseller_create(
+@transaction.atomic
+def tenant_create(
     *, email: str, password: str | None = None, name: str = ""
 ) -> tuple[Tenant, IssuedToken]:
-    """Create a user, its tenant, the tenant's empty wallet and a first API token.
+    """Create a user, its tenant and a first API token; raise EmailTaken if the email is.
 
+    A building block: a reseller also needs its wallet, which ``billing.services.
+    reseller_open`` creates in the same transaction (accounts imports no other app).
     The token's secret is returned once and never stored.
     """
     user_model = get_user_model()
@@ -46,7 +47,6 @@ def reseller_create(
         user.set_unusable_password()
         user.save(update_fields=["password"])
     tenant = Tenant.objects.create(name=name or email, owner=user)
-    wallet_get_or_create(tenant=tenant)
     return tenant, api_token_create(tenant=tenant)
 
 

@@ -138,11 +138,10 @@ def seed(env: dict[str, str]) -> str:
 import django, os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
-from accounts.services import reseller_create
 from billing.money import parse_usd
-from billing.services import price_set, upstream_save, wallet_credit
+from billing.services import price_set, reseller_open, upstream_save, wallet_credit
 from keys.services import key_create
-tenant, _ = reseller_create(email="bench@example.com")
+tenant, _ = reseller_open(email="bench@example.com")
 wallet_credit(tenant=tenant, amount_nanos=parse_usd("1000000"), reason="benchmark funds")
 upstream = upstream_save(name="mock", kind="openai", base_url="http://127.0.0.1:%d/v1")
 for model in ("mock-gpt", "mock-gpt__c20_d10_t100"):

@@ -1,4 +1,5 @@
-"""Operator admin for wallets, the ledger, upstreams, routes, prices and reservations.
+"""Operator admin for wallets, the ledger, upstreams, routes, prices and reservations, and
+the tenants' balances.
 
 Nothing here moves money or writes a secret itself. Crediting a wallet, saving an upstream
 (its API key is encrypted, and never shown again) and posting a price go through
@@ -22,8 +23,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from accounts.admin import TenantAdmin
+from accounts.events import config_changed
+from accounts.models import Tenant
 from billing.admin_forms import PriceAddForm, UpstreamForm, WalletCreditForm
-from billing.events import config_changed
 from billing.exceptions import BillingError
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import format_usd
@@ -32,6 +35,24 @@ from billing.services import price_set, upstream_save, wallet_credit
 
 def usd(nanos: int | None) -> str:
     return "—" if nanos is None else format_usd(nanos)
+
+
+# accounts' tenant admin, registered again with the tenant's wallet balance: accounts
+# knows nothing of money, billing knows both.
+admin.site.unregister(Tenant)
+
+
+@admin.register(Tenant)
+class TenantWalletAdmin(TenantAdmin):
+    list_display = ["name", "owner", "is_active", "balance", "created_at"]
+    list_select_related = ["owner", "wallet"]
+    fields = ["name", "owner", "is_active", "balance", "created_at"]
+    readonly_fields = ["owner", "balance", "created_at"]
+
+    @admin.display(description="Balance (USD)")
+    def balance(self, tenant: Tenant) -> str:
+        wallet = getattr(tenant, "wallet", None)
+        return usd(None if wallet is None else wallet.balance_nanos)
 
 
 class ServiceSavedAdmin(admin.ModelAdmin):

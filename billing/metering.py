@@ -36,7 +36,7 @@ the SQL, so the row locks it takes are held only while the database runs it:
    of its own; and the periodic sweep catches up on any refund a crash left undone.
 
 A spend cap's period is the one of the key's *stored* ``budget_period``, chosen inside each
-statement from the indexes of every kind of period at ``now`` (``keys.periods``): the
+statement from the indexes of every kind of period at ``now`` (``billing.periods``): the
 caller's copy of the key may predate a change of ``budget_period`` (the proxy caches keys,
 and a request can run for minutes), and an index of another kind would reset a cap early or
 push ``period_index`` so far ahead that the cap never resets again.
@@ -53,9 +53,15 @@ from datetime import datetime
 
 from billing.exceptions import AccountSuspended, KeyInactive, ReservationRefused
 from billing.ledger import OVERDRAFT_CONSTRAINT, WALLET_AVAILABLE, Guard, ledger_post_statements
+from billing.models import KeyFunding, LedgerEntry, Reservation
 from billing.money import Charge, format_usd
+from billing.periods import period_indexes
 from billing.sqlops import Batch, ConstraintViolated, Op, Sql
-from keys.periods import period_indexes
+
+# The key statuses metering acts on: ``keys.ClientKey.Status`` values, named here because
+# billing never imports keys (tests/keys check that the two agree).
+KEY_ACTIVE = "active"
+KEY_DELETED = "deleted"
 
 # A prepaid key's cost not yet spent, held or refunded (its unspent budget, at cost).
 UNSPENT = "cost_funded_nanos - cost_spent_nanos - cost_reserved_nanos - cost_refunded_nanos"
@@ -228,7 +234,7 @@ def reserve_op(
     ``funding`` and ``wallet_id`` are the key's (both immutable; checked by the statement).
     Raises ReservationRefused (with what is available) or KeyInactive; nothing is held then.
     """
-    is_wallet = funding == "wallet"
+    is_wallet = funding == KeyFunding.WALLET
     params = {
         "request_id": request_id,
         "key_id": key_id,
@@ -303,7 +309,7 @@ def _refusal(
         period_spent,
         tenant_active,
     ) = state[0]
-    if status != "active":
+    if status != KEY_ACTIVE:
         return KeyInactive(f"This key is {status}.")
     if not tenant_active:
         return AccountSuspended()
@@ -311,13 +317,13 @@ def _refusal(
         return KeyInactive("This key's funding does not match.")
     candidates: list[int] = []
     cost_available: int | None = None
-    if funding == "prepaid":
+    if funding == KeyFunding.PREPAID:
         candidates.append(int(budget) - int(spent) - int(reserved))  # type: ignore[call-overload]
         cost_available = int(funded) - int(cost_spent) - int(cost_reserved) - int(refunded)  # type: ignore[call-overload]
     if cap is not None:
         candidates.append(int(cap) - int(period_spent) - int(reserved))  # type: ignore[call-overload]
     client_available = max(min(candidates), 0) if candidates else None
-    what = "budget" if funding == "prepaid" else "spend cap"
+    what = "budget" if funding == KeyFunding.PREPAID else "spend cap"
     return ReservationRefused(
         f"Insufficient key {what}: {format_usd(client_available or 0)} remaining, "
         f"this request may cost up to {format_usd(worst_case.client_nanos)}.",
@@ -331,7 +337,7 @@ def settle_op(
     hold: Hold,
     actual: Charge,
     now: datetime,
-    status: str = "settled",
+    status: str = Reservation.Status.SETTLED,
     reason: str = "API usage",
     price_id: int | None = None,
     expired_before: datetime | None = None,
@@ -377,7 +383,7 @@ def settle_op(
         if charged_cost > 0:
             statements += ledger_post_statements(
                 wallet_id=hold.wallet_id,
-                kind="usage",
+                kind=LedgerEntry.Kind.USAGE,
                 amount_nanos=-charged_cost,
                 released_nanos=hold.cost_nanos,
                 reason=reason,
@@ -395,7 +401,7 @@ def settle_op(
     refund_owed = 0
     if hold.wallet_id is None and results[1]:
         key_status, unspent = results[1][0]
-        if key_status == "deleted":
+        if key_status == KEY_DELETED:
             refund_owed = max(int(unspent), 0)  # type: ignore[call-overload]
     return Settlement(
         reservation_id=int(results[0][0][0]),
@@ -436,7 +442,7 @@ def deleted_key_refund_op(
             Sql(DELETED_KEY_REFUND, {"key_id": key_id, "refund": refund, "request_id": marker}),
             *ledger_post_statements(
                 wallet_id=wallet_id,
-                kind="key_refund",
+                kind=LedgerEntry.Kind.KEY_REFUND,
                 amount_nanos=refund,
                 reason=reason,
                 reference=f"key:{key_id}",

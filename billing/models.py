@@ -16,6 +16,16 @@ from django.utils import timezone
 from billing.money import Prices, tiers_from_json
 
 
+class KeyFunding(models.TextChoices):
+    """How a client key's requests are paid (``keys.ClientKey.funding``, whose choices these
+    are): metering holds and charges each kind its own way, so the kinds are billing's."""
+
+    # The client budget is bought from the wallet up front; requests spend it.
+    PREPAID = "prepaid", "Prepaid budget"
+    # Nothing is set aside; each request holds and pays its cost from the wallet.
+    WALLET = "wallet", "Draws from the wallet"
+
+
 class Wallet(models.Model):
     tenant = models.OneToOneField(
         "accounts.Tenant", on_delete=models.PROTECT, related_name="wallet"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +15,6 @@ from django.utils import timezone
 from accounts.models import Tenant
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import format_usd
-from keys.models import ClientKey
 
 
 def wallet_for_tenant(*, tenant: Tenant) -> Wallet:
@@ -31,14 +32,6 @@ def ledger_entries(*, tenant: Tenant, kind: str | None = None) -> QuerySet[Ledge
 def upstream_get(*, name: str) -> Upstream:
     """An upstream by its name (operator-wide, not tenant-owned); a miss raises DoesNotExist."""
     return Upstream.objects.get(name=name)
-
-
-def routes_for_model(*, model: str) -> list[ModelRoute]:
-    return list(
-        ModelRoute.objects.filter(model=model, is_active=True, upstream__is_active=True)
-        .select_related("upstream")
-        .order_by("priority", "pk")
-    )
 
 
 def known_models() -> set[str]:
@@ -98,7 +91,7 @@ class LedgerProblem:
         }
 
 
-def _problem(
+def ledger_problem(
     check: str, model: str, object_id: int, expected: int, actual: int, what: str
 ) -> LedgerProblem:
     return LedgerProblem(
@@ -111,37 +104,44 @@ def _problem(
     )
 
 
-def _sums(queryset: QuerySet[Any], group: str, **totals: Any) -> dict[Any, dict[str, int]]:
+def totals_by(queryset: QuerySet[Any], group: str, **totals: Any) -> dict[Any, dict[str, int]]:
     """``{group value: {name: int total}}``; ``order_by()`` keeps Meta.ordering out of GROUP BY."""
     rows = queryset.order_by().values(group).annotate(**totals)
     return {row[group]: {name: int(row[name] or 0) for name in totals} for row in rows}
 
 
-def ledger_audit() -> list[LedgerProblem]:
-    """Recompute every cached money counter from the rows that explain it; [] if all agree.
-
-    * wallet ``balance == SUM(entries)``, ``reserved == SUM(cost of its held reservations)``,
-      ``0 <= reserved <= balance``;
-    * each entry's ``balance_after`` is the running sum of its wallet's entries in id order
-      (ids are drawn while the wallet row is locked, so id order is posting order);
-    * per key, ``client_reserved`` / ``cost_reserved`` == SUM of its held reservations,
-      ``cost_funded == -SUM(key_funding)``, ``cost_refunded == SUM(key_refund)``, and
-      ``cost_spent == -SUM(usage)`` for wallet-funded keys (prepaid keys post no usage).
-
-    Reads one snapshot: on PostgreSQL a REPEATABLE READ transaction, so a request settling
-    between two of these queries cannot show up as a false mismatch.
-    """
+@contextmanager
+def ledger_snapshot() -> Iterator[None]:
+    """Run the reads inside in one snapshot of the books: on PostgreSQL a REPEATABLE READ
+    transaction (when this is the outermost one), so a request settling between two
+    queries of an audit cannot show up as a false mismatch."""
     outermost = not connection.in_atomic_block
     with transaction.atomic():
         if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return [*_audit_wallets(), *_audit_running_balances(), *_audit_keys()]
+        yield
+
+
+def ledger_audit() -> list[LedgerProblem]:
+    """Recompute every wallet's cached money counters from the rows that explain them; []
+    if all agree.
+
+    * wallet ``balance == SUM(entries)``, ``reserved == SUM(cost of its held reservations)``,
+      ``0 <= reserved <= balance``;
+    * each entry's ``balance_after`` is the running sum of its wallet's entries in id order
+      (ids are drawn while the wallet row is locked, so id order is posting order).
+
+    The keys' counters are audited by ``keys.selectors.key_ledger_audit``; ``check_ledger``
+    runs both in one snapshot (``keys.selectors.books_audit``).
+    """
+    with ledger_snapshot():
+        return [*_audit_wallets(), *_audit_running_balances()]
 
 
 def _audit_wallets() -> list[LedgerProblem]:
-    entries = _sums(LedgerEntry.objects.all(), "wallet_id", total=Sum("amount_nanos"))
-    held = _sums(
+    entries = totals_by(LedgerEntry.objects.all(), "wallet_id", total=Sum("amount_nanos"))
+    held = totals_by(
         Reservation.objects.filter(status=Reservation.Status.HELD, wallet__isnull=False),
         "wallet_id",
         total=Sum("cost_nanos"),
@@ -153,16 +153,18 @@ def _audit_wallets() -> list[LedgerProblem]:
         expected = entries.get(wallet_id, {}).get("total", 0)
         if balance != expected:
             problems.append(
-                _problem("wallet_balance", "wallet", wallet_id, expected, balance, "balance")
+                ledger_problem("wallet_balance", "wallet", wallet_id, expected, balance, "balance")
             )
         expected = held.get(wallet_id, {}).get("total", 0)
         if reserved != expected:
             problems.append(
-                _problem("wallet_reserved", "wallet", wallet_id, expected, reserved, "reserved")
+                ledger_problem(
+                    "wallet_reserved", "wallet", wallet_id, expected, reserved, "reserved"
+                )
             )
         if reserved < 0 or reserved > balance:
             problems.append(
-                _problem(
+                ledger_problem(
                     "wallet_overdrawn",
                     "wallet",
                     wallet_id,
@@ -183,56 +185,8 @@ def _audit_running_balances() -> list[LedgerProblem]:
         .values_list("id", "running_nanos", "balance_after_nanos")
     )
     return [
-        _problem("entry_balance_after", "ledger_entry", pk, int(expected), after, "balance_after")
+        ledger_problem(
+            "entry_balance_after", "ledger_entry", pk, int(expected), after, "balance_after"
+        )
         for pk, expected, after in wrong
     ]
-
-
-def _audit_keys() -> list[LedgerProblem]:
-    held = _sums(
-        Reservation.objects.filter(status=Reservation.Status.HELD),
-        "client_key_id",
-        client=Sum("client_nanos"),
-        cost=Sum("cost_nanos"),
-    )
-    posted: dict[tuple[int, str], int] = {}
-    for row in (
-        LedgerEntry.objects.filter(client_key__isnull=False)
-        .order_by()
-        .values("client_key_id", "kind")
-        .annotate(total=Sum("amount_nanos"))
-    ):
-        posted[(row["client_key_id"], row["kind"])] = int(row["total"] or 0)
-    problems = []
-    counters = [
-        "client_reserved_nanos",
-        "cost_reserved_nanos",
-        "cost_funded_nanos",
-        "cost_refunded_nanos",
-        "cost_spent_nanos",
-    ]
-    for key in ClientKey.objects.order_by("pk").only("funding", *counters):
-        key_held = held.get(key.pk, {})
-        funded = -posted.get((key.pk, LedgerEntry.Kind.KEY_FUNDING), 0)
-        refunded = posted.get((key.pk, LedgerEntry.Kind.KEY_REFUND), 0)
-        usage = -posted.get((key.pk, LedgerEntry.Kind.USAGE), 0)
-        # (check, what the books say, the cached counter)
-        checks = [
-            ("key_client_reserved", key_held.get("client", 0), "client_reserved_nanos"),
-            ("key_cost_reserved", key_held.get("cost", 0), "cost_reserved_nanos"),
-            ("key_cost_funded", funded, "cost_funded_nanos"),
-            ("key_cost_refunded", refunded, "cost_refunded_nanos"),
-        ]
-        if key.funding == ClientKey.Funding.WALLET:
-            checks.append(("key_cost_spent", usage, "cost_spent_nanos"))
-        for check, expected, counter in checks:
-            actual = getattr(key, counter)
-            if actual != expected:
-                what = counter.removesuffix("_nanos")
-                problems.append(_problem(check, "client_key", key.pk, expected, actual, what))
-        if key.funding == ClientKey.Funding.PREPAID and usage:
-            # A prepaid key paid for its usage when it was funded; a usage entry charges twice.
-            problems.append(
-                _problem("key_usage_entries", "client_key", key.pk, 0, usage, "usage posted")
-            )
-    return problems

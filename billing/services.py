@@ -1,47 +1,37 @@
-"""Writes for wallets, upstreams, prices and metering (reserve / settle / release / expire).
+"""Writes for resellers' wallets, upstreams and prices, and the metering no request drives
+(expiring the holds of dead workers, a deleted key's refund).
 
 Money rules themselves live in ``billing.ledger`` and ``billing.metering`` as operations
-that run on either database driver; these services are their synchronous front door.
+that run on either database driver: the proxy runs reserve and settle on its async driver
+(``proxy.admission``, ``proxy.settlement``); these services run the others synchronously.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from accounts.events import config_changed
 from accounts.models import Tenant
+from accounts.services import IssuedToken, tenant_create
 from billing import crypto
-from billing.events import config_changed
-from billing.exceptions import BillingError, LedgerError, PriceInvalid, UpstreamInvalid
+from billing.exceptions import LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
-from billing.metering import (
-    UNSPENT,
-    Hold,
-    Settlement,
-    deleted_key_refund_op,
-    reserve_op,
-    settle_op,
-)
+from billing.metering import Hold, deleted_key_refund_op, settle_op
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
 from billing.money import (
     MAX_AMOUNT_NANOS,
     Charge,
     Prices,
     PriceTier,
-    Usage,
-    request_charge,
     tiers_invalid,
 )
 from billing.sqlops import run_sync
-from keys.models import ClientKey
 
 # Ledger kinds an operator may post by hand.
 MANUAL_KINDS = {
@@ -49,6 +39,18 @@ MANUAL_KINDS = {
     LedgerEntry.Kind.ADJUSTMENT,
     LedgerEntry.Kind.TOP_UP,
 }
+
+
+@transaction.atomic(durable=True)
+def reseller_open(
+    *, email: str, password: str | None = None, name: str = ""
+) -> tuple[Tenant, IssuedToken]:
+    """Create a reseller: its user, tenant and first API token (``accounts.services.
+    tenant_create``, which raises EmailTaken) and the tenant's empty wallet, in one
+    transaction. The token's secret is returned once and never stored."""
+    tenant, token = tenant_create(email=email, password=password, name=name)
+    wallet_get_or_create(tenant=tenant)
+    return tenant, token
 
 
 def wallet_get_or_create(*, tenant: Tenant) -> Wallet:
@@ -301,76 +303,10 @@ def route_context_window_set(*, route: ModelRoute, tokens: int | None) -> ModelR
 
 
 # ----------------------------------------------------------------------------- metering
-
-
-@dataclass(frozen=True)
-class Reserved:
-    request_id: str
-    hold: Hold
-    worst_case: Charge
-
-
-def reservation_create(
-    *,
-    key: ClientKey,
-    price: ModelPrice,
-    request_id: str,
-    worst_case: Usage,
-    now: datetime | None = None,
-) -> Reserved:
-    """Hold the worst-case charge of one request before dispatch.
-
-    Raises ReservationRefused or KeyInactive; nothing is held then.
-    """
-    now = now or timezone.now()
-    charge = request_charge(worst_case, price.as_prices(), key.ratio)
-    hold = run_sync(
-        reserve_op(
-            request_id=request_id,
-            key_id=key.pk,
-            funding=key.funding,
-            wallet_id=key.wallet_id,
-            price_id=price.pk,
-            worst_case=charge,
-            now=now,
-            expires_at=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
-        )
-    )
-    return Reserved(request_id=request_id, hold=hold, worst_case=charge)
-
-
-def _finish(
-    *,
-    request_id: str,
-    usage: Usage,
-    status: str,
-    now: datetime | None,
-    expired_before: datetime | None = None,
-) -> Settlement | None:
-    reservation = (
-        Reservation.objects.select_related("client_key", "price")
-        .filter(request_id=request_id)
-        .first()
-    )
-    if reservation is None:
-        raise BillingError(f"no reservation for request {request_id}")
-    key = reservation.client_key
-    now = now or timezone.now()
-    actual = request_charge(usage, reservation.price.as_prices(), key.ratio)
-    settled = run_sync(
-        settle_op(
-            hold=hold_of(reservation),
-            actual=actual,
-            now=now,
-            status=status,
-            expired_before=expired_before,
-        )
-    )
-    if settled is not None and settled.refund_owed_nanos:
-        deleted_key_refund(
-            key_id=key.pk, wallet_id=key.wallet_id, refund=settled.refund_owed_nanos, now=now
-        )
-    return settled
+#
+# Reserving and settling are the proxy's (proxy.admission.reserve, proxy.settlement, on the
+# operations of billing.metering); what runs here is what no request drives: the sweep of
+# holds whose worker died, and a deleted key's refund.
 
 
 def deleted_key_refund(*, key_id: int, wallet_id: int, refund: int, now: datetime) -> bool:
@@ -378,39 +314,6 @@ def deleted_key_refund(*, key_id: int, wallet_id: int, refund: int, now: datetim
     meanwhile (a later settlement or the sweep pays it then)."""
     return run_sync(
         deleted_key_refund_op(key_id=key_id, wallet_id=wallet_id, refund=refund, now=now)
-    )
-
-
-def hold_of(reservation: Reservation) -> Hold:
-    """The holder's view of a stored reservation (for settling it from another process)."""
-    key = reservation.client_key
-    return Hold(
-        request_id=reservation.request_id,
-        reservation_id=reservation.pk,
-        key_id=key.pk,
-        funding=key.funding,
-        wallet_id=reservation.wallet_id,
-        key_wallet_id=key.wallet_id,
-        cost_nanos=reservation.cost_nanos,
-        client_nanos=reservation.client_nanos,
-    )
-
-
-@transaction.atomic(durable=True)
-def usage_settle(
-    *, request_id: str, usage: Usage, now: datetime | None = None
-) -> Settlement | None:
-    """Charge a request the cost of the usage its upstream reported, at the price version
-    it was reserved at, and release the rest of its hold. Idempotent on ``request_id``:
-    a second call (or one after release / expiry) charges nothing and returns None."""
-    return _finish(request_id=request_id, usage=usage, status=Reservation.Status.SETTLED, now=now)
-
-
-@transaction.atomic(durable=True)
-def reservation_release(*, request_id: str, now: datetime | None = None) -> Settlement | None:
-    """Release a hold without charging (upstream failed before any output)."""
-    return _finish(
-        request_id=request_id, usage=Usage(), status=Reservation.Status.RELEASED, now=now
     )
 
 
@@ -429,38 +332,39 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 500) -> int
     expired = 0
     for request_id in request_ids:
         with transaction.atomic(durable=True):
-            if _finish(
-                request_id=request_id,
-                usage=Usage(),
-                status=Reservation.Status.EXPIRED,
-                now=now,
-                expired_before=now,
-            ):
-                expired += 1
+            expired += _reservation_expire(request_id=request_id, now=now)
     return expired
 
 
-def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Refund the unspent cost of deleted prepaid keys whose refund is still owed.
-
-    Deletion refunds at once, and a request in flight at deletion refunds what it did not
-    spend when it settles (a second transaction); this sweep finishes any of those a crash
-    cut short. Each refund applies only to the exact amount it read, so the sweep and a
-    settlement can never both pay. Returns how many keys were refunded.
-    """
-    now = now or timezone.now()
-    owed = list(
-        ClientKey.objects.filter(status=ClientKey.Status.DELETED, funding=ClientKey.Funding.PREPAID)
-        # The refund's own definition of unspent (a constant expression, no input in it).
-        .annotate(unspent=RawSQL(UNSPENT, ()))  # noqa: S611
-        .filter(unspent__gt=0)
-        .order_by("pk")
-        .values_list("pk", "wallet_id", "unspent")[:limit]
+def _reservation_expire(*, request_id: str, now: datetime) -> bool:
+    """Release one hold still expired at ``now``; pay a deleted prepaid key what its hold
+    leaves unspent. False if the hold was settled, released or extended meanwhile."""
+    reservation = Reservation.objects.select_related("client_key").get(request_id=request_id)
+    key = reservation.client_key
+    # The holder's view of the stored reservation (the worker that held it is gone).
+    hold = Hold(
+        request_id=reservation.request_id,
+        reservation_id=reservation.pk,
+        key_id=key.pk,
+        funding=key.funding,
+        wallet_id=reservation.wallet_id,
+        key_wallet_id=key.wallet_id,
+        cost_nanos=reservation.cost_nanos,
+        client_nanos=reservation.client_nanos,
     )
-    refunded = 0
-    for key_id, wallet_id, unspent in owed:
-        with transaction.atomic(durable=True):
-            refunded += deleted_key_refund(
-                key_id=key_id, wallet_id=wallet_id, refund=int(unspent), now=now
-            )
-    return refunded
+    settled = run_sync(
+        settle_op(
+            hold=hold,
+            actual=Charge(0, 0),
+            now=now,
+            status=Reservation.Status.EXPIRED,
+            expired_before=now,
+        )
+    )
+    if settled is None:
+        return False
+    if settled.refund_owed_nanos:
+        deleted_key_refund(
+            key_id=key.pk, wallet_id=key.wallet_id, refund=settled.refund_owed_nanos, now=now
+        )
+    return True

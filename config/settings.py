@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "keys",
     "proxy",
     "portal",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -238,7 +239,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "expire-reservations": {
-        "task": "billing.tasks.reservations_expire_task",
+        "task": "keys.tasks.reservations_expire_task",
         "schedule": float(env_int("RESERVATION_SWEEP_SECONDS", 30)),
     },
     "purge-traces": {"task": "proxy.tasks.traces_purge_task", "schedule": 3600.0},

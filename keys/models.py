@@ -10,7 +10,7 @@ what the reseller pays):
   ``cost_spent + cost_reserved + cost_refunded <= cost_funded``.
 * wallet: nothing is set aside; each request reserves its cost in the wallet. An optional
   ``spend_cap_nanos`` (client prices) bounds ``period_client_spent_nanos``, which restarts
-  at zero when ``period_index`` (see ``keys.periods``) moves on.
+  at zero when ``period_index`` (see ``billing.periods``) moves on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing.models import KeyFunding
 from billing.money import PriceRatio
+from billing.periods import BudgetPeriod
 
 if TYPE_CHECKING:
     from accounts.models import Tenant
@@ -37,21 +39,19 @@ class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
         return self.exclude(status=ClientKey.Status.DELETED)
 
 
+# A derived status (``ClientKey.effective_status``): an active key past its expiry time.
+EXPIRED = "expired"
+
+
 class ClientKey(models.Model):
-    class Funding(models.TextChoices):
-        PREPAID = "prepaid", "Prepaid budget"
-        WALLET = "wallet", "Draws from the wallet"
+    # Metering's vocabulary, defined in billing (which never imports keys).
+    Funding = KeyFunding
+    BudgetPeriod = BudgetPeriod
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         REVOKED = "revoked", "Revoked"
         DELETED = "deleted", "Deleted"
-
-    class BudgetPeriod(models.TextChoices):
-        NONE = "none", "Never resets"
-        DAILY = "daily", "Resets every UTC day"
-        WEEKLY = "weekly", "Resets every UTC week (Monday)"
-        MONTHLY = "monthly", "Resets every UTC month"
 
     tenant = models.ForeignKey(
         "accounts.Tenant", on_delete=models.PROTECT, related_name="client_keys"
@@ -122,12 +122,12 @@ class ClientKey(models.Model):
                 name="key_counters_non_negative",
             ),
             models.CheckConstraint(
-                condition=Q(funding="wallet")
+                condition=Q(funding=KeyFunding.WALLET)
                 | Q(client_budget_nanos__gte=F("client_spent_nanos") + F("client_reserved_nanos")),
                 name="key_prepaid_client_budget_covers_use",
             ),
             models.CheckConstraint(
-                condition=Q(funding="wallet")
+                condition=Q(funding=KeyFunding.WALLET)
                 | Q(
                     cost_funded_nanos__gte=F("cost_spent_nanos")
                     + F("cost_reserved_nanos")
@@ -163,7 +163,7 @@ class ClientKey(models.Model):
     def effective_status(self) -> str:
         """What the API shows: ``expired`` is derived, never stored."""
         if self.status == self.Status.ACTIVE and self.is_expired():
-            return "expired"
+            return EXPIRED
         return self.status
 
     @property

@@ -1,4 +1,5 @@
-"""Tenant-scoped reads of client keys. The only road to a tenant's key."""
+"""Tenant-scoped reads of client keys (the only road to a tenant's key), and the audit of
+every key's money counters."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Tenant
-from keys.hashing import secret_matches, secret_prefix
-from keys.models import ClientKey
-from keys.periods import period_index
+from billing.models import LedgerEntry, Reservation
+from billing.periods import period_index
+from billing.selectors import (
+    LedgerProblem,
+    ledger_audit,
+    ledger_problem,
+    ledger_snapshot,
+    totals_by,
+)
+from keys.models import EXPIRED, ClientKey
 
 # What ``?status=`` may ask for: the stored states plus the derived ``expired``.
-EXPIRED = "expired"
 LISTABLE_STATUSES = (*ClientKey.Status.values, EXPIRED)
 
 # Ratios and margins are shown to 6 places; the margin percentage to 2.
@@ -42,14 +49,6 @@ def key_list(
 def key_get(*, tenant: Tenant, key_id: int) -> ClientKey:
     """The tenant's key, deleted or not; another tenant's id raises DoesNotExist (404)."""
     return ClientKey.objects.for_tenant(tenant).get(pk=key_id)
-
-
-def key_authenticate(*, secret: str) -> ClientKey | None:
-    """The key with this secret (any status: the caller decides what a status means)."""
-    key = ClientKey.objects.filter(prefix=secret_prefix(secret)).first()
-    if key is None or not secret_matches(secret, key.digest):
-        return None
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +118,70 @@ def key_figures(*, key: ClientKey, now: datetime | None = None) -> KeyFigures:
         spend_cap_nanos=key.spend_cap_nanos,
         period_spent_nanos=period_spent,
     )
+
+
+# ----------------------------------------------------------------------------- ledger audit
+
+
+def key_ledger_audit() -> list[LedgerProblem]:
+    """Recompute every key's cached money counters from the rows that explain them; [] if
+    all agree: ``client_reserved`` / ``cost_reserved`` == SUM of its held reservations,
+    ``cost_funded == -SUM(key_funding)``, ``cost_refunded == SUM(key_refund)``, and
+    ``cost_spent == -SUM(usage)`` for wallet-funded keys (prepaid keys post no usage).
+
+    Read it inside ``ledger_snapshot``, as ``books_audit`` does, for one consistent view.
+    """
+    held = totals_by(
+        Reservation.objects.filter(status=Reservation.Status.HELD),
+        "client_key_id",
+        client=Sum("client_nanos"),
+        cost=Sum("cost_nanos"),
+    )
+    posted: dict[tuple[int, str], int] = {}
+    for row in (
+        LedgerEntry.objects.filter(client_key__isnull=False)
+        .order_by()
+        .values("client_key_id", "kind")
+        .annotate(total=Sum("amount_nanos"))
+    ):
+        posted[(row["client_key_id"], row["kind"])] = int(row["total"] or 0)
+    problems = []
+    counters = [
+        "client_reserved_nanos",
+        "cost_reserved_nanos",
+        "cost_funded_nanos",
+        "cost_refunded_nanos",
+        "cost_spent_nanos",
+    ]
+    for key in ClientKey.objects.order_by("pk").only("funding", *counters):
+        key_held = held.get(key.pk, {})
+        funded = -posted.get((key.pk, LedgerEntry.Kind.KEY_FUNDING), 0)
+        refunded = posted.get((key.pk, LedgerEntry.Kind.KEY_REFUND), 0)
+        usage = -posted.get((key.pk, LedgerEntry.Kind.USAGE), 0)
+        # (check, what the books say, the cached counter)
+        checks = [
+            ("key_client_reserved", key_held.get("client", 0), "client_reserved_nanos"),
+            ("key_cost_reserved", key_held.get("cost", 0), "cost_reserved_nanos"),
+            ("key_cost_funded", funded, "cost_funded_nanos"),
+            ("key_cost_refunded", refunded, "cost_refunded_nanos"),
+        ]
+        if key.funding == ClientKey.Funding.WALLET:
+            checks.append(("key_cost_spent", usage, "cost_spent_nanos"))
+        for check, expected, counter in checks:
+            actual = getattr(key, counter)
+            if actual != expected:
+                what = counter.removesuffix("_nanos")
+                problems.append(ledger_problem(check, "client_key", key.pk, expected, actual, what))
+        if key.funding == ClientKey.Funding.PREPAID and usage:
+            # A prepaid key paid for its usage when it was funded; a usage entry charges twice.
+            problems.append(
+                ledger_problem("key_usage_entries", "client_key", key.pk, 0, usage, "usage posted")
+            )
+    return problems
+
+
+def books_audit() -> list[LedgerProblem]:
+    """Every books invariant, wallets (``billing.selectors.ledger_audit``) and keys
+    (``key_ledger_audit``), read in one snapshot: what ``manage.py check_ledger`` runs."""
+    with ledger_snapshot():
+        return [*ledger_audit(), *key_ledger_audit()]

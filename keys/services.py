@@ -15,21 +15,23 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from accounts.events import config_changed
+from accounts.hashing import CLIENT_KEY_PREFIX, secret_generate
 from accounts.models import Tenant
-from billing.events import config_changed
 from billing.exceptions import LedgerError
 from billing.ledger import ledger_post_op
-from billing.metering import deleted_key_refund_op
+from billing.metering import UNSPENT, deleted_key_refund_op
 from billing.models import LedgerEntry
 from billing.money import MAX_AMOUNT_NANOS, MoneyError, PriceRatio
+from billing.periods import period_index
 from billing.selectors import known_models, wallet_for_tenant
+from billing.services import deleted_key_refund
 from billing.sqlops import run_sync
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
-from keys.hashing import CLIENT_KEY_PREFIX, secret_generate
 from keys.models import ClientKey
-from keys.periods import period_index
 from keys.selectors import key_get
 
 MAX_LIMIT = 1_000_000
@@ -395,3 +397,29 @@ def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -
             raise LedgerError(f"key {key.pk}: the deletion refund did not apply")
         key.refresh_from_db()
     return Deleted(key=key, refunded_nanos=refund)
+
+
+def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Refund the unspent cost of deleted prepaid keys whose refund is still owed.
+
+    Deletion refunds at once, and a request in flight at deletion refunds what it did not
+    spend when it settles (a second transaction); this sweep finishes any of those a crash
+    cut short. Each refund applies only to the exact amount it read, so the sweep and a
+    settlement can never both pay. Returns how many keys were refunded.
+    """
+    now = now or timezone.now()
+    owed = list(
+        ClientKey.objects.filter(status=ClientKey.Status.DELETED, funding=ClientKey.Funding.PREPAID)
+        # The refund's own definition of unspent (a constant expression, no input in it).
+        .annotate(unspent=RawSQL(UNSPENT, ()))  # noqa: S611
+        .filter(unspent__gt=0)
+        .order_by("pk")
+        .values_list("pk", "wallet_id", "unspent")[:limit]
+    )
+    refunded = 0
+    for key_id, wallet_id, unspent in owed:
+        with transaction.atomic(durable=True):
+            refunded += deleted_key_refund(
+                key_id=key_id, wallet_id=wallet_id, refund=int(unspent), now=now
+            )
+    return refunded

@@ -7,7 +7,7 @@ In order, each step answering in the endpoint's own error shape:
 1. **Authenticate** the client key (``Authorization: Bearer`` or ``x-api-key``): 401 for
    unknown, revoked, deleted or expired keys, and for the keys of a suspended tenant. Keys
    (with their tenant's ``is_active``) are cached per worker for a few seconds and dropped
-   at once when a service announces a change (``billing.events``: one key, or every key of
+   at once when a service announces a change (``accounts.events``: one key, or every key of
    a tenant); the cache never decides money: the reservation re-checks the key's status
    and its tenant's in the database.
 2. **Model**: 403 when the key may not use it, 404 when no active route of this wire
@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts.hashing import secret_matches, secret_prefix
 from billing.exceptions import AccountSuspended, KeyInactive, ReservationRefused
 from billing.metering import Hold, reserve_op
 from billing.money import (
@@ -44,7 +45,7 @@ from billing.money import (
     tiers_from_json,
     worst_case_prices,
 )
-from keys.hashing import secret_matches, secret_prefix
+from keys.models import ClientKey
 from proxy.db import Database, as_aware, as_list
 from proxy.ratelimit import Limits
 from proxy.upstreams.base import UpstreamTarget, upstream_secret
@@ -173,7 +174,7 @@ class Catalog:
         self.key_generation = 0
 
     def on_config_changed(self, topic: str) -> None:
-        """Drop what ``topic`` (``billing.events``) says changed: one key, every key of a
+        """Drop what ``topic`` (``accounts.events``) says changed: one key, every key of a
         tenant (one message, however many keys it has), or the routes."""
         kind, _, name = topic.partition(":")
         if kind == "key":
@@ -356,7 +357,7 @@ async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime)
     key = await catalog.key_for_secret(secret)
     if key is None:
         raise ProxyError(401, "Invalid API key.", "invalid_api_key")
-    if key.status != "active":
+    if key.status != ClientKey.Status.ACTIVE:
         raise ProxyError(401, f"This API key is {key.status}.", f"key_{key.status}")
     if key.expires_at is not None and key.expires_at <= now:
         raise ProxyError(401, "This API key has expired.", "key_expired")

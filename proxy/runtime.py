@@ -17,7 +17,7 @@ import aiohttp
 from django.conf import settings
 from django.db import connections
 
-from billing.events import CHANNEL, config_listen, config_unlisten
+from accounts.events import CHANNEL, config_listen, config_unlisten
 from proxy.admission import Catalog, LimitRefusals
 from proxy.db import Database, database_from_settings
 from proxy.ratelimit import RateLimiter, rate_limiter_from_settings

@@ -32,6 +32,7 @@ from billing.metering import (
     hold_extend_op,
     settle_op,
 )
+from billing.models import Reservation
 from billing.money import Charge, Usage, format_usd, request_charge
 from proxy.admission import KeyInfo, RouteInfo
 from proxy.db import Database
@@ -48,7 +49,7 @@ async def settle(
             hold=hold,
             actual=actual,
             now=now,
-            status="settled",
+            status=Reservation.Status.SETTLED,
             reason=f"API usage ({route.model})",
             price_id=route.price_id,
         )
@@ -75,7 +76,7 @@ async def release(db: Database, *, hold: Hold, now: datetime) -> Settlement | No
             hold=hold,
             actual=Charge(0, 0),
             now=now,
-            status="released",
+            status=Reservation.Status.RELEASED,
         )
     )
     _refund_later(db, hold, settlement, now)
@@ -103,7 +104,7 @@ def in_background(awaitable: Coroutine[Any, Any, Any], *, failure: str) -> None:
 def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: datetime) -> None:
     """The key was deleted while this request was in flight: pay back what it owes, off
     the response's path (a deleted key's refund is rare, and nothing waits on it). If this
-    fails, the reservation sweep pays it (``billing.services.deleted_keys_refund``)."""
+    fails, the reservation sweep pays it (``keys.services.deleted_keys_refund``)."""
     if settlement is None or not settlement.refund_owed_nanos:
         return
     in_background(

@@ -10,13 +10,13 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from accounts.events import config_listen, config_unlisten
 from accounts.models import Tenant
-from accounts.services import IssuedToken, reseller_create
-from billing.events import config_listen, config_unlisten
+from accounts.services import IssuedToken
 from billing.models import ModelPrice, Upstream
 from billing.money import parse_usd
 from billing.selectors import ledger_mismatches
-from billing.services import price_set, upstream_save, wallet_credit
+from billing.services import price_set, reseller_open, upstream_save, wallet_credit
 
 # The test process stands in for many server workers at once (threads racing, each on its
 # own connection, up to 50 in tests/keys/test_concurrency.py): on PostgreSQL its pool gets
@@ -40,7 +40,7 @@ def make_reseller(db: None) -> Callable[..., tuple[Tenant, IssuedToken]]:
     counter = iter(range(1, 10_000))
 
     def make(email: str | None = None, balance: str | None = None) -> tuple[Tenant, IssuedToken]:
-        tenant, token = reseller_create(email=email or f"reseller{next(counter)}@example.com")
+        tenant, token = reseller_open(email=email or f"reseller{next(counter)}@example.com")
         if balance is not None:
             wallet_credit(tenant=tenant, amount_nanos=parse_usd(balance), reason="test funds")
         return tenant, token
@@ -109,7 +109,7 @@ def books_balance(db: None) -> Iterator[None]:
 
 @pytest.fixture
 def announced_changes() -> Iterator[list[str]]:
-    """The configuration changes (``billing.events`` topics) announced to this process's
+    """The configuration changes (``accounts.events`` topics) announced to this process's
     listeners once their transactions commit, as a proxy worker hears them."""
     topics: list[str] = []
     config_listen(topics.append)

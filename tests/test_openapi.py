@@ -21,9 +21,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.money import Usage, parse_usd
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
+from tests.metering import charge
 from tests.proxy.factories import TraceFactory
 
 SCHEMA_URL = "/api/v1/schema/"
@@ -463,8 +464,7 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     key_id = created["id"]
     key = ClientKey.objects.get(pk=key_id)
     usage = Usage(input_tokens=2_000_000, output_tokens=1_000)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=usage)
-    usage_settle(request_id="req-1", usage=usage)
+    charge(key=key, price=price, request_id="req-1", usage=usage)
     TraceFactory.create(
         client_key=key, request_id="req-1", cost_nanos=parse_usd("2"), client_nanos=parse_usd("3")
     )

@@ -16,9 +16,10 @@ from billing.exceptions import AccountSuspended, KeyInactive
 from billing.models import LedgerEntry, Reservation
 from billing.money import Usage, parse_usd
 from billing.selectors import wallet_for_tenant
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create, key_update
+from tests.metering import reserve, settle
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
@@ -95,7 +96,7 @@ def test_suspension_keeps_every_keys_status_and_moves_no_money(tenant, price):
     key_update(tenant=tenant, actor=None, key_id=revoked.pk, changes={"status": "revoked"})
     wallet_key(tenant)
     # A request in flight holds part of the wallet and of a key across both changes.
-    reservation_create(key=active, price=price, request_id="in-flight", worst_case=WORST)
+    in_flight = reserve(key=active, price=price, request_id="in-flight", worst_case=WORST)
     before = books(tenant)
 
     tenant_suspend(tenant=tenant, actor=None)
@@ -106,7 +107,7 @@ def test_suspension_keeps_every_keys_status_and_moves_no_money(tenant, price):
     assert books(tenant) == before
     statuses = dict(ClientKey.objects.for_tenant(tenant).values_list("label", "status"))
     assert statuses == {"active": "active", "revoked": "revoked", "wallet": "active"}
-    usage_settle(request_id="in-flight", usage=ACTUAL)
+    settle(key=active, hold=in_flight, price=price, usage=ACTUAL)
 
 
 @pytest.mark.parametrize("funding", ["prepaid", "wallet"])
@@ -119,7 +120,7 @@ def test_a_suspended_tenants_keys_cannot_reserve_until_reinstated(tenant, price,
     wallet = wallet_for_tenant(tenant=tenant)
 
     with pytest.raises(AccountSuspended) as refused:
-        reservation_create(key=key, price=price, request_id="refused", worst_case=WORST)
+        reserve(key=key, price=price, request_id="refused", worst_case=WORST)
 
     assert refused.value.code == "account_suspended"
     assert isinstance(refused.value, KeyInactive)
@@ -128,8 +129,8 @@ def test_a_suspended_tenants_keys_cannot_reserve_until_reinstated(tenant, price,
     assert wallet_for_tenant(tenant=tenant).reserved_nanos == wallet.reserved_nanos == 0
 
     tenant_reinstate(tenant=tenant, actor=None)
-    reservation_create(key=key, price=price, request_id="served", worst_case=WORST)
-    settled = usage_settle(request_id="served", usage=ACTUAL)
+    served = reserve(key=key, price=price, request_id="served", worst_case=WORST)
+    settled = settle(key=key, hold=served, price=price, usage=ACTUAL)
 
     assert settled is not None and settled.charged_cost_nanos > 0
 
@@ -141,7 +142,7 @@ def test_a_revoked_key_says_revoked_whether_or_not_its_tenant_is_suspended(tenan
     tenant_suspend(tenant=tenant, actor=None)
 
     with pytest.raises(KeyInactive, match="revoked") as refused:
-        reservation_create(key=key, price=price, request_id="refused", worst_case=WORST)
+        reserve(key=key, price=price, request_id="refused", worst_case=WORST)
 
     assert not isinstance(refused.value, AccountSuspended)
 
@@ -149,10 +150,10 @@ def test_a_revoked_key_says_revoked_whether_or_not_its_tenant_is_suspended(tenan
 def test_a_request_admitted_before_the_suspension_is_charged_what_it_used(tenant, price):
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("50"), reason="test funds")
     key = wallet_key(tenant)
-    reservation_create(key=key, price=price, request_id="admitted", worst_case=WORST)
+    admitted = reserve(key=key, price=price, request_id="admitted", worst_case=WORST)
 
     tenant_suspend(tenant=tenant, actor=None)
-    settled = usage_settle(request_id="admitted", usage=ACTUAL)
+    settled = settle(key=key, hold=admitted, price=price, usage=ACTUAL)
 
     # $1 input / $2 output per 1M tokens: 1,000 tokens of each cost $0.001 + $0.002.
     assert settled is not None and settled.charged_cost_nanos == 3_000_000

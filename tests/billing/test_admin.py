@@ -9,12 +9,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from billing import crypto, events
+from accounts import events
+from billing import crypto
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream
 from billing.money import PriceTier, Usage, parse_usd
 from billing.selectors import price_current, wallet_for_tenant
-from billing.services import reservation_create, upstream_save, wallet_credit
+from billing.services import upstream_save, wallet_credit
 from tests.keys.factories import WalletKeyFactory
+from tests.metering import reserve
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
@@ -40,7 +42,7 @@ def wallet(tenant):
 )
 def test_changelists_load(admin_client, wallet, outsider, price, model):
     key = WalletKeyFactory.create(tenant=wallet.tenant)
-    reservation_create(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=10))
+    reserve(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=10))
     response = admin_client.get(url(f"billing_{model}_changelist"))
     assert response.status_code == 200
 
@@ -332,7 +334,7 @@ def test_route_keeps_its_model_and_upstream_and_tells_the_proxy(
 def test_reservations_are_read_only(admin_client, tenant, outsider, price):
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("1"), reason="r")
     key = WalletKeyFactory.create(tenant=tenant)
-    reservation_create(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=1000))
+    reserve(key=key, price=price, request_id="r1", worst_case=Usage(input_tokens=1000))
     reservation = Reservation.objects.get()
     assert admin_client.get(url("billing_reservation_change", reservation.pk)).status_code == 200
     assert (

@@ -9,9 +9,10 @@ from rest_framework.test import APIClient
 
 from billing.models import LedgerEntry
 from billing.money import Usage, parse_usd
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.services import key_create
 from tests.keys.factories import WalletKeyFactory
+from tests.metering import reserve, settle
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -44,11 +45,11 @@ def test_wallet_counts_what_in_flight_requests_of_wallet_keys_hold(api, tenant, 
     credit(tenant, "140")
     key = WalletKeyFactory.create(tenant=tenant)
 
-    reservation_create(
+    held = reserve(
         key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000)
     )
     holding = api.get(WALLET).json()
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=123_456))
+    settle(key=key, hold=held, price=price, usage=Usage(input_tokens=123_456))
     settled = api.get(WALLET).json()
 
     assert (holding["balance"], holding["reserved"], holding["available"]) == (

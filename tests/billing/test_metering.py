@@ -1,5 +1,8 @@
-"""Reserve → settle / release / expire, through billing.services (the sync front door of
-billing.metering). Every test ends with the books audited (``books_balance``)."""
+"""Reserve → settle / release / expire: the operations of ``billing.metering`` that the proxy
+runs, here on the sync driver (``tests.metering``), and the expiry sweep of
+``billing.services``. A settlement charges the price of the route that served, which may
+not be the one its hold was priced at. Every test ends with the books audited
+(``books_balance``)."""
 
 from __future__ import annotations
 
@@ -9,26 +12,19 @@ import pytest
 from django.conf import settings
 from django.db import IntegrityError
 
-from billing import metering, services
+from billing import metering
 from billing.exceptions import KeyInactive, ReservationRefused
 from billing.metering import hold_extend_op, settle_op
-from billing.models import LedgerEntry, Reservation, Wallet
-from billing.money import Charge, Usage, affordable_output_tokens, parse_usd
+from billing.models import LedgerEntry, ModelPrice, Reservation, Wallet
+from billing.money import Charge, Usage, affordable_output_tokens, parse_usd, request_charge
+from billing.periods import period_index
 from billing.selectors import wallet_for_tenant
-from billing.services import (
-    deleted_keys_refund,
-    price_set,
-    reservation_create,
-    reservation_release,
-    reservations_expire,
-    usage_settle,
-    wallet_credit,
-)
+from billing.services import price_set, reservations_expire, upstream_save, wallet_credit
 from billing.sqlops import run_sync
-from billing.tasks import reservations_expire_task
 from keys.models import ClientKey
-from keys.periods import period_index
-from keys.services import key_create, key_delete, key_update
+from keys.services import deleted_keys_refund, key_create, key_delete, key_update
+from keys.tasks import reservations_expire_task
+from tests.metering import release, reserve, settle
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
@@ -77,16 +73,16 @@ def test_settle_charges_the_actual_cost_and_releases_the_rest(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
 
-    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
-    assert (reserved.worst_case.cost_nanos, reserved.worst_case.client_nanos) == (
-        WORST_COST,
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
+    assert (held.cost_nanos, held.client_nanos) == (WORST_COST, WORST_CLIENT)
+    assert held.wallet_id is None  # a prepaid key's budget is already set aside
+    counters = fresh(key)
+    assert (counters.client_reserved_nanos, counters.cost_reserved_nanos) == (
         WORST_CLIENT,
+        WORST_COST,
     )
-    assert reserved.hold.wallet_id is None  # a prepaid key's budget is already set aside
-    held = fresh(key)
-    assert (held.client_reserved_nanos, held.cost_reserved_nanos) == (WORST_CLIENT, WORST_COST)
 
-    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+    settled = settle(key=key, hold=held, price=price, usage=ACTUAL)
     assert settled is not None
 
     assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (
@@ -113,9 +109,9 @@ def test_settle_charges_the_actual_cost_and_releases_the_rest(tenant, price):
 def test_release_charges_nothing(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
-    released = reservation_release(request_id="req-1")
+    released = release(hold=held)
     assert released is not None
 
     assert (released.charged_cost_nanos, released.charged_client_nanos) == (0, 0)
@@ -128,12 +124,12 @@ def test_release_charges_nothing(tenant, price):
 def test_settling_twice_charges_once(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
-    assert usage_settle(request_id="req-1", usage=ACTUAL) is not None
-    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
-    assert usage_settle(request_id="req-1", usage=WORST) is None
-    assert reservation_release(request_id="req-1") is None
+    assert settle(key=key, hold=held, price=price, usage=ACTUAL) is not None
+    assert settle(key=key, hold=held, price=price, usage=ACTUAL) is None
+    assert settle(key=key, hold=held, price=price, usage=WORST) is None
+    assert release(hold=held) is None
 
     key = fresh(key)
     assert (key.client_spent_nanos, key.cost_spent_nanos) == (ACTUAL_CLIENT, ACTUAL_COST)
@@ -144,7 +140,7 @@ def test_expired_holds_are_released_and_a_late_settlement_charges_nothing(tenant
     fund(tenant, "200")
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
     ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
 
     assert reservations_expire(now=now + ttl - timedelta(seconds=1)) == 0
@@ -156,7 +152,7 @@ def test_expired_holds_are_released_and_a_late_settlement_charges_nothing(tenant
     reservation = Reservation.objects.get(request_id="req-1")
     assert reservation.status == Reservation.Status.EXPIRED
     assert reservation.charged_cost_nanos == 0
-    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
+    assert settle(key=key, hold=held, price=price, usage=ACTUAL) is None
     key = fresh(key)
     assert (key.client_reserved_nanos, key.cost_reserved_nanos) == (0, 0)
     assert (key.client_spent_nanos, key.cost_spent_nanos) == (0, 0)
@@ -167,18 +163,16 @@ def test_a_hold_extended_by_its_live_request_is_not_swept_and_is_charged(tenant,
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
     ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
-    reserved = reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=WORST, now=now
-    )
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
 
-    assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 2 * ttl)) is True
+    assert run_sync(hold_extend_op(hold=held, expires_at=now + 2 * ttl)) is True
 
     assert reservations_expire(now=now + ttl + timedelta(seconds=1)) == 0
-    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+    settled = settle(key=key, hold=held, price=price, usage=ACTUAL)
     assert settled is not None
     assert settled.charged_client_nanos == ACTUAL_CLIENT
     # A settled hold can no longer be extended.
-    assert run_sync(hold_extend_op(hold=reserved.hold, expires_at=now + 3 * ttl)) is False
+    assert run_sync(hold_extend_op(hold=held, expires_at=now + 3 * ttl)) is False
 
 
 def test_the_sweep_claims_only_holds_still_expired_at_claim_time(tenant, price):
@@ -187,18 +181,16 @@ def test_the_sweep_claims_only_holds_still_expired_at_claim_time(tenant, price):
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
     ttl = timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
-    reserved = reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=WORST, now=now
-    )
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
     sweep_time = now + ttl + timedelta(seconds=1)
-    run_sync(hold_extend_op(hold=reserved.hold, expires_at=sweep_time + ttl))
+    run_sync(hold_extend_op(hold=held, expires_at=sweep_time + ttl))
 
     claimed = run_sync(
         settle_op(
-            hold=reserved.hold,
+            hold=held,
             actual=Charge(0, 0),
             now=sweep_time,
-            status="expired",
+            status=Reservation.Status.EXPIRED,
             expired_before=sweep_time,
         )
     )
@@ -211,12 +203,12 @@ def test_expiry_leaves_settled_and_unexpired_holds_alone(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
-    reservation_create(key=key, price=price, request_id="old-settled", worst_case=WORST, now=now)
-    reservation_create(key=key, price=price, request_id="old-held", worst_case=WORST, now=now)
-    reservation_create(
+    settled = reserve(key=key, price=price, request_id="old-settled", worst_case=WORST, now=now)
+    reserve(key=key, price=price, request_id="old-held", worst_case=WORST, now=now)
+    reserve(
         key=key, price=price, request_id="new-held", worst_case=WORST, now=now + timedelta(hours=1)
     )
-    usage_settle(request_id="old-settled", usage=ACTUAL)
+    settle(key=key, hold=settled, price=price, usage=ACTUAL)
 
     assert (
         reservations_expire(now=now + timedelta(seconds=settings.RESERVATION_TTL_SECONDS + 1)) == 1
@@ -231,11 +223,11 @@ def test_expiry_leaves_settled_and_unexpired_holds_alone(tenant, price):
 def test_usage_beyond_the_hold_is_clamped_to_it_and_reported(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     # The upstream reports more than max_tokens allowed: $0.021 of cost.
-    settled = usage_settle(
-        request_id="req-1", usage=Usage(input_tokens=1_000, output_tokens=10_000)
+    settled = settle(
+        key=key, hold=held, price=price, usage=Usage(input_tokens=1_000, output_tokens=10_000)
     )
     assert settled is not None
 
@@ -250,10 +242,10 @@ def test_usage_beyond_the_hold_is_clamped_to_it_and_reported(tenant, price):
 def test_exhausted_prepaid_budget_is_refused_with_what_remains(tenant, price):
     fund(tenant, "1")
     key = prepaid_key(tenant, budget="0.02", cost="0.012")
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     with pytest.raises(ReservationRefused) as refused:
-        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+        reserve(key=key, price=price, request_id="req-2", worst_case=WORST)
 
     assert refused.value.client_available_nanos == parse_usd("0.02") - WORST_CLIENT
     assert refused.value.cost_available_nanos == parse_usd("0.012") - WORST_COST
@@ -270,13 +262,13 @@ def test_exhausted_prepaid_budget_is_refused_with_what_remains(tenant, price):
     )
     assert affordable > 0
     with pytest.raises(ReservationRefused):
-        reservation_create(
+        reserve(
             key=key,
             price=price,
             request_id="req-3",
             worst_case=Usage(input_tokens=1_000, output_tokens=affordable + 1),
         )
-    reservation_create(
+    reserve(
         key=key,
         price=price,
         request_id="req-4",
@@ -292,12 +284,14 @@ def test_an_inactive_key_cannot_reserve(tenant, price, how):
     fund(tenant, "200")
     key = prepaid_key(tenant)
     if how == "revoked":
-        key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"status": "revoked"})
+        key_update(
+            tenant=tenant, actor=None, key_id=key.pk, changes={"status": ClientKey.Status.REVOKED}
+        )
     else:
         key_delete(tenant=tenant, actor=None, key_id=key.pk)
 
     with pytest.raises(KeyInactive, match=how):
-        reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+        reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     assert not Reservation.objects.exists()
     assert fresh(key).client_reserved_nanos == 0
@@ -306,30 +300,74 @@ def test_an_inactive_key_cannot_reserve(tenant, price, how):
 def test_a_reused_request_id_holds_nothing_twice(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     with pytest.raises(IntegrityError):
-        reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+        reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     assert fresh(key).client_reserved_nanos == WORST_CLIENT
 
 
-def test_settlement_uses_the_price_version_it_was_reserved_at(tenant, price, upstream):
-    fund(tenant, "200")
-    key = prepaid_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
-    price_set(
+# ----------------------------------------------------------------------------- which price is charged
+
+
+@pytest.fixture
+def dearer_route_price(price: ModelPrice) -> ModelPrice:
+    """mock-gpt on a second upstream at $3 input / $6 output: the dearer of its two routes."""
+    backup = upstream_save(name="mock-backup", kind="openai", base_url="http://127.0.0.1:9/v1")
+    return price_set(
         model="mock-gpt",
-        upstream=upstream,
-        input_per_mtok_nanos=parse_usd("10"),
-        output_per_mtok_nanos=parse_usd("20"),
+        upstream=backup,
+        input_per_mtok_nanos=parse_usd("3"),
+        output_per_mtok_nanos=parse_usd("6"),
     )
 
-    settled = usage_settle(request_id="req-1", usage=ACTUAL)
+
+@pytest.mark.parametrize("funding", [ClientKey.Funding.PREPAID, ClientKey.Funding.WALLET])
+def test_a_request_held_on_one_route_is_charged_at_the_price_of_the_route_that_served(
+    tenant, price, dearer_route_price, funding
+):
+    """The proxy prices a hold at the dearest route a request may take and charges the
+    route that served it (the cheaper one here, its dearer first choice having failed
+    before any output): the served route's price is charged and recorded."""
+    fund(tenant, "200")
+    key = prepaid_key(tenant) if funding == ClientKey.Funding.PREPAID else wallet_key(tenant)
+    held = reserve(key=key, price=dearer_route_price, request_id="req-1", worst_case=WORST)
+    assert held.cost_nanos == 3 * WORST_COST  # $3 / $6 is three times $1 / $2
+
+    settled = settle(key=key, hold=held, price=price, usage=ACTUAL)
     assert settled is not None
 
-    assert settled.charged_cost_nanos == ACTUAL_COST
-    assert Reservation.objects.get(request_id="req-1").price_id == price.pk
+    # ACTUAL at the served route's $1 / $2, not at the $3 / $6 the hold was priced at.
+    cost = ACTUAL_COST
+    client = ACTUAL_CLIENT if funding == ClientKey.Funding.PREPAID else ACTUAL_COST
+    assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (cost, client)
+    reservation = Reservation.objects.get(request_id="req-1")
+    assert reservation.price_id == price.pk
+    assert (reservation.charged_cost_nanos, reservation.charged_client_nanos) == (cost, client)
+    key = fresh(key)
+    assert (key.cost_spent_nanos, key.client_spent_nanos) == (cost, client)
+    assert (key.cost_reserved_nanos, key.client_reserved_nanos) == (0, 0)
+    if funding == ClientKey.Funding.WALLET:
+        entry = LedgerEntry.objects.get(kind=LedgerEntry.Kind.USAGE)
+        assert (entry.amount_nanos, entry.reason) == (-cost, "API usage (mock-gpt)")
+        assert wallet_of(tenant).reserved_nanos == 0
+
+
+def test_a_served_route_dearer_than_the_hold_is_charged_at_most_the_hold(
+    tenant, price, dearer_route_price
+):
+    """The hold is the ceiling whatever route served: the excess is reported, not charged."""
+    fund(tenant, "200")
+    key = prepaid_key(tenant)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
+
+    settled = settle(key=key, hold=held, price=dearer_route_price, usage=WORST)
+    assert settled is not None
+
+    assert (settled.charged_cost_nanos, settled.charged_client_nanos) == (WORST_COST, WORST_CLIENT)
+    assert settled.overrun_cost_nanos == 3 * WORST_COST - WORST_COST
+    assert Reservation.objects.get(request_id="req-1").price_id == dearer_route_price.pk
 
 
 # ----------------------------------------------------------------------------- prepaid key deleted in flight
@@ -338,7 +376,7 @@ def test_settlement_uses_the_price_version_it_was_reserved_at(tenant, price, ups
 def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)  # wallet $140
-    reservation_create(
+    held = reserve(
         key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000)
     )
 
@@ -348,7 +386,7 @@ def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant
     assert deleted.refunded_nanos == parse_usd("50")
     assert wallet_of(tenant).balance_nanos == parse_usd("190")
 
-    settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000))
+    settled = settle(key=key, hold=held, price=price, usage=Usage(input_tokens=4_000_000))
     assert settled is not None
 
     assert settled.charged_cost_nanos == parse_usd("4")
@@ -363,7 +401,7 @@ def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant
         parse_usd("50"),
     ]
     # Settling again charges and refunds nothing more.
-    assert usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000)) is None
+    assert settle(key=key, hold=held, price=price, usage=Usage(input_tokens=4_000_000)) is None
     assert refunds.count() == 2
     assert deleted_keys_refund() == 0
 
@@ -371,15 +409,18 @@ def test_a_prepaid_key_deleted_in_flight_refunds_the_rest_when_it_settles(tenant
 def test_a_prepaid_key_deleted_with_two_requests_in_flight_refunds_each_release(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)  # wallet $140
-    for request_id in ("req-1", "req-2"):
-        reservation_create(
+    first, second = (
+        reserve(
             key=key, price=price, request_id=request_id, worst_case=Usage(input_tokens=10_000_000)
         )
+        for request_id in ("req-1", "req-2")
+    )
     assert key_delete(tenant=tenant, actor=None, key_id=key.pk).refunded_nanos == parse_usd("40")
 
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000))  # $1 of a $10 hold
+    # $1 of a $10 hold.
+    settle(key=key, hold=first, price=price, usage=Usage(input_tokens=1_000_000))
     assert wallet_of(tenant).balance_nanos == parse_usd("189")  # 140 + 40 + 9
-    reservation_release(request_id="req-2")
+    release(hold=second)
     assert wallet_of(tenant).balance_nanos == parse_usd("199")
 
     key = fresh(key)
@@ -388,18 +429,26 @@ def test_a_prepaid_key_deleted_with_two_requests_in_flight_refunds_each_release(
     assert deleted_keys_refund() == 0
 
 
-def test_a_refund_a_crash_left_undone_is_paid_by_the_sweep_once(tenant, price, monkeypatch):
+def test_a_refund_a_crash_left_undone_is_paid_by_the_sweep_once(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(
+    held = reserve(
         key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000)
     )
     key_delete(tenant=tenant, actor=None, key_id=key.pk)
 
-    # The settling worker dies between the settlement and the refund, its own transaction.
-    with monkeypatch.context() as patched:
-        patched.setattr(services, "deleted_key_refund", lambda **_: False)
-        settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=4_000_000))
+    # The settling worker dies between the settlement and the refund, its own transaction:
+    # the settlement alone, as the proxy runs it before the refund.
+    now = datetime.now(UTC)
+    settled = run_sync(
+        settle_op(
+            hold=held,
+            actual=request_charge(Usage(input_tokens=4_000_000), price.as_prices(), key.ratio),
+            now=now,
+            status=Reservation.Status.SETTLED,
+            price_id=price.pk,
+        )
+    )
     assert settled is not None and settled.refund_owed_nanos == parse_usd("6")
     # Settled, but the $6 its hold did not spend is still owed.
     assert wallet_of(tenant).balance_nanos == parse_usd("190")
@@ -430,19 +479,19 @@ def test_a_prepaid_key_deleted_in_flight_gets_everything_back_when_nothing_is_ch
     fund(tenant, "200")
     key = prepaid_key(tenant)
     now = datetime.now(UTC)
-    reservation_create(
+    held = reserve(
         key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=10_000_000), now=now
     )
     key_delete(tenant=tenant, actor=None, key_id=key.pk)
 
     if finish == "release":
-        reservation_release(request_id="req-1")
+        release(hold=held)
     else:
         assert reservations_expire(now=now + timedelta(days=1)) == 1
 
     assert wallet_of(tenant).balance_nanos == parse_usd("200")
     assert fresh(key).cost_refunded_nanos == parse_usd("60")
-    assert usage_settle(request_id="req-1", usage=Usage(input_tokens=1)) is None
+    assert settle(key=key, hold=held, price=price, usage=Usage(input_tokens=1)) is None
     assert wallet_of(tenant).balance_nanos == parse_usd("200")
 
 
@@ -453,10 +502,10 @@ def test_a_wallet_key_reservation_holds_wallet_funds(tenant, price):
     fund(tenant, "1")
     key = wallet_key(tenant)
 
-    reserved = reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     wallet = wallet_of(tenant)
-    assert reserved.hold.wallet_id == wallet.pk
+    assert held.wallet_id == wallet.pk
     # 1:1 by default: client price = cost.
     assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1"), WORST_COST)
     assert wallet.available_nanos == parse_usd("1") - WORST_COST
@@ -466,10 +515,10 @@ def test_a_wallet_key_reservation_holds_wallet_funds(tenant, price):
 def test_a_wallet_key_settlement_posts_one_usage_entry(tenant, price):
     fund(tenant, "1")
     key = wallet_key(tenant, client_budget_nanos=parse_usd("100"), your_cost_nanos=parse_usd("60"))
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
-    usage_settle(request_id="req-1", usage=ACTUAL)
-    usage_settle(request_id="req-1", usage=ACTUAL)
+    settle(key=key, hold=held, price=price, usage=ACTUAL)
+    settle(key=key, hold=held, price=price, usage=ACTUAL)
 
     wallet = wallet_of(tenant)
     assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1") - ACTUAL_COST, 0)
@@ -486,9 +535,9 @@ def test_a_wallet_key_settlement_posts_one_usage_entry(tenant, price):
 def test_a_wallet_key_release_frees_the_hold_without_an_entry(tenant, price):
     fund(tenant, "1")
     key = wallet_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
-    reservation_release(request_id="req-1")
+    release(hold=held)
 
     wallet = wallet_of(tenant)
     assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("1"), 0)
@@ -499,28 +548,29 @@ def test_a_wallet_key_expiry_frees_the_hold(tenant, price):
     fund(tenant, "1")
     key = wallet_key(tenant)
     now = datetime.now(UTC)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=now)
 
     assert reservations_expire(now=now + timedelta(days=1)) == 1
 
     assert wallet_of(tenant).reserved_nanos == 0
-    assert usage_settle(request_id="req-1", usage=ACTUAL) is None
+    assert settle(key=key, hold=held, price=price, usage=ACTUAL) is None
     assert wallet_of(tenant).balance_nanos == parse_usd("1")
 
 
 def test_a_wallet_never_goes_negative(tenant, price):
     fund(tenant, "0.01")
     key = wallet_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     with pytest.raises(ReservationRefused, match="wallet") as refused:
-        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+        reserve(key=key, price=price, request_id="req-2", worst_case=WORST)
 
     assert refused.value.cost_available_nanos == parse_usd("0.01") - WORST_COST
     assert refused.value.client_available_nanos is None
     assert fresh(key).cost_reserved_nanos == WORST_COST  # the refused hold was rolled back
     # Even an upstream that overruns the hold cannot take the wallet below zero.
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000, output_tokens=1_000_000))
+    overrun = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    settle(key=key, hold=held, price=price, usage=overrun)
     wallet = wallet_of(tenant)
     assert (wallet.balance_nanos, wallet.reserved_nanos) == (parse_usd("0.01") - WORST_COST, 0)
     assert wallet.balance_nanos >= 0
@@ -529,11 +579,11 @@ def test_a_wallet_never_goes_negative(tenant, price):
 def test_other_holds_on_the_wallet_limit_a_wallet_key(tenant, price):
     fund(tenant, "0.02")
     first, second = wallet_key(tenant), wallet_key(tenant)
-    reservation_create(key=first, price=price, request_id="req-1", worst_case=WORST)
-    reservation_create(key=second, price=price, request_id="req-2", worst_case=WORST)
+    reserve(key=first, price=price, request_id="req-1", worst_case=WORST)
+    reserve(key=second, price=price, request_id="req-2", worst_case=WORST)
 
     with pytest.raises(ReservationRefused):
-        reservation_create(key=first, price=price, request_id="req-3", worst_case=WORST)
+        reserve(key=first, price=price, request_id="req-3", worst_case=WORST)
 
     assert wallet_of(tenant).reserved_nanos == 2 * WORST_COST
 
@@ -546,15 +596,15 @@ def test_a_spend_cap_refuses_what_would_pass_it(tenant, price):
         your_cost_nanos=parse_usd("60"),
         spend_cap_nanos=parse_usd("0.02"),
     )
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     with pytest.raises(ReservationRefused, match="spend cap") as refused:
-        reservation_create(key=key, price=price, request_id="req-2", worst_case=WORST)
+        reserve(key=key, price=price, request_id="req-2", worst_case=WORST)
 
     assert refused.value.client_available_nanos == parse_usd("0.02") - WORST_CLIENT
     assert refused.value.cost_available_nanos is None
     assert wallet_of(tenant).reserved_nanos == WORST_COST
-    usage_settle(request_id="req-1", usage=ACTUAL)
+    settle(key=key, hold=held, price=price, usage=ACTUAL)
     key = fresh(key)
     assert key.period_client_spent_nanos == ACTUAL_CLIENT
 
@@ -576,17 +626,15 @@ def test_a_spend_cap_resets_when_its_period_rolls_over(
 ):
     fund(tenant, "10")
     key = wallet_key(tenant, spend_cap_nanos=WORST_COST, budget_period=period)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
-    usage_settle(request_id="req-1", usage=WORST, now=start)  # the whole cap is spent
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
+    settle(key=key, hold=held, price=price, usage=WORST, now=start)  # the whole cap is spent
 
     with pytest.raises(ReservationRefused) as refused:
-        reservation_create(
-            key=key, price=price, request_id="req-2", worst_case=WORST, now=same_period
-        )
+        reserve(key=key, price=price, request_id="req-2", worst_case=WORST, now=same_period)
     assert refused.value.client_available_nanos == 0
 
-    reservation_create(key=key, price=price, request_id="req-3", worst_case=WORST, now=next_period)
-    usage_settle(request_id="req-3", usage=ACTUAL, now=next_period)
+    held = reserve(key=key, price=price, request_id="req-3", worst_case=WORST, now=next_period)
+    settle(key=key, hold=held, price=price, usage=ACTUAL, now=next_period)
 
     key = fresh(key)
     assert key.period_index == period_index(period, next_period)
@@ -598,11 +646,11 @@ def test_a_cap_without_period_never_resets(tenant, price):
     fund(tenant, "10")
     key = wallet_key(tenant, spend_cap_nanos=WORST_COST)
     start = datetime(2031, 1, 15, tzinfo=UTC)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
-    usage_settle(request_id="req-1", usage=WORST, now=start)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST, now=start)
+    settle(key=key, hold=held, price=price, usage=WORST, now=start)
 
     with pytest.raises(ReservationRefused):
-        reservation_create(
+        reserve(
             key=key,
             price=price,
             request_id="req-2",
@@ -616,27 +664,34 @@ def test_the_cap_period_follows_the_stored_budget_period_not_a_stale_copy(tenant
     must not stamp the other kind of period index on it: a monthly index (~24,000) on a
     daily key would stop its cap resetting for decades."""
     fund(tenant, "10")
-    key = wallet_key(tenant, spend_cap_nanos=WORST_COST, budget_period="monthly")
+    key = wallet_key(
+        tenant, spend_cap_nanos=WORST_COST, budget_period=ClientKey.BudgetPeriod.MONTHLY
+    )
     stale = fresh(key)
-    key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"budget_period": "daily"})
+    key_update(
+        tenant=tenant,
+        actor=None,
+        key_id=key.pk,
+        changes={"budget_period": ClientKey.BudgetPeriod.DAILY},
+    )
     today = datetime.now(UTC) + timedelta(minutes=1)
 
-    reservation_create(key=stale, price=price, request_id="req-1", worst_case=WORST, now=today)
-    usage_settle(request_id="req-1", usage=WORST, now=today)
+    held = reserve(key=stale, price=price, request_id="req-1", worst_case=WORST, now=today)
+    settle(key=stale, hold=held, price=price, usage=WORST, now=today)
 
-    assert fresh(key).period_index == period_index("daily", today)
+    assert fresh(key).period_index == period_index(ClientKey.BudgetPeriod.DAILY, today)
     tomorrow = today + timedelta(days=1)
-    reservation_create(key=stale, price=price, request_id="req-2", worst_case=WORST, now=tomorrow)
-    assert fresh(key).period_index == period_index("daily", tomorrow)
+    reserve(key=stale, price=price, request_id="req-2", worst_case=WORST, now=tomorrow)
+    assert fresh(key).period_index == period_index(ClientKey.BudgetPeriod.DAILY, tomorrow)
 
 
 def test_a_wallet_key_deleted_in_flight_still_pays_for_its_usage(tenant, price):
     fund(tenant, "1")
     key = wallet_key(tenant)
-    reservation_create(key=key, price=price, request_id="req-1", worst_case=WORST)
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=WORST)
 
     deleted = key_delete(tenant=tenant, actor=None, key_id=key.pk)
-    usage_settle(request_id="req-1", usage=ACTUAL)
+    settle(key=key, hold=held, price=price, usage=ACTUAL)
 
     assert deleted.refunded_nanos == 0
     wallet = wallet_of(tenant)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import factory
 from factory.django import DjangoModelFactory
 
+from accounts.hashing import CLIENT_KEY_PREFIX, secret_generate
 from billing.money import NANOS_PER_USD
 from billing.selectors import wallet_for_tenant
-from keys.hashing import CLIENT_KEY_PREFIX, secret_generate
 from keys.models import ClientKey
 
 

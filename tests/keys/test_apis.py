@@ -15,10 +15,11 @@ from accounts.services import api_token_revoke
 from billing.models import LedgerEntry
 from billing.money import Usage, format_usd, parse_usd
 from billing.selectors import wallet_for_tenant
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create
 from tests.keys.factories import WalletKeyFactory
+from tests.metering import charge, reserve, settle
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -55,8 +56,7 @@ def credit(tenant: Any, amount: str) -> None:
 def spend(key: ClientKey, price: Any, request_id: str, input_tokens: int) -> None:
     """Record one request's usage the way the proxy does: reserve, then settle."""
     usage = Usage(input_tokens=input_tokens)
-    reservation_create(key=key, price=price, request_id=request_id, worst_case=usage)
-    usage_settle(request_id=request_id, usage=usage)
+    charge(key=key, price=price, request_id=request_id, usage=usage)
 
 
 def create(api: APIClient, **body: Any) -> dict[str, Any]:
@@ -396,14 +396,12 @@ def test_key_object_shows_reserved_client_amount_of_requests_in_flight(
     created = create(api, client_budget="100", your_cost="60")
     key = ClientKey.objects.get(pk=created["id"])
 
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=600_000)
-    )
+    held = reserve(key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=600_000))
     shown = api.get(key_url(key.pk)).json()
 
     assert shown["client_reserved"] == "1.00"
     assert shown["client_remaining"] == "100.00"
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=300_000))
+    settle(key=key, hold=held, price=price, usage=Usage(input_tokens=300_000))
     shown = api.get(key_url(key.pk)).json()
     assert (shown["client_reserved"], shown["client_spent"]) == ("0.00", "0.50")
     assert (shown["cost_spent"], shown["profit"]) == ("0.30", "0.20")

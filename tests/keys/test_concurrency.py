@@ -25,15 +25,11 @@ from billing.exceptions import InsufficientFunds, ReservationRefused
 from billing.models import LedgerEntry, Reservation, Wallet
 from billing.money import Usage, parse_usd
 from billing.selectors import ledger_mismatches, wallet_for_tenant
-from billing.services import (
-    reservation_create,
-    reservations_expire,
-    usage_settle,
-    wallet_credit,
-)
+from billing.services import reservations_expire, wallet_credit
 from keys.exceptions import ClientKeyStateConflict
 from keys.models import ClientKey
 from keys.services import key_create, key_delete, key_top_up
+from tests.metering import reserve, settle
 
 pytestmark = pytest.mark.postgres
 
@@ -194,7 +190,7 @@ def test_parallel_reservations_never_exceed_a_prepaid_budget(transactional_db, t
 
     outcomes = run_together(
         50,
-        lambda i: reservation_create(key=key, price=price, request_id=f"req-{i}", worst_case=WORST),
+        lambda i: reserve(key=key, price=price, request_id=f"req-{i}", worst_case=WORST),
     )
 
     assert len(successes(outcomes)) == 5
@@ -220,9 +216,7 @@ def test_parallel_reservations_on_wallet_keys_never_hold_more_than_the_wallet(
 
     outcomes = run_together(
         50,
-        lambda i: reservation_create(
-            key=keys[i % 5], price=price, request_id=f"req-{i}", worst_case=WORST
-        ),
+        lambda i: reserve(key=keys[i % 5], price=price, request_id=f"req-{i}", worst_case=WORST),
     )
 
     reserved = successes(outcomes)
@@ -233,8 +227,12 @@ def test_parallel_reservations_on_wallet_keys_never_hold_more_than_the_wallet(
     assert_books_balance()
 
     # Settle them all at once too: each posts exactly its usage.
+    key_of = {key.pk: key for key in keys}
     outcomes = run_together(
-        5, lambda i: usage_settle(request_id=reserved[i].request_id, usage=ACTUAL)
+        5,
+        lambda i: settle(
+            key=key_of[reserved[i].key_id], hold=reserved[i], price=price, usage=ACTUAL
+        ),
     )
 
     assert len(successes(outcomes)) == 5
@@ -261,16 +259,16 @@ def test_concurrent_settle_and_expire_charge_each_reservation_at_most_once(
         ).key
     an_hour_ago = timezone.now() - timedelta(hours=1)  # every hold is already past its expiry
     count = 10
-    for i in range(count):
-        reservation_create(
-            key=key, price=price, request_id=f"req-{i}", worst_case=WORST, now=an_hour_ago
-        )
+    holds = [
+        reserve(key=key, price=price, request_id=f"req-{i}", worst_case=WORST, now=an_hour_ago)
+        for i in range(count)
+    ]
     if funding != "wallet":
         key_delete(tenant=tenant, actor=None, key_id=key.pk)
 
     def settle_or_sweep(i: int) -> Any:
         if i < count:
-            return usage_settle(request_id=f"req-{i}", usage=ACTUAL)
+            return settle(key=key, hold=holds[i], price=price, usage=ACTUAL)
         return reservations_expire()
 
     outcomes = run_together(2 * count, settle_or_sweep)

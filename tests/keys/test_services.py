@@ -10,15 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from accounts.hashing import CLIENT_KEY_PREFIX, PREFIX_LENGTH, secret_matches
 from billing.exceptions import InsufficientFunds, KeyInactive, ReservationRefused
 from billing.models import LedgerEntry
 from billing.money import PriceRatio, Usage, parse_usd
 from billing.selectors import wallet_for_tenant
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
-from keys.hashing import CLIENT_KEY_PREFIX, PREFIX_LENGTH, secret_matches
 from keys.models import ClientKey
 from keys.services import key_create, key_delete, key_top_up, key_update
+from tests.metering import charge, reserve
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
@@ -149,9 +150,7 @@ def test_a_key_can_take_the_whole_wallet(tenant):
 def test_held_wallet_funds_cannot_fund_a_key(tenant, price):
     fund(tenant, "60")
     key = wallet_key(tenant)
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000)
-    )
+    reserve(key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000))
 
     with pytest.raises(InsufficientFunds):
         prepaid_key(tenant)
@@ -449,18 +448,13 @@ def test_a_budget_period_needs_a_spend_cap_and_keeps_needing_it(tenant):
 def test_changing_the_budget_period_starts_a_fresh_period(tenant, price):
     fund(tenant, "10")
     key = wallet_key(tenant, spend_cap_nanos=parse_usd("1"), budget_period="monthly")
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000)
-    )
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000))
+    charge(key=key, price=price, request_id="req-1", usage=Usage(input_tokens=1_000_000))
     assert fresh(key).period_client_spent_nanos == parse_usd("1")
 
     key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"budget_period": "daily"})
 
     assert fresh(key).period_client_spent_nanos == 0
-    reservation_create(
-        key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1_000_000)
-    )
+    reserve(key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1_000_000))
 
 
 def test_a_revoked_key_stops_and_a_reactivated_one_works_again(tenant, price):
@@ -470,13 +464,11 @@ def test_a_revoked_key_stops_and_a_reactivated_one_works_again(tenant, price):
     revoked = key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"status": "revoked"})
     assert revoked.revoked_at is not None
     with pytest.raises(KeyInactive):
-        reservation_create(
-            key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1)
-        )
+        reserve(key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1))
 
     active = key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"status": "active"})
     assert active.revoked_at is None
-    reservation_create(key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1))
+    reserve(key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1))
 
 
 def test_a_deleted_key_cannot_be_updated(tenant):
@@ -499,17 +491,12 @@ def test_another_tenants_key_cannot_be_updated(tenant, outsider):
 def test_a_cap_can_be_lowered_below_what_was_spent(tenant, price):
     fund(tenant, "10")
     key = wallet_key(tenant, spend_cap_nanos=parse_usd("5"))
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=2_000_000)
-    )
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=2_000_000))
+    charge(key=key, price=price, request_id="req-1", usage=Usage(input_tokens=2_000_000))
 
     key_update(tenant=tenant, actor=None, key_id=key.pk, changes={"spend_cap": parse_usd("1")})
 
     with pytest.raises(ReservationRefused) as refused:
-        reservation_create(
-            key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1)
-        )
+        reserve(key=key, price=price, request_id="req-2", worst_case=Usage(input_tokens=1))
     assert refused.value.client_available_nanos == 0
 
 
@@ -519,10 +506,8 @@ def test_a_cap_can_be_lowered_below_what_was_spent(tenant, price):
 def test_delete_refunds_unspent_cost_once(tenant, price):
     fund(tenant, "200")
     key = prepaid_key(tenant)
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=20_520_000)
-    )
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=20_520_000))  # $20.52 of cost
+    # $20.52 of cost.
+    charge(key=key, price=price, request_id="req-1", usage=Usage(input_tokens=20_520_000))
 
     deleted = key_delete(tenant=tenant, actor=tenant.owner, key_id=key.pk)
 
@@ -554,10 +539,7 @@ def test_deleting_an_unused_key_returns_all_its_cost(tenant):
 def test_deleting_a_fully_spent_key_refunds_nothing(tenant, price):
     fund(tenant, "1")
     key = prepaid_key(tenant, budget="1", cost="1")
-    reservation_create(
-        key=key, price=price, request_id="req-1", worst_case=Usage(input_tokens=1_000_000)
-    )
-    usage_settle(request_id="req-1", usage=Usage(input_tokens=1_000_000))
+    charge(key=key, price=price, request_id="req-1", usage=Usage(input_tokens=1_000_000))
 
     assert key_delete(tenant=tenant, actor=None, key_id=key.pk).refunded_nanos == 0
     assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.KEY_REFUND).exists()

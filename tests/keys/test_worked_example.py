@@ -6,9 +6,10 @@ import pytest
 
 from billing.money import Usage, parse_usd
 from billing.selectors import wallet_for_tenant
-from billing.services import reservation_create, usage_settle, wallet_credit
+from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create, key_delete, key_top_up
+from tests.metering import reserve, settle
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
@@ -25,10 +26,10 @@ def test_worked_example_holds_to_the_cent(tenant, price):
     assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("140")
 
     # $20.52 of cost at $1/MTok input is 20,520,000 input tokens = $34.20 in client price.
-    reservation_create(
+    held = reserve(
         key=issued.key, price=price, request_id="req-1", worst_case=Usage(input_tokens=20_520_000)
     )
-    settled = usage_settle(request_id="req-1", usage=Usage(input_tokens=20_520_000))
+    settled = settle(key=issued.key, hold=held, price=price, usage=Usage(input_tokens=20_520_000))
     assert settled is not None
     assert settled.charged_client_nanos == parse_usd("34.20")
     key = ClientKey.objects.get(pk=issued.key.pk)

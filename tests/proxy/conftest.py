@@ -35,10 +35,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import Tenant
-from accounts.services import reseller_create
 from billing.models import ModelPrice, ModelRoute, Reservation, Upstream
 from billing.money import NANOS_PER_USD
-from billing.services import price_set, upstream_save, wallet_credit
+from billing.services import price_set, reseller_open, upstream_save, wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_create
 from proxy.models import Trace
@@ -365,7 +364,7 @@ class World:
 
 
 def build_world(fake: FakeUpstream, server: ProxyServer, dead_port: int) -> World:
-    tenant, _ = reseller_create(email="reseller@example.com")
+    tenant, _ = reseller_open(email="reseller@example.com")
     wallet_credit(tenant=tenant, amount_nanos=100 * USD, reason="test funds")
     world = World(tenant=tenant, fake=fake, server=server)
     for name, kind, base_url, timeout in (

@@ -16,11 +16,10 @@ import openai
 import orjson
 import pytest
 
-from accounts.services import reseller_create
 from billing.models import LedgerEntry
 from billing.money import Usage, request_charge
 from billing.selectors import wallet_for_tenant
-from billing.services import wallet_credit
+from billing.services import reseller_open, wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_delete, key_update
 from proxy.wire.base import input_token_bound
@@ -340,7 +339,7 @@ def test_an_invalid_n_is_refused_with_400(world: World, n: Any) -> None:
 
 
 def test_wallet_key_is_bounded_by_a_small_wallet(world: World) -> None:
-    small, _ = reseller_create(email="small@example.com")
+    small, _ = reseller_open(email="small@example.com")
     wallet_credit(tenant=small, amount_nanos=5_000_000, reason="test funds")  # $0.005
     issued = world.key(tenant=small, funding="wallet")
 

@@ -17,10 +17,9 @@ import aiohttp
 import pytest
 from django.conf import settings
 
-from accounts.services import reseller_create
 from billing.models import LedgerEntry, Reservation
 from billing.selectors import wallet_for_tenant
-from billing.services import wallet_credit
+from billing.services import reseller_open, wallet_credit
 from keys.services import IssuedKey
 from tests.proxy.conftest import (
     USD,
@@ -122,7 +121,7 @@ def test_prepaid_budget_is_never_exceeded_under_200_simultaneous_requests(world:
 
 
 def test_wallet_never_goes_negative_under_200_simultaneous_requests(world: World) -> None:
-    small, _ = reseller_create(email="small@example.com")
+    small, _ = reseller_open(email="small@example.com")
     wallet_credit(tenant=small, amount_nanos=AFFORDABLE * CHARGE.cost_nanos, reason="test funds")
     issued = world.key(tenant=small, funding="wallet", **UNLIMITED)
 

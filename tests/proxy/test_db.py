@@ -18,8 +18,9 @@ from billing.ledger import ledger_post_op
 from billing.metering import reserve_op, settle_op
 from billing.models import LedgerEntry, ModelPrice
 from billing.money import Charge, parse_usd
-from billing.selectors import ledger_audit, wallet_for_tenant
+from billing.selectors import wallet_for_tenant
 from billing.services import wallet_credit
+from keys.selectors import books_audit
 from keys.services import key_create
 from proxy.db import (
     PostgresDatabase,
@@ -123,7 +124,7 @@ def test_strings_round_trip_exactly_through_the_driver(tenant, prepare: bool) ->
     entry = LedgerEntry.objects.get(pk=posted.entry_id)
     assert entry.reason == reason
     assert posted.balance_after_nanos == 5
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -160,7 +161,7 @@ def test_reserve_and_settle_run_prepared_and_survive_a_session_reset(
     key.refresh_from_db()
     assert (key.cost_spent_nanos, key.client_spent_nanos) == (2_400, 4_800)
     assert (key.cost_reserved_nanos, key.client_reserved_nanos) == (0, 0)
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -185,7 +186,7 @@ def test_a_check_violation_in_a_prepared_batch_rolls_it_back_and_reaches_the_rul
     wallet.refresh_from_db()
     assert wallet.balance_nanos == 100
     assert LedgerEntry.objects.filter(wallet=wallet).count() == 1
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -244,7 +245,7 @@ def test_transactions_sent_together_commit_or_fail_one_by_one(tenant) -> None:  
     wallet.refresh_from_db()
     assert wallet.balance_nanos == 0
     assert LedgerEntry.objects.filter(wallet=wallet, kind="adjustment").count() == 11
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -286,7 +287,7 @@ def test_a_transaction_waiting_on_a_lock_does_not_hold_up_other_keys(
     for key in keys:
         key.refresh_from_db()
         assert key.cost_reserved_nanos == 1_000
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -331,7 +332,7 @@ def test_a_lost_connection_fails_its_batch_and_the_next_one_gets_a_new_connectio
     key.refresh_from_db()
     settled = 2
     assert (key.cost_spent_nanos, key.cost_reserved_nanos) == (500 * settled, 0)
-    assert ledger_audit() == []
+    assert books_audit() == []
 
 
 @pytest.mark.postgres
@@ -358,4 +359,4 @@ def test_a_statement_the_session_already_prepared_is_taken_as_ready(
 
     key.refresh_from_db()
     assert (key.cost_spent_nanos, key.cost_reserved_nanos) == (1_000, 0)
-    assert ledger_audit() == []
+    assert books_audit() == []

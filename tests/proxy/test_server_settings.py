@@ -15,9 +15,10 @@ import pytest
 
 from billing.models import ModelPrice, Reservation
 from billing.money import Usage
-from billing.services import reservation_create, reservations_expire
+from billing.services import reservations_expire
 from keys.services import key_delete, key_update
 from proxy.models import Trace
+from tests.metering import reserve
 from tests.proxy.conftest import (
     ProxyServer,
     World,
@@ -237,7 +238,7 @@ def test_a_server_without_a_broker_runs_the_expiry_sweep_itself(
     price = ModelPrice.objects.filter(route__model="gpt-fake").latest("effective_from")
     long_ago = now_utc() - timedelta(hours=1)
     # A hold its (crashed) worker never settled, long past its expiry.
-    reservation_create(
+    reserve(
         key=issued.key,
         price=price,
         request_id="req_orphan",

@@ -1,7 +1,7 @@
 """proxy.services.traces_purge and its task: retention is enforced in bounded batches.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
-reuses the real-worker harness of ``tests/billing/test_tasks.py`` (a ``celery worker``
+reuses the real-worker harness of ``tests/keys/test_tasks.py`` (a ``celery worker``
 subprocess on the test database, a queue unique to the run).
 """
 
@@ -22,14 +22,14 @@ from keys.models import ClientKey
 from proxy.models import Trace
 from proxy.services import traces_purge
 from proxy.tasks import traces_purge_task
-from tests.billing.test_tasks import (
+from tests.keys.factories import WalletKeyFactory
+from tests.keys.test_tasks import (
     WORKER_WAIT_SECONDS,
     celery_worker,
     publishing_to,
     worker_broker_url,
     worker_database_url,
 )
-from tests.keys.factories import WalletKeyFactory
 from tests.proxy.factories import TraceFactory
 
 RETENTION_DAYS = 30

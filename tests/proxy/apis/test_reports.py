@@ -15,11 +15,11 @@ import pytest
 from django.utils import timezone
 
 from billing.money import Usage, parse_usd
-from billing.services import reservation_create, usage_settle
 from keys.models import ClientKey
 from keys.services import key_create, key_delete
 from proxy.models import Trace
 from tests.keys.factories import WalletKeyFactory
+from tests.metering import charge
 from tests.proxy.apis.conftest import (
     BY_TAG,
     EARNINGS,
@@ -37,8 +37,7 @@ pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 def spend(key: ClientKey, price: Any, request_id: str, input_tokens: int) -> None:
     """Settle one request the way the proxy does (reserve, settle): moves the key counters."""
     usage = Usage(input_tokens=input_tokens)
-    reservation_create(key=key, price=price, request_id=request_id, worst_case=usage)
-    usage_settle(request_id=request_id, usage=usage)
+    charge(key=key, price=price, request_id=request_id, usage=usage)
 
 
 # ------------------------------------------------------------------------- key requests

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.selectors import ledger_audit
+from keys.selectors import books_audit
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        problems = ledger_audit()
+        problems = books_audit()
         if options["json"]:
             payload = {"ok": not problems, "problems": [p.as_dict() for p in problems]}
             self.stdout.write(json.dumps(payload))

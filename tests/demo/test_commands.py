@@ -1,4 +1,4 @@
-"""Operator commands of the accounts app: create_reseller and the seed_demo ``make run`` uses."""
+"""The seed_demo command ``make run`` uses."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from accounts.models import ApiToken, Tenant
 from accounts.selectors import api_token_authenticate
@@ -18,8 +17,6 @@ from billing.models import LedgerEntry, ModelPrice, ModelRoute, Upstream
 from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import upstream_save
-from keys.models import ClientKey
-from keys.services import key_create
 
 
 def run(*args: str) -> dict[str, Any]:
@@ -32,107 +29,6 @@ def run_text(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-# ----------------------------------------------------------------------------- create_reseller
-
-
-def test_create_reseller_prints_ids_and_a_working_token(db):
-    result = run(
-        "create_reseller", "new@example.com", "--password", "s3cret-pass", "--name", "Acme"
-    )
-
-    tenant = Tenant.objects.get(pk=result["id"])
-    assert result["tenant_id"] == tenant.pk
-    assert result["user_id"] == tenant.owner_id
-    assert result["email"] == "new@example.com"
-    assert result["api_token"].startswith("tgr-")
-    assert tenant.name == "Acme"
-    assert tenant.owner.check_password("s3cret-pass")
-    assert wallet_for_tenant(tenant=tenant).balance_nanos == 0
-    token = api_token_authenticate(secret=result["api_token"])
-    assert token is not None and token.tenant_id == tenant.pk
-
-
-def test_create_reseller_without_password_has_no_usable_password(db):
-    result = run("create_reseller", "nopw@example.com")
-    assert not Tenant.objects.get(pk=result["id"]).owner.has_usable_password()
-
-
-def test_create_reseller_human_output_shows_the_token_once(db):
-    text = run_text("create_reseller", "h@example.com")
-    (token,) = ApiToken.objects.all()
-    assert f"tenant id {token.tenant_id}" in text and "tgr-" in text
-
-
-def test_create_reseller_refuses_an_existing_email(reseller):
-    with pytest.raises(CommandError, match="already exists"):
-        run("create_reseller", "ALICE@example.com")
-    assert Tenant.objects.count() == 1
-
-
-def test_create_reseller_refuses_an_invalid_email(db):
-    with pytest.raises(CommandError, match="not a valid email"):
-        run("create_reseller", "not-an-email")
-    assert not Tenant.objects.exists()
-
-
-# ------------------------------------------------------- deactivate_reseller / activate_reseller
-
-
-def test_deactivate_then_activate_reseller_stop_and_restore_its_token(reseller, outsider):
-    tenant, token = reseller
-    key_create(tenant=tenant, actor=None, label="one", funding=ClientKey.Funding.WALLET)
-
-    stopped = run("deactivate_reseller", "Alice@Example.com")
-
-    assert stopped == {
-        "tenant_id": tenant.pk,
-        "email": "alice@example.com",
-        "is_active": False,
-        "changed": True,
-        "active_keys": 1,
-    }
-    assert api_token_authenticate(secret=token.secret) is None
-    assert api_token_authenticate(secret=outsider[1].secret) is not None
-
-    restored = run("activate_reseller", "alice@example.com")
-
-    assert (restored["is_active"], restored["changed"]) == (True, True)
-    assert api_token_authenticate(secret=token.secret) is not None
-    assert ClientKey.objects.get(tenant=tenant).status == ClientKey.Status.ACTIVE
-
-
-def test_deactivate_and_activate_reseller_run_twice_change_nothing_the_second_time(reseller):
-    run("deactivate_reseller", "alice@example.com")
-
-    again = run("deactivate_reseller", "alice@example.com")
-
-    assert (again["is_active"], again["changed"]) == (False, False)
-    assert "was already suspended" in run_text("deactivate_reseller", "alice@example.com")
-    assert Tenant.objects.get(pk=reseller[0].pk).is_active is False
-    run("activate_reseller", "alice@example.com")
-    assert run("activate_reseller", "alice@example.com")["changed"] is False
-    assert "was already reinstated" in run_text("activate_reseller", "alice@example.com")
-
-
-def test_deactivate_reseller_human_output_says_what_stops(reseller):
-    tenant = reseller[0]
-
-    out = run_text("deactivate_reseller", "alice@example.com")
-
-    assert out.strip() == (
-        f"Suspended alice@example.com (tenant id {tenant.pk}): its API tokens and "
-        "0 active client key(s) now answer 401."
-    )
-    assert run_text("activate_reseller", "alice@example.com").startswith("Reinstated ")
-
-
-@pytest.mark.parametrize("command", ["deactivate_reseller", "activate_reseller"])
-def test_unknown_email_is_an_error_that_changes_nothing(reseller, command):
-    with pytest.raises(CommandError, match="No reseller with email nobody@example.com"):
-        call_command(command, "nobody@example.com", "--json", stdout=StringIO())
-    assert Tenant.objects.get(pk=reseller[0].pk).is_active is True
 
 
 # ----------------------------------------------------------------------------- seed_demo

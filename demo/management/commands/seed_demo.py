@@ -15,9 +15,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from accounts.demo import DEMO_ADMIN_EMAIL, DEMO_RESELLER_EMAIL, DEMO_UPSTREAMS, demo_seed
 from billing.money import format_usd
 from billing.selectors import wallet_for_tenant
+from demo.services import DEMO_ADMIN_EMAIL, DEMO_RESELLER_EMAIL, DEMO_UPSTREAMS, demo_seed
 
 ADMIN_PASSWORD_ENV, ADMIN_PASSWORD_FILE = "DEMO_ADMIN_PASSWORD", "demo_admin_password"
 RESELLER_PASSWORD_ENV, RESELLER_PASSWORD_FILE = "DEMO_PASSWORD", "demo_password"

@@ -1,9 +1,14 @@
-"""Billing's Celery tasks: thin, re-runnable entry points to ``billing.services``."""
+"""Keys' Celery tasks: thin, re-runnable entry points to the services.
+
+The reservation sweep is here rather than in billing because its second half refunds
+deleted keys (``keys.services.deleted_keys_refund``), and billing never imports keys.
+"""
 
 from __future__ import annotations
 
-from billing.services import deleted_keys_refund, reservations_expire
+from billing.services import reservations_expire
 from config.celery import database_task
+from keys.services import deleted_keys_refund
 
 
 @database_task()
@@ -15,7 +20,7 @@ def reservations_expire_task() -> int:
     alone. Returns how many holds this run expired.
 
     Then refunds deleted prepaid keys whose refund a crash left undone (see
-    ``billing.services.deleted_keys_refund``; as safe to re-run).
+    ``keys.services.deleted_keys_refund``; as safe to re-run).
     """
     expired = reservations_expire()
     deleted_keys_refund()

@@ -9,6 +9,10 @@ a suspended tenant's, spend.
 
 Topics: ``key:<prefix>`` (one key), ``tenant:<id>`` (every key of a tenant: one message
 however many keys it has), ``routes`` (routes, upstreams and prices).
+
+It lives in ``accounts``, the bottom of the app graph, because the services of every app
+announce through it (tenants here, keys in ``keys``, routes and prices in ``billing``)
+and the proxy listens: infrastructure that every app may import.
 """
 
 from __future__ import annotations

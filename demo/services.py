@@ -20,13 +20,12 @@ from accounts.services import (
     IssuedToken,
     api_token_rotate,
     operator_ensure,
-    reseller_create,
     user_password_ensure,
 )
 from billing.models import LedgerEntry, Upstream
 from billing.money import NANOS_PER_USD
 from billing.pricing_sync import PricesSyncSummary, prices_sync
-from billing.services import upstream_save, wallet_credit
+from billing.services import reseller_open, upstream_save, wallet_credit
 
 DEMO_ADMIN_EMAIL = "admin@example.com"
 DEMO_RESELLER_EMAIL = "demo@example.com"
@@ -65,7 +64,7 @@ def _demo_reseller(*, password: str) -> Tenant:
     try:
         tenant = tenant_get_by_owner_email(email=DEMO_RESELLER_EMAIL)
     except Tenant.DoesNotExist:
-        tenant, _ = reseller_create(
+        tenant, _ = reseller_open(
             email=DEMO_RESELLER_EMAIL, password=password, name=DEMO_RESELLER_NAME
         )
         return tenant

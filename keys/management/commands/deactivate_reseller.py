@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from accounts.management.tenant_activation import TenantActivationCommand
 from accounts.services import tenant_suspend
+from keys.management.tenant_activation import TenantActivationCommand
 
 
 class Command(TenantActivationCommand):

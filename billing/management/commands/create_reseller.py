@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 
 from accounts.exceptions import EmailTaken
-from accounts.services import reseller_create
+from billing.services import reseller_open
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(f"{email!r} is not a valid email address.") from exc
         try:
-            tenant, issued = reseller_create(
+            tenant, issued = reseller_open(
                 email=email, password=options["password"], name=options["name"].strip()
             )
         except EmailTaken as exc:

@@ -1,5 +1,6 @@
 """What ``deactivate_reseller`` and ``activate_reseller`` share: find the reseller by its
-owner's email, call one service, report."""
+owner's email, call one service, report (with the client keys that stop or come back,
+hence here in keys: accounts imports no other app)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""billing.tasks: the expiry sweep as a task, in-process and on a real Celery worker.
+"""keys.tasks: the expiry sweep as a task, in-process and on a real Celery worker.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
 starts ``celery worker`` in a subprocess against the *test* database and a Redis database
@@ -31,11 +31,12 @@ from django.utils import timezone
 from billing.models import Reservation
 from billing.money import Usage, parse_usd
 from billing.selectors import ledger_mismatches, wallet_for_tenant
-from billing.services import reservation_create, wallet_credit
-from billing.tasks import reservations_expire_task
+from billing.services import wallet_credit
 from config.celery import app
 from keys.models import ClientKey
 from keys.services import key_create
+from keys.tasks import reservations_expire_task
+from tests.metering import reserve
 
 # A Redis database for tests, away from development workers on the default one.
 TEST_BROKER_DB = 15
@@ -57,9 +58,7 @@ def hold_expired_reservations(tenant, price) -> tuple[ClientKey, ClientKey]:
     wallet = key_create(tenant=tenant, actor=None, label="wallet", funding="wallet").key
     long_ago = timezone.now() - timedelta(seconds=settings.RESERVATION_TTL_SECONDS, hours=1)
     for key in (prepaid, wallet):
-        reservation_create(
-            key=key, price=price, request_id=f"req-{key.pk}", worst_case=WORST, now=long_ago
-        )
+        reserve(key=key, price=price, request_id=f"req-{key.pk}", worst_case=WORST, now=long_ago)
     return prepaid, wallet
 
 
