@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
-from accounts.services import reseller_create
 from billing.models import LedgerEntry
+from billing.services import reseller_open
 from keys.models import ClientKey
 from proxy.asgi import guarded
 from tests.proxy.conftest import World, assert_nothing_charged, post
@@ -169,7 +169,7 @@ def test_deeply_nested_json_on_a_proxy_path_is_a_400_and_charges_nothing(
 
 @pytest.fixture
 def reseller_headers(world: World) -> dict[str, str]:
-    _, token = reseller_create(email="errors@example.com")
+    _, token = reseller_open(email="errors@example.com")
     return {"Authorization": f"Bearer {token.secret}", "content-type": "application/json"}
 
 

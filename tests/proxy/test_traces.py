@@ -26,9 +26,8 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import Sum
 
-from accounts.services import reseller_create
 from billing.models import Reservation
-from billing.services import wallet_credit
+from billing.services import reseller_open, wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create
 from proxy.db import Database, DjangoDatabase, PostgresDatabase, RowsRefused, postgres_conninfo
@@ -155,7 +154,7 @@ def test_a_batch_with_unwritable_rows_writes_all_the_others_and_counts_the_loss(
     surrogate (no UTF-8 for it), a token count beyond the column's range (an upstream may
     report anything) are repaired and written; a row whose key no longer exists cannot be,
     and only it is dropped, counted and logged."""
-    other, _ = reseller_create(email="other@example.com")
+    other, _ = reseller_open(email="other@example.com")
     good_key = key_create(tenant=other, actor=None, label="good", funding="wallet").key
     bad_key = key_create(tenant=tenant, actor=None, label="bad", funding="wallet").key
     good = [row(good_key, f"good-{i}") for i in range(40)]
@@ -357,7 +356,7 @@ def test_bad_requests_never_cost_another_tenant_its_traces(world: World) -> None
     request has its trace, every request of either tenant that got a request id has one,
     each charged request's trace holds its charge, and nothing is dropped."""
     good_key = world.key(**UNLIMITED)
-    hostile, _ = reseller_create(email="hostile@example.com")
+    hostile, _ = reseller_open(email="hostile@example.com")
     wallet_credit(tenant=hostile, amount_nanos=100 * USD, reason="test funds")
     bad_key = world.key(tenant=hostile, **UNLIMITED)
     # A key's own default tag is the request's string too, when no header is sent.

@@ -27,10 +27,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 
-from accounts.services import reseller_create
 from billing.models import Wallet
 from billing.money import parse_usd
-from billing.services import wallet_credit
+from billing.services import reseller_open, wallet_credit
 from config.capacity import BUSY_CODE, GATE_BUSY, POOL_BUSY
 from keys.models import ClientKey
 from proxy.db import APPLICATION_NAME as PROXY_APPLICATION_NAME
@@ -107,7 +106,7 @@ async def burst(url: str, token: str) -> list[httpx.Response]:
 def test_a_burst_of_rest_calls_stays_within_the_pool_and_gets_no_500(
     transactional_db: None, start_proxy_server: Callable[..., ProxyServer], books_balance: None
 ) -> None:
-    tenant, token = reseller_create(email="burst@example.com")
+    tenant, token = reseller_open(email="burst@example.com")
     wallet_credit(tenant=tenant, amount_nanos=parse_usd(FUNDS), reason="test funds")
     server, app_name = start_server(start_proxy_server, workers=WORKERS, DB_POOL_MAX=str(POOL_MAX))
 
@@ -186,7 +185,7 @@ def test_no_free_connection_is_a_503_with_retry_after_on_every_django_path(
     concurrency: dict[str, str],
     detail: str,
 ) -> None:
-    tenant, token = reseller_create(email="pool@example.com")
+    tenant, token = reseller_open(email="pool@example.com")
     wallet_credit(tenant=tenant, amount_nanos=parse_usd(FUNDS), reason="test funds")
     cookie = operator_session_cookie()
     server, app_name = start_server(
@@ -233,7 +232,7 @@ def test_pooled_connections_that_died_are_replaced_not_lent(
     transactional_db: None, start_proxy_server: Callable[..., ProxyServer]
 ) -> None:
     """As after a PostgreSQL restart: every idle pooled connection is gone."""
-    _, token = reseller_create(email="restart@example.com")
+    _, token = reseller_open(email="restart@example.com")
     server, app_name = start_server(start_proxy_server, workers=1, DB_POOL_MAX="2")
     auth = {"Authorization": f"Bearer {token.secret}"}
     url = f"{server.url}/api/v1/wallet"

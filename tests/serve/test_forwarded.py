@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from accounts.lockout import LOCKED_OUT
-from accounts.services import reseller_create
+from billing.services import reseller_open
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
@@ -138,8 +138,8 @@ def test_two_authorization_headers_are_refused(
 ):
     """Which of two credentials a request means is ambiguous: neither is used, even when
     both are the reseller's own token."""
-    _, token = reseller_create(email="twice@example.com")
-    _, other = reseller_create(email="other@example.com")
+    _, token = reseller_open(email="twice@example.com")
+    _, other = reseller_open(email="other@example.com")
     url = f"{trusting.url}{path}"
     good = f"Bearer {token.secret}"
     assert httpx.get(url, headers={"Authorization": good}, timeout=20).status_code == 200
