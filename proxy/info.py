@@ -12,6 +12,7 @@ from keys.models import ClientKey
 from keys.selectors import key_figures
 from proxy.admission import ProxyError, authenticate, routes_for_request
 from proxy.db import as_aware
+from proxy.endpoints import parse_count_tokens, request_object
 from proxy.runtime import ADAPTERS, get_runtime
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.views import BodyTooLarge, header_dict, new_request_id, read_body, respond
@@ -134,13 +135,8 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
         except BodyTooLarge:
             raise ProxyError(413, "Request body too large.", "request_too_large") from None
         key = await authenticate(runtime.catalog, headers, timezone.now())
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "The request body is not valid JSON.", "invalid_json") from None
-        model = payload.get("model") if isinstance(payload, dict) else None
-        if not isinstance(model, str) or not model:
-            raise ProxyError(400, "model: Field required", "invalid_request")
+        payload = request_object(body)
+        model = parse_count_tokens(payload)
         routes = await routes_for_request(runtime.catalog, key, model, "anthropic")
     except ProxyError as exc:
         await respond(

@@ -39,7 +39,7 @@ from proxy.admission import (
     reserve,
     routes_for_request,
 )
-from proxy.endpoints import Endpoint, RequestInvalid
+from proxy.endpoints import Endpoint, RequestInvalid, request_object
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, in_background, release, settle
 from proxy.traces import TraceRow
@@ -157,15 +157,8 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
                 "request_too_large",
             ) from None
         key = await authenticate(runtime.catalog, headers, now)
-        try:
-            payload = orjson.loads(body)
-            if not isinstance(payload, dict):
-                raise RequestInvalid("The request body must be a JSON object.")
-            parsed = endpoint.parse(payload)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "The request body is not valid JSON.", "invalid_json") from None
-        except RequestInvalid as exc:
-            raise ProxyError(400, str(exc), "invalid_request") from None
+        # Every field the proxy acts on is checked here, before anything is held or sent.
+        parsed = endpoint.parse(request_object(body))
         model = parsed.model
         routes = await routes_for_request(runtime.catalog, key, parsed.model, endpoint.kind)
         input_bound = input_token_bound(body)
@@ -223,10 +216,11 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     except ProxyError as exc:
         if limiter_held and key is not None:
             await runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
+        param = exc.param if isinstance(exc, RequestInvalid) else None
         await respond(
             send,
             exc.status,
-            endpoint.error_body(exc.status, exc.message, exc.code),
+            endpoint.error_body(exc.status, exc.message, exc.code, param),
             headers=[id_header, *exc.headers],
         )
         if key is not None:
