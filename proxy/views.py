@@ -70,7 +70,22 @@ class BodyTooLarge(Exception):
 
 
 def header_dict(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    """The request's headers by name. A repeated header's values are joined by commas, as
+    RFC 9110 (5.3) combines them and Django does for the REST API: keeping only the last
+    would let a second ``Authorization`` pick the key unseen (admission refuses a joined
+    credential)."""
+    raw = scope["headers"]
+    # "latin1" is the spelling CPython matches first: it spares normalising the codec's
+    # name on each of the ~40 decodes of a request (more than the length check costs).
+    headers = {name.decode("latin1"): value.decode("latin1") for name, value in raw}
+    if len(headers) != len(raw):
+        # Rare (a client repeating a header): build it again, joining.
+        headers = {}
+        for name, value in raw:
+            field = name.decode("latin1")
+            text = value.decode("latin1")
+            headers[field] = f"{headers[field]},{text}" if field in headers else text
+    return headers
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
