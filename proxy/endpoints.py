@@ -311,7 +311,7 @@ def parse_embeddings(payload: dict[str, Any]) -> ParsedRequest:
     model = _model(payload, wording)
     _required(payload, "input", STRING_OR_ARRAY, wording)
     if _flag(payload, "stream", wording):
-        raise RequestInvalid("Embeddings cannot be streamed.", param="stream")
+        raise RequestInvalid("Invalid 'stream': embeddings cannot be streamed.", param="stream")
     return ParsedRequest(model=model, is_stream=False, max_output_tokens=0, payload=payload)
 
 

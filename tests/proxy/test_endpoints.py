@@ -226,7 +226,7 @@ def assert_refusal_names_the_field(
     elif value in (None, ABSENT, ""):
         assert message == f"Missing required parameter: '{field}'."
     elif field == "stream" and value is True:
-        assert message == "Embeddings cannot be streamed."
+        assert message == "Invalid 'stream': embeddings cannot be streamed."
     else:
         assert message.startswith((f"Invalid type for '{field}': ", f"Invalid '{field}': "))
 

@@ -93,7 +93,7 @@ def assert_refused_in_the_formats_shape(
             "invalid_request",
             field,
         )
-        assert f"'{field}'" in error["message"] or field == "stream"
+        assert f"'{field}'" in error["message"]
     message: str = error["message"]
     return message
 
