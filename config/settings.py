@@ -274,6 +274,9 @@ RESERVATION_TTL_SECONDS = env_int("RESERVATION_TTL_SECONDS", 900)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 PROXY_KEY_CACHE_SECONDS = env_int("PROXY_KEY_CACHE_SECONDS", 10)
 PROXY_ROUTE_CACHE_SECONDS = env_int("PROXY_ROUTE_CACHE_SECONDS", 10)
+# The owner ``GET /v1/models`` shows for every model (OpenAI's ``owned_by``): the operator's
+# name for its clients, never an upstream's, which would tell them where their traffic goes.
+PROXY_MODELS_OWNED_BY = env_str("PROXY_MODELS_OWNED_BY", "tollgate")
 PROXY_TRACE_FLUSH_MS = env_int("PROXY_TRACE_FLUSH_MS", 50)
 PROXY_DB_POOL_MIN = env_int("PROXY_DB_POOL_MIN", 2)
 PROXY_DB_POOL_MAX = env_int("PROXY_DB_POOL_MAX", 16)

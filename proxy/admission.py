@@ -336,14 +336,43 @@ def _routes_by_model(rows: list[tuple[Any, ...]]) -> dict[str, list[RouteInfo]]:
     return by_model
 
 
+def _multiple_keys() -> ProxyError:
+    return ProxyError(
+        401,
+        "More than one API key: send one, as 'Authorization: Bearer <key>' or 'x-api-key'.",
+        "multiple_api_keys",
+    )
+
+
 def client_secret(headers: dict[str, str]) -> str | None:
+    """The client key a request carries, as ``Authorization: Bearer <key>`` or ``x-api-key``
+    (both only if they carry the same key), or None.
+
+    A request that carries two keys is refused rather than served with one of them: which
+    key pays must be the client's choice, not an accident of which header the proxy reads
+    (the last ``Authorization``, or the bearer over ``x-api-key``). A repeated header
+    arrives joined by commas (``proxy.views.header_dict``), and no key contains one.
+    """
     authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
     api_key = headers.get("x-api-key")
-    return api_key.strip() if api_key and api_key.strip() else None
+    bearer = None
+    if authorization is not None:
+        if "," in authorization:
+            raise _multiple_keys()
+        scheme, _, value = authorization.partition(" ")
+        # The SDKs' spelling first: it spares lower-casing a string on every request.
+        if scheme == "Bearer" or scheme.lower() == "bearer":
+            bearer = value.strip() or None
+    if api_key is None:
+        return bearer
+    if "," in api_key:
+        raise _multiple_keys()
+    api_key = api_key.strip() or None
+    if bearer is None:
+        return api_key
+    if api_key is not None and api_key != bearer:
+        raise _multiple_keys()
+    return bearer
 
 
 async def authenticate(catalog: Catalog, headers: dict[str, str], now: datetime) -> KeyInfo:

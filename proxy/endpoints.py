@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from billing.money import Usage
+from proxy.admission import ProxyError
 from proxy.upstreams.base import UpstreamTarget
 from proxy.upstreams.openai import chat_output_limit_field
 from proxy.wire import anthropic, openai
@@ -22,30 +23,183 @@ from proxy.wire.base import ParsedRequest, StreamScanner
 Prepare = Callable[[ParsedRequest, bytes, UpstreamTarget, str, int], bytes]
 
 
-class RequestInvalid(ValueError):
-    """The client's request body is not one this endpoint can take (400)."""
+class ErrorBody(Protocol):
+    """A format's error object; ``param`` names the request field at fault, if one is."""
+
+    def __call__(
+        self, status: int, message: str, code: str | None = None, param: str | None = None
+    ) -> bytes: ...
 
 
-def _model(payload: dict[str, Any]) -> str:
-    model = payload.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise RequestInvalid("'model' is required.")
+class RequestInvalid(ProxyError):
+    """The client's request body is not one this endpoint can take (400), refused before
+    anything is held or sent; ``param`` names the field at fault (OpenAI's error object
+    carries it)."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str = "invalid_request"
+    ) -> None:
+        super().__init__(400, message, code)
+        self.param = param
+
+
+# --------------------------------------------------------------------------- field types
+#
+# The proxy acts on a few fields of a body: the model, whether it streams, its output limits,
+# chat's n. Each is read with its JSON type checked, and a value of another type is refused
+# (400, naming the field) instead of being forwarded: an upstream may read it otherwise than
+# the proxy did. A lenient server reads ``"stream": "true"`` as true and streams to a proxy
+# waiting for one JSON answer (502, the work uncharged); ``"max_tokens": 500.0`` escapes the
+# bound the hold covers. ``null`` is read as absent, as OpenAI takes it for its optional
+# fields (``"stream": null``, ``"max_tokens": null``); a field the format requires is
+# missing when null.
+
+
+@dataclass(frozen=True, slots=True)
+class JsonType:
+    """A JSON type a field may have, as each format names it in its messages."""
+
+    python: tuple[type, ...]  # exactly these (orjson's types; ``bool`` is not an integer here)
+    openai_name: str  # "Invalid type for 'n': expected an integer, ..."
+    anthropic_name: str  # pydantic's words: "n: Input should be a valid integer"
+
+
+BOOLEAN = JsonType((bool,), "a boolean", "a valid boolean")
+INTEGER = JsonType((int,), "an integer", "a valid integer")
+STRING = JsonType((str,), "a string", "a valid string")
+ARRAY = JsonType((list,), "an array", "a valid list")
+OBJECT = JsonType((dict,), "an object", "a valid dictionary")
+STRING_OR_ARRAY = JsonType((str, list), "a string or an array", "a valid string or list")
+
+_JSON_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
+class Wording:
+    """How a format words a refused field: its SDKs show the message as it came."""
+
+    def wrong_type(self, name: str, expected: JsonType, value: Any) -> RequestInvalid:
+        raise NotImplementedError
+
+    def missing(self, name: str) -> RequestInvalid:
+        raise NotImplementedError
+
+    def below(self, name: str, minimum: int, value: int) -> RequestInvalid:
+        raise NotImplementedError
+
+    def above(self, name: str, maximum: int, value: int) -> RequestInvalid:
+        raise NotImplementedError
+
+
+class OpenAIWording(Wording):
+    """OpenAI's own messages for these faults."""
+
+    def wrong_type(self, name: str, expected: JsonType, value: Any) -> RequestInvalid:
+        got = _JSON_NAMES.get(type(value), "another type")
+        return RequestInvalid(
+            f"Invalid type for '{name}': expected {expected.openai_name}, but got {got} instead.",
+            param=name,
+        )
+
+    def missing(self, name: str) -> RequestInvalid:
+        return RequestInvalid(f"Missing required parameter: '{name}'.", param=name)
+
+    def below(self, name: str, minimum: int, value: int) -> RequestInvalid:
+        return RequestInvalid(
+            f"Invalid '{name}': integer below minimum value. "
+            f"Expected a value >= {minimum}, but got {value} instead.",
+            param=name,
+        )
+
+    def above(self, name: str, maximum: int, value: int) -> RequestInvalid:
+        return RequestInvalid(
+            f"Invalid '{name}': integer above maximum value. "
+            f"Expected a value <= {maximum}, but got {value} instead.",
+            param=name,
+        )
+
+
+class AnthropicWording(Wording):
+    """Anthropic's (pydantic's) messages: the field's path, then the fault."""
+
+    def wrong_type(self, name: str, expected: JsonType, value: Any) -> RequestInvalid:
+        return RequestInvalid(f"{name}: Input should be {expected.anthropic_name}", param=name)
+
+    def missing(self, name: str) -> RequestInvalid:
+        return RequestInvalid(f"{name}: Field required", param=name)
+
+    def below(self, name: str, minimum: int, value: int) -> RequestInvalid:
+        return RequestInvalid(
+            f"{name}: Input should be greater than or equal to {minimum}", param=name
+        )
+
+    def above(self, name: str, maximum: int, value: int) -> RequestInvalid:
+        return RequestInvalid(
+            f"{name}: Input should be less than or equal to {maximum}", param=name
+        )
+
+
+OPENAI_WORDING = OpenAIWording()
+ANTHROPIC_WORDING = AnthropicWording()
+
+
+def request_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestInvalid("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise RequestInvalid("The request body must be a JSON object.")
+    return payload
+
+
+def _optional(
+    payload: dict[str, Any], name: str, expected: JsonType, wording: Wording, path: str = ""
+) -> Any:
+    """The field's value, or None when absent or null; ``path`` names a nested field."""
+    value = payload.get(name)
+    if value is None or type(value) in expected.python:
+        return value
+    raise wording.wrong_type(path or name, expected, value)
+
+
+def _required(payload: dict[str, Any], name: str, expected: JsonType, wording: Wording) -> Any:
+    value = _optional(payload, name, expected, wording)
+    if value is None:
+        raise wording.missing(name)
+    return value
+
+
+def _model(payload: dict[str, Any], wording: Wording) -> str:
+    model: str = _required(payload, "model", STRING, wording)
+    if not model.strip():
+        raise wording.missing("model")
     return model
 
 
-def _positive_int(payload: dict[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = payload.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RequestInvalid(f"'{name}' must be a positive integer.")
-        return value
-    return None
+def _flag(payload: dict[str, Any], name: str, wording: Wording) -> bool:
+    return _optional(payload, name, BOOLEAN, wording) is True
 
 
-def _stream(payload: dict[str, Any]) -> bool:
-    return payload.get("stream") is True
+def _count(
+    payload: dict[str, Any], name: str, wording: Wording, *, maximum: int | None = None
+) -> int | None:
+    """A positive integer field (an output limit, chat's n), or None when absent or null."""
+    value: int | None = _optional(payload, name, INTEGER, wording)
+    if value is None:
+        return None
+    if value < 1:
+        raise wording.below(name, 1, value)
+    if maximum is not None and value > maximum:
+        raise wording.above(name, maximum, value)
+    return value
 
 
 def _bounded(
@@ -96,15 +250,24 @@ MAX_CHOICES = 128
 
 
 def parse_chat(payload: dict[str, Any]) -> ParsedRequest:
-    if not isinstance(payload.get("messages"), list):
-        raise RequestInvalid("'messages' must be a list.")
-    choices = _positive_int(payload, "n") or 1
-    if choices > MAX_CHOICES:
-        raise RequestInvalid(f"'n' must be at most {MAX_CHOICES}.")
+    wording = OPENAI_WORDING
+    model = _model(payload, wording)
+    _required(payload, "messages", ARRAY, wording)
+    is_stream = _flag(payload, "stream", wording)
+    # Read by prepare_chat and chat_scanner (the usage chunk is always asked for, and hidden
+    # again unless the client asked too).
+    options = _optional(payload, "stream_options", OBJECT, wording)
+    if options is not None:
+        path = "stream_options.include_usage"
+        _optional(options, "include_usage", BOOLEAN, wording, path)
+    # Both limits are checked; the smaller bounds the hold, and every one is bounded.
+    completion_limit = _count(payload, "max_completion_tokens", wording)
+    tokens_limit = _count(payload, "max_tokens", wording)
+    choices = _count(payload, "n", wording, maximum=MAX_CHOICES) or 1
     return ParsedRequest(
-        model=_model(payload),
-        is_stream=_stream(payload),
-        max_output_tokens=_chat_limit(payload),
+        model=model,
+        is_stream=is_stream,
+        max_output_tokens=_chat_limit(completion_limit, tokens_limit),
         payload=payload,
         choices=choices,
     )
@@ -117,10 +280,8 @@ CHAT_LIMITS = ("max_completion_tokens", "max_tokens")
 OTHER_CHAT_LIMITS = {name: tuple(n for n in CHAT_LIMITS if n != name) for name in CHAT_LIMITS}
 
 
-def _chat_limit(payload: dict[str, Any]) -> int | None:
+def _chat_limit(completion: int | None, tokens: int | None) -> int | None:
     """The client's output limit: a client that set both asked for no more than either."""
-    completion = _positive_int(payload, "max_completion_tokens")
-    tokens = _positive_int(payload, "max_tokens")
     if completion is None or (tokens is not None and tokens < completion):
         return tokens
     return completion
@@ -148,41 +309,50 @@ def chat_scanner(parsed: ParsedRequest) -> StreamScanner:
 
 
 def parse_responses(payload: dict[str, Any]) -> ParsedRequest:
-    if "input" not in payload:
-        raise RequestInvalid("'input' is required.")
+    wording = OPENAI_WORDING
+    model = _model(payload, wording)
+    _required(payload, "input", STRING_OR_ARRAY, wording)
     return ParsedRequest(
-        model=_model(payload),
-        is_stream=_stream(payload),
-        max_output_tokens=_positive_int(payload, "max_output_tokens"),
+        model=model,
+        is_stream=_flag(payload, "stream", wording),
+        max_output_tokens=_count(payload, "max_output_tokens", wording),
         payload=payload,
     )
 
 
 def parse_embeddings(payload: dict[str, Any]) -> ParsedRequest:
-    if "input" not in payload:
-        raise RequestInvalid("'input' is required.")
-    if _stream(payload):
-        raise RequestInvalid("Embeddings cannot be streamed.")
-    return ParsedRequest(
-        model=_model(payload), is_stream=False, max_output_tokens=0, payload=payload
-    )
+    wording = OPENAI_WORDING
+    model = _model(payload, wording)
+    _required(payload, "input", STRING_OR_ARRAY, wording)
+    if _flag(payload, "stream", wording):
+        raise RequestInvalid("Invalid 'stream': embeddings cannot be streamed.", param="stream")
+    return ParsedRequest(model=model, is_stream=False, max_output_tokens=0, payload=payload)
 
 
 # --------------------------------------------------------------------------- Anthropic
 
 
 def parse_messages(payload: dict[str, Any]) -> ParsedRequest:
-    if not isinstance(payload.get("messages"), list):
-        raise RequestInvalid("messages: Field required")
-    max_tokens = _positive_int(payload, "max_tokens")
+    wording = ANTHROPIC_WORDING
+    model = _model(payload, wording)
+    _required(payload, "messages", ARRAY, wording)
+    max_tokens = _count(payload, "max_tokens", wording)
     if max_tokens is None:
-        raise RequestInvalid("max_tokens: Field required")
+        raise wording.missing("max_tokens")
     return ParsedRequest(
-        model=_model(payload),
-        is_stream=_stream(payload),
+        model=model,
+        is_stream=_flag(payload, "stream", wording),
         max_output_tokens=max_tokens,
         payload=payload,
     )
+
+
+def parse_count_tokens(payload: dict[str, Any]) -> str:
+    """``/v1/messages/count_tokens`` (free, not an :class:`Endpoint`): the model asked for."""
+    wording = ANTHROPIC_WORDING
+    model = _model(payload, wording)
+    _required(payload, "messages", ARRAY, wording)
+    return model
 
 
 def prepare_plain(limit_field: str | None) -> Prepare:
@@ -213,7 +383,7 @@ class Endpoint:
     prepare: Prepare
     usage_from_body: Callable[[dict[str, Any]], Usage | None]
     scanner: Callable[[ParsedRequest], StreamScanner] | None
-    error_body: Callable[[int, str, str | None], bytes]
+    error_body: ErrorBody
     # An error event inside a stream that has already started (the SDKs raise on it).
     stream_error: Callable[[str, str], bytes]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.utils import timezone
 
 from billing.money import format_usd
@@ -12,6 +13,7 @@ from keys.models import ClientKey
 from keys.selectors import key_figures
 from proxy.admission import ProxyError, authenticate, routes_for_request
 from proxy.db import as_aware
+from proxy.endpoints import parse_count_tokens, request_object
 from proxy.runtime import ADAPTERS, get_runtime
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.views import BodyTooLarge, header_dict, new_request_id, read_body, respond
@@ -69,13 +71,15 @@ async def models_list(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     else:
         # Only what this client can call in the OpenAI format (not Anthropic-only models).
-        openai_routes = {m: [r for r in routes[m] if r.target.kind == "openai"] for m in names}
+        # The owner shown is the operator's choice: an upstream's name would tell clients
+        # where their traffic goes.
+        owned_by = settings.PROXY_MODELS_OWNED_BY
         body = {
             "object": "list",
             "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": found[0].target.name}
-                for m, found in openai_routes.items()
-                if found
+                {"id": m, "object": "model", "created": 0, "owned_by": owned_by}
+                for m in names
+                if any(r.target.kind == "openai" for r in routes[m])
             ],
         }
     await respond(send, 200, orjson.dumps(body))
@@ -123,8 +127,6 @@ async def key_info(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """``POST /v1/messages/count_tokens``: free; forwarded to the model's Anthropic route."""
-    from django.conf import settings
-
     runtime = get_runtime()
     headers = header_dict(scope)
     id_header = (b"x-request-id", new_request_id().encode())
@@ -134,13 +136,8 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
         except BodyTooLarge:
             raise ProxyError(413, "Request body too large.", "request_too_large") from None
         key = await authenticate(runtime.catalog, headers, timezone.now())
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "The request body is not valid JSON.", "invalid_json") from None
-        model = payload.get("model") if isinstance(payload, dict) else None
-        if not isinstance(model, str) or not model:
-            raise ProxyError(400, "model: Field required", "invalid_request")
+        payload = request_object(body)
+        model = parse_count_tokens(payload)
         routes = await routes_for_request(runtime.catalog, key, model, "anthropic")
     except ProxyError as exc:
         await respond(

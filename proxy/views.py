@@ -39,7 +39,7 @@ from proxy.admission import (
     reserve,
     routes_for_request,
 )
-from proxy.endpoints import Endpoint, RequestInvalid
+from proxy.endpoints import Endpoint, RequestInvalid, request_object
 from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, in_background, release, settle
@@ -71,7 +71,22 @@ class BodyTooLarge(Exception):
 
 
 def header_dict(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    """The request's headers by name. A repeated header's values are joined by commas, as
+    RFC 9110 (5.3) combines them and Django does for the REST API: keeping only the last
+    would let a second ``Authorization`` pick the key unseen (admission refuses a joined
+    credential)."""
+    raw = scope["headers"]
+    # "latin1" is the spelling CPython matches first: it spares normalising the codec's
+    # name on each of the ~40 decodes of a request (more than the length check costs).
+    headers = {name.decode("latin1"): value.decode("latin1") for name, value in raw}
+    if len(headers) != len(raw):
+        # Rare (a client repeating a header): build it again, joining.
+        headers = {}
+        for name, value in raw:
+            field = name.decode("latin1")
+            text = value.decode("latin1")
+            headers[field] = f"{headers[field]},{text}" if field in headers else text
+    return headers
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -163,15 +178,8 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
                 "request_too_large",
             ) from None
         key = await authenticate(runtime.catalog, headers, now)
-        try:
-            payload = orjson.loads(body)
-            if not isinstance(payload, dict):
-                raise RequestInvalid("The request body must be a JSON object.")
-            parsed = endpoint.parse(payload)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "The request body is not valid JSON.", "invalid_json") from None
-        except RequestInvalid as exc:
-            raise ProxyError(400, str(exc), "invalid_request") from None
+        # Every field the proxy acts on is checked here, before anything is held or sent.
+        parsed = endpoint.parse(request_object(body))
         model = parsed.model
         routes = await routes_for_request(runtime.catalog, key, parsed.model, endpoint.kind)
         input_bound = input_token_bound(body)
@@ -229,10 +237,11 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     except ProxyError as exc:
         if limiter_held and key is not None:
             await runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
+        param = exc.param if isinstance(exc, RequestInvalid) else None
         await respond(
             send,
             exc.status,
-            endpoint.error_body(exc.status, exc.message, exc.code),
+            endpoint.error_body(exc.status, exc.message, exc.code, param),
             headers=[id_header, *exc.headers],
         )
         if key is not None:

@@ -25,7 +25,11 @@ ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str, code: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> bytes:
+    """Anthropic's error object: it has no ``code`` or ``param`` (a refused field's path
+    starts the message)."""
     return orjson.dumps(
         {
             "type": "error",

@@ -25,13 +25,16 @@ ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str, code: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> bytes:
+    """OpenAI's error object; ``param`` names the request field at fault, if one is."""
     return orjson.dumps(
         {
             "error": {
                 "message": message,
                 "type": ERROR_TYPES.get(status, "api_error"),
-                "param": None,
+                "param": param,
                 "code": code,
             }
         }

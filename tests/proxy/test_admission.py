@@ -16,12 +16,14 @@ import openai
 import orjson
 import pytest
 
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Reservation
 from billing.money import Usage, request_charge
 from billing.selectors import wallet_for_tenant
 from billing.services import reseller_open, wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_delete, key_update
+from proxy.admission import ProxyError, client_secret
+from proxy.views import header_dict
 from proxy.wire.base import input_token_bound
 from tests.proxy.conftest import (
     GPT_PRICE,
@@ -78,6 +80,179 @@ def test_invalid_key_is_refused_and_the_sdk_raises_authentication_error(world: W
     )
     assert world.fake.records == []
     assert_nothing_charged(real)
+
+
+# ---------------------------------------------------------------------------- one key per request
+
+KEY = "tg-" + "A" * 43
+OTHER = "tg-" + "B" * 43
+
+
+@pytest.mark.parametrize(
+    ("headers", "secret"),
+    [
+        ({"authorization": f"Bearer {KEY}"}, KEY),
+        ({"authorization": f"bearer  {KEY} "}, KEY),
+        ({"x-api-key": f" {KEY}"}, KEY),
+        ({"authorization": f"Bearer {KEY}", "x-api-key": KEY}, KEY),
+        # Not a bearer: the x-api-key is the key, as before.
+        ({"authorization": "Basic dXNlcjpwYXNz", "x-api-key": KEY}, KEY),
+        ({"authorization": "Bearer ", "x-api-key": KEY}, KEY),
+        ({"authorization": f"Bearer {KEY}", "x-api-key": " "}, KEY),
+        ({"authorization": "Basic dXNlcjpwYXNz"}, None),
+        ({"x-api-key": ""}, None),
+        ({}, None),
+    ],
+)
+def test_the_key_a_request_carries_is_read_from_either_header(
+    headers: dict[str, str], secret: str | None
+) -> None:
+    assert client_secret(headers) == secret
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("authorization", f"Bearer {KEY}"), ("authorization", f"Bearer {OTHER}")],
+        [("authorization", f"Bearer {KEY}"), ("authorization", f"Bearer {KEY}")],
+        [("authorization", "Basic dXNlcjpwYXNz"), ("authorization", f"Bearer {KEY}")],
+        [("x-api-key", KEY), ("x-api-key", OTHER)],
+        [("x-api-key", KEY), ("x-api-key", KEY)],
+        [("authorization", f"Bearer {KEY}"), ("x-api-key", OTHER)],
+        [("x-api-key", OTHER), ("authorization", f"Bearer {KEY}")],
+    ],
+    ids=[
+        "two-authorization",
+        "one-authorization-twice",
+        "basic-then-bearer",
+        "two-x-api-key",
+        "one-x-api-key-twice",
+        "bearer-and-another-x-api-key",
+        "x-api-key-and-another-bearer",
+    ],
+)
+def test_a_request_carrying_more_than_one_key_is_refused(headers: list[tuple[str, str]]) -> None:
+    scope = {"headers": [(name.encode(), value.encode()) for name, value in headers]}
+
+    with pytest.raises(ProxyError) as refused:
+        client_secret(header_dict(scope))
+
+    assert (refused.value.status, refused.value.code) == (401, "multiple_api_keys")
+
+
+def test_a_repeated_header_is_joined_and_the_others_are_kept_as_they_came() -> None:
+    scope = {
+        "headers": [
+            (b"anthropic-beta", b"beta-1"),
+            (b"x-tollgate-tag", b"caf\xe9"),
+            (b"anthropic-beta", b"beta-2"),
+            (b"content-type", b"application/json"),
+        ]
+    }
+
+    assert header_dict(scope) == {
+        "anthropic-beta": "beta-1,beta-2",
+        "x-tollgate-tag": "café",
+        "content-type": "application/json",
+    }
+
+
+ANTHROPIC_VERSION = ("anthropic-version", "2023-06-01")
+# Every proxy path, in each error shape it answers in.
+PROXY_CALLS = [
+    pytest.param("POST", "/v1/chat/completions", CHAT, False, id="chat"),
+    pytest.param("POST", "/v1/responses", {"model": "gpt-fake", "input": "Hi"}, False, id="responses"),
+    pytest.param("POST", "/v1/embeddings", {"model": "embed-fake", "input": "Hi"}, False, id="embeddings"),
+    pytest.param("POST", "/v1/messages", {"model": "claude-fake", "max_tokens": 10, "messages": PROMPT}, True, id="messages"),
+    pytest.param("POST", "/v1/messages/count_tokens", {"model": "claude-fake", "messages": PROMPT}, True, id="count_tokens"),
+    pytest.param("GET", "/v1/models", None, False, id="models"),
+    pytest.param("GET", "/v1/models", None, True, id="models-anthropic"),
+    pytest.param("GET", "/v1/key", None, False, id="key"),
+]  # fmt: skip
+TWO_KEYS = {
+    "two-authorization": lambda a, b: [("authorization", f"Bearer {a}"), ("authorization", f"Bearer {b}")],
+    "one-authorization-twice": lambda a, b: [("authorization", f"Bearer {a}"), ("authorization", f"Bearer {a}")],
+    "two-x-api-key": lambda a, b: [("x-api-key", a), ("x-api-key", b)],
+    "bearer-and-another-x-api-key": lambda a, b: [("authorization", f"Bearer {a}"), ("x-api-key", b)],
+}  # fmt: skip
+
+
+@pytest.mark.usefixtures("books_balance")
+@pytest.mark.parametrize("credentials", TWO_KEYS)
+@pytest.mark.parametrize(("method", "path", "body", "is_anthropic"), PROXY_CALLS)
+def test_a_request_carrying_two_keys_is_refused_on_every_proxy_path(
+    world: World,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    is_anthropic: bool,
+    credentials: str,
+) -> None:
+    first, second = world.key(), world.key()
+    headers = TWO_KEYS[credentials](first.secret, second.secret)
+    if is_anthropic:
+        headers.append(ANTHROPIC_VERSION)
+
+    refused = httpx.request(method, f"{world.url}{path}", json=body, headers=headers, timeout=20)
+
+    assert refused.status_code == 401, refused.text
+    if is_anthropic:
+        error = refused.json()
+        assert set(error) == {"type", "error"} and error["type"] == "error"
+        assert error["error"]["type"] == "authentication_error"
+        assert error["error"]["message"].startswith("More than one API key")
+    else:
+        openai_error = assert_openai_error(refused, 401, "multiple_api_keys")
+        assert openai_error["type"] == "authentication_error"
+    assert world.fake.records == []
+    assert not Reservation.objects.exists()
+    assert_nothing_charged(first)
+    assert_nothing_charged(second)
+    # Each key alone is served on the same path: the refusal is the two keys' doing.
+    alone = [("authorization", f"Bearer {second.secret}"), ANTHROPIC_VERSION]
+    served = httpx.request(method, f"{world.url}{path}", json=body, headers=alone, timeout=20)
+    assert served.status_code == 200, served.text
+    assert_books_clean()
+
+
+@pytest.mark.usefixtures("books_balance")
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", CHAT),
+        ("/v1/messages", {"model": "claude-fake", "max_tokens": 10, "messages": PROMPT}),
+    ],
+    ids=["chat", "messages"],
+)
+def test_authorization_and_x_api_key_carrying_the_same_key_are_served(
+    world: World, path: str, body: dict[str, Any]
+) -> None:
+    issued = world.key()
+    headers = {"authorization": f"Bearer {issued.secret}", "x-api-key": issued.secret}
+
+    response = httpx.post(f"{world.url}{path}", json=body, headers=headers, timeout=20)
+
+    assert response.status_code == 200, response.text
+    assert trace_for(response.headers["x-request-id"]).client_key_id == issued.key.pk
+    assert_books_clean()
+
+
+def test_a_repeated_anthropic_beta_reaches_the_upstream_whole(world: World) -> None:
+    """A repeated header is joined, as RFC 9110 combines list headers, not cut to its last."""
+    issued = world.key()
+    headers = [
+        ("x-api-key", issued.secret),
+        ANTHROPIC_VERSION,
+        ("anthropic-beta", "beta-one"),
+        ("anthropic-beta", "beta-two"),
+    ]
+    body = {"model": "claude-fake", "max_tokens": 10, "messages": PROMPT}
+
+    response = httpx.post(f"{world.url}/v1/messages", json=body, headers=headers, timeout=20)
+
+    assert response.status_code == 200, response.text
+    assert world.fake.last("claude-fake").headers["anthropic-beta"] == "beta-one,beta-two"
+    assert_books_clean()
 
 
 def test_revoked_key_is_refused_at_its_next_request(world: World) -> None:

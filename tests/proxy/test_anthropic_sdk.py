@@ -141,6 +141,26 @@ def test_models_list_in_anthropic_shape(world: World) -> None:
     # Only the key's models that speak the Anthropic format.
     assert [m.id for m in page.data] == ["claude-fake"]
     assert page.data[0].type == "model"
+    assert page.data[0].display_name == "claude-fake"
+    assert_books_clean()
+
+
+def test_models_list_in_anthropic_shape_names_no_upstream(world: World) -> None:
+    """Anthropic's model objects have no owner field; nothing else in them may say where
+    the traffic goes either."""
+    issued = world.key()
+
+    listed = httpx.get(
+        f"{world.url}/v1/models",
+        headers={"x-api-key": issued.secret, "anthropic-version": "2023-06-01"},
+    )
+
+    assert listed.status_code == 200
+    models = listed.json()["data"]
+    assert models and all(set(m) == {"type", "id", "display_name", "created_at"} for m in models)
+    for upstream in world.upstreams.values():
+        assert upstream.name not in listed.text
+        assert upstream.base_url.split("//")[1].split("/")[0] not in listed.text
     assert_books_clean()
 
 

@@ -309,6 +309,23 @@ def test_models_list_shows_only_the_models_the_key_may_use(world: World) -> None
     assert_books_clean()
 
 
+def test_models_list_names_the_platform_as_owner_never_an_upstream(world: World) -> None:
+    """Where a model's traffic goes is the operator's business: the owner shown is the
+    PROXY_MODELS_OWNED_BY setting ("tollgate" unless set), never the upstream's name."""
+    issued = world.key()
+
+    models = sdk(world, issued.secret).models.list().data
+
+    assert models and {m.owned_by for m in models} == {"tollgate"}
+    listed = httpx.get(
+        f"{world.url}/v1/models", headers={"Authorization": f"Bearer {issued.secret}"}
+    )
+    for upstream in world.upstreams.values():
+        assert upstream.name not in listed.text
+        assert upstream.base_url.split("//")[1].split("/")[0] not in listed.text
+    assert_books_clean()
+
+
 def test_key_endpoint_shows_client_figures_without_cost(world: World) -> None:
     issued = world.key(models=["gpt-fake"], rpm=30, max_concurrency=3)
     sdk(world, issued.secret).chat.completions.create(model="gpt-fake", messages=PROMPT)

@@ -1,5 +1,5 @@
-"""Servers started with non-default settings: a small body limit, and a short reservation
-TTL for a worker that dies mid-request."""
+"""Servers started with non-default settings: a small body limit, a short reservation TTL
+for a worker that dies mid-request, the owner the model list shows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from billing.models import ModelPrice, Reservation
@@ -34,16 +35,18 @@ from tests.proxy.upstream_fake import SLOW_STREAM, FakeUpstream
 SMALL_BODY_BYTES = 4096
 RESERVATION_TTL_SECONDS = 2
 PROMPT = [{"role": "user", "content": "Hello there."}]
+MODELS_OWNER = "Acme AI"
 
 
 @pytest.fixture(scope="module")
 def proxy_server(start_proxy_server: Callable[..., ProxyServer]) -> Iterator[ProxyServer]:
     """This module's ``world`` talks to a server with a 4 KiB body limit, holds that
-    expire after 2 s, and keys cached for 10 s (the default)."""
+    expire after 2 s, keys cached for 10 s (the default) and its own models' owner."""
     server = start_proxy_server(
         PROXY_MAX_BODY_BYTES=str(SMALL_BODY_BYTES),
         RESERVATION_TTL_SECONDS=str(RESERVATION_TTL_SECONDS),
         PROXY_KEY_CACHE_SECONDS="10",
+        PROXY_MODELS_OWNED_BY=MODELS_OWNER,
     )
     yield server
     server.stop()
@@ -81,6 +84,21 @@ def test_body_over_the_configured_limit_is_refused_with_413(
     else:
         assert error["code"] == "request_too_large"
     assert len(world.fake.records) == 1
+    assert_books_clean()
+
+
+# ---------------------------------------------------------------------------- the model list
+
+
+def test_the_model_list_shows_the_configured_owner(world: World) -> None:
+    issued = world.key()
+    client = openai.OpenAI(
+        base_url=f"{world.url}/v1", api_key=issued.secret, max_retries=0, timeout=20
+    )
+
+    models = client.models.list().data
+
+    assert models and {m.owned_by for m in models} == {MODELS_OWNER}
     assert_books_clean()
 
 
