@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "keys",
+    "usage",
     "proxy",
     "portal",
     "demo",

@@ -42,6 +42,10 @@ class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
 # A derived status (``ClientKey.effective_status``): an active key past its expiry time.
 EXPIRED = "expired"
 
+# A request's tag: the key's default tag or the request's own (``x-tollgate-tag``). One
+# length for the key's column, the trace's column and every API that sets or filters a tag.
+TAG_MAX_LENGTH = 100
+
 
 class ClientKey(models.Model):
     # Metering's vocabulary, defined in billing (which never imports keys).
@@ -64,7 +68,7 @@ class ClientKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
     last4 = models.CharField(max_length=4)
-    default_tag = models.CharField(max_length=100, blank=True, default="")
+    default_tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
     funding = models.CharField(max_length=10, choices=Funding.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
 

@@ -23,7 +23,7 @@ from accounts.models import Tenant
 from billing.money import div_round_half_up
 from keys.models import ClientKey, ClientKeyQuerySet
 from keys.selectors import KeyFigures, key_figures, key_get
-from proxy.models import Trace
+from usage.models import Trace
 
 # What a usage report counts as an error: the upstream failed, or we refused the request
 # (402, 429, ...). A client that hung up is not an error of the service.

@@ -22,6 +22,7 @@ from billing.serializers import UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from config.serializers import StrictQuerySerializer
+from keys.models import TAG_MAX_LENGTH
 from proxy.apis.windows import (
     SpanSerializer,
     WindowSerializer,
@@ -29,8 +30,8 @@ from proxy.apis.windows import (
     request_span,
     window_fields,
 )
-from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH, Trace
 from proxy.selectors import earnings_summary, key_usage, tag_usage, trace_list
+from usage.models import MODEL_MAX_LENGTH, Trace
 
 
 def _tenant(request: Request) -> Tenant:

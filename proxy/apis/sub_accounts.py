@@ -25,7 +25,7 @@ from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos, nano
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from config.serializers import StrictCharField, StrictInputSerializer, StrictIntegerField
-from keys.models import ClientKey
+from keys.models import TAG_MAX_LENGTH, ClientKey
 from keys.services import MAX_LIMIT, key_create, key_delete, key_update
 from proxy.apis.windows import (
     SpanSerializer,
@@ -34,7 +34,6 @@ from proxy.apis.windows import (
     request_span,
     window_fields,
 )
-from proxy.models import TAG_MAX_LENGTH
 from proxy.selectors import sub_account_get, sub_account_list, sub_account_usage, tag_usage
 
 SUB_ACCOUNT_NAME_MAX_LENGTH = 200

@@ -19,7 +19,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keys.models import ClientKey
-from proxy.models import Trace
 from proxy.services import traces_purge
 from proxy.tasks import traces_purge_task
 from tests.keys.factories import WalletKeyFactory
@@ -30,7 +29,8 @@ from tests.keys.test_tasks import (
     worker_broker_url,
     worker_database_url,
 )
-from tests.proxy.factories import TraceFactory
+from tests.usage.factories import TraceFactory
+from usage.models import Trace
 
 RETENTION_DAYS = 30
 

@@ -17,8 +17,8 @@ from billing.money import parse_usd
 from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create
-from proxy.models import Trace
-from tests.proxy.factories import TraceFactory
+from tests.usage.factories import TraceFactory
+from usage.models import Trace
 
 KEYS = "/api/v1/keys"
 BY_TAG = "/api/v1/usage/by-tag"

@@ -17,7 +17,6 @@ from django.utils import timezone
 from billing.money import Usage, parse_usd
 from keys.models import ClientKey
 from keys.services import key_create, key_delete
-from proxy.models import Trace
 from tests.keys.factories import WalletKeyFactory
 from tests.metering import charge
 from tests.proxy.apis.conftest import (
@@ -30,6 +29,7 @@ from tests.proxy.apis.conftest import (
     trace,
     usage_url,
 )
+from usage.models import Trace
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
