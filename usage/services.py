@@ -1,4 +1,4 @@
-"""Writes for traces: retention. The proxy itself inserts traces (``proxy.traces``)."""
+"""Writes for traces: retention. The proxy itself inserts them (``proxy.traces``)."""
 
 from __future__ import annotations
 
