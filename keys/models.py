@@ -38,6 +38,14 @@ class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
         """Keys a reseller lists: everything but deleted ones."""
         return self.exclude(status=ClientKey.Status.DELETED)
 
+    def sub_accounts(self) -> ClientKeyQuerySet:
+        """What the sub-account API calls a sub-account: a wallet-funded key at price ratio
+        1, so what its client is charged is what the reseller pays, and the API's one amount
+        in cents is unambiguous."""
+        return self.filter(
+            funding=ClientKey.Funding.WALLET, ratio_cost_nanos=F("ratio_client_nanos")
+        )
+
 
 # A derived status (``ClientKey.effective_status``): an active key past its expiry time.
 EXPIRED = "expired"
