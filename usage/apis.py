@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
+from accounts.authentication import request_tenant
 from billing.serializers import CentsField, UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
@@ -42,11 +42,6 @@ from usage.windows import (
     request_span,
     window_fields,
 )
-
-
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
 
 
 class UsageTotalsSerializer(serializers.Serializer):
@@ -122,7 +117,7 @@ class TraceListApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        traces = trace_list(tenant=_tenant(request), key_id=key_id, **filters.validated_data)
+        traces = trace_list(tenant=request_tenant(request), key_id=key_id, **filters.validated_data)
         paginator = Pagination()
         page = paginator.paginate_queryset(traces, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
@@ -159,7 +154,7 @@ class KeyUsageApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = key_usage(
-            tenant=_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
         )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
@@ -181,7 +176,7 @@ class TagUsageApi(APIView):
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
-        tags = tag_usage(tenant=_tenant(request), since=span.since, until=span.until)
+        tags = tag_usage(tenant=request_tenant(request), since=span.since, until=span.until)
         return Response(
             {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
         )
@@ -239,7 +234,9 @@ class EarningsApi(APIView):
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
-        earnings = earnings_summary(tenant=_tenant(request), since=span.since, until=span.until)
+        earnings = earnings_summary(
+            tenant=request_tenant(request), since=span.since, until=span.until
+        )
         return Response({**window_fields(span), **self.OutputSerializer(earnings).data})
 
 
@@ -286,7 +283,7 @@ class SubAccountUsageApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = sub_account_usage(
-            tenant=_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
         )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
@@ -309,7 +306,7 @@ class SubAccountTagUsageApi(APIView):
     def get(self, request: Request) -> Response:
         span = request_span(request)
         tags = tag_usage(
-            tenant=_tenant(request),
+            tenant=request_tenant(request),
             since=span.since,
             until=span.until,
             sub_accounts_only=True,

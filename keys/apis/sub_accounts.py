@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
+from accounts.authentication import request_actor, request_tenant
 from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos
 from billing.serializers import CentsField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
@@ -34,15 +33,6 @@ from keys.services import MAX_LIMIT, key_create, key_delete, key_update
 
 SUB_ACCOUNT_NAME_MAX_LENGTH = 200
 MAX_SPEND_CAP_CENTS = MAX_AMOUNT_NANOS // NANOS_PER_CENT
-
-
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
-
-
-def _actor(request: Request) -> AbstractBaseUser | None:
-    return request.user if isinstance(request.user, AbstractBaseUser) else None
 
 
 class SubAccountOutputSerializer(serializers.Serializer):
@@ -102,8 +92,8 @@ class SubAccountCreateApi(APIView):
         data = serializer.validated_data
         cap = data["spend_cap_cents"]
         issued = key_create(
-            tenant=_tenant(request),
-            actor=_actor(request),
+            tenant=request_tenant(request),
+            actor=request_actor(request),
             label=data["name"],
             funding=ClientKey.Funding.WALLET,
             spend_cap_nanos=None if cap is None else cents_to_nanos(cap),
@@ -126,7 +116,7 @@ class SubAccountListApi(APIView):
     def get(self, request: Request) -> Response:
         paginator = Pagination()
         page = paginator.paginate_queryset(
-            sub_account_list(tenant=_tenant(request)), request, view=self
+            sub_account_list(tenant=request_tenant(request)), request, view=self
         )
         return paginator.get_paginated_response(SubAccountOutputSerializer(page, many=True).data)
 
@@ -140,7 +130,7 @@ class SubAccountDetailApi(APIView):
         responses={200: SubAccountOutputSerializer, **error_responses(404)},
     )
     def get(self, request: Request, key_id: int) -> Response:
-        key = sub_account_get(tenant=_tenant(request), key_id=key_id)
+        key = sub_account_get(tenant=request_tenant(request), key_id=key_id)
         return Response(SubAccountOutputSerializer(key).data)
 
 
@@ -176,9 +166,11 @@ class SubAccountUpdateApi(APIView):
             changes["rpm"] = data["rate_limit_rpm"]
         if "default_tag" in data:
             changes["default_tag"] = data["default_tag"]
-        tenant = _tenant(request)
+        tenant = request_tenant(request)
         key = sub_account_get(tenant=tenant, key_id=key_id)
-        key = key_update(tenant=tenant, actor=_actor(request), key_id=key.pk, changes=changes)
+        key = key_update(
+            tenant=tenant, actor=request_actor(request), key_id=key.pk, changes=changes
+        )
         return Response(SubAccountOutputSerializer(key).data)
 
 
@@ -192,7 +184,7 @@ class SubAccountDeleteApi(APIView):
         responses={204: None, **error_responses(404, 409)},
     )
     def delete(self, request: Request, key_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = request_tenant(request)
         key = sub_account_get(tenant=tenant, key_id=key_id)
-        key_delete(tenant=tenant, actor=_actor(request), key_id=key.pk)
+        key_delete(tenant=tenant, actor=request_actor(request), key_id=key.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
