@@ -8,18 +8,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
+from accounts.authentication import request_tenant
 from billing.models import LedgerEntry, Wallet
 from billing.selectors import ledger_entries, wallet_for_tenant
 from billing.serializers import CURRENCY, UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from config.serializers import StrictQuerySerializer
-
-
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
 
 
 class WalletDetailApi(APIView):
@@ -40,7 +35,7 @@ class WalletDetailApi(APIView):
         responses={200: OutputSerializer, **error_responses()},
     )
     def get(self, request: Request) -> Response:
-        wallet = wallet_for_tenant(tenant=_tenant(request))
+        wallet = wallet_for_tenant(tenant=request_tenant(request))
         return Response(self.OutputSerializer(wallet).data)
 
 
@@ -70,7 +65,9 @@ class LedgerEntryListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        entries = ledger_entries(tenant=_tenant(request), kind=filters.validated_data.get("kind"))
+        entries = ledger_entries(
+            tenant=request_tenant(request), kind=filters.validated_data.get("kind")
+        )
         paginator = Pagination()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

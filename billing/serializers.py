@@ -1,4 +1,5 @@
-"""The REST API's money field: decimal strings at the edge, integer nano-dollars inside."""
+"""The REST APIs' money fields: decimal strings (or whole cents in the sub-account API) at
+the edge, integer nano-dollars inside."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from billing.money import MoneyError, format_usd, parse_usd
+from billing.money import MoneyError, format_usd, nanos_to_cents, parse_usd
 
 CURRENCY = "USD"
 
@@ -46,3 +47,11 @@ class UsdField(serializers.Field):
 
     def to_representation(self, value: int) -> str:
         return format_usd(value)
+
+
+class CentsField(serializers.IntegerField):
+    """Nano-dollars shown as whole cents (``nanos_to_cents``: half up); output only. The
+    sub-account API's money."""
+
+    def to_representation(self, value: int) -> int:
+        return nanos_to_cents(value)

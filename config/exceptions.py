@@ -35,8 +35,8 @@ from billing.money import MoneyError
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from proxy.wire import error_wire
 
-# The paths under /v1/ that are the sub-account API (proxy.urls.sub_account_urlpatterns),
-# not the proxy's model traffic: they answer in the REST API's shape.
+# The paths under /v1/ that are the sub-account API (``sub_account_urlpatterns`` of keys.urls
+# and usage.urls), not the proxy's model traffic: they answer in the REST API's shape.
 SUB_ACCOUNT_API_ROOTS = ("/v1/sub-accounts", "/v1/usage")
 
 

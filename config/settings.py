@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "keys",
+    "usage",
     "proxy",
     "portal",
     "demo",
@@ -242,7 +243,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.reservations_expire_task",
         "schedule": float(env_int("RESERVATION_SWEEP_SECONDS", 30)),
     },
-    "purge-traces": {"task": "proxy.tasks.traces_purge_task", "schedule": 3600.0},
+    "purge-traces": {"task": "usage.tasks.traces_purge_task", "schedule": 3600.0},
 }
 
 REST_FRAMEWORK = {

@@ -6,7 +6,8 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from proxy.urls import sub_account_urlpatterns
+from keys.urls import sub_account_urlpatterns as sub_accounts
+from usage.urls import sub_account_urlpatterns as sub_account_usage
 
 admin.site.site_header = "Tollgate operator"
 admin.site.site_title = "Tollgate"
@@ -29,9 +30,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("keys.urls")),
     path("api/v1/", include("billing.urls")),
-    path("api/v1/", include("proxy.urls")),
+    path("api/v1/", include("usage.urls")),
     # The sub-account API: /v1/ paths the proxy's ASGI router does not take (proxy.asgi).
-    path("v1/", include(sub_account_urlpatterns)),
+    path("v1/", include(sub_accounts)),
+    path("v1/", include(sub_account_usage)),
     path("api/v1/schema/", SchemaApi.as_view(), name="api-schema"),
 ]
 

@@ -38,9 +38,21 @@ class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
         """Keys a reseller lists: everything but deleted ones."""
         return self.exclude(status=ClientKey.Status.DELETED)
 
+    def sub_accounts(self) -> ClientKeyQuerySet:
+        """What the sub-account API calls a sub-account: a wallet-funded key at price ratio
+        1, so what its client is charged is what the reseller pays, and the API's one amount
+        in cents is unambiguous."""
+        return self.filter(
+            funding=ClientKey.Funding.WALLET, ratio_cost_nanos=F("ratio_client_nanos")
+        )
+
 
 # A derived status (``ClientKey.effective_status``): an active key past its expiry time.
 EXPIRED = "expired"
+
+# A request's tag: the key's default tag or the request's own (``x-tollgate-tag``). One
+# length for the key's column, the trace's column and every API that sets or filters a tag.
+TAG_MAX_LENGTH = 100
 
 
 class ClientKey(models.Model):
@@ -64,7 +76,7 @@ class ClientKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
     last4 = models.CharField(max_length=4)
-    default_tag = models.CharField(max_length=100, blank=True, default="")
+    default_tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
     funding = models.CharField(max_length=10, choices=Funding.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
 

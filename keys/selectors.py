@@ -1,5 +1,5 @@
-"""Tenant-scoped reads of client keys (the only road to a tenant's key), and the audit of
-every key's money counters."""
+"""Tenant-scoped reads of client keys (the only road to a tenant's key) and of the
+sub-accounts among them, and the audit of every key's money counters."""
 
 from __future__ import annotations
 
@@ -49,6 +49,20 @@ def key_list(
 def key_get(*, tenant: Tenant, key_id: int) -> ClientKey:
     """The tenant's key, deleted or not; another tenant's id raises DoesNotExist (404)."""
     return ClientKey.objects.for_tenant(tenant).get(pk=key_id)
+
+
+def sub_account_list(*, tenant: Tenant) -> QuerySet[ClientKey]:
+    """The tenant's sub-accounts (``ClientKeyQuerySet.sub_accounts``), newest first,
+    deleted ones left out."""
+    return (
+        ClientKey.objects.for_tenant(tenant).sub_accounts().visible().order_by("-created_at", "-pk")
+    )
+
+
+def sub_account_get(*, tenant: Tenant, key_id: int) -> ClientKey:
+    """The tenant's sub-account, deleted or not; any other key id (another tenant's, or a
+    prepaid or marked-up key of this tenant) raises DoesNotExist (404)."""
+    return ClientKey.objects.for_tenant(tenant).sub_accounts().get(pk=key_id)
 
 
 @dataclass(frozen=True, slots=True)

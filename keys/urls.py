@@ -1,5 +1,10 @@
-"""Key endpoints under ``/api/v1/``. One APIView per operation (house rule 15), so a path
-that serves several methods dispatches to the view for each."""
+"""Key endpoints under ``/api/v1/`` and the sub-account API's lifecycle under ``/v1/``
+(``sub_account_urlpatterns``). One APIView per operation (house rule 15), so a path that
+serves several methods dispatches to the view for each.
+
+The sub-account paths are plain Django: the proxy's ASGI router takes only its own model
+paths (``proxy.asgi.ROUTES``) and hands every other ``/v1/`` path to Django.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,20 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from keys.apis import (
+from keys.apis.keys import (
     KeyCreateApi,
     KeyDeleteApi,
     KeyDetailApi,
     KeyListApi,
     KeyTopUpApi,
     KeyUpdateApi,
+)
+from keys.apis.sub_accounts import (
+    SubAccountCreateApi,
+    SubAccountDeleteApi,
+    SubAccountDetailApi,
+    SubAccountListApi,
+    SubAccountUpdateApi,
 )
 
 View = Callable[..., HttpResponseBase]
@@ -61,4 +73,21 @@ urlpatterns = [
         name="key-detail",
     ),
     path("keys/<int:key_id>/top-up", KeyTopUpApi.as_view(), name="key-top-up"),
+]
+
+sub_account_urlpatterns = [
+    path(
+        "sub-accounts",
+        by_method(GET=SubAccountListApi.as_view(), POST=SubAccountCreateApi.as_view()),
+        name="sub-account-list",
+    ),
+    path(
+        "sub-accounts/<int:key_id>",
+        by_method(
+            GET=SubAccountDetailApi.as_view(),
+            PATCH=SubAccountUpdateApi.as_view(),
+            DELETE=SubAccountDeleteApi.as_view(),
+        ),
+        name="sub-account-detail",
+    ),
 ]

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from proxy.db import Database, RowsRefused
-from proxy.models import Trace
+from usage.models import Trace
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def trace_text(value: str, max_length: int) -> str:
 
 
 class TraceRow(NamedTuple):
-    """One ``proxy_trace`` row, in column order (a tuple: buffered and copied as is)."""
+    """One row of ``usage.models.Trace``'s table, in column order (a tuple: buffered and
+    copied as is)."""
 
     request_id: str
     tenant_id: int
@@ -83,7 +84,8 @@ class TraceRow(NamedTuple):
 
 
 COLUMNS = TraceRow._fields
-TABLE = "proxy_trace"
+# The usage app owns the model; the proxy only copies rows into its table.
+TABLE = Trace._meta.db_table
 
 # Each column's bounds, from the model: a string's length, an integer's range.
 _INTEGER_RANGES = {

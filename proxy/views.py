@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from billing.metering import Hold
 from billing.money import Usage
+from keys.models import TAG_MAX_LENGTH
 from proxy.admission import (
     Admitted,
     KeyInfo,
@@ -40,7 +41,6 @@ from proxy.admission import (
     routes_for_request,
 )
 from proxy.endpoints import Endpoint, RequestInvalid, request_object
-from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
 from proxy.runtime import ADAPTERS, Runtime, get_runtime
 from proxy.settlement import extend, in_background, release, settle
 from proxy.traces import TraceRow, trace_text
@@ -51,6 +51,7 @@ from proxy.wire.base import (
     input_is_unbounded,
     input_token_bound,
 )
+from usage.models import MODEL_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
 

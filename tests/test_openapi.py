@@ -25,7 +25,7 @@ from billing.services import wallet_credit
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.metering import charge
-from tests.proxy.factories import TraceFactory
+from tests.usage.factories import TraceFactory
 
 SCHEMA_URL = "/api/v1/schema/"
 

@@ -40,9 +40,9 @@ from billing.money import NANOS_PER_USD
 from billing.services import price_set, reseller_open, upstream_save, wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_create
-from proxy.models import Trace
 from tests.proxy import upstream_fake
 from tests.proxy.upstream_fake import FakeUpstream, Record
+from usage.models import Trace
 
 REPO = Path(__file__).resolve().parents[2]
 # The proxy servers' own Redis database (rate-limit state); another number lets two test

@@ -653,7 +653,7 @@ def test_second_request_while_one_streams_at_max_concurrency_1_gets_429(world: W
 
 
 def traces_of_now(issued: IssuedKey) -> list[Any]:
-    from proxy.models import Trace
+    from usage.models import Trace
 
     return list(Trace.objects.filter(client_key=issued.key))
 

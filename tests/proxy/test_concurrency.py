@@ -81,7 +81,7 @@ def run_burst(world: World, issued: IssuedKey) -> Counter[int]:
     world.route("all-output", "fake-openai", ALL_OUTPUT)
     statuses = Counter(asyncio.run(fire(world.url, issued.secret)))
     # Every request has finished and been traced (the refused ones included).
-    from proxy.models import Trace
+    from usage.models import Trace
 
     wait_for(lambda: Trace.objects.filter(client_key=issued.key).count() == REQUESTS, timeout=15)
     return statuses

@@ -17,7 +17,6 @@ from django.db import connection
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from billing.models import Reservation
-from proxy.models import Trace
 from tests.proxy import upstream_fake
 from tests.proxy.conftest import (
     BACKUP_PRICE,
@@ -37,6 +36,7 @@ from tests.proxy.conftest import (
     trace_for,
     wait_for,
 )
+from usage.models import Trace
 
 STORY = "Tell me a long story about a lighthouse keeper and the sea."
 PROMPT = [{"role": "user", "content": STORY}]

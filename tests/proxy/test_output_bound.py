@@ -164,7 +164,7 @@ def test_usage_over_the_hold_is_flagged_logged_and_counted_in_the_admin(world: W
     assert not [line for line in warned if honest.headers["x-request-id"] in line]
 
     admin = admin_client()
-    changelist = reverse("admin:proxy_trace_changelist")
+    changelist = reverse("admin:usage_trace_changelist")
     page = admin.get(changelist).content.decode()
     assert "Any upstream (3)" in page
     assert "fake-openai (2)" in page and "fake-anthropic (1)" in page
@@ -174,7 +174,7 @@ def test_usage_over_the_hold_is_flagged_logged_and_counted_in_the_admin(world: W
     anthropic_id = world.upstreams["fake-anthropic"].pk
     per_upstream = admin.get(changelist, {"over_hold": str(anthropic_id)}).content.decode()
     assert over[2] in per_upstream and over[0] not in per_upstream
-    detail = admin.get(reverse("admin:proxy_trace_change", args=[trace_for(over[0]).pk]))
+    detail = admin.get(reverse("admin:usage_trace_change", args=[trace_for(over[0]).pk]))
     assert detail.status_code == 200
     uncharged = reported.cost_nanos - held.cost_nanos
     assert f"0.{uncharged:09d}".rstrip("0") in detail.content.decode()

@@ -18,7 +18,6 @@ from billing.models import ModelPrice, Reservation
 from billing.money import Usage
 from billing.services import reservations_expire
 from keys.services import key_delete, key_update
-from proxy.models import Trace
 from tests.metering import reserve
 from tests.proxy.conftest import (
     ProxyServer,
@@ -31,6 +30,7 @@ from tests.proxy.conftest import (
     wait_for,
 )
 from tests.proxy.upstream_fake import SLOW_STREAM, FakeUpstream
+from usage.models import Trace
 
 SMALL_BODY_BYTES = 4096
 RESERVATION_TTL_SECONDS = 2

@@ -38,7 +38,6 @@ from accounts.services import tenant_reinstate, tenant_suspend
 from billing.models import LedgerEntry, Reservation
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_update
-from proxy.models import Trace
 from tests.proxy.conftest import (
     TRACE_FLUSH_SECONDS,
     ProxyServer,
@@ -49,6 +48,7 @@ from tests.proxy.conftest import (
     wait_for,
 )
 from tests.proxy.upstream_fake import SLOW_STREAM, FakeUpstream
+from usage.models import Trace
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 

@@ -28,10 +28,9 @@ from django.db.models import Sum
 
 from billing.models import Reservation
 from billing.services import reseller_open, wallet_credit
-from keys.models import ClientKey
+from keys.models import TAG_MAX_LENGTH, ClientKey
 from keys.services import key_create
 from proxy.db import Database, DjangoDatabase, PostgresDatabase, RowsRefused, postgres_conninfo
-from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH, Trace
 from proxy.traces import COLUMNS, TraceRow, TraceWriter, trace_text
 from tests.proxy.conftest import (
     USD,
@@ -42,6 +41,7 @@ from tests.proxy.conftest import (
     traces_of,
     wait_for,
 )
+from usage.models import MODEL_MAX_LENGTH, Trace
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 FFFD = "\ufffd"

@@ -1,4 +1,4 @@
-"""Writes for traces: retention. The proxy itself inserts traces (``proxy.traces``)."""
+"""Writes for traces: retention. The proxy itself inserts them (``proxy.traces``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from proxy.models import Trace
+from usage.models import Trace
 
 # Rows per DELETE: each batch is its own short statement, so a large backlog never holds
 # one long transaction or lock while the proxy keeps inserting.

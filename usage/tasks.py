@@ -1,9 +1,9 @@
-"""The proxy's Celery tasks: thin, re-runnable entry points to ``proxy.services``."""
+"""Usage's Celery tasks: thin, re-runnable entry points to ``usage.services``."""
 
 from __future__ import annotations
 
 from config.celery import database_task
-from proxy.services import traces_purge
+from usage.services import traces_purge
 
 
 @database_task()

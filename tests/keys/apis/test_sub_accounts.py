@@ -1,33 +1,29 @@
-"""The sub-account API under ``/v1/`` (integer cents; a sub-account is a wallet-funded key
-at ratio 1), through the HTTP client. What another tenant gets from these endpoints is
-tested in ``test_access``.
+"""The sub-account API's lifecycle under ``/v1/`` (integer cents; a sub-account is a
+wallet-funded key at ratio 1), through the HTTP client. Its usage reports are tested in
+``tests/usage/test_apis.py``, and what another tenant or a bad token gets from all of its
+endpoints in ``tests/usage/test_access.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from billing.money import NANOS_PER_CENT
 from billing.selectors import wallet_for_tenant
 from keys.models import ClientKey
 from proxy.asgi import ProxyApplication
-from tests.keys.factories import WalletKeyFactory
-from tests.proxy.apis.conftest import (
-    SUB_ACCOUNT_BY_TAG,
+from tests.keys.apis.conftest import (
     SUB_ACCOUNT_KEY_CALLS,
     SUB_ACCOUNTS,
     create_sub_account,
     iso,
     prepaid_key,
     sub_account_url,
-    today_midnight,
-    trace,
 )
+from tests.keys.factories import WalletKeyFactory
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -216,117 +212,6 @@ def test_delete_sub_account_answers_204_and_stops_the_key(api, tenant, outsider)
     assert api.delete(url).status_code == 409
     assert api.patch(url, {"spend_cap_cents": 1}, format="json").status_code == 409
     assert wallet_for_tenant(tenant=tenant).balance_nanos == 0
-
-
-def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outsider):
-    created = create_sub_account(api)
-    key = ClientKey.objects.get(pk=created["id"])
-    midnight = today_midnight()
-    yesterday = midnight - timedelta(hours=6)
-    # $12.345 = 1234.5 cents -> 1235; 0.5 cents -> 1; 0.4999999 cents -> 0.
-    trace(
-        key,
-        midnight,
-        input_tokens=1_000,
-        output_tokens=20,
-        cached_input_tokens=5,
-        cost_nanos=12_345_000_000,
-        client_nanos=12_345_000_000,
-    )
-    trace(key, yesterday, input_tokens=1, cost_nanos=5_000_000, client_nanos=5_000_000)
-    trace(
-        key,
-        yesterday,
-        model="mock-claude",
-        output_tokens=3,
-        cost_nanos=4_999_999,
-        client_nanos=4_999_999,
-    )
-    trace(key, timezone.now() - timedelta(days=31), cost_nanos=10**9, client_nanos=10**9)
-    trace(WalletKeyFactory.create(tenant=tenant), cost_nanos=10**9, client_nanos=10**9)
-
-    response = api.get(sub_account_url(key.pk, "/usage"), {"window": "30d"})
-
-    assert response.status_code == 200
-    body = response.json()
-    assert body["window"] == "30d"
-    assert body["summary"] == {
-        "requests": 3,
-        "cost_cents": 1_235,  # 1235.4999999
-        "input_tokens": 1_001,
-        "output_tokens": 23,
-        "cached_input_tokens": 5,
-    }
-    assert body["by_model"] == [
-        {
-            "model": "mock-gpt",
-            "requests": 2,
-            "cost_cents": 1_235,
-            "input_tokens": 1_001,
-            "output_tokens": 20,
-            "cached_input_tokens": 5,
-        },
-        {
-            "model": "mock-claude",
-            "requests": 1,
-            "cost_cents": 0,
-            "input_tokens": 0,
-            "output_tokens": 3,
-            "cached_input_tokens": 0,
-        },
-    ]
-    assert body["by_day"] == [
-        {"date": yesterday.date().isoformat(), "requests": 2, "cost_cents": 1},  # 0.9999999
-        {"date": midnight.date().isoformat(), "requests": 1, "cost_cents": 1_235},
-    ]
-    assert api.get(sub_account_url(key.pk, "/usage"), {"window": "2y"}).status_code == 400
-
-
-def test_sub_account_usage_by_tag_covers_only_sub_accounts_in_cents(
-    api, outsider_api, tenant, outsider
-):
-    team_a = ClientKey.objects.get(pk=create_sub_account(api, default_tag="team-a")["id"])
-    untagged = ClientKey.objects.get(pk=create_sub_account(api)["id"])
-    trace(team_a, input_tokens=10, output_tokens=2, cost_nanos=15_000_000, client_nanos=15_000_000)
-    trace(team_a, input_tokens=5, cost_nanos=4_000_000, client_nanos=4_000_000)
-    trace(untagged, output_tokens=1, cost_nanos=100_000, client_nanos=100_000)
-    trace(untagged, timezone.now() - timedelta(days=8), tag="old", cost_nanos=1, client_nanos=1)
-    prepaid = prepaid_key(tenant)
-    trace(prepaid, tag="team-a", cost_nanos=600_000_000, client_nanos=10**9)
-    theirs = ClientKey.objects.get(pk=create_sub_account(outsider_api, default_tag="team-a")["id"])
-    trace(theirs, cost_nanos=10**9, client_nanos=10**9)
-
-    body = api.get(SUB_ACCOUNT_BY_TAG, {"window": "7d"}).json()
-
-    assert body["window"] == "7d"
-    assert body["by_tag"] == [
-        {
-            "tag": "team-a",
-            "requests": 2,
-            "cost_cents": 2,
-            "input_tokens": 15,
-            "output_tokens": 2,
-            "cached_input_tokens": 0,
-        },  # 1.9 cents
-        {
-            "tag": "",
-            "requests": 1,
-            "cost_cents": 0,
-            "input_tokens": 0,
-            "output_tokens": 1,
-            "cached_input_tokens": 0,
-        },  # 0.01 cents
-    ]
-    assert outsider_api.get(SUB_ACCOUNT_BY_TAG).json()["by_tag"] == [
-        {
-            "tag": "team-a",
-            "requests": 1,
-            "cost_cents": 100,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cached_input_tokens": 0,
-        }
-    ]
 
 
 def test_a_sub_account_path_is_not_taken_by_the_proxy_router():

@@ -1,5 +1,5 @@
-"""Tenant-scoped reads of traces: a key's requests, usage reports, usage by tag, earnings,
-and the wallet-funded keys the sub-account API calls sub-accounts.
+"""Tenant-scoped reads of traces: a key's requests, usage reports (a key's, a sub-account's,
+per tag), earnings.
 
 Every figure is aggregated by the database (``Count``/``Sum`` over ``Trace`` rows, days by
 ``TruncDate`` in UTC), never by summing rows in Python. Money stays integer nano-dollars
@@ -15,15 +15,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.money import div_round_half_up
-from keys.models import ClientKey, ClientKeyQuerySet
-from keys.selectors import KeyFigures, key_figures, key_get
-from proxy.models import Trace
+from keys.models import ClientKey
+from keys.selectors import KeyFigures, key_figures, key_get, sub_account_get
+from usage.models import Trace
 
 # What a usage report counts as an error: the upstream failed, or we refused the request
 # (402, 429, ...). A client that hung up is not an error of the service.
@@ -182,7 +182,7 @@ def tag_usage(
     price first; untagged requests are the tag ``""``."""
     traces = _window(tenant=tenant, since=since, until=until)
     if sub_accounts_only:
-        traces = traces.filter(client_key__in=_sub_accounts(tenant=tenant))
+        traces = traces.filter(client_key__in=ClientKey.objects.for_tenant(tenant).sub_accounts())
     return [
         TagUsage(tag=row["tag"], **_sum_fields(row))
         for row in _grouped(traces, "tag", "-client_nanos", "tag")
@@ -246,25 +246,6 @@ def earnings_summary(*, tenant: Tenant, since: datetime, until: datetime) -> Ear
 
 
 # ------------------------------------------------------------------------- sub-accounts
-
-
-def _sub_accounts(*, tenant: Tenant) -> ClientKeyQuerySet:
-    """A sub-account is a wallet-funded key at price ratio 1: what its client is charged
-    is what the reseller pays, so the sub-account API's one amount in cents is unambiguous."""
-    return ClientKey.objects.for_tenant(tenant).filter(
-        funding=ClientKey.Funding.WALLET, ratio_cost_nanos=F("ratio_client_nanos")
-    )
-
-
-def sub_account_list(*, tenant: Tenant) -> QuerySet[ClientKey]:
-    """The tenant's sub-accounts, newest first, deleted ones left out."""
-    return _sub_accounts(tenant=tenant).visible().order_by("-created_at", "-pk")
-
-
-def sub_account_get(*, tenant: Tenant, key_id: int) -> ClientKey:
-    """The tenant's sub-account, deleted or not; any other key id (another tenant's, or a
-    prepaid or marked-up key of this tenant) raises DoesNotExist (404)."""
-    return _sub_accounts(tenant=tenant).get(pk=key_id)
 
 
 def sub_account_usage(

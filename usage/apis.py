@@ -1,10 +1,14 @@
-"""Reseller REST API for what the proxy recorded: a key's requests and usage, usage by tag,
-and earnings, under ``/api/v1/``.
+"""Reseller REST API for what the proxy recorded, read-only:
 
-Validate → selector → serialize, nothing else. Every read goes through ``proxy.selectors``
+* under ``/api/v1/``: a key's requests and usage, usage by tag and earnings, money as
+  decimal strings (``UsdField``);
+* in the sub-account API under ``/v1/``: a sub-account's usage and the sub-accounts' usage
+  by tag, money as whole cents of client price (``CentsField``, half up). The sub-accounts
+  themselves are ``keys.apis.sub_accounts``.
+
+Validate → selector → serialize, nothing else. Every read goes through ``usage.selectors``
 with the caller's tenant, so another tenant's key id answers 404 and tenant-wide reports
-never include another tenant's traces. Money is nano-dollars inside and decimal strings
-(``UsdField``) outside.
+never include another tenant's traces. Money is nano-dollars inside.
 """
 
 from __future__ import annotations
@@ -17,29 +21,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
-from billing.serializers import UsdField
+from accounts.authentication import request_tenant
+from billing.serializers import CentsField, UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from config.serializers import StrictQuerySerializer
-from proxy.apis.windows import (
+from keys.models import TAG_MAX_LENGTH
+from usage.models import MODEL_MAX_LENGTH, Trace
+from usage.selectors import (
+    earnings_summary,
+    key_usage,
+    sub_account_usage,
+    tag_usage,
+    trace_list,
+)
+from usage.windows import (
     SpanSerializer,
     WindowSerializer,
     by_tag_in_window,
     request_span,
     window_fields,
 )
-from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH, Trace
-from proxy.selectors import earnings_summary, key_usage, tag_usage, trace_list
-
-
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
 
 
 class UsageTotalsSerializer(serializers.Serializer):
-    """Instance: ``proxy.selectors.UsageTotals``."""
+    """Instance: ``usage.selectors.UsageTotals``."""
 
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
@@ -111,7 +117,7 @@ class TraceListApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        traces = trace_list(tenant=_tenant(request), key_id=key_id, **filters.validated_data)
+        traces = trace_list(tenant=request_tenant(request), key_id=key_id, **filters.validated_data)
         paginator = Pagination()
         page = paginator.paginate_queryset(traces, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
@@ -148,7 +154,7 @@ class KeyUsageApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = key_usage(
-            tenant=_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
         )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
@@ -170,7 +176,7 @@ class TagUsageApi(APIView):
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
-        tags = tag_usage(tenant=_tenant(request), since=span.since, until=span.until)
+        tags = tag_usage(tenant=request_tenant(request), since=span.since, until=span.until)
         return Response(
             {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
         )
@@ -228,5 +234,83 @@ class EarningsApi(APIView):
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
-        earnings = earnings_summary(tenant=_tenant(request), since=span.since, until=span.until)
+        earnings = earnings_summary(
+            tenant=request_tenant(request), since=span.since, until=span.until
+        )
         return Response({**window_fields(span), **self.OutputSerializer(earnings).data})
+
+
+# ------------------------------------------------------------------ the sub-account API
+
+
+class SubAccountUsageTotalsSerializer(serializers.Serializer):
+    """Instance: ``usage.selectors.UsageTotals``; ``cost_cents`` is the client price."""
+
+    requests = serializers.IntegerField()
+    cost_cents = CentsField(source="client_nanos")
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField()
+
+
+class SubAccountUsageApi(APIView):
+    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per UTC day,
+    in cents of client price (each figure rounded once, half up, from its exact sum)."""
+
+    class OutputSerializer(serializers.Serializer):
+        class ModelSerializer(SubAccountUsageTotalsSerializer):
+            model = serializers.CharField()
+
+        class DaySerializer(serializers.Serializer):
+            date = serializers.DateField()
+            requests = serializers.IntegerField()
+            cost_cents = CentsField(source="client_nanos")
+
+        summary = SubAccountUsageTotalsSerializer()
+        by_model = ModelSerializer(many=True)
+        by_day = DaySerializer(many=True)
+
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """A sub-account's usage in the window, in cents: totals, per model, per UTC day."""
+
+    @extend_schema(
+        summary="A sub-account's usage",
+        tags=["sub-accounts"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400, 404)},
+    )
+    def get(self, request: Request, key_id: int) -> Response:
+        span = request_span(request)
+        report = sub_account_usage(
+            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
+        )
+        return Response({**window_fields(span), **self.OutputSerializer(report).data})
+
+
+class SubAccountTagUsageApi(APIView):
+    """``GET /v1/usage/by-tag?window=30d``: the sub-accounts' usage per tag, in cents,
+    largest first; untagged requests are the tag ``""``."""
+
+    class OutputSerializer(SubAccountUsageTotalsSerializer):
+        tag = serializers.CharField()
+
+    ResponseSerializer = by_tag_in_window(OutputSerializer)
+
+    @extend_schema(
+        summary="Sub-account usage per tag",
+        tags=["sub-accounts"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
+    def get(self, request: Request) -> Response:
+        span = request_span(request)
+        tags = tag_usage(
+            tenant=request_tenant(request),
+            since=span.since,
+            until=span.until,
+            sub_accounts_only=True,
+        )
+        return Response(
+            {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
+        )

@@ -1,5 +1,6 @@
 """The operator's admin for traces: read-only, and settlements over the hold counted in
-all and per upstream (the proxy writing such traces is tested in test_output_bound)."""
+all and per upstream (the proxy writing such traces is tested in
+``tests/proxy/test_output_bound.py``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from django.urls import reverse
 from billing.models import Upstream
 from billing.services import upstream_save
 from tests.keys.factories import WalletKeyFactory
-from tests.proxy.factories import TraceFactory
+from tests.usage.factories import TraceFactory
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 
-CHANGELIST = "admin:proxy_trace_changelist"
+CHANGELIST = "admin:usage_trace_changelist"
 
 
 @pytest.fixture
@@ -70,11 +71,11 @@ def test_the_filter_counts_settlements_over_the_hold_in_all_and_per_upstream(
 
 def test_traces_are_read_only(admin_client: Any, traces: dict[str, Any]) -> None:
     trace = traces["vllm-1"]
-    change = reverse("admin:proxy_trace_change", args=[trace.pk])
+    change = reverse("admin:usage_trace_change", args=[trace.pk])
     assert admin_client.get(change).status_code == 200
     assert admin_client.post(change, {"is_over_hold": ""}).status_code == 403
-    assert admin_client.get(reverse("admin:proxy_trace_add")).status_code == 403
-    delete = reverse("admin:proxy_trace_delete", args=[trace.pk])
+    assert admin_client.get(reverse("admin:usage_trace_add")).status_code == 403
+    delete = reverse("admin:usage_trace_delete", args=[trace.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     trace.refresh_from_db()
     assert trace.is_over_hold

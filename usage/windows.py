@@ -1,8 +1,8 @@
 """The look-back window of the reports (``?window=30d``) and how an answer states it.
 
-Shared by ``proxy.apis.reports`` and ``proxy.apis.sub_accounts``: both parse ``?window=``
-the same way (``1h`` to ``366d``, 30 days by default) and put ``window``, ``since`` and
-``until`` before the report.
+Every report of ``usage.apis`` (under ``/api/v1/`` and the sub-account API's under ``/v1/``)
+parses ``?window=`` the same way (``1h`` to ``366d``, 30 days by default) and puts
+``window``, ``since`` and ``until`` before the report.
 """
 
 from __future__ import annotations

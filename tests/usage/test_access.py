@@ -9,17 +9,19 @@ from rest_framework.test import APIClient
 
 from accounts.services import api_token_revoke, tenant_reinstate, tenant_suspend
 from keys.models import ClientKey
+from tests.keys.apis.conftest import (
+    SUB_ACCOUNT_KEY_CALLS,
+    SUB_ACCOUNTS,
+    create_sub_account,
+    sub_account_url,
+)
 from tests.keys.factories import WalletKeyFactory
-from tests.proxy.apis.conftest import (
+from tests.usage.conftest import (
     BY_TAG,
     EARNINGS,
     KEYS,
     SUB_ACCOUNT_BY_TAG,
-    SUB_ACCOUNT_KEY_CALLS,
-    SUB_ACCOUNTS,
-    create_sub_account,
     requests_url,
-    sub_account_url,
     trace,
     usage_url,
 )

@@ -1,11 +1,13 @@
-"""The sub-account API under ``/v1/`` (PRODUCT.md §5): a sub-account is a wallet-funded key
-at price ratio 1, so what its client is charged is what the reseller pays, and the API
-speaks one amount in integer cents.
+"""The sub-account API's lifecycle under ``/v1/`` (PRODUCT.md §5): create, list, read,
+change and delete. A sub-account is a wallet-funded key at price ratio 1, so what its
+client is charged is what the reseller pays, and the API speaks one amount in integer
+cents. Its usage reports (``/v1/sub-accounts/{id}/usage``, ``/v1/usage/by-tag``) are in
+``usage.apis``.
 
 Validate → selector or service → serialize, nothing else. Sub-accounts are reached through
-``proxy.selectors`` with the caller's tenant (another tenant's key, or a prepaid or
+``keys.selectors`` with the caller's tenant (another tenant's key, or a prepaid or
 marked-up key, answers 404); writes go through ``keys.services``. Money is nano-dollars
-inside and whole cents outside (``nanos_to_cents``, half up).
+inside and whole cents outside (``billing.serializers.CentsField``: half up).
 """
 
 from __future__ import annotations
@@ -13,48 +15,24 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
-from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos, nanos_to_cents
+from accounts.authentication import request_actor, request_tenant
+from billing.money import MAX_AMOUNT_NANOS, NANOS_PER_CENT, cents_to_nanos
+from billing.serializers import CentsField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
 from config.pagination import Pagination
 from config.serializers import StrictCharField, StrictInputSerializer, StrictIntegerField
-from keys.models import ClientKey
+from keys.models import TAG_MAX_LENGTH, ClientKey
+from keys.selectors import sub_account_get, sub_account_list
 from keys.services import MAX_LIMIT, key_create, key_delete, key_update
-from proxy.apis.windows import (
-    SpanSerializer,
-    WindowSerializer,
-    by_tag_in_window,
-    request_span,
-    window_fields,
-)
-from proxy.models import TAG_MAX_LENGTH
-from proxy.selectors import sub_account_get, sub_account_list, sub_account_usage, tag_usage
 
 SUB_ACCOUNT_NAME_MAX_LENGTH = 200
 MAX_SPEND_CAP_CENTS = MAX_AMOUNT_NANOS // NANOS_PER_CENT
-
-
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
-
-
-def _actor(request: Request) -> AbstractBaseUser | None:
-    return request.user if isinstance(request.user, AbstractBaseUser) else None
-
-
-class CentsField(serializers.IntegerField):
-    """Nano-dollars shown as whole cents (``nanos_to_cents``: half up); output only."""
-
-    def to_representation(self, value: int) -> int:
-        return nanos_to_cents(value)
 
 
 class SubAccountOutputSerializer(serializers.Serializer):
@@ -72,16 +50,6 @@ class SubAccountOutputSerializer(serializers.Serializer):
     status = serializers.CharField(source="effective_status")
     spent_cents = CentsField(source="client_spent_nanos")
     created_at = serializers.DateTimeField()
-
-
-class SubAccountUsageTotalsSerializer(serializers.Serializer):
-    """Instance: ``proxy.selectors.UsageTotals``; ``cost_cents`` is the client price."""
-
-    requests = serializers.IntegerField()
-    cost_cents = CentsField(source="client_nanos")
-    input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    cached_input_tokens = serializers.IntegerField()
 
 
 class SubAccountCreateApi(APIView):
@@ -124,8 +92,8 @@ class SubAccountCreateApi(APIView):
         data = serializer.validated_data
         cap = data["spend_cap_cents"]
         issued = key_create(
-            tenant=_tenant(request),
-            actor=_actor(request),
+            tenant=request_tenant(request),
+            actor=request_actor(request),
             label=data["name"],
             funding=ClientKey.Funding.WALLET,
             spend_cap_nanos=None if cap is None else cents_to_nanos(cap),
@@ -148,7 +116,7 @@ class SubAccountListApi(APIView):
     def get(self, request: Request) -> Response:
         paginator = Pagination()
         page = paginator.paginate_queryset(
-            sub_account_list(tenant=_tenant(request)), request, view=self
+            sub_account_list(tenant=request_tenant(request)), request, view=self
         )
         return paginator.get_paginated_response(SubAccountOutputSerializer(page, many=True).data)
 
@@ -162,7 +130,7 @@ class SubAccountDetailApi(APIView):
         responses={200: SubAccountOutputSerializer, **error_responses(404)},
     )
     def get(self, request: Request, key_id: int) -> Response:
-        key = sub_account_get(tenant=_tenant(request), key_id=key_id)
+        key = sub_account_get(tenant=request_tenant(request), key_id=key_id)
         return Response(SubAccountOutputSerializer(key).data)
 
 
@@ -198,9 +166,11 @@ class SubAccountUpdateApi(APIView):
             changes["rpm"] = data["rate_limit_rpm"]
         if "default_tag" in data:
             changes["default_tag"] = data["default_tag"]
-        tenant = _tenant(request)
+        tenant = request_tenant(request)
         key = sub_account_get(tenant=tenant, key_id=key_id)
-        key = key_update(tenant=tenant, actor=_actor(request), key_id=key.pk, changes=changes)
+        key = key_update(
+            tenant=tenant, actor=request_actor(request), key_id=key.pk, changes=changes
+        )
         return Response(SubAccountOutputSerializer(key).data)
 
 
@@ -214,70 +184,7 @@ class SubAccountDeleteApi(APIView):
         responses={204: None, **error_responses(404, 409)},
     )
     def delete(self, request: Request, key_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = request_tenant(request)
         key = sub_account_get(tenant=tenant, key_id=key_id)
-        key_delete(tenant=tenant, actor=_actor(request), key_id=key.pk)
+        key_delete(tenant=tenant, actor=request_actor(request), key_id=key.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class SubAccountUsageApi(APIView):
-    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per UTC day,
-    in cents of client price (each figure rounded once, half up, from its exact sum)."""
-
-    class OutputSerializer(serializers.Serializer):
-        class ModelSerializer(SubAccountUsageTotalsSerializer):
-            model = serializers.CharField()
-
-        class DaySerializer(serializers.Serializer):
-            date = serializers.DateField()
-            requests = serializers.IntegerField()
-            cost_cents = CentsField(source="client_nanos")
-
-        summary = SubAccountUsageTotalsSerializer()
-        by_model = ModelSerializer(many=True)
-        by_day = DaySerializer(many=True)
-
-    # The schema's account of the answer: ``get`` puts the window before the report.
-    class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """A sub-account's usage in the window, in cents: totals, per model, per UTC day."""
-
-    @extend_schema(
-        summary="A sub-account's usage",
-        tags=["sub-accounts"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400, 404)},
-    )
-    def get(self, request: Request, key_id: int) -> Response:
-        span = request_span(request)
-        report = sub_account_usage(
-            tenant=_tenant(request), key_id=key_id, since=span.since, until=span.until
-        )
-        return Response({**window_fields(span), **self.OutputSerializer(report).data})
-
-
-class SubAccountTagUsageApi(APIView):
-    """``GET /v1/usage/by-tag?window=30d``: the sub-accounts' usage per tag, in cents,
-    largest first; untagged requests are the tag ``""``."""
-
-    class OutputSerializer(SubAccountUsageTotalsSerializer):
-        tag = serializers.CharField()
-
-    ResponseSerializer = by_tag_in_window(OutputSerializer)
-
-    @extend_schema(
-        summary="Sub-account usage per tag",
-        tags=["sub-accounts"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400)},
-    )
-    def get(self, request: Request) -> Response:
-        span = request_span(request)
-        tags = tag_usage(
-            tenant=_tenant(request),
-            since=span.since,
-            until=span.until,
-            sub_accounts_only=True,
-        )
-        return Response(
-            {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
-        )

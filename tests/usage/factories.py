@@ -6,7 +6,7 @@ from __future__ import annotations
 import factory
 from factory.django import DjangoModelFactory
 
-from proxy.models import Trace
+from usage.models import Trace
 
 
 class TraceFactory(DjangoModelFactory[Trace]):

@@ -1,38 +1,19 @@
-"""Helpers shared by the tests of ``proxy.apis``: the trace reports (``test_reports``), the
-sub-account API (``test_sub_accounts``) and what both let another tenant or a bad token
-reach (``test_access``).
-
-Trace rows are written with ``TraceFactory`` as the proxy would batch them.
-"""
+"""Helpers for the sub-account API's tests: its lifecycle here (``test_sub_accounts``), its
+usage reports and who may reach them in ``tests/usage``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.money import parse_usd
 from billing.services import wallet_credit
 from keys.models import ClientKey
 from keys.services import key_create
-from proxy.models import Trace
-from tests.proxy.factories import TraceFactory
 
-KEYS = "/api/v1/keys"
-BY_TAG = "/api/v1/usage/by-tag"
-EARNINGS = "/api/v1/earnings"
 SUB_ACCOUNTS = "/v1/sub-accounts"
-SUB_ACCOUNT_BY_TAG = "/v1/usage/by-tag"
-
-
-def requests_url(key_id: int) -> str:
-    return f"{KEYS}/{key_id}/requests"
-
-
-def usage_url(key_id: int) -> str:
-    return f"{KEYS}/{key_id}/usage"
 
 
 def sub_account_url(key_id: int, suffix: str = "") -> str:
@@ -42,16 +23,6 @@ def sub_account_url(key_id: int, suffix: str = "") -> str:
 def iso(moment: datetime) -> str:
     """A datetime as the API writes it (DRF: ISO 8601, UTC as ``Z``)."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def today_midnight() -> datetime:
-    return timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def trace(key: ClientKey, at: datetime | None = None, **fields: Any) -> Trace:
-    return TraceFactory.create(
-        client_key=key, created_at=at or timezone.now() - timedelta(minutes=5), **fields
-    )
 
 
 def prepaid_key(tenant: Any, label: str = "acme-corp-prod") -> ClientKey:

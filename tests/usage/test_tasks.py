@@ -1,4 +1,4 @@
-"""proxy.services.traces_purge and its task: retention is enforced in bounded batches.
+"""usage.services.traces_purge and its task: retention is enforced in bounded batches.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
 reuses the real-worker harness of ``tests/keys/test_tasks.py`` (a ``celery worker``
@@ -19,9 +19,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keys.models import ClientKey
-from proxy.models import Trace
-from proxy.services import traces_purge
-from proxy.tasks import traces_purge_task
 from tests.keys.factories import WalletKeyFactory
 from tests.keys.test_tasks import (
     WORKER_WAIT_SECONDS,
@@ -30,7 +27,10 @@ from tests.keys.test_tasks import (
     worker_broker_url,
     worker_database_url,
 )
-from tests.proxy.factories import TraceFactory
+from tests.usage.factories import TraceFactory
+from usage.models import Trace
+from usage.services import traces_purge
+from usage.tasks import traces_purge_task
 
 RETENTION_DAYS = 30
 

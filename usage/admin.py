@@ -16,7 +16,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from billing.admin import ReadOnlyAdmin, usd
-from proxy.models import Trace
+from usage.models import Trace
 
 ANY_UPSTREAM = "any"
 UPSTREAM_GONE = "none"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -19,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Tenant
+from accounts.authentication import request_actor, request_tenant
 from billing.money import format_usd
 from billing.serializers import UsdField
 from config.openapi import PAGE_PARAMETERS, error_responses, paginated
@@ -85,15 +84,6 @@ def _key_object(key: ClientKey) -> dict[str, Any]:
     return KeyOutputSerializer(key_figures(key=key)).data
 
 
-def _tenant(request: Request) -> Tenant:
-    """The caller's tenant: set by ApiTokenAuthentication, required by IsTenantMember."""
-    return request.tenant  # type: ignore[attr-defined]
-
-
-def _actor(request: Request) -> AbstractBaseUser | None:
-    return request.user if isinstance(request.user, AbstractBaseUser) else None
-
-
 class KeyCreateApi(APIView):
     """``POST /api/v1/keys``: mint a key (a prepaid one is funded from the wallet at once).
 
@@ -155,8 +145,8 @@ class KeyCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         issued = key_create(
-            tenant=_tenant(request),
-            actor=_actor(request),
+            tenant=request_tenant(request),
+            actor=request_actor(request),
             label=data["label"],
             funding=data["funding"],
             client_budget_nanos=data["client_budget"],
@@ -192,7 +182,7 @@ class KeyListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        keys = key_list(tenant=_tenant(request), status=filters.validated_data.get("status"))
+        keys = key_list(tenant=request_tenant(request), status=filters.validated_data.get("status"))
         paginator = Pagination()
         page = paginator.paginate_queryset(keys, request, view=self)
         now = timezone.now()
@@ -209,7 +199,7 @@ class KeyDetailApi(APIView):
         responses={200: KeyOutputSerializer, **error_responses(404)},
     )
     def get(self, request: Request, key_id: int) -> Response:
-        key = key_get(tenant=_tenant(request), key_id=key_id)
+        key = key_get(tenant=request_tenant(request), key_id=key_id)
         return Response(_key_object(key))
 
 
@@ -260,8 +250,8 @@ class KeyUpdateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = key_update(
-            tenant=_tenant(request),
-            actor=_actor(request),
+            tenant=request_tenant(request),
+            actor=request_actor(request),
             key_id=key_id,
             changes=dict(serializer.validated_data),
         )
@@ -284,7 +274,9 @@ class KeyDeleteApi(APIView):
         responses={200: ResponseSerializer, **error_responses(404, 409)},
     )
     def delete(self, request: Request, key_id: int) -> Response:
-        deleted = key_delete(tenant=_tenant(request), actor=_actor(request), key_id=key_id)
+        deleted = key_delete(
+            tenant=request_tenant(request), actor=request_actor(request), key_id=key_id
+        )
         body = {**_key_object(deleted.key), "refunded": format_usd(deleted.refunded_nanos)}
         return Response(body)
 
@@ -310,8 +302,8 @@ class KeyTopUpApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = key_top_up(
-            tenant=_tenant(request),
-            actor=_actor(request),
+            tenant=request_tenant(request),
+            actor=request_actor(request),
             key_id=key_id,
             client_amount_nanos=serializer.validated_data["client_amount"],
         )

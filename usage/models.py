@@ -1,12 +1,18 @@
-"""Per-request traces: what happened, what it cost, never what was said."""
+"""Per-request traces: what happened, what it cost, never what was said.
+
+The proxy writes them (``proxy.traces``: batched, straight into the table); this app owns
+the model and reads them (reports, earnings, retention). The table keeps the name it was
+created with in the proxy app, ``proxy_trace``, and so do its indexes: moving the model
+between apps moved no row (``usage/migrations/0001_initial.py``).
+"""
 
 from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
 
-# A trace's tag (the key's default tag or the request's own), as the APIs filter and set it.
-TAG_MAX_LENGTH = 100
+from keys.models import TAG_MAX_LENGTH
+
 # A trace's model name, as the client sent it (and as the APIs filter it).
 MODEL_MAX_LENGTH = 200
 
@@ -56,11 +62,17 @@ class Trace(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        # The table the proxy app created (and ``proxy.traces`` copies into).
+        db_table = "proxy_trace"
         ordering = ["-created_at", "-id"]
+        # Named as they were created: a generated name hashes the table's name, so it would
+        # change if the table were ever renamed, and the database's indexes would not.
         indexes = [
-            models.Index(fields=["client_key", "-created_at"]),
-            models.Index(fields=["tenant", "-created_at"]),
-            models.Index(fields=["created_at"]),
+            models.Index(
+                fields=["client_key", "-created_at"], name="proxy_trace_client__b74298_idx"
+            ),
+            models.Index(fields=["tenant", "-created_at"], name="proxy_trace_tenant__b232c4_idx"),
+            models.Index(fields=["created_at"], name="proxy_trace_created_489c52_idx"),
             # Few rows (the admin's "over the hold" filter and count): a partial index costs
             # the writes of every other trace nothing.
             models.Index(
