@@ -244,6 +244,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("RESERVATION_SWEEP_SECONDS", 30)),
     },
     "purge-traces": {"task": "usage.tasks.traces_purge_task", "schedule": 3600.0},
+    "roll-up-usage": {
+        "task": "usage.tasks.usage_rollup_task",
+        "schedule": float(env_int("USAGE_ROLLUP_SECONDS", 60)),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -299,6 +303,15 @@ if TRACE_RETENTION_DAYS < 1:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("TRACE_RETENTION_DAYS must be at least 1.")
+# Usage rollups (15-minute sums of traces) outlive the traces; 0 keeps them forever. Never
+# shorter than the traces': a report would lose rolled requests whose traces it still has.
+USAGE_ROLLUP_RETENTION_DAYS = env_int("USAGE_ROLLUP_RETENTION_DAYS", 0)
+if 0 < USAGE_ROLLUP_RETENTION_DAYS < TRACE_RETENTION_DAYS or USAGE_ROLLUP_RETENTION_DAYS < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "USAGE_ROLLUP_RETENTION_DAYS must be 0 (forever) or at least TRACE_RETENTION_DAYS."
+    )
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5
 

@@ -11,23 +11,28 @@ decimal strings or cents. A window is half-open: ``since <= created_at < until``
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour
 from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.money import div_round_half_up
+from billing.selectors import ledger_snapshot
 from keys.models import ClientKey
 from keys.selectors import KeyFigures, key_figures, key_get, sub_account_get
-from usage.models import Trace
-
-# What a usage report counts as an error: the upstream failed, or we refused the request
-# (402, 429, ...). A client that hung up is not an error of the service.
-ERROR_STATUSES = (Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED)
+from usage.models import (
+    BUCKET_MINUTES,
+    ERROR_STATUSES,
+    ROLLUP_SUMS,
+    Trace,
+    UsageRollup,
+    bucket_ceiling,
+)
 
 # Margin percentages are shown to 2 places: basis points, rounded once (half up).
 BASIS_POINTS = 10_000
@@ -254,3 +259,113 @@ def sub_account_usage(
     """A sub-account's usage report (404 for a key that is not a sub-account)."""
     key = sub_account_get(tenant=tenant, key_id=key_id)
     return key_usage(tenant=tenant, key_id=key.pk, since=since, until=until)
+
+
+# ------------------------------------------------------------------------ rollup audit
+
+
+@dataclass(frozen=True, slots=True)
+class RollupProblem:
+    """One bucket whose rollup row disagrees with the sums of its rolled traces."""
+
+    bucket_start: datetime
+    tenant_id: int
+    client_key_id: int
+    model: str
+    tag: str
+    expected: dict[str, int]
+    actual: dict[str, int]
+
+    @property
+    def message(self) -> str:
+        differences = ", ".join(
+            f"{name} {self.actual[name]} (traces say {self.expected[name]})"
+            for name in self.expected
+            if self.expected[name] != self.actual[name]
+        )
+        return (
+            f"bucket {self.bucket_start.isoformat()} tenant {self.tenant_id} "
+            f"key {self.client_key_id} model {self.model!r} tag {self.tag!r}: {differences}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket_start": self.bucket_start.isoformat(),
+            "tenant_id": self.tenant_id,
+            "client_key_id": self.client_key_id,
+            "model": self.model,
+            "tag": self.tag,
+            "expected": self.expected,
+            "actual": self.actual,
+            "message": self.message,
+        }
+
+
+def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]:
+    """The rolled traces from ``since`` summed per bucket by the database (hour, then the
+    quarter of it), independently of the pass's own bucketing."""
+    buckets = (
+        Trace.objects.filter(is_rolled=True, created_at__gte=since)
+        .order_by()
+        .annotate(
+            hour=TruncHour("created_at", tzinfo=UTC),
+            quarter=Floor(ExtractMinute("created_at", tzinfo=UTC) / 15),
+        )
+        .values("hour", "quarter", "tenant_id", "client_key_id", "model", "tag")
+        .annotate(
+            request_count=Count("id"),
+            error_count=Count("id", filter=Q(status__in=ERROR_STATUSES)),
+            input_tokens=Sum("input_tokens", default=0),
+            output_tokens=Sum("output_tokens", default=0),
+            cached_input_tokens=Sum("cached_input_tokens", default=0),
+            cache_write_tokens=Sum("cache_write_tokens", default=0),
+            cost_nanos=Sum("cost_nanos", default=0),
+            client_nanos=Sum("client_nanos", default=0),
+            latency_ms_sum=Sum("latency_ms", default=0),
+            ttft_ms_sum=Sum("ttft_ms", default=0),
+            ttft_count=Count("ttft_ms"),
+        )
+    )
+    sums = {}
+    for row in buckets:
+        start = row["hour"] + timedelta(minutes=BUCKET_MINUTES * int(row["quarter"]))
+        key = (start, row["tenant_id"], row["client_key_id"], row["model"], row["tag"])
+        sums[key] = {name: int(row[name]) for name in ROLLUP_SUMS}
+    return sums
+
+
+def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
+    """Recompute, for every bucket whose traces are all still retained (it starts at or
+    after ``now - TRACE_RETENTION_DAYS``), the sums of its rolled traces and compare them
+    with its rollup row; [] if all agree. Unrolled traces count toward no rollup yet. Read
+    in one snapshot, so a pass committing meanwhile is no false mismatch. What
+    ``manage.py rollup_usage --check`` runs."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.TRACE_RETENTION_DAYS)
+    since = bucket_ceiling(cutoff)
+    with ledger_snapshot():
+        expected = _rolled_trace_sums(since)
+        actual = {
+            (r["bucket_start"], r["tenant_id"], r["client_key_id"], r["model"], r["tag"]): {
+                name: r[name] for name in ROLLUP_SUMS
+            }
+            for r in UsageRollup.objects.filter(bucket_start__gte=since).values(
+                "bucket_start", "tenant_id", "client_key_id", "model", "tag", *ROLLUP_SUMS
+            )
+        }
+    zero = dict.fromkeys(ROLLUP_SUMS, 0)
+    problems = []
+    for key in sorted(expected.keys() | actual.keys()):
+        start, tenant_id, client_key_id, model, tag = key
+        if expected.get(key, zero) != actual.get(key, zero):
+            problems.append(
+                RollupProblem(
+                    bucket_start=start,
+                    tenant_id=tenant_id,
+                    client_key_id=client_key_id,
+                    model=model,
+                    tag=tag,
+                    expected=expected.get(key, zero),
+                    actual=actual.get(key, zero),
+                )
+            )
+    return problems
