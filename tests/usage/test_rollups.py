@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
@@ -18,6 +21,12 @@ from keys.models import ClientKey
 from proxy.traces import COLUMNS, TABLE
 from tests.keys.factories import WalletKeyFactory
 from tests.keys.test_concurrency import run_together, successes
+from tests.keys.test_tasks import (
+    WORKER_WAIT_SECONDS,
+    celery_worker,
+    worker_broker_url,
+    worker_database_url,
+)
 from tests.usage.factories import TraceFactory
 from usage.models import ROLLUP_SUMS, Trace, UsageRollup, bucket_ceiling, bucket_floor
 from usage.services import traces_purge, usage_roll_up
@@ -261,3 +270,45 @@ def test_rollups_stay_unless_their_own_retention_is_set(tenant, settings):
     settings.USAGE_ROLLUP_RETENTION_DAYS = 365
     traces_purge_task()
     assert UsageRollup.objects.count() == 0
+
+
+# ------------------------------------------------------------------------- real worker
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (set REDIS_URL)")
+def test_the_beat_and_a_real_worker_roll_up_new_traces(transactional_db, tenant, tmp_path):
+    key = WalletKeyFactory.create(tenant=tenant)
+    for minute in range(5):
+        TraceFactory.create(
+            client_key=key, created_at=BUCKET_AT + timedelta(minutes=minute), client_nanos=minute
+        )
+    broker_url = worker_broker_url()
+    queue = f"tollgate-test-{uuid.uuid4().hex}"
+
+    # The worker embeds the beat (-B), which sends the schedule's tasks to the run's queue.
+    with celery_worker(
+        database_url=worker_database_url(),
+        broker_url=broker_url,
+        queue=queue,
+        log_path=tmp_path / "worker.log",
+        extra_args=("--beat", f"--schedule={tmp_path / 'beat-schedule'}"),
+        extra_env={"CELERY_TASK_DEFAULT_QUEUE": queue, "USAGE_ROLLUP_SECONDS": "1"},
+    ) as log_path:
+        deadline = time.monotonic() + WORKER_WAIT_SECONDS
+        while time.monotonic() < deadline and Trace.objects.filter(is_rolled=False).exists():
+            time.sleep(0.2)
+        # One trace more, written after a pass: the next beat's run counts it.
+        TraceFactory.create(client_key=key, created_at=BUCKET_AT, client_nanos=100)
+        while time.monotonic() < deadline and Trace.objects.filter(is_rolled=False).exists():
+            time.sleep(0.2)
+
+    broker = redis.Redis.from_url(broker_url)
+    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    broker.close()
+    log = log_path.read_text(errors="replace")
+    assert not Trace.objects.filter(is_rolled=False).exists(), log
+    assert "usage_rollup_task[" in log and "] succeeded in" in log, log
+    rollup = rollup_of(key, BUCKET_AT)
+    assert (rollup["request_count"], rollup["client_nanos"]) == (6, 0 + 1 + 2 + 3 + 4 + 100)
+    call_command("rollup_usage", "--check")
