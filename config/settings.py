@@ -238,12 +238,18 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The queue tasks (the beat's included) are sent to: one per deployment sharing a broker.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE = {
     "expire-reservations": {
         "task": "keys.tasks.reservations_expire_task",
         "schedule": float(env_int("RESERVATION_SWEEP_SECONDS", 30)),
     },
     "purge-traces": {"task": "usage.tasks.traces_purge_task", "schedule": 3600.0},
+    "roll-up-usage": {
+        "task": "usage.tasks.usage_rollup_task",
+        "schedule": float(env_int("USAGE_ROLLUP_SECONDS", 60)),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -299,6 +305,15 @@ if TRACE_RETENTION_DAYS < 1:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("TRACE_RETENTION_DAYS must be at least 1.")
+# Usage rollups (15-minute sums of traces) outlive the traces; 0 keeps them forever. Never
+# shorter than the traces': a report would lose rolled requests whose traces it still has.
+USAGE_ROLLUP_RETENTION_DAYS = env_int("USAGE_ROLLUP_RETENTION_DAYS", 0)
+if 0 < USAGE_ROLLUP_RETENTION_DAYS < TRACE_RETENTION_DAYS or USAGE_ROLLUP_RETENTION_DAYS < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "USAGE_ROLLUP_RETENTION_DAYS must be 0 (forever) or at least TRACE_RETENTION_DAYS."
+    )
 DEFAULT_KEY_RPM = 60
 DEFAULT_KEY_MAX_CONCURRENCY = 5
 

@@ -8,6 +8,8 @@ between apps moved no row (``usage/migrations/0001_initial.py``).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from django.db import models
 from django.utils import timezone
 
@@ -60,6 +62,11 @@ class Trace(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Counted into its UsageRollup bucket (``usage.services.usage_roll_up``), which sets it
+    # in the same transaction as it adds the trace to the bucket: the mark is what makes the
+    # count exactly-once whatever the order, lateness or concurrency of the passes.
+    # ``db_default``: the proxy's COPY writer names its columns and leaves this one out.
+    is_rolled = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         # The table the proxy app created (and ``proxy.traces`` copies into).
@@ -80,7 +87,96 @@ class Trace(models.Model):
                 condition=models.Q(is_over_hold=True),
                 name="proxy_trace_over_hold",
             ),
+            # Only the traces not rolled up yet (the last minute or so): what the rollup
+            # pass claims and what the reports add to the rollups. Small, so cheap to keep.
+            models.Index(
+                fields=["tenant", "created_at"],
+                condition=models.Q(is_rolled=False),
+                name="usage_trace_unrolled",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.request_id
+
+
+# What a usage report counts as an error: the upstream failed, or we refused the request
+# (402, 429, ...). A client that hung up is not an error of the service.
+ERROR_STATUSES = (Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED)
+
+# A rollup bucket's length. 15 minutes divides every UTC offset in use (+5:30, +5:45,
+# -9:30 ...), so a day in any time zone is a whole number of buckets.
+BUCKET_MINUTES = 15
+BUCKET = timedelta(minutes=BUCKET_MINUTES)
+BUCKET_SECONDS = BUCKET_MINUTES * 60
+
+
+def bucket_floor(at: datetime) -> datetime:
+    """The start of the 15-minute UTC bucket that holds ``at``."""
+    epoch = int(at.timestamp())
+    start = datetime.fromtimestamp(epoch - epoch % BUCKET_SECONDS, tz=UTC)
+    return start
+
+
+def bucket_ceiling(at: datetime) -> datetime:
+    """``at`` itself if it starts a bucket, else the start of the next bucket."""
+    start = bucket_floor(at)
+    return start if start == at else start + BUCKET
+
+
+# A rollup's summed columns.
+ROLLUP_SUMS = (
+    "request_count",
+    "error_count",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+    "client_nanos",
+    "latency_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+)
+
+
+class UsageRollup(models.Model):
+    """The sums of the rolled-up traces of one 15-minute UTC bucket, one tenant, client
+    key, model and tag. Written only by ``usage.services.usage_roll_up`` (by adding, never
+    by setting), kept after the traces are purged: last quarter's reports read these.
+    Money in integer nano-dollars, like the traces it sums."""
+
+    bucket_start = models.DateTimeField()
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=MODEL_MAX_LENGTH)
+    tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
+    request_count = models.BigIntegerField(default=0)
+    # Traces whose status is one of ERROR_STATUSES.
+    error_count = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    client_nanos = models.BigIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+    # Only streams report a time to first token: the mean is the sum over its own count.
+    ttft_ms_sum = models.BigIntegerField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The natural key: the pass adds into it (INSERT ... ON CONFLICT DO UPDATE).
+            models.UniqueConstraint(
+                fields=["bucket_start", "tenant", "client_key", "model", "tag"],
+                name="usage_rollup_natural_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "bucket_start"], name="usage_rollup_tenant_bucket"),
+            models.Index(fields=["client_key", "bucket_start"], name="usage_rollup_key_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d %H:%M} {self.client_key_id} {self.model} {self.tag}"

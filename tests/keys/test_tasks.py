@@ -108,7 +108,13 @@ def worker_broker_url() -> str:
 
 @contextmanager
 def celery_worker(
-    *, database_url: str, broker_url: str, queue: str, log_path: Path
+    *,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    log_path: Path,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Path]:
     """A real ``celery worker`` subprocess; stopped (warm shutdown) on exit."""
     env = {
@@ -116,6 +122,7 @@ def celery_worker(
         "DATABASE_URL": database_url,
         "REDIS_URL": broker_url,
         "SECRET_KEY": settings.SECRET_KEY,
+        **(extra_env or {}),
     }
     command = [
         str(Path(sys.executable).with_name("celery")),
@@ -130,6 +137,7 @@ def celery_worker(
         "--without-gossip",
         "--without-mingle",
         "--loglevel=INFO",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         worker = subprocess.Popen(  # noqa: S603 - our own fixed command line
