@@ -14,33 +14,26 @@ app's (``billing.metering`` run by ``proxy.db``); this module only orders the st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import aiohttp
-import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from billing.metering import Hold
 from billing.money import Usage
 from proxy.admission import (
     Admitted,
     KeyInfo,
     ProxyError,
-    RouteInfo,
     authenticate,
     reserve,
     routes_for_request,
 )
 from proxy.endpoints import Endpoint, RequestInvalid, request_object
+from proxy.forwarding import Outcome, dispatch
 from proxy.io import (
-    SSE_HEADERS,
     BodyTooLarge,
     Receive,
     Scope,
@@ -51,13 +44,10 @@ from proxy.io import (
     respond,
 )
 from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
-from proxy.runtime import ADAPTERS, Runtime, get_runtime
-from proxy.settlement import extend, in_background, release, settle
+from proxy.runtime import Runtime, get_runtime
+from proxy.settlement import in_background, release, shielded
 from proxy.traces import TraceRow, trace_text
-from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import (
-    StreamScanner,
-    estimated_input_tokens,
     input_is_unbounded,
     input_token_bound,
 )
@@ -65,32 +55,6 @@ from proxy.wire.base import (
 logger = logging.getLogger(__name__)
 
 TAG_HEADER = "x-tollgate-tag"
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How a dispatched request ended, for settlement and the trace."""
-
-    status_code: int = 502
-    status: str = "upstream_error"
-    error_class: str = ""
-    usage: Usage | None = None
-    is_usage_estimated: bool = False
-    route: RouteInfo | None = None
-    first_byte_at: float | None = None
-    # What settlement actually charged (clamped to the hold), and what it could not.
-    cost_nanos: int = 0
-    client_nanos: int = 0
-    is_over_hold: bool = False
-    overrun_cost_nanos: int = 0
-
-    def charged(self, settled: Any) -> None:
-        if settled is not None and settled[1] is not None:
-            settlement = settled[1]
-            self.cost_nanos = settlement.charged_cost_nanos
-            self.client_nanos = settlement.charged_client_nanos
-            self.is_over_hold = settlement.is_over_hold
-            self.overrun_cost_nanos = settlement.overrun_cost_nanos
 
 
 async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
@@ -201,7 +165,7 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
         # a key out until it expires) and answer in the endpoint's shape; nothing is held.
         logger.exception("admission failed")
         if limiter_held and key is not None:
-            await _shielded(
+            await shielded(
                 runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=0)
             )
         message = "The service is temporarily unavailable; please retry."
@@ -230,9 +194,9 @@ async def metered(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     finally:
         if outcome.usage is None:
             # Nothing produced (or dispatch never got that far): charge nothing.
-            await _shielded(release(runtime.db, hold=admitted.hold, now=now))
+            await shielded(release(runtime.db, hold=admitted.hold, now=now))
         tokens = outcome.usage.total_tokens if outcome.usage else 0
-        await _shielded(
+        await shielded(
             runtime.limiter.release(key_id=key.id, request_id=request_id, tokens_used=tokens)
         )
         _trace(
@@ -261,7 +225,7 @@ async def _hand_back(runtime: Runtime, early: asyncio.Task[Admitted] | None, now
         raise
     except Exception:
         return
-    await _shielded(release(runtime.db, hold=admitted.hold, now=now))
+    await shielded(release(runtime.db, hold=admitted.hold, now=now))
 
 
 def _hand_back_later(runtime: Runtime, early: asyncio.Task[Admitted] | None, now: Any) -> None:
@@ -273,308 +237,11 @@ def _hand_back_later(runtime: Runtime, early: asyncio.Task[Admitted] | None, now
         if task.cancelled() or task.exception() is not None:
             return
         in_background(
-            _shielded(release(runtime.db, hold=task.result().hold, now=now)),
+            shielded(release(runtime.db, hold=task.result().hold, now=now)),
             failure="a cancelled request's hold is left to expire",
         )
 
     early.add_done_callback(done)
-
-
-async def _shielded(awaitable: Any) -> Any:
-    """Finish money work even if the request's task is being cancelled."""
-    try:
-        return await asyncio.shield(awaitable)
-    except Exception:
-        logger.exception("settlement step failed")
-        return None
-
-
-async def dispatch(
-    runtime: Runtime,
-    send: Send,
-    receive: Receive,
-    endpoint: Endpoint,
-    parsed: Any,
-    body: bytes,
-    routes: list[RouteInfo],
-    headers: dict[str, str],
-    response_headers: list[tuple[bytes, bytes]],
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
-    started: float,
-) -> Outcome:
-    last_error: UpstreamError | None = None
-    for route in routes:
-        # The hold covers this much output on this route (see admission.reserve): never
-        # let the upstream produce more, or the overrun would be served uncharged.
-        output_bound = route.max_output_tokens
-        if parsed.max_output_tokens is not None:
-            output_bound = min(parsed.max_output_tokens, output_bound)
-        upstream_body = endpoint.prepare(
-            parsed, body, route.target, route.target_model, output_bound
-        )
-        try:
-            response = await upstream_open(
-                runtime.session,
-                ADAPTERS[route.target.kind],
-                route.target,
-                path=endpoint.upstream_path,
-                body=upstream_body,
-                client_headers=headers,
-            )
-        except UpstreamError as exc:
-            last_error = exc
-            logger.warning("route %s failed before output: %s", route.target.name, exc)
-            if exc.retryable:
-                continue
-            break
-        try:
-            if response.status != 200:
-                return await _pass_through_error(send, endpoint, response, response_headers, route)
-            if parsed.is_stream and endpoint.scanner is not None:
-                return await _stream(
-                    runtime,
-                    send,
-                    receive,
-                    endpoint,
-                    parsed,
-                    body,
-                    response,
-                    response_headers,
-                    route,
-                    hold,
-                    key,
-                    now,
-                )
-            return await _complete(
-                runtime, send, endpoint, body, response, response_headers, route, hold, key, now
-            )
-        finally:
-            response.release()
-    assert last_error is not None  # noqa: S101 - routes is never empty
-    if last_error.body is not None:
-        content_type = (last_error.content_type or "application/json").encode()
-        await respond(
-            send,
-            last_error.status,
-            last_error.body,
-            content_type=content_type,
-            headers=response_headers,
-        )
-        return Outcome(
-            status_code=last_error.status,
-            status="upstream_error",
-            error_class=last_error.error_class,
-            route=routes[-1],
-        )
-    return await _upstream_failure(
-        send,
-        endpoint,
-        response_headers,
-        routes[-1],
-        status=last_error.status,
-        message=str(last_error),
-        code=last_error.error_class,
-        error_class=last_error.error_class,
-    )
-
-
-async def _upstream_failure(
-    send: Send,
-    endpoint: Endpoint,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-    *,
-    status: int,
-    message: str,
-    code: str,
-    error_class: str,
-) -> Outcome:
-    """Answer an upstream failure in the endpoint's own error shape (nothing was produced)."""
-    await respond(
-        send, status, endpoint.error_body(status, message, code), headers=response_headers
-    )
-    return Outcome(
-        status_code=status, status="upstream_error", error_class=error_class, route=route
-    )
-
-
-# The upstream refused *our* credentials: the client's request is not at fault, and the
-# upstream's message may quote part of the operator's API key, so it is never passed on.
-UPSTREAM_AUTH_STATUSES = frozenset({401, 403})
-
-
-async def _pass_through_error(
-    send: Send,
-    endpoint: Endpoint,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-) -> Outcome:
-    """A 4xx from the upstream is the request's fault: the client gets it as it was, except
-    an authentication failure, which is the operator's to fix (502, logged)."""
-    payload = await response.read()
-    if response.status in UPSTREAM_AUTH_STATUSES:
-        logger.error("upstream %s refused our credentials (%d)", route.target.name, response.status)
-        return await _upstream_failure(
-            send,
-            endpoint,
-            response_headers,
-            route,
-            status=502,
-            message="The upstream provider refused this gateway's credentials; the operator has been notified.",
-            code="upstream_auth_error",
-            error_class=f"upstream_http_{response.status}",
-        )
-    content_type = response.headers.get("content-type", "application/json").encode()
-    await respond(
-        send, response.status, payload, content_type=content_type, headers=response_headers
-    )
-    return Outcome(
-        status_code=response.status,
-        status="upstream_error",
-        error_class=f"upstream_http_{response.status}",
-        route=route,
-    )
-
-
-async def _complete(
-    runtime: Runtime,
-    send: Send,
-    endpoint: Endpoint,
-    request_body: bytes,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
-) -> Outcome:
-    try:
-        payload = await response.read()
-        data = orjson.loads(payload)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return await _upstream_failure(
-            send,
-            endpoint,
-            response_headers,
-            route,
-            status=502,
-            message="The upstream returned an invalid response.",
-            code="upstream_invalid_response",
-            error_class=f"upstream_invalid_{type(exc).__name__}",
-        )
-    usage = endpoint.usage_from_body(data)
-    estimated = usage is None
-    if usage is None:
-        usage = Usage(
-            input_tokens=estimated_input_tokens(request_body),
-            output_tokens=max(1, len(payload) // 4),
-        )
-    outcome = Outcome(
-        status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route
-    )
-    outcome.charged(await settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
-    await respond(send, 200, payload, headers=response_headers)
-    return outcome
-
-
-async def _watch_disconnect(
-    receive: Receive, gone: asyncio.Event, response: aiohttp.ClientResponse
-) -> None:
-    """When the client goes away, close the upstream response: that stops the upstream
-    generating (and billing) more, and ends the stream's read loop."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            response.close()
-            return
-
-
-async def _stream(
-    runtime: Runtime,
-    send: Send,
-    receive: Receive,
-    endpoint: Endpoint,
-    parsed: Any,
-    request_body: bytes,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
-) -> Outcome:
-    assert endpoint.scanner is not None  # noqa: S101
-    scanner: StreamScanner = endpoint.scanner(parsed)
-    outcome = Outcome(status_code=200, status="ok", route=route)
-    gone = asyncio.Event()
-    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone, response))
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]}
-    )
-    # The end of the answer ([DONE], message_stop, ...) waits for the settlement: SDKs stop
-    # reading there, and a client holding the whole answer must already have paid for it.
-    held_back: list[bytes] = []
-    # A stream may outlive RESERVATION_TTL_SECONDS: keep the hold from being swept as a
-    # dead worker's by pushing its expiry forward while bytes flow.
-    ttl = settings.RESERVATION_TTL_SECONDS
-    extend_at = time.monotonic() + ttl / 3
-    try:
-        async for data in response.content.iter_any():
-            out = scanner.feed(data)
-            if out:
-                if outcome.first_byte_at is None:
-                    outcome.first_byte_at = time.perf_counter()
-                if held_back or scanner.is_end(out):
-                    held_back.append(out)
-                else:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if time.monotonic() >= extend_at:
-                extend_at = time.monotonic() + ttl / 3
-                await _shielded(
-                    extend(
-                        runtime.db, hold=hold, expires_at=timezone.now() + timedelta(seconds=ttl)
-                    )
-                )
-        if gone.is_set():
-            outcome.status = "client_disconnected"
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        if gone.is_set():
-            outcome.status = "client_disconnected"
-        else:
-            # The upstream broke off mid-stream: charge what it produced, end the stream.
-            outcome.status = "upstream_error"
-            outcome.error_class = f"upstream_stream_{type(exc).__name__}"
-        response.close()
-    except OSError:
-        outcome.status = "client_disconnected"
-        response.close()
-    finally:
-        watcher.cancel()
-    tail = b"".join(held_back) + (scanner.finish() if outcome.status == "ok" else b"")
-    if outcome.status == "upstream_error":
-        # A stream that just stops looks like a complete answer: say that it is not.
-        tail += endpoint.stream_error(
-            "The upstream failed mid-answer; the answer is incomplete.", outcome.error_class
-        )
-    usage = scanner.state.usage
-    if usage is None or outcome.status != "ok":
-        outcome.is_usage_estimated = usage is None
-        usage = usage or scanner.estimated_usage(request_body)
-    outcome.usage = usage
-    # Settle before the last byte: once the client has the end of the answer, it is paid for.
-    outcome.charged(
-        await _shielded(settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
-    )
-    if not gone.is_set():
-        with contextlib.suppress(OSError):
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-    return outcome
 
 
 def _trace(
