@@ -16,8 +16,8 @@ from typing import Any
 from proxy import info
 from proxy.endpoints import CHAT, EMBEDDINGS, MESSAGES, RESPONSES
 from proxy.io import header_dict, respond
+from proxy.pipeline import metered
 from proxy.runtime import close_runtime
-from proxy.views import metered
 from proxy.wire import error_wire
 
 logger = logging.getLogger(__name__)

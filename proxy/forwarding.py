@@ -18,21 +18,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import aiohttp
 import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from billing.metering import Hold
 from billing.money import Usage
-from proxy.admission import KeyInfo, RouteInfo
-from proxy.endpoints import Endpoint
-from proxy.io import SSE_HEADERS, Receive, Send, respond
-from proxy.runtime import ADAPTERS, Runtime
+from proxy.admission import RouteInfo
+from proxy.exchange import Exchange, Outcome
+from proxy.io import SSE_HEADERS, Receive, respond
+from proxy.runtime import ADAPTERS
 from proxy.settlement import extend, settle, shielded
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import StreamScanner, estimated_input_tokens
@@ -40,47 +37,11 @@ from proxy.wire.base import StreamScanner, estimated_input_tokens
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How a dispatched request ended, for settlement and the trace."""
-
-    status_code: int = 502
-    status: str = "upstream_error"
-    error_class: str = ""
-    usage: Usage | None = None
-    is_usage_estimated: bool = False
-    route: RouteInfo | None = None
-    first_byte_at: float | None = None
-    # What settlement actually charged (clamped to the hold), and what it could not.
-    cost_nanos: int = 0
-    client_nanos: int = 0
-    is_over_hold: bool = False
-    overrun_cost_nanos: int = 0
-
-    def charged(self, settled: Any) -> None:
-        if settled is not None and settled[1] is not None:
-            settlement = settled[1]
-            self.cost_nanos = settlement.charged_cost_nanos
-            self.client_nanos = settlement.charged_client_nanos
-            self.is_over_hold = settlement.is_over_hold
-            self.overrun_cost_nanos = settlement.overrun_cost_nanos
-
-
-async def dispatch(
-    runtime: Runtime,
-    send: Send,
-    receive: Receive,
-    endpoint: Endpoint,
-    parsed: Any,
-    body: bytes,
-    routes: list[RouteInfo],
-    headers: dict[str, str],
-    response_headers: list[tuple[bytes, bytes]],
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
-    started: float,
-) -> Outcome:
+async def dispatch(exchange: Exchange) -> Outcome:
+    """Answer the request from the first of its routes that takes it, and say how it ended."""
+    endpoint = exchange.endpoint
+    parsed = exchange.parsed
+    routes = exchange.routes
     last_error: UpstreamError | None = None
     for route in routes:
         # The hold covers this much output on this route (see admission.reserve): never
@@ -89,16 +50,16 @@ async def dispatch(
         if parsed.max_output_tokens is not None:
             output_bound = min(parsed.max_output_tokens, output_bound)
         upstream_body = endpoint.prepare(
-            parsed, body, route.target, route.target_model, output_bound
+            parsed, exchange.body, route.target, route.target_model, output_bound
         )
         try:
             response = await upstream_open(
-                runtime.session,
+                exchange.runtime.session,
                 ADAPTERS[route.target.kind],
                 route.target,
                 path=endpoint.upstream_path,
                 body=upstream_body,
-                client_headers=headers,
+                client_headers=exchange.headers,
             )
         except UpstreamError as exc:
             last_error = exc
@@ -108,36 +69,21 @@ async def dispatch(
             break
         try:
             if response.status != 200:
-                return await _pass_through_error(send, endpoint, response, response_headers, route)
+                return await _pass_through_error(exchange, response, route)
             if parsed.is_stream and endpoint.scanner is not None:
-                return await _stream(
-                    runtime,
-                    send,
-                    receive,
-                    endpoint,
-                    parsed,
-                    body,
-                    response,
-                    response_headers,
-                    route,
-                    hold,
-                    key,
-                    now,
-                )
-            return await _complete(
-                runtime, send, endpoint, body, response, response_headers, route, hold, key, now
-            )
+                return await _stream(exchange, response, route)
+            return await _complete(exchange, response, route)
         finally:
             response.release()
     assert last_error is not None  # noqa: S101 - routes is never empty
     if last_error.body is not None:
         content_type = (last_error.content_type or "application/json").encode()
         await respond(
-            send,
+            exchange.send,
             last_error.status,
             last_error.body,
             content_type=content_type,
-            headers=response_headers,
+            headers=exchange.response_headers,
         )
         return Outcome(
             status_code=last_error.status,
@@ -146,9 +92,7 @@ async def dispatch(
             route=routes[-1],
         )
     return await _upstream_failure(
-        send,
-        endpoint,
-        response_headers,
+        exchange,
         routes[-1],
         status=last_error.status,
         message=str(last_error),
@@ -158,9 +102,7 @@ async def dispatch(
 
 
 async def _upstream_failure(
-    send: Send,
-    endpoint: Endpoint,
-    response_headers: list[tuple[bytes, bytes]],
+    exchange: Exchange,
     route: RouteInfo,
     *,
     status: int,
@@ -170,7 +112,10 @@ async def _upstream_failure(
 ) -> Outcome:
     """Answer an upstream failure in the endpoint's own error shape (nothing was produced)."""
     await respond(
-        send, status, endpoint.error_body(status, message, code), headers=response_headers
+        exchange.send,
+        status,
+        exchange.endpoint.error_body(status, message, code),
+        headers=exchange.response_headers,
     )
     return Outcome(
         status_code=status, status="upstream_error", error_class=error_class, route=route
@@ -183,11 +128,7 @@ UPSTREAM_AUTH_STATUSES = frozenset({401, 403})
 
 
 async def _pass_through_error(
-    send: Send,
-    endpoint: Endpoint,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
+    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
 ) -> Outcome:
     """A 4xx from the upstream is the request's fault: the client gets it as it was, except
     an authentication failure, which is the operator's to fix (502, logged)."""
@@ -195,9 +136,7 @@ async def _pass_through_error(
     if response.status in UPSTREAM_AUTH_STATUSES:
         logger.error("upstream %s refused our credentials (%d)", route.target.name, response.status)
         return await _upstream_failure(
-            send,
-            endpoint,
-            response_headers,
+            exchange,
             route,
             status=502,
             message="The upstream provider refused this gateway's credentials; the operator has been notified.",
@@ -206,7 +145,11 @@ async def _pass_through_error(
         )
     content_type = response.headers.get("content-type", "application/json").encode()
     await respond(
-        send, response.status, payload, content_type=content_type, headers=response_headers
+        exchange.send,
+        response.status,
+        payload,
+        content_type=content_type,
+        headers=exchange.response_headers,
     )
     return Outcome(
         status_code=response.status,
@@ -217,16 +160,7 @@ async def _pass_through_error(
 
 
 async def _complete(
-    runtime: Runtime,
-    send: Send,
-    endpoint: Endpoint,
-    request_body: bytes,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
+    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
 ) -> Outcome:
     try:
         payload = await response.read()
@@ -235,27 +169,34 @@ async def _complete(
             raise ValueError("not an object")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return await _upstream_failure(
-            send,
-            endpoint,
-            response_headers,
+            exchange,
             route,
             status=502,
             message="The upstream returned an invalid response.",
             code="upstream_invalid_response",
             error_class=f"upstream_invalid_{type(exc).__name__}",
         )
-    usage = endpoint.usage_from_body(data)
+    usage = exchange.endpoint.usage_from_body(data)
     estimated = usage is None
     if usage is None:
         usage = Usage(
-            input_tokens=estimated_input_tokens(request_body),
+            input_tokens=estimated_input_tokens(exchange.body),
             output_tokens=max(1, len(payload) // 4),
         )
     outcome = Outcome(
         status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route
     )
-    outcome.charged(await settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
-    await respond(send, 200, payload, headers=response_headers)
+    outcome.charged(
+        await settle(
+            exchange.runtime.db,
+            key=exchange.key,
+            route=route,
+            hold=exchange.hold,
+            usage=usage,
+            now=exchange.now,
+        )
+    )
+    await respond(exchange.send, 200, payload, headers=exchange.response_headers)
     return outcome
 
 
@@ -273,26 +214,24 @@ async def _watch_disconnect(
 
 
 async def _stream(
-    runtime: Runtime,
-    send: Send,
-    receive: Receive,
-    endpoint: Endpoint,
-    parsed: Any,
-    request_body: bytes,
-    response: aiohttp.ClientResponse,
-    response_headers: list[tuple[bytes, bytes]],
-    route: RouteInfo,
-    hold: Hold,
-    key: KeyInfo,
-    now: Any,
+    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
 ) -> Outcome:
+    endpoint = exchange.endpoint
+    send = exchange.send
+    db = exchange.runtime.db
     assert endpoint.scanner is not None  # noqa: S101
-    scanner: StreamScanner = endpoint.scanner(parsed)
+    scanner: StreamScanner = endpoint.scanner(exchange.parsed)
     outcome = Outcome(status_code=200, status="ok", route=route)
     gone = asyncio.Event()
-    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone, response))
+    watcher = asyncio.get_running_loop().create_task(
+        _watch_disconnect(exchange.receive, gone, response)
+    )
     await send(
-        {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *response_headers]}
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*SSE_HEADERS, *exchange.response_headers],
+        }
     )
     # The end of the answer ([DONE], message_stop, ...) waits for the settlement: SDKs stop
     # reading there, and a client holding the whole answer must already have paid for it.
@@ -315,7 +254,7 @@ async def _stream(
                 extend_at = time.monotonic() + ttl / 3
                 await shielded(
                     extend(
-                        runtime.db, hold=hold, expires_at=timezone.now() + timedelta(seconds=ttl)
+                        db, hold=exchange.hold, expires_at=timezone.now() + timedelta(seconds=ttl)
                     )
                 )
         if gone.is_set():
@@ -342,11 +281,20 @@ async def _stream(
     usage = scanner.state.usage
     if usage is None or outcome.status != "ok":
         outcome.is_usage_estimated = usage is None
-        usage = usage or scanner.estimated_usage(request_body)
+        usage = usage or scanner.estimated_usage(exchange.body)
     outcome.usage = usage
     # Settle before the last byte: once the client has the end of the answer, it is paid for.
     outcome.charged(
-        await shielded(settle(runtime.db, key=key, route=route, hold=hold, usage=usage, now=now))
+        await shielded(
+            settle(
+                db,
+                key=exchange.key,
+                route=route,
+                hold=exchange.hold,
+                usage=usage,
+                now=exchange.now,
+            )
+        )
     )
     if not gone.is_set():
         with contextlib.suppress(OSError):
