@@ -21,7 +21,7 @@ from proxy.endpoints import Endpoint
 from proxy.io import Receive, Send
 from proxy.models import MODEL_MAX_LENGTH, TAG_MAX_LENGTH
 from proxy.runtime import Runtime
-from proxy.traces import TraceRow, trace_text
+from proxy.traces import TraceRow, TraceStatus, trace_text
 from proxy.wire.base import ParsedRequest
 
 TAG_HEADER = "x-tollgate-tag"
@@ -32,7 +32,7 @@ class Outcome:
     """How a dispatched request ended, for settlement and the trace."""
 
     status_code: int = 502
-    status: str = "upstream_error"
+    status: str = TraceStatus.UPSTREAM_ERROR
     error_class: str = ""
     usage: Usage | None = None
     is_usage_estimated: bool = False

@@ -31,6 +31,7 @@ from proxy.exchange import Exchange, Outcome
 from proxy.io import SSE_HEADERS, Receive, respond
 from proxy.runtime import ADAPTERS
 from proxy.settlement import extend, settle, shielded
+from proxy.traces import TraceStatus
 from proxy.upstreams.base import UpstreamError, upstream_open
 from proxy.wire.base import StreamScanner, estimated_input_tokens
 
@@ -87,7 +88,7 @@ async def dispatch(exchange: Exchange) -> Outcome:
         )
         return Outcome(
             status_code=last_error.status,
-            status="upstream_error",
+            status=TraceStatus.UPSTREAM_ERROR,
             error_class=last_error.error_class,
             route=routes[-1],
         )
@@ -118,7 +119,7 @@ async def _upstream_failure(
         headers=exchange.response_headers,
     )
     return Outcome(
-        status_code=status, status="upstream_error", error_class=error_class, route=route
+        status_code=status, status=TraceStatus.UPSTREAM_ERROR, error_class=error_class, route=route
     )
 
 
@@ -153,7 +154,7 @@ async def _pass_through_error(
     )
     return Outcome(
         status_code=response.status,
-        status="upstream_error",
+        status=TraceStatus.UPSTREAM_ERROR,
         error_class=f"upstream_http_{response.status}",
         route=route,
     )
@@ -184,7 +185,11 @@ async def _complete(
             output_tokens=max(1, len(payload) // 4),
         )
     outcome = Outcome(
-        status_code=200, status="ok", usage=usage, is_usage_estimated=estimated, route=route
+        status_code=200,
+        status=TraceStatus.OK,
+        usage=usage,
+        is_usage_estimated=estimated,
+        route=route,
     )
     outcome.charged(
         await settle(
@@ -221,7 +226,7 @@ async def _stream(
     db = exchange.runtime.db
     assert endpoint.scanner is not None  # noqa: S101
     scanner: StreamScanner = endpoint.scanner(exchange.parsed)
-    outcome = Outcome(status_code=200, status="ok", route=route)
+    outcome = Outcome(status_code=200, status=TraceStatus.OK, route=route)
     gone = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(
         _watch_disconnect(exchange.receive, gone, response)
@@ -258,28 +263,28 @@ async def _stream(
                     )
                 )
         if gone.is_set():
-            outcome.status = "client_disconnected"
+            outcome.status = TraceStatus.CLIENT_DISCONNECTED
     except (aiohttp.ClientError, TimeoutError) as exc:
         if gone.is_set():
-            outcome.status = "client_disconnected"
+            outcome.status = TraceStatus.CLIENT_DISCONNECTED
         else:
             # The upstream broke off mid-stream: charge what it produced, end the stream.
-            outcome.status = "upstream_error"
+            outcome.status = TraceStatus.UPSTREAM_ERROR
             outcome.error_class = f"upstream_stream_{type(exc).__name__}"
         response.close()
     except OSError:
-        outcome.status = "client_disconnected"
+        outcome.status = TraceStatus.CLIENT_DISCONNECTED
         response.close()
     finally:
         watcher.cancel()
-    tail = b"".join(held_back) + (scanner.finish() if outcome.status == "ok" else b"")
-    if outcome.status == "upstream_error":
+    tail = b"".join(held_back) + (scanner.finish() if outcome.status == TraceStatus.OK else b"")
+    if outcome.status == TraceStatus.UPSTREAM_ERROR:
         # A stream that just stops looks like a complete answer: say that it is not.
         tail += endpoint.stream_error(
             "The upstream failed mid-answer; the answer is incomplete.", outcome.error_class
         )
     usage = scanner.state.usage
-    if usage is None or outcome.status != "ok":
+    if usage is None or outcome.status != TraceStatus.OK:
         outcome.is_usage_estimated = usage is None
         usage = usage or scanner.estimated_usage(exchange.body)
     outcome.usage = usage

@@ -43,6 +43,7 @@ from proxy.io import (
 )
 from proxy.runtime import get_runtime
 from proxy.settlement import in_background, release, shielded
+from proxy.traces import TraceStatus
 from proxy.wire.base import input_is_unbounded, input_token_bound
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ async def _refuse(
     )
     if exchange is not None:
         exchange.outcome = Outcome(
-            status_code=exc.status, status="refused", error_class=exc.error_class
+            status_code=exc.status, status=TraceStatus.REFUSED, error_class=exc.error_class
         )
         exchange.runtime.traces.add(exchange.trace_row())
 
