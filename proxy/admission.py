@@ -351,7 +351,7 @@ def client_secret(headers: dict[str, str]) -> str | None:
     A request that carries two keys is refused rather than served with one of them: which
     key pays must be the client's choice, not an accident of which header the proxy reads
     (the last ``Authorization``, or the bearer over ``x-api-key``). A repeated header
-    arrives joined by commas (``proxy.views.header_dict``), and no key contains one.
+    arrives joined by commas (``proxy.io.header_dict``), and no key contains one.
     """
     authorization = headers.get("authorization")
     api_key = headers.get("x-api-key")

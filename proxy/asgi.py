@@ -15,8 +15,9 @@ from typing import Any
 
 from proxy import info
 from proxy.endpoints import CHAT, EMBEDDINGS, MESSAGES, RESPONSES
+from proxy.io import header_dict, respond
+from proxy.pipeline import metered
 from proxy.runtime import close_runtime
-from proxy.views import header_dict, metered, respond
 from proxy.wire import error_wire
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The proxied endpoints: for each, its wire format and how to read and rewrite a request.
 
-The pipeline in ``proxy.views`` is shared; an :class:`Endpoint` answers only the questions
-that differ between formats.
+The pipeline (``proxy.pipeline``, ``proxy.forwarding``) is shared; an :class:`Endpoint`
+answers only the questions that differ between formats.
 """
 
 from __future__ import annotations

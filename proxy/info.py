@@ -14,9 +14,9 @@ from keys.selectors import key_figures
 from proxy.admission import ProxyError, authenticate, routes_for_request
 from proxy.db import as_aware
 from proxy.endpoints import parse_count_tokens, request_object
+from proxy.io import BodyTooLarge, header_dict, new_request_id, read_body, respond
 from proxy.runtime import ADAPTERS, get_runtime
 from proxy.upstreams.base import UpstreamError, upstream_open
-from proxy.views import BodyTooLarge, header_dict, new_request_id, read_body, respond
 from proxy.wire import anthropic, openai
 
 # The columns keys.selectors.key_figures reads (it computes from an unsaved ClientKey).

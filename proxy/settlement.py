@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +99,17 @@ def in_background(awaitable: Coroutine[Any, Any, Any], *, failure: str) -> None:
             logger.warning("%s: %s", failure, task.exception())
 
     task.add_done_callback(done)
+
+
+async def shielded[T](awaitable: Awaitable[T]) -> T | None:
+    """Finish money work even if the request's task is being cancelled. A failure is logged
+    and gives ``None``: the request goes on, and what failed is left to expire or to the
+    sweep."""
+    try:
+        return await asyncio.shield(awaitable)
+    except Exception:
+        logger.exception("settlement step failed")
+        return None
 
 
 def _refund_later(db: Database, hold: Hold, settlement: Settlement | None, now: datetime) -> None:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from proxy.db import Database, RowsRefused
 from usage.models import Trace
@@ -81,6 +81,16 @@ class TraceRow(NamedTuple):
     is_over_hold: bool
     overrun_cost_nanos: int
     created_at: datetime
+
+
+class TraceStatus:
+    """A trace's ``status``: the values of ``Trace.Status``, as the plain strings a row
+    carries to the database (copied as they are, like every other value of the row)."""
+
+    OK: Final = Trace.Status.OK.value
+    UPSTREAM_ERROR: Final = Trace.Status.UPSTREAM_ERROR.value
+    CLIENT_DISCONNECTED: Final = Trace.Status.CLIENT_DISCONNECTED.value
+    REFUSED: Final = Trace.Status.REFUSED.value
 
 
 COLUMNS = TraceRow._fields

@@ -23,7 +23,7 @@ from billing.services import reseller_open, wallet_credit
 from keys.models import ClientKey
 from keys.services import IssuedKey, key_delete, key_update
 from proxy.admission import ProxyError, client_secret
-from proxy.views import header_dict
+from proxy.io import header_dict
 from proxy.wire.base import input_token_bound
 from tests.proxy.conftest import (
     GPT_PRICE,

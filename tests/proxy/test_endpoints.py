@@ -116,7 +116,7 @@ def test_the_upstream_is_told_the_clients_smallest_limit_in_the_one_field_it_hon
     limits = [v for v in client.values() if v is not None]
     parsed = CHAT.parse(payload)
     assert parsed.max_output_tokens == (min(limits) if limits else None)
-    # The proxy bounds each route by the client's limit and the route's (proxy.views).
+    # The proxy bounds each route by the client's limit and the route's (proxy.forwarding).
     bound = min([*limits, 100])
 
     _, body = prepared(CHAT, payload, bound=bound, to=to)
