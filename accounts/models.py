@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, available_timezones
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from accounts.hashing import secret_matches
+
+
+def zone_validate(name: str) -> None:
+    """An IANA time zone name this machine knows (``Asia/Kolkata``, ``UTC``)."""
+    if name not in available_timezones():
+        raise ValidationError(
+            f"Unknown time zone {name!r}: give an IANA name such as Europe/Paris."
+        )
 
 
 class TenantQuerySet(models.QuerySet["Tenant"]):
@@ -21,11 +32,24 @@ class Tenant(models.Model):
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Where the tenant's clients write when they have a question (shown in the portal and
+    # on statements); blank: none given.
+    support_email = models.EmailField(blank=True, default="")
+    # The IANA time zone of the tenant's reports: their days and months start at its
+    # midnight. ``db_default``: rows written before the column existed are UTC.
+    timezone = models.CharField(
+        max_length=64, default="UTC", db_default="UTC", validators=[zone_validate]
+    )
 
     objects = TenantQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The report time zone (ZoneInfo caches its instances)."""
+        return ZoneInfo(self.timezone)
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
