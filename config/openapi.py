@@ -234,3 +234,38 @@ def paginated(item: type[serializers.Serializer]) -> type[serializers.Serializer
 
     Page.__name__ = Page.__qualname__ = f"Paginated{component_name(item)}"
     return Page
+
+
+# ------------------------------------------------------------------------- CSV downloads
+
+FORMAT_PARAMETER = OpenApiParameter(
+    "format",
+    {"type": "string", "enum": ["json", "csv"]},
+    description=(
+        "`csv` for a CSV download (as `Accept: text/csv` does); JSON by default. Errors are "
+        "JSON either way."
+    ),
+)
+
+
+def with_csv(
+    responses: dict[int, Any], *, csv_description: str
+) -> dict[int | tuple[int, str], Any]:
+    """An operation's answers with a CSV alternative to its 200 (``config.exports``): the
+    200 in JSON and in ``text/csv`` (whose columns ``csv_description`` gives), every error
+    in JSON only."""
+    description = (
+        f"JSON by default; `text/csv` with `?format=csv` or `Accept: text/csv`. {csv_description}"
+    )
+    answers: dict[int | tuple[int, str], Any] = {}
+    for code, response in responses.items():
+        if code == 200:
+            answers[(code, "application/json")] = OpenApiResponse(
+                response=response, description=description
+            )
+            answers[(code, "text/csv")] = OpenApiResponse(
+                response={"type": "string"}, description=description
+            )
+        else:
+            answers[(code, "application/json")] = response
+    return answers

@@ -36,8 +36,10 @@ OPERATIONS = {
     "/api/v1/keys": {"get", "post"},
     "/api/v1/keys/{key_id}": {"get", "patch", "delete"},
     "/api/v1/keys/{key_id}/top-up": {"post"},
-    "/api/v1/keys/{key_id}/requests": {"get"},
+    "/api/v1/keys/{key_id}/requests": {"get", "delete"},
     "/api/v1/keys/{key_id}/usage": {"get"},
+    "/api/v1/keys/{key_id}/statements/{month}": {"get"},
+    "/api/v1/requests": {"get"},
     "/api/v1/usage/by-tag": {"get"},
     "/api/v1/earnings": {"get"},
     "/v1/sub-accounts": {"get", "post"},
@@ -331,14 +333,19 @@ def test_sub_account_api_documents_integer_cents(schema):
         ("/api/v1/keys", {"status", "page", "page_size"}),
         (
             "/api/v1/keys/{key_id}/requests",
-            {"key_id", "since", "until", "model", "status", "tag", "page", "page_size"},
+            {"key_id", "since", "until", "model", "status", "tag", "page", "page_size", "format"},
         ),
-        ("/api/v1/keys/{key_id}/usage", {"key_id", "window"}),
-        ("/api/v1/usage/by-tag", {"window"}),
-        ("/api/v1/earnings", {"window"}),
+        (
+            "/api/v1/requests",
+            {"key", "since", "until", "model", "status", "tag", "page", "page_size", "format"},
+        ),
+        ("/api/v1/keys/{key_id}/usage", {"key_id", "window", "format"}),
+        ("/api/v1/keys/{key_id}/statements/{month}", {"key_id", "month", "format"}),
+        ("/api/v1/usage/by-tag", {"window", "format"}),
+        ("/api/v1/earnings", {"window", "format"}),
         ("/v1/sub-accounts", {"page", "page_size"}),
-        ("/v1/sub-accounts/{key_id}/usage", {"key_id", "window"}),
-        ("/v1/usage/by-tag", {"window"}),
+        ("/v1/sub-accounts/{key_id}/usage", {"key_id", "window", "format"}),
+        ("/v1/usage/by-tag", {"window", "format"}),
     ],
 )
 def test_reads_document_their_query_parameters(schema, path, parameters):
@@ -476,6 +483,10 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     call("post", "/api/v1/keys/{key_id}/top-up", 200, {"client_amount": "10"}, key_id=key_id)
     call("get", "/api/v1/keys/{key_id}/requests", 200, query={"model": "mock-gpt"}, key_id=key_id)
     call("get", "/api/v1/keys/{key_id}/usage", 200, query={"window": "7d"}, key_id=key_id)
+    call("get", "/api/v1/requests", 200, query={"key": key_id, "status": "ok"})
+    month = timezone.now().astimezone(tenant.zone).strftime("%Y-%m")
+    statement = "/api/v1/keys/{key_id}/statements/{month}"
+    call("get", statement, 200, key_id=key_id, month=month)  # type: ignore[arg-type]
     call("get", "/api/v1/usage/by-tag", 200)
     call("get", "/api/v1/earnings", 200, query={"window": "24h"})
 
@@ -501,6 +512,7 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     call("get", "/v1/usage/by-tag", 200)
     call("delete", "/v1/sub-accounts/{key_id}", 204, key_id=sub_account["id"])
 
+    assert call("delete", "/api/v1/keys/{key_id}/requests", 200, key_id=key_id) == {"deleted": 2}
     deleted = call("delete", "/api/v1/keys/{key_id}", 200, key_id=key_id)
     assert deleted["refunded"] != "0.00"
     call("get", "/api/v1/wallet/ledger", 200, query={"kind": "key_funding"})
@@ -531,6 +543,9 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     call("get", "/api/v1/keys", 400, query={"page_size": "0"})
     call("get", "/v1/sub-accounts", 400, query={"page": "x"})
     call("get", "/api/v1/keys/{key_id}/requests", 400, query={"status": ""}, key_id=key_id)
+    call("get", "/api/v1/requests", 400, query={"format": "xml"})
+    call("get", statement, 400, key_id=key_id, month="2025-13")  # type: ignore[arg-type]
+    call("get", statement, 400, key_id=key_id, month="2999-01")  # type: ignore[arg-type]
     call("post", "/api/v1/keys", 402, {"label": "big", "client_budget": "900", "your_cost": "900"})
     call("get", "/api/v1/keys/{key_id}", 404, key_id=WalletKeyFactory.create(tenant=outsider[0]).pk)
     call("get", "/api/v1/keys", 404, query={"page": 99})

@@ -6,6 +6,9 @@
   by tag, money as whole cents of client price (``CentsField``, half up). The sub-accounts
   themselves are ``keys.apis.sub_accounts``.
 
+Every read answers CSV too, on ``?format=csv`` or ``Accept: text/csv`` (``config.exports``;
+the shapes are ``usage.exports``'s); a request list's CSV is every matching row, streamed.
+
 Validate → selector → serialize, nothing else. Every read goes through ``usage.selectors``
 with the caller's tenant, so another tenant's key id answers 404 and tenant-wide reports
 never include another tenant's traces. Money is nano-dollars inside.
@@ -13,28 +16,48 @@ never include another tenant's traces. Money is nano-dollars inside.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from drf_spectacular.utils import extend_schema
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import request_tenant
-from billing.serializers import CentsField, UsdField
-from config.openapi import PAGE_PARAMETERS, error_responses, paginated
+from accounts.authentication import request_actor, request_tenant
+from billing.serializers import CURRENCY, CentsField, UsdField
+from config.exports import CsvApiView, csv_stream
+from config.openapi import FORMAT_PARAMETER, PAGE_PARAMETERS, error_responses, paginated, with_csv
 from config.pagination import Pagination
 from config.serializers import StrictQuerySerializer
 from keys.models import TAG_MAX_LENGTH
+from usage.exports import (
+    TRACE_TABLE,
+    earnings_table,
+    key_usage_table,
+    statement_table,
+    sub_account_tag_table,
+    sub_account_usage_table,
+    tag_usage_table,
+    trace_pages,
+    trace_row,
+)
 from usage.models import MODEL_MAX_LENGTH, Trace
 from usage.selectors import (
     earnings_summary,
+    key_statement,
     key_usage,
+    request_list,
     sub_account_usage,
     tag_usage,
     trace_list,
 )
+from usage.services import key_traces_delete
 from usage.windows import (
     SpanSerializer,
     WindowSerializer,
@@ -61,12 +84,43 @@ class UsageSummarySerializer(UsageTotalsSerializer):
     errors = serializers.IntegerField()  # type: ignore[assignment]
 
 
-class TraceListApi(APIView):
+def _day(at: datetime) -> str:
+    return f"{at:%Y%m%d}"
+
+
+def _now_stamp() -> str:
+    return f"{timezone.now():%Y%m%dT%H%MZ}"
+
+
+def _trace_csv(traces: Any, *, filename: str) -> StreamingHttpResponse:
+    return csv_stream(TRACE_TABLE, trace_pages(traces), row=trace_row, filename=filename)
+
+
+TRACES_CSV = (
+    "CSV: every matching request (no pages; `page` and `page_size` are ignored), newest "
+    "first, streamed, one row each: request_id, created_at, key_id, key_label, key_prefix, "
+    "model, endpoint, upstream, tag, status, status_code, error_class, is_stream, "
+    "input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
+    "is_usage_estimated, cost, client_price, latency_ms, ttft_ms."
+)
+USAGE_CSV_COLUMNS = (
+    "requests, errors, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
+    "cost, client_price, profit"
+)
+SUB_ACCOUNT_CSV_COLUMNS = "requests, cost_cents, input_tokens, output_tokens, cached_input_tokens"
+SECTIONED_CSV = (
+    "CSV: one table, a `section` column saying what each row is: `total` (the window), "
+    "`model` (one per model, `model` set), `day` (one per UTC day with traffic, `date` "
+    "set); columns section, date, model, {columns}."
+)
+
+
+class TraceListApi(CsvApiView):
     """``GET /api/v1/keys/{id}/requests``: the key's requests, newest first, paginated.
 
     ``?since=``/``?until=`` (ISO 8601, ``since`` inclusive, ``until`` exclusive), ``?model=``,
     ``?status=``, ``?tag=`` (``?tag=`` with nothing keeps untagged requests). A deleted
-    key's requests stay readable.
+    key's requests stay readable. ``?format=csv``: every matching request, streamed.
     """
 
     class FilterSerializer(StrictQuerySerializer):
@@ -111,19 +165,84 @@ class TraceListApi(APIView):
     @extend_schema(
         summary="A key's requests",
         tags=["usage"],
-        parameters=[FilterSerializer, *PAGE_PARAMETERS],
-        responses={200: paginated(OutputSerializer), **error_responses(400, 404)},
+        parameters=[FilterSerializer, *PAGE_PARAMETERS, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: paginated(OutputSerializer), **error_responses(400, 404)},
+            csv_description=TRACES_CSV,
+        ),
     )
-    def get(self, request: Request, key_id: int) -> Response:
+    def get(self, request: Request, key_id: int) -> Response | StreamingHttpResponse:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         traces = trace_list(tenant=request_tenant(request), key_id=key_id, **filters.validated_data)
+        if self.wants_csv(request):
+            return _trace_csv(traces, filename=f"key-{key_id}-requests-{_now_stamp()}.csv")
         paginator = Pagination()
         page = paginator.paginate_queryset(traces, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
 
-class KeyUsageApi(APIView):
+class RequestListApi(CsvApiView):
+    """``GET /api/v1/requests``: the requests of all the tenant's keys (deleted ones too),
+    newest first, paginated, each with its key. The filters of a key's requests, and
+    ``?key=<id>`` for one key's (another tenant's key: 404). ``?format=csv``: every
+    matching request, streamed."""
+
+    class FilterSerializer(TraceListApi.FilterSerializer):
+        key = serializers.IntegerField(
+            required=False, min_value=1, max_value=2**63 - 1, help_text="One key's requests."
+        )
+
+    class OutputSerializer(TraceListApi.OutputSerializer):
+        class KeySerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            label = serializers.CharField()  # type: ignore[assignment]
+            prefix = serializers.CharField()
+
+        key = KeySerializer(source="client_key")
+
+    @extend_schema(
+        summary="All the keys' requests",
+        tags=["usage"],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: paginated(OutputSerializer), **error_responses(400, 404)},
+            csv_description=TRACES_CSV,
+        ),
+    )
+    def get(self, request: Request) -> Response | StreamingHttpResponse:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        wanted = dict(filters.validated_data)
+        key_id = wanted.pop("key", None)
+        traces = request_list(tenant=request_tenant(request), key_id=key_id, **wanted)
+        if self.wants_csv(request):
+            return _trace_csv(traces, filename=f"requests-{_now_stamp()}.csv")
+        paginator = Pagination()
+        page = paginator.paginate_queryset(traces, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class KeyTracesDeleteApi(APIView):
+    """``DELETE /api/v1/keys/{id}/requests``: delete the key's requests (a privacy request),
+    after counting them into its usage, which keeps its figures. ``deleted``: how many."""
+
+    class OutputSerializer(serializers.Serializer):
+        deleted = serializers.IntegerField(source="deleted_count")
+
+    @extend_schema(
+        summary="Delete a key's requests",
+        tags=["usage"],
+        responses={200: OutputSerializer, **error_responses(404)},
+    )
+    def delete(self, request: Request, key_id: int) -> Response:
+        deletion = key_traces_delete(
+            tenant=request_tenant(request), key_id=key_id, actor=request_actor(request)
+        )
+        return Response(self.OutputSerializer(deletion).data)
+
+
+class KeyUsageApi(CsvApiView):
     """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per UTC
     day in the window (``1h`` to ``366d``, 30 days by default)."""
 
@@ -148,18 +267,26 @@ class KeyUsageApi(APIView):
     @extend_schema(
         summary="A key's usage",
         tags=["usage"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400, 404)},
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400, 404)},
+            csv_description=SECTIONED_CSV.format(columns=USAGE_CSV_COLUMNS),
+        ),
     )
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = key_usage(
             tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
         )
+        if self.wants_csv(request):
+            return self.csv_response(
+                key_usage_table(report),
+                filename=f"key-{key_id}-usage-{_day(span.since)}-{_day(span.until)}.csv",
+            )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
 
-class TagUsageApi(APIView):
+class TagUsageApi(CsvApiView):
     """``GET /api/v1/usage/by-tag?window=30d``: usage per tag across the tenant's keys,
     largest client price first; untagged requests are the tag ``""``."""
 
@@ -171,18 +298,26 @@ class TagUsageApi(APIView):
     @extend_schema(
         summary="Usage per tag",
         tags=["usage"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400)},
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400)},
+            csv_description=f"CSV: one row per tag; columns tag, {USAGE_CSV_COLUMNS}.",
+        ),
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
         tags = tag_usage(tenant=request_tenant(request), since=span.since, until=span.until)
+        if self.wants_csv(request):
+            return self.csv_response(
+                tag_usage_table(tags),
+                filename=f"usage-by-tag-{_day(span.since)}-{_day(span.until)}.csv",
+            )
         return Response(
             {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
         )
 
 
-class EarningsApi(APIView):
+class EarningsApi(CsvApiView):
     """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
     in the window, from traces; ``all_time`` from the keys' settled counters; and both per key.
     ``margin_percent`` is null without revenue."""
@@ -229,15 +364,139 @@ class EarningsApi(APIView):
     @extend_schema(
         summary="Earnings",
         tags=["usage"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400)},
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400)},
+            csv_description=(
+                "CSV: one row per key (the tenant's totals are the columns' sums); columns "
+                "key_id, label, prefix, funding, status, requests, revenue, cost, profit, "
+                "margin_percent, all_time_revenue, all_time_cost, all_time_profit."
+            ),
+        ),
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
         earnings = earnings_summary(
             tenant=request_tenant(request), since=span.since, until=span.until
         )
+        if self.wants_csv(request):
+            return self.csv_response(
+                earnings_table(earnings),
+                filename=f"earnings-{_day(span.since)}-{_day(span.until)}.csv",
+            )
         return Response({**window_fields(span), **self.OutputSerializer(earnings).data})
+
+
+# Where a statement's month may start: no reseller's traffic is older.
+FIRST_STATEMENT_YEAR = 2000
+MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
+MONTH_TEXT = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+def statement_month(text: str, *, zone: ZoneInfo) -> tuple[int, int]:
+    """``YYYY-MM`` as (year, month): a month from 2000-01 to the current one in ``zone``,
+    else a 400 saying which."""
+    match = MONTH_TEXT.fullmatch(text)
+    if match is None or int(match[1]) < FIRST_STATEMENT_YEAR:
+        raise serializers.ValidationError(
+            {"month": [f"Give a month as YYYY-MM, from {FIRST_STATEMENT_YEAR}-01 (e.g. 2025-01)."]}
+        )
+    year, month = int(match[1]), int(match[2])
+    today = timezone.now().astimezone(zone).date()
+    if (year, month) > (today.year, today.month):
+        raise serializers.ValidationError(
+            {"month": [f"{text} has not begun yet (time zone {zone.key})."]}
+        )
+    return year, month
+
+
+class KeyStatementApi(CsvApiView):
+    """``GET /api/v1/keys/{id}/statements/YYYY-MM``: what a reseller attaches to the invoice
+    it sends its client for a month, in client prices only (never cost or profit): the
+    reseller (display name, support email), the key, the month in the reseller's time zone
+    (its first day and the next month's, both starting at local midnight), the totals, and
+    per model and per local day. The current month so far is allowed, a later one is a 400."""
+
+    class OutputSerializer(serializers.Serializer):
+        class ResellerSerializer(serializers.Serializer):
+            display_name = serializers.CharField(source="name")
+            support_email = serializers.CharField()
+
+        class KeySerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            label = serializers.CharField()  # type: ignore[assignment]
+            prefix = serializers.CharField()
+
+        class PeriodSerializer(serializers.Serializer):
+            month = serializers.CharField()
+            start = serializers.DateField(source="first_day", help_text="The month's first day.")
+            end = serializers.DateField(
+                source="next_first_day", help_text="The next month's first day (exclusive)."
+            )
+            timezone = serializers.CharField(source="zone.key")
+            since = serializers.DateTimeField(help_text="The start's local midnight, in UTC.")
+            until = serializers.DateTimeField(help_text="The end's local midnight, in UTC.")
+
+        class TotalsSerializer(serializers.Serializer):
+            requests = serializers.IntegerField()
+            input_tokens = serializers.IntegerField()
+            output_tokens = serializers.IntegerField()
+            cached_input_tokens = serializers.IntegerField()
+            client_price = UsdField(source="client_nanos")
+
+        class ModelSerializer(TotalsSerializer):
+            model = serializers.CharField()
+
+        class DaySerializer(serializers.Serializer):
+            date = serializers.DateField()
+            requests = serializers.IntegerField()
+            client_price = UsdField(source="client_nanos")
+
+        reseller = ResellerSerializer(source="tenant")
+        key = KeySerializer()
+        period = PeriodSerializer(source="*")
+        currency = serializers.SerializerMethodField()
+        totals = TotalsSerializer()
+        by_model = ModelSerializer(many=True)
+        by_day = DaySerializer(many=True)
+
+        def get_currency(self, statement: Any) -> str:
+            return CURRENCY
+
+    @extend_schema(
+        summary="A key's monthly statement",
+        tags=["usage"],
+        parameters=[
+            OpenApiParameter(
+                "month",
+                {"type": "string", "pattern": MONTH_PATTERN},
+                location=OpenApiParameter.PATH,
+                description=(
+                    "YYYY-MM, a month of the reseller's time zone, from 2000-01 to the current one."
+                ),
+            ),
+            FORMAT_PARAMETER,
+        ],
+        responses=with_csv(
+            {200: OutputSerializer, **error_responses(400, 404)},
+            csv_description=(
+                "CSV: one table, a `section` column saying what each row is: `total` (the "
+                "month), `model` (one per model), `day` (one per local day with traffic); "
+                "columns section, date, model, requests, input_tokens, output_tokens, "
+                "cached_input_tokens, client_price."
+            ),
+        ),
+    )
+    def get(self, request: Request, key_id: int, month: str) -> Response:
+        tenant = request_tenant(request)
+        year, number = statement_month(month, zone=tenant.zone)
+        statement = key_statement(tenant=tenant, key_id=key_id, year=year, month=number)
+        if self.wants_csv(request):
+            prefix = statement.key.prefix
+            return self.csv_response(
+                statement_table(statement), filename=f"statement-{prefix}-{statement.month}.csv"
+            )
+        return Response(self.OutputSerializer(statement).data)
 
 
 # ------------------------------------------------------------------ the sub-account API
@@ -253,7 +512,7 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
 
 
-class SubAccountUsageApi(APIView):
+class SubAccountUsageApi(CsvApiView):
     """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per UTC day,
     in cents of client price (each figure rounded once, half up, from its exact sum)."""
 
@@ -277,18 +536,26 @@ class SubAccountUsageApi(APIView):
     @extend_schema(
         summary="A sub-account's usage",
         tags=["sub-accounts"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400, 404)},
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400, 404)},
+            csv_description=SECTIONED_CSV.format(columns=SUB_ACCOUNT_CSV_COLUMNS),
+        ),
     )
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = sub_account_usage(
             tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
         )
+        if self.wants_csv(request):
+            return self.csv_response(
+                sub_account_usage_table(report),
+                filename=f"sub-account-{key_id}-usage-{_day(span.since)}-{_day(span.until)}.csv",
+            )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
 
-class SubAccountTagUsageApi(APIView):
+class SubAccountTagUsageApi(CsvApiView):
     """``GET /v1/usage/by-tag?window=30d``: the sub-accounts' usage per tag, in cents,
     largest first; untagged requests are the tag ``""``."""
 
@@ -300,8 +567,11 @@ class SubAccountTagUsageApi(APIView):
     @extend_schema(
         summary="Sub-account usage per tag",
         tags=["sub-accounts"],
-        parameters=[WindowSerializer],
-        responses={200: ResponseSerializer, **error_responses(400)},
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400)},
+            csv_description=f"CSV: one row per tag; columns tag, {SUB_ACCOUNT_CSV_COLUMNS}.",
+        ),
     )
     def get(self, request: Request) -> Response:
         span = request_span(request)
@@ -311,6 +581,11 @@ class SubAccountTagUsageApi(APIView):
             until=span.until,
             sub_accounts_only=True,
         )
+        if self.wants_csv(request):
+            return self.csv_response(
+                sub_account_tag_table(tags),
+                filename=f"sub-account-usage-by-tag-{_day(span.since)}-{_day(span.until)}.csv",
+            )
         return Response(
             {**window_fields(span), "by_tag": self.OutputSerializer(tags, many=True).data}
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -180,3 +181,35 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket_start:%Y-%m-%d %H:%M} {self.client_key_id} {self.model} {self.tag}"
+
+
+class TraceDeletion(models.Model):
+    """One request to delete a key's raw traces (a privacy request), carried out by
+    ``usage.services.key_traces_delete``: who asked, when, and how many went.
+
+    The key's rollups stay (they hold only numbers), so its reports keep their figures;
+    ``traces_before`` tells the rollup audit (``rollups_audit``) that the key's buckets
+    starting before it have lost their traces and can no longer be checked against them.
+    It is set, before any trace goes, past every trace the deletion may take."""
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    # A bucket boundary: the deletion takes only traces created before it.
+    traces_before = models.DateTimeField()
+    deleted_count = models.BigIntegerField(default=0)
+    # Null while the deletion runs (or if it was cut short: it is safe to ask again).
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["client_key", "traces_before"], name="usage_deletion_key")]
+
+    def __str__(self) -> str:
+        return f"traces of key {self.client_key_id} before {self.traces_before:%Y-%m-%d %H:%M}"

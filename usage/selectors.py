@@ -18,9 +18,10 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour
 from django.utils import timezone
 
@@ -34,6 +35,7 @@ from usage.models import (
     ERROR_STATUSES,
     ROLLUP_SUMS,
     Trace,
+    TraceDeletion,
     UsageRollup,
     bucket_ceiling,
     bucket_floor,
@@ -178,6 +180,28 @@ def _largest_first(per_value: dict[Any, dict[str, int]]) -> list[tuple[Any, dict
 # ----------------------------------------------------------------------------- requests
 
 
+def _trace_filters(
+    traces: QuerySet[Trace],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+) -> QuerySet[Trace]:
+    if since is not None:
+        traces = traces.filter(created_at__gte=since)
+    if until is not None:
+        traces = traces.filter(created_at__lt=until)
+    if model is not None:
+        traces = traces.filter(model=model)
+    if status is not None:
+        traces = traces.filter(status=status)
+    if tag is not None:
+        traces = traces.filter(tag=tag)
+    return traces.order_by("-created_at", "-id")
+
+
 def trace_list(
     *,
     tenant: Tenant,
@@ -192,17 +216,75 @@ def trace_list(
     raises DoesNotExist (404). ``tag=""`` keeps untagged requests; ``None`` skips a filter."""
     key = key_get(tenant=tenant, key_id=key_id)
     traces = Trace.objects.filter(tenant=tenant, client_key=key)
-    if since is not None:
-        traces = traces.filter(created_at__gte=since)
-    if until is not None:
-        traces = traces.filter(created_at__lt=until)
-    if model is not None:
-        traces = traces.filter(model=model)
-    if status is not None:
-        traces = traces.filter(status=status)
-    if tag is not None:
-        traces = traces.filter(tag=tag)
-    return traces.select_related("upstream").order_by("-created_at", "-id")
+    return _trace_filters(
+        traces, since=since, until=until, model=model, status=status, tag=tag
+    ).select_related("upstream")
+
+
+def request_list(
+    *,
+    tenant: Tenant,
+    key_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+) -> QuerySet[Trace]:
+    """The traces of all the tenant's keys (deleted ones included), newest first, with
+    their keys; ``key_id`` keeps one key's (another tenant's key id raises DoesNotExist,
+    404, as ``trace_list`` does). The other filters are ``trace_list``'s."""
+    traces = Trace.objects.filter(tenant=tenant)
+    if key_id is not None:
+        traces = traces.filter(client_key=key_get(tenant=tenant, key_id=key_id))
+    return _trace_filters(
+        traces, since=since, until=until, model=model, status=status, tag=tag
+    ).select_related("upstream", "client_key")
+
+
+# The trace columns of an export page (``traces_after``), plus the key's and the upstream's.
+EXPORT_COLUMNS = (
+    "id",
+    "request_id",
+    "created_at",
+    "client_key_id",
+    "client_key__label",
+    "client_key__prefix",
+    "model",
+    "endpoint",
+    "upstream__name",
+    "tag",
+    "status",
+    "status_code",
+    "error_class",
+    "is_stream",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "is_usage_estimated",
+    "cost_nanos",
+    "client_nanos",
+    "latency_ms",
+    "ttft_ms",
+)
+
+
+def traces_after(
+    traces: QuerySet[Trace], *, after: tuple[datetime, int] | None, limit: int
+) -> list[dict[str, Any]]:
+    """The next ``limit`` rows (``EXPORT_COLUMNS``) of a trace list ordered newest first
+    (``trace_list``/``request_list``) that come after the row ``after`` (its
+    ``(created_at, id)``): keyset paging, one short query per page, each as fast as the
+    first however deep, and stable while new traces arrive (they sort before the first)."""
+    page = traces.order_by("-created_at", "-id")
+    if after is not None:
+        at, trace_id = after
+        # created_at <= at bounds the index scan; the OR orders ties on created_at by id.
+        page = page.filter(created_at__lte=at).filter(
+            Q(created_at__lt=at) | Q(created_at=at, id__lt=trace_id)
+        )
+    return list(page.values(*EXPORT_COLUMNS)[:limit])
 
 
 # -------------------------------------------------------------------------------- usage
@@ -333,6 +415,71 @@ def sub_account_usage(
     return key_usage(tenant=tenant, key_id=key.pk, since=since, until=until)
 
 
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A key's calendar month in the tenant's time zone, what a reseller attaches to the
+    invoice it sends its client: client prices only (the ``*_nanos`` cost figures of the
+    totals are there, and the API never shows them). ``since``/``until`` are the month's
+    local midnights in UTC; ``by_day`` has the local days with traffic, oldest first."""
+
+    tenant: Tenant
+    key: ClientKey
+    first_day: date
+    next_first_day: date
+    zone: ZoneInfo
+    since: datetime
+    until: datetime
+    totals: UsageTotals
+    by_model: list[ModelUsage]
+    by_day: list[DayUsage]
+
+    @property
+    def month(self) -> str:
+        return f"{self.first_day:%Y-%m}"
+
+
+def month_bounds(*, zone: ZoneInfo, year: int, month: int) -> tuple[datetime, datetime]:
+    """The local midnights that start the month and the next one, in UTC. Every UTC
+    offset in use is whole quarter-hours, so both are bucket boundaries: the month is read
+    from rollups alone once its traces are purged."""
+    following = (year + 1, 1) if month == 12 else (year, month + 1)
+    since = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
+    until = datetime(*following, 1, tzinfo=zone).astimezone(UTC)
+    return since, until
+
+
+def key_statement(*, tenant: Tenant, key_id: int, year: int, month: int) -> Statement:
+    """One of the tenant's keys (deleted ones too; else 404) over a calendar month of the
+    tenant's time zone (``Tenant.zone``), per model and per local day."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    zone = tenant.zone
+    since, until = month_bounds(zone=zone, year=year, month=month)
+    window = _window(tenant=tenant, since=since, until=until).filter(client_key=key)
+    with ledger_snapshot():
+        totals = window.total()
+        by_model = window.grouped("model")
+        by_day = window.grouped(
+            "day",
+            rollup_by=TruncDate("bucket_start", tzinfo=zone),
+            trace_by=TruncDate("created_at", tzinfo=zone),
+        )
+    return Statement(
+        tenant=tenant,
+        key=key,
+        first_day=since.astimezone(zone).date(),
+        next_first_day=until.astimezone(zone).date(),
+        zone=zone,
+        since=since,
+        until=until,
+        totals=UsageTotals(**totals),
+        by_model=[ModelUsage(model=m, **sums) for m, sums in _largest_first(by_model)],
+        by_day=[DayUsage(date=day, **by_day[day]) for day in sorted(by_day)],
+    )
+
+
 # ------------------------------------------------------------------------ rollup audit
 
 
@@ -411,7 +558,10 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
     after ``now - TRACE_RETENTION_DAYS``), the sums of its rolled traces and compare them
     with its rollup row; [] if all agree. Unrolled traces count toward no rollup yet. Read
     in one snapshot, so a pass committing meanwhile is no false mismatch. What
-    ``manage.py rollup_usage --check`` runs."""
+    ``manage.py rollup_usage --check`` runs.
+
+    A key whose traces were deleted on request (``TraceDeletion``) has no traces left to
+    check its buckets before ``traces_before`` against: those are skipped."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.TRACE_RETENTION_DAYS)
     since = bucket_ceiling(cutoff)
     with ledger_snapshot():
@@ -424,10 +574,18 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
                 "bucket_start", "tenant_id", "client_key_id", "model", "tag", *ROLLUP_SUMS
             )
         }
+        traces_deleted_before = dict(
+            TraceDeletion.objects.values("client_key_id")
+            .annotate(before=Max("traces_before"))
+            .values_list("client_key_id", "before")
+        )
     zero = dict.fromkeys(ROLLUP_SUMS, 0)
     problems = []
     for key in sorted(expected.keys() | actual.keys()):
         start, tenant_id, client_key_id, model, tag = key
+        deleted_before = traces_deleted_before.get(client_key_id)
+        if deleted_before is not None and start < deleted_before:
+            continue
         if expected.get(key, zero) != actual.get(key, zero):
             problems.append(
                 RollupProblem(

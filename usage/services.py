@@ -9,7 +9,8 @@ already rolled) is simply found unrolled by the next pass, and two passes at onc
 disjoint batches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer).
 
 Retention: ``traces_purge`` deletes only traces already rolled, so no request's figures are
-lost with its trace.
+lost with its trace. A privacy request (``key_traces_delete``) deletes one key's traces on
+the same terms, whatever their age.
 """
 
 from __future__ import annotations
@@ -20,11 +21,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from usage.models import ERROR_STATUSES, ROLLUP_SUMS, Trace, UsageRollup, bucket_floor
+from accounts.models import Tenant
+from keys.selectors import key_get
+from usage.models import (
+    BUCKET,
+    ERROR_STATUSES,
+    ROLLUP_SUMS,
+    Trace,
+    TraceDeletion,
+    UsageRollup,
+    bucket_floor,
+)
 
 # Rows per DELETE: each batch is its own short statement, so a large backlog never holds
 # one long transaction or lock while the proxy keeps inserting.
@@ -205,6 +218,64 @@ def traces_purge(*, now: datetime | None = None, batch_size: int = PURGE_BATCH_S
         # is_rolled again: never trust the ids alone for what a delete may take.
         count, _ = Trace.objects.filter(pk__in=ids, is_rolled=True).delete()
         deleted += count
+
+
+def key_traces_delete(
+    *,
+    tenant: Tenant,
+    key_id: int,
+    actor: AbstractBaseUser | None,
+    batch_size: int = PURGE_BATCH_SIZE,
+) -> TraceDeletion:
+    """Delete every raw trace of one of the tenant's keys (deleted keys too; another
+    tenant's key raises DoesNotExist, 404), after rolling them up, and return the record
+    of it (``deleted_count``). The key's reports keep their figures: its rollups stay, and
+    only whole quarter-hours are read from them (a window whose edge cuts a quarter-hour
+    reads that quarter-hour from traces, so the deleted ones are missing there, as after a
+    purge; whole-hour, daily and monthly windows are unaffected).
+
+    Never loses a figure, whatever runs at the same time:
+
+    * the record is committed first, with ``traces_before`` past every trace that can be
+      taken (the end of the current quarter-hour), so the rollup audit skips the key's
+      buckets before it from then on instead of reporting their traces missing;
+    * every trace written so far is rolled up (``usage_roll_up``), then only rolled traces
+      are deleted, each batch's ``DELETE`` re-checking ``is_rolled``: a trace a concurrent
+      pass is rolling waits for its commit and goes rolled, a trace the proxy writes
+      meanwhile stays until it is rolled (and a later request deletes it). Batches of
+      ``batch_size`` rows, each its own short statement, as the purge does.
+    """
+    key = key_get(tenant=tenant, key_id=key_id)
+    now = timezone.now()
+    deletion = TraceDeletion.objects.create(
+        tenant=tenant,
+        client_key=key,
+        actor_id=actor.pk if actor is not None else None,
+        requested_at=now,
+        traces_before=bucket_floor(now) + BUCKET,
+    )
+    usage_roll_up()
+    # Only rows that existed when it started: a key in use cannot keep the loop going.
+    newest_id = Trace.objects.aggregate(newest=Max("id"))["newest"] or 0
+    of_the_key = Trace.objects.filter(
+        tenant=tenant,
+        client_key=key,
+        is_rolled=True,
+        created_at__lt=deletion.traces_before,
+        pk__lte=newest_id,
+    )
+    deleted = 0
+    while True:
+        ids = list(of_the_key.order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        # is_rolled again (in of_the_key): never trust the ids alone for what a delete may take.
+        count, _ = of_the_key.filter(pk__in=ids).delete()
+        deleted += count
+    deletion.deleted_count = deleted
+    deletion.finished_at = timezone.now()
+    deletion.save(update_fields=["deleted_count", "finished_at"])
+    return deletion
 
 
 def rollups_purge(*, now: datetime | None = None) -> int:

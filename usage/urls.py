@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from django.urls import path
 
+from keys.urls import by_method
 from usage.apis import (
     EarningsApi,
+    KeyStatementApi,
+    KeyTracesDeleteApi,
     KeyUsageApi,
+    RequestListApi,
     SubAccountTagUsageApi,
     SubAccountUsageApi,
     TagUsageApi,
@@ -15,8 +19,18 @@ from usage.apis import (
 )
 
 urlpatterns = [
-    path("keys/<int:key_id>/requests", TraceListApi.as_view(), name="key-requests"),
+    path(
+        "keys/<int:key_id>/requests",
+        by_method(GET=TraceListApi.as_view(), DELETE=KeyTracesDeleteApi.as_view()),
+        name="key-requests",
+    ),
     path("keys/<int:key_id>/usage", KeyUsageApi.as_view(), name="key-usage"),
+    path(
+        "keys/<int:key_id>/statements/<str:month>",
+        KeyStatementApi.as_view(),
+        name="key-statement",
+    ),
+    path("requests", RequestListApi.as_view(), name="requests"),
     path("usage/by-tag", TagUsageApi.as_view(), name="usage-by-tag"),
     path("earnings", EarningsApi.as_view(), name="earnings"),
 ]
