@@ -25,8 +25,8 @@ def statement_url(key_id: int, month: str) -> str:
     return f"{KEYS}/{key_id}/statements/{month}"
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=KOLKATA)
+def local(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=KOLKATA)
 
 
 @pytest.fixture
