@@ -16,13 +16,14 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup run test lint bench bench-usage clean
 
 help:
 	@echo "make run    - set up, migrate, seed a demo tenant and serve on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make lint   - ruff, mypy and the import rules between apps (lint-imports)"
 	@echo "make bench  - proxy benchmark against the mock upstream (see README)"
+	@echo "make bench-usage - usage reports, rollups and CSV export at 1M traces, A/B against raw traces"
 
 $(UV):
 	@python_bin=$$(scripts/find-python) && "$$python_bin" -m venv $(TOOLS) && \
@@ -57,6 +58,12 @@ lint: setup
 BENCH_ARGS ?=
 bench: setup
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) bench/run.py $(BENCH_ARGS)
+
+# A scratch database of a million traces; the reports measured on this checkout and on the
+# code before rollups (BENCH_USAGE_ARGS="--traces 100000 --other-traces 10000" for a quick look).
+BENCH_USAGE_ARGS ?=
+bench-usage: setup
+	$(PY) bench/usage.py $(BENCH_USAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
