@@ -1,7 +1,7 @@
 """Reseller REST API for what the proxy recorded, read-only:
 
-* under ``/api/v1/``: a key's requests and usage, usage by tag and earnings, money as
-  decimal strings (``UsdField``);
+* under ``/api/v1/``: a key's requests and usage, the tenant's usage (all keys, and by
+  tag) and earnings, money as decimal strings (``UsdField``);
 * in the sub-account API under ``/v1/``: a sub-account's usage and the sub-accounts' usage
   by tag, money as whole cents of client price (``CentsField``, half up). The sub-accounts
   themselves are ``keys.apis.sub_accounts``.
@@ -9,6 +9,10 @@
 Validate → selector → serialize, nothing else. Every read goes through ``usage.selectors``
 with the caller's tenant, so another tenant's key id answers 404 and tenant-wide reports
 never include another tenant's traces. Money is nano-dollars inside.
+
+Every report takes its span and time zone from ``usage.windows.request_span`` (``?window=``
+or ``?since=&until=``, ``?tz=``) and states them before the report; its days and months are
+local to that zone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from usage.selectors import (
     key_usage,
     sub_account_usage,
     tag_usage,
+    tenant_usage,
     trace_list,
 )
 from usage.windows import (
@@ -123,27 +128,31 @@ class TraceListApi(APIView):
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
 
+class ModelUsageSerializer(UsageTotalsSerializer):
+    model = serializers.CharField()
+
+
+class DayUsageSerializer(serializers.Serializer):
+    """A local date in the report's time zone."""
+
+    date = serializers.DateField()
+    requests = serializers.IntegerField()
+    cost = UsdField(source="cost_nanos")
+    client_price = UsdField(source="client_nanos")
+
+
 class KeyUsageApi(APIView):
-    """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per UTC
-    day in the window (``1h`` to ``366d``, 30 days by default)."""
+    """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per day
+    (local to the report's time zone) in the window or ``since``/``until`` range."""
 
     class OutputSerializer(serializers.Serializer):
-        class ModelSerializer(UsageTotalsSerializer):
-            model = serializers.CharField()
-
-        class DaySerializer(serializers.Serializer):
-            date = serializers.DateField()
-            requests = serializers.IntegerField()
-            cost = UsdField(source="cost_nanos")
-            client_price = UsdField(source="client_nanos")
-
         summary = UsageSummarySerializer()
-        by_model = ModelSerializer(many=True)
-        by_day = DaySerializer(many=True)
+        by_model = ModelUsageSerializer(many=True)
+        by_day = DayUsageSerializer(many=True)
 
     # The schema's account of the answer: ``get`` puts the window before the report.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """A key's usage in the window: totals, per model and per UTC day."""
+        """A key's usage in the window: totals, per model and per local day."""
 
     @extend_schema(
         summary="A key's usage",
@@ -154,7 +163,48 @@ class KeyUsageApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = key_usage(
-            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request),
+            key_id=key_id,
+            since=span.since,
+            until=span.until,
+            zone=span.zone,
+        )
+        return Response({**window_fields(span), **self.OutputSerializer(report).data})
+
+
+class TenantUsageApi(APIView):
+    """``GET /api/v1/usage?window=30d``: all the tenant's usage in the window or range:
+    totals, per key, per model, per local day and per tag, read in one snapshot."""
+
+    class OutputSerializer(serializers.Serializer):
+        class KeySerializer(UsageSummarySerializer):
+            id = serializers.IntegerField(source="key.id")
+            label = serializers.CharField(source="key.label")  # type: ignore[assignment]
+            prefix = serializers.CharField(source="key.prefix")
+
+        class TagSerializer(UsageSummarySerializer):
+            tag = serializers.CharField()
+
+        summary = UsageSummarySerializer()
+        by_key = KeySerializer(many=True)
+        by_model = ModelUsageSerializer(many=True)
+        by_day = DayUsageSerializer(many=True)
+        by_tag = TagSerializer(many=True)
+
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """The tenant's usage in the window: totals, per key, model, local day and tag."""
+
+    @extend_schema(
+        summary="The account's usage",
+        tags=["usage"],
+        parameters=[WindowSerializer],
+        responses={200: ResponseSerializer, **error_responses(400)},
+    )
+    def get(self, request: Request) -> Response:
+        span = request_span(request)
+        report = tenant_usage(
+            tenant=request_tenant(request), since=span.since, until=span.until, zone=span.zone
         )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
@@ -184,8 +234,9 @@ class TagUsageApi(APIView):
 
 class EarningsApi(APIView):
     """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
-    in the window, from traces; ``all_time`` from the keys' settled counters; and both per key.
-    ``margin_percent`` is null without revenue."""
+    in the window or ``since``/``until`` range (from rollups and traces), per local month
+    with traffic (``by_month``); ``all_time`` from the keys' settled counters; and both per
+    key. ``margin_percent`` is null without revenue."""
 
     class OutputSerializer(serializers.Serializer):
         class AllTimeSerializer(serializers.Serializer):
@@ -214,6 +265,16 @@ class EarningsApi(APIView):
             margin_percent = serializers.CharField(allow_null=True)
             all_time = KeyAllTimeSerializer(source="figures")
 
+        class MonthSerializer(serializers.Serializer):
+            month = serializers.DateField(
+                help_text="The month's first day, in the report's time zone."
+            )
+            requests = serializers.IntegerField()
+            revenue = UsdField(source="client_nanos")
+            cost = UsdField(source="cost_nanos")
+            profit = UsdField(source="profit_nanos")
+            margin_percent = serializers.CharField(allow_null=True)
+
         requests = serializers.IntegerField(source="window.requests")
         revenue = UsdField(source="window.client_nanos")
         cost = UsdField(source="window.cost_nanos")
@@ -221,10 +282,11 @@ class EarningsApi(APIView):
         margin_percent = serializers.CharField(source="window.margin_percent", allow_null=True)
         all_time = AllTimeSerializer(source="*")
         by_key = KeySerializer(many=True)
+        by_month = MonthSerializer(many=True)
 
     # The schema's account of the answer: ``get`` puts the window before the earnings.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """Revenue, cost, profit and margin in the window, all time, and per key."""
+        """Revenue, cost, profit and margin in the window, all time, per key and per month."""
 
     @extend_schema(
         summary="Earnings",
@@ -235,7 +297,7 @@ class EarningsApi(APIView):
     def get(self, request: Request) -> Response:
         span = request_span(request)
         earnings = earnings_summary(
-            tenant=request_tenant(request), since=span.since, until=span.until
+            tenant=request_tenant(request), since=span.since, until=span.until, zone=span.zone
         )
         return Response({**window_fields(span), **self.OutputSerializer(earnings).data})
 
@@ -254,8 +316,9 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
 
 
 class SubAccountUsageApi(APIView):
-    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per UTC day,
-    in cents of client price (each figure rounded once, half up, from its exact sum)."""
+    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per day (local
+    to the report's time zone: the account's, or ``?tz=``), in cents of client price (each
+    figure rounded once, half up, from its exact sum)."""
 
     class OutputSerializer(serializers.Serializer):
         class ModelSerializer(SubAccountUsageTotalsSerializer):
@@ -272,7 +335,7 @@ class SubAccountUsageApi(APIView):
 
     # The schema's account of the answer: ``get`` puts the window before the report.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """A sub-account's usage in the window, in cents: totals, per model, per UTC day."""
+        """A sub-account's usage in the window, in cents: totals, per model, per local day."""
 
     @extend_schema(
         summary="A sub-account's usage",
@@ -283,7 +346,11 @@ class SubAccountUsageApi(APIView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = sub_account_usage(
-            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request),
+            key_id=key_id,
+            since=span.since,
+            until=span.until,
+            zone=span.zone,
         )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 

@@ -11,12 +11,14 @@ from usage.apis import (
     SubAccountTagUsageApi,
     SubAccountUsageApi,
     TagUsageApi,
+    TenantUsageApi,
     TraceListApi,
 )
 
 urlpatterns = [
     path("keys/<int:key_id>/requests", TraceListApi.as_view(), name="key-requests"),
     path("keys/<int:key_id>/usage", KeyUsageApi.as_view(), name="key-usage"),
+    path("usage", TenantUsageApi.as_view(), name="usage"),
     path("usage/by-tag", TagUsageApi.as_view(), name="usage-by-tag"),
     path("earnings", EarningsApi.as_view(), name="earnings"),
 ]
