@@ -7,3 +7,13 @@ class AccountError(Exception):
 
 class EmailTaken(AccountError):
     pass
+
+
+class TenantInvalid(AccountError):
+    """A tenant setting that breaks its rule; ``field`` names the offending input."""
+
+    code = "invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)

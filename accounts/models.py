@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
@@ -9,10 +10,25 @@ from django.utils import timezone
 
 from accounts.hashing import secret_matches
 
+TENANT_NAME_MAX_LENGTH = 200
+SUPPORT_EMAIL_MAX_LENGTH = 254
+ZONE_NAME_MAX_LENGTH = 64
+
+# Names in the machine's zone directory that are no IANA zone: what they mean depends on the
+# machine (``localtime`` is its own setting).
+NOT_IANA_ZONES = frozenset({"localtime", "posixrules"})
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The IANA zone names this machine knows; cached, as listing them reads the disk
+    (~0.2 s) and every report may check a ``?tz=``."""
+    return frozenset(available_timezones()) - NOT_IANA_ZONES
+
 
 def zone_validate(name: str) -> None:
     """An IANA time zone name this machine knows (``Asia/Kolkata``, ``UTC``)."""
-    if name not in available_timezones():
+    if name not in known_zones():
         raise ValidationError(
             f"Unknown time zone {name!r}: give an IANA name such as Europe/Paris."
         )
@@ -26,7 +42,7 @@ class TenantQuerySet(models.QuerySet["Tenant"]):
 class Tenant(models.Model):
     """A reseller: an organisation with one wallet, its client keys and its API tokens."""
 
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=TENANT_NAME_MAX_LENGTH)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tenants"
     )
@@ -34,11 +50,14 @@ class Tenant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Where the tenant's clients write when they have a question (shown in the portal and
     # on statements); blank: none given.
-    support_email = models.EmailField(blank=True, default="")
+    support_email = models.EmailField(max_length=SUPPORT_EMAIL_MAX_LENGTH, blank=True, default="")
     # The IANA time zone of the tenant's reports: their days and months start at its
     # midnight. ``db_default``: rows written before the column existed are UTC.
     timezone = models.CharField(
-        max_length=64, default="UTC", db_default="UTC", validators=[zone_validate]
+        max_length=ZONE_NAME_MAX_LENGTH,
+        default="UTC",
+        db_default="UTC",
+        validators=[zone_validate],
     )
 
     objects = TenantQuerySet.as_manager()

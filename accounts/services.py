@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from accounts.events import config_changed
-from accounts.exceptions import EmailTaken
+from accounts.exceptions import EmailTaken, TenantInvalid
 from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
 from accounts.models import ApiToken, Tenant
 
@@ -48,6 +51,49 @@ def tenant_create(
         user.save(update_fields=["password"])
     tenant = Tenant.objects.create(name=name or email, owner=user)
     return tenant, api_token_create(tenant=tenant)
+
+
+# tenant_update's inputs and the Tenant fields they set.
+TENANT_SETTINGS = {"display_name": "name", "support_email": "support_email", "timezone": "timezone"}
+
+
+@transaction.atomic
+def tenant_update(
+    *,
+    tenant: Tenant,
+    actor: AbstractBaseUser | None,
+    display_name: str | None = None,
+    support_email: str | None = None,
+    timezone: str | None = None,
+) -> Tenant:
+    """Change what the tenant's clients see (``display_name``, the tenant's name; and
+    ``support_email``, blank for none) and the time zone of its reports (an IANA name);
+    None leaves a setting as it is. Text is stripped. Every value is checked against its
+    field's rules before anything is written, so a bad one (a blank name, an email that is
+    not one, an unknown zone) raises ``TenantInvalid`` naming it and changes nothing; only
+    the settings given are written (two callers changing different ones both keep theirs).
+    """
+    given = {"display_name": display_name, "support_email": support_email, "timezone": timezone}
+    changes: dict[str, str] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        field = cast("Field[Any, Any]", Tenant._meta.get_field(TENANT_SETTINGS[name]))
+        try:
+            changes[field.name] = field.clean(value.strip(), tenant)
+        except ValidationError as exc:
+            raise TenantInvalid(name, " ".join(exc.messages)) from exc
+    for field_name, value in changes.items():
+        setattr(tenant, field_name, value)
+    if changes:
+        tenant.save(update_fields=list(changes))
+        logger.info(
+            "tenant %s changed %s by %s",
+            tenant.pk,
+            ", ".join(sorted(changes)),
+            getattr(actor, "email", None) or "the operator",
+        )
+    return tenant
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts.exceptions import AccountError
+from accounts.exceptions import AccountError, TenantInvalid
 from billing.exceptions import BillingError, InsufficientFunds
 from billing.money import MoneyError
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
@@ -45,7 +45,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
         )
-    if isinstance(exc, ClientKeyInvalid):
+    if isinstance(exc, ClientKeyInvalid | TenantInvalid):
         return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, MoneyError):
         return Response(

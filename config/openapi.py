@@ -5,7 +5,7 @@ share: the reseller token's security scheme, the error shapes of ``config.except
 page of ``config.pagination.Pagination``, and the two rules the generator needs for this
 codebase's layout:
 
-* a path served by ``keys.urls.by_method`` is one Django view in front of one ``APIView`` per
+* a path served by ``config.routing.by_method`` is one Django view in front of one ``APIView`` per
   HTTP method, so the generator documents each method from its own view;
 * every API has nested ``InputSerializer``/``OutputSerializer`` classes (house rule 15), so a
   component is named after where its serializer lives (``KeyCreateApi.InputSerializer`` is

@@ -31,6 +31,7 @@ SCHEMA_URL = "/api/v1/schema/"
 
 # Every documented operation (PRODUCT.md §5, README "API").
 OPERATIONS = {
+    "/api/v1/account": {"get", "patch"},
     "/api/v1/wallet": {"get"},
     "/api/v1/wallet/ledger": {"get"},
     "/api/v1/keys": {"get", "post"},
@@ -40,6 +41,7 @@ OPERATIONS = {
     "/api/v1/keys/{key_id}/usage": {"get"},
     "/api/v1/keys/{key_id}/statements/{month}": {"get"},
     "/api/v1/requests": {"get"},
+    "/api/v1/usage": {"get"},
     "/api/v1/usage/by-tag": {"get"},
     "/api/v1/earnings": {"get"},
     "/v1/sub-accounts": {"get", "post"},
@@ -88,8 +90,11 @@ NOT_JSON = [
     b"[" * 100_000 + b"]" * 100_000,
     b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
 ]
+# The query parameters of every report (usage.windows.WindowSerializer).
+SPAN = {"window", "since", "until", "tz"}
 WINDOWED = [
     "/api/v1/keys/{key_id}/usage",
+    "/api/v1/usage",
     "/api/v1/usage/by-tag",
     "/api/v1/earnings",
     "/v1/sub-accounts/{key_id}/usage",
@@ -339,13 +344,14 @@ def test_sub_account_api_documents_integer_cents(schema):
             "/api/v1/requests",
             {"key", "since", "until", "model", "status", "tag", "page", "page_size", "format"},
         ),
-        ("/api/v1/keys/{key_id}/usage", {"key_id", "window", "format"}),
+        ("/api/v1/keys/{key_id}/usage", {"key_id", "format", *SPAN}),
         ("/api/v1/keys/{key_id}/statements/{month}", {"key_id", "month", "format"}),
-        ("/api/v1/usage/by-tag", {"window", "format"}),
-        ("/api/v1/earnings", {"window", "format"}),
+        ("/api/v1/usage", {"format", *SPAN}),
+        ("/api/v1/usage/by-tag", {"format", *SPAN}),
+        ("/api/v1/earnings", {"format", *SPAN}),
         ("/v1/sub-accounts", {"page", "page_size"}),
-        ("/v1/sub-accounts/{key_id}/usage", {"key_id", "window", "format"}),
-        ("/v1/usage/by-tag", {"window", "format"}),
+        ("/v1/sub-accounts/{key_id}/usage", {"key_id", "format", *SPAN}),
+        ("/v1/usage/by-tag", {"format", *SPAN}),
     ],
 )
 def test_reads_document_their_query_parameters(schema, path, parameters):
@@ -449,6 +455,8 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     later = (timezone.now() + timedelta(days=30)).isoformat()
 
     call("get", "/api/v1/wallet", 200)
+    call("get", "/api/v1/account", 200)
+    call("patch", "/api/v1/account", 200, {"timezone": "Asia/Kolkata", "support_email": ""})
     created = call(
         "post",
         "/api/v1/keys",
@@ -487,8 +495,10 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     month = timezone.now().astimezone(tenant.zone).strftime("%Y-%m")
     statement = "/api/v1/keys/{key_id}/statements/{month}"
     call("get", statement, 200, key_id=key_id, month=month)  # type: ignore[arg-type]
+    call("get", "/api/v1/usage", 200, query={"since": "2026-01-01", "tz": "Asia/Kathmandu"})
     call("get", "/api/v1/usage/by-tag", 200)
     call("get", "/api/v1/earnings", 200, query={"window": "24h"})
+    call("get", "/api/v1/earnings", 200, query={"since": "2025-01-01", "until": "2026-01-01"})
 
     sub_account = call(
         "post",
@@ -523,13 +533,14 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     # that are not JSON at all ({detail, code: parse_error}).
     sub_id = sub_account["id"]
     for path, ids in [
+        ("/api/v1/account", {}),
         ("/api/v1/keys", {}),
         ("/api/v1/keys/{key_id}", {"key_id": key_id}),
         ("/api/v1/keys/{key_id}/top-up", {"key_id": key_id}),
         ("/v1/sub-accounts", {}),
         ("/v1/sub-accounts/{key_id}", {"key_id": sub_id}),
     ]:
-        method = "patch" if path.endswith("{key_id}") else "post"
+        method = "patch" if path.endswith(("{key_id}", "account")) else "post"
         for body in NOT_JSON:
             answer = call(method, path, 400, body, **ids)
             assert answer["code"] == "parse_error", (path, body, answer)
@@ -540,6 +551,9 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     assert set(models["models"]) == {"0"}
     for path in WINDOWED:
         call("get", path, 400, query={"window": "1w"}, key_id=key_id)
+        call("get", path, 400, query={"tz": "Mars/Olympus"}, key_id=key_id)
+        call("get", path, 400, query={"window": "7d", "since": "2026-01-01"}, key_id=key_id)
+    call("patch", "/api/v1/account", 400, {"timezone": "Nowhere", "display_name": ""})
     call("get", "/api/v1/keys", 400, query={"page_size": "0"})
     call("get", "/v1/sub-accounts", 400, query={"page": "x"})
     call("get", "/api/v1/keys/{key_id}/requests", 400, query={"status": ""}, key_id=key_id)

@@ -1,7 +1,7 @@
 """Reseller REST API for what the proxy recorded, read-only:
 
-* under ``/api/v1/``: a key's requests and usage, usage by tag and earnings, money as
-  decimal strings (``UsdField``);
+* under ``/api/v1/``: a key's requests and usage, the tenant's usage (all keys, and by
+  tag) and earnings, money as decimal strings (``UsdField``);
 * in the sub-account API under ``/v1/``: a sub-account's usage and the sub-accounts' usage
   by tag, money as whole cents of client price (``CentsField``, half up). The sub-accounts
   themselves are ``keys.apis.sub_accounts``.
@@ -12,6 +12,10 @@ the shapes are ``usage.exports``'s); a request list's CSV is every matching row,
 Validate → selector → serialize, nothing else. Every read goes through ``usage.selectors``
 with the caller's tenant, so another tenant's key id answers 404 and tenant-wide reports
 never include another tenant's traces. Money is nano-dollars inside.
+
+Every report takes its span and time zone from ``usage.windows.request_span`` (``?window=``
+or ``?since=&until=``, ``?tz=``) and states them before the report; its days and months are
+local to that zone.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from usage.exports import (
     sub_account_tag_table,
     sub_account_usage_table,
     tag_usage_table,
+    tenant_usage_table,
     trace_pages,
     trace_row,
 )
@@ -55,6 +60,7 @@ from usage.selectors import (
     request_list,
     sub_account_usage,
     tag_usage,
+    tenant_usage,
     trace_list,
 )
 from usage.services import key_traces_delete
@@ -110,8 +116,15 @@ USAGE_CSV_COLUMNS = (
 SUB_ACCOUNT_CSV_COLUMNS = "requests, cost_cents, input_tokens, output_tokens, cached_input_tokens"
 SECTIONED_CSV = (
     "CSV: one table, a `section` column saying what each row is: `total` (the window), "
-    "`model` (one per model, `model` set), `day` (one per UTC day with traffic, `date` "
+    "`model` (one per model, `model` set), `day` (one per local day with traffic, `date` "
     "set); columns section, date, model, {columns}."
+)
+TENANT_USAGE_CSV = (
+    "CSV: one table, a `section` column saying what each row is: `total` (the window), "
+    "`model` (one per model, `model` set), `day` (one per local day with traffic, `date` "
+    "set), `key` (one per key, `key_id`, `key_label` and `key_prefix` set), `tag` (one per "
+    "tag, `tag` set, empty for untagged); columns section, date, model, key_id, key_label, "
+    f"key_prefix, tag, {USAGE_CSV_COLUMNS}."
 )
 
 
@@ -242,27 +255,31 @@ class KeyTracesDeleteApi(APIView):
         return Response(self.OutputSerializer(deletion).data)
 
 
+class ModelUsageSerializer(UsageTotalsSerializer):
+    model = serializers.CharField()
+
+
+class DayUsageSerializer(serializers.Serializer):
+    """A local date in the report's time zone."""
+
+    date = serializers.DateField()
+    requests = serializers.IntegerField()
+    cost = UsdField(source="cost_nanos")
+    client_price = UsdField(source="client_nanos")
+
+
 class KeyUsageApi(CsvApiView):
-    """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per UTC
-    day in the window (``1h`` to ``366d``, 30 days by default)."""
+    """``GET /api/v1/keys/{id}/usage?window=30d``: the key's totals, per model and per day
+    (local to the report's time zone) in the window or ``since``/``until`` range."""
 
     class OutputSerializer(serializers.Serializer):
-        class ModelSerializer(UsageTotalsSerializer):
-            model = serializers.CharField()
-
-        class DaySerializer(serializers.Serializer):
-            date = serializers.DateField()
-            requests = serializers.IntegerField()
-            cost = UsdField(source="cost_nanos")
-            client_price = UsdField(source="client_nanos")
-
         summary = UsageSummarySerializer()
-        by_model = ModelSerializer(many=True)
-        by_day = DaySerializer(many=True)
+        by_model = ModelUsageSerializer(many=True)
+        by_day = DayUsageSerializer(many=True)
 
     # The schema's account of the answer: ``get`` puts the window before the report.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """A key's usage in the window: totals, per model and per UTC day."""
+        """A key's usage in the window: totals, per model and per local day."""
 
     @extend_schema(
         summary="A key's usage",
@@ -276,12 +293,61 @@ class KeyUsageApi(CsvApiView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = key_usage(
-            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request),
+            key_id=key_id,
+            since=span.since,
+            until=span.until,
+            zone=span.zone,
         )
         if self.wants_csv(request):
             return self.csv_response(
                 key_usage_table(report),
                 filename=f"key-{key_id}-usage-{_day(span.since)}-{_day(span.until)}.csv",
+            )
+        return Response({**window_fields(span), **self.OutputSerializer(report).data})
+
+
+class TenantUsageApi(CsvApiView):
+    """``GET /api/v1/usage?window=30d``: all the tenant's usage in the window or range:
+    totals, per key, per model, per local day and per tag, read in one snapshot."""
+
+    class OutputSerializer(serializers.Serializer):
+        class KeySerializer(UsageSummarySerializer):
+            id = serializers.IntegerField(source="key.id")
+            label = serializers.CharField(source="key.label")  # type: ignore[assignment]
+            prefix = serializers.CharField(source="key.prefix")
+
+        class TagSerializer(UsageSummarySerializer):
+            tag = serializers.CharField()
+
+        summary = UsageSummarySerializer()
+        by_key = KeySerializer(many=True)
+        by_model = ModelUsageSerializer(many=True)
+        by_day = DayUsageSerializer(many=True)
+        by_tag = TagSerializer(many=True)
+
+    # The schema's account of the answer: ``get`` puts the window before the report.
+    class ResponseSerializer(SpanSerializer, OutputSerializer):
+        """The tenant's usage in the window: totals, per key, model, local day and tag."""
+
+    @extend_schema(
+        summary="The account's usage",
+        tags=["usage"],
+        parameters=[WindowSerializer, FORMAT_PARAMETER],
+        responses=with_csv(
+            {200: ResponseSerializer, **error_responses(400)},
+            csv_description=TENANT_USAGE_CSV,
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        span = request_span(request)
+        report = tenant_usage(
+            tenant=request_tenant(request), since=span.since, until=span.until, zone=span.zone
+        )
+        if self.wants_csv(request):
+            return self.csv_response(
+                tenant_usage_table(report),
+                filename=f"usage-{_day(span.since)}-{_day(span.until)}.csv",
             )
         return Response({**window_fields(span), **self.OutputSerializer(report).data})
 
@@ -319,8 +385,9 @@ class TagUsageApi(CsvApiView):
 
 class EarningsApi(CsvApiView):
     """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
-    in the window, from traces; ``all_time`` from the keys' settled counters; and both per key.
-    ``margin_percent`` is null without revenue."""
+    in the window or ``since``/``until`` range (from rollups and traces), per local month
+    with traffic (``by_month``); ``all_time`` from the keys' settled counters; and both per
+    key. ``margin_percent`` is null without revenue."""
 
     class OutputSerializer(serializers.Serializer):
         class AllTimeSerializer(serializers.Serializer):
@@ -349,6 +416,16 @@ class EarningsApi(CsvApiView):
             margin_percent = serializers.CharField(allow_null=True)
             all_time = KeyAllTimeSerializer(source="figures")
 
+        class MonthSerializer(serializers.Serializer):
+            month = serializers.DateField(
+                help_text="The month's first day, in the report's time zone."
+            )
+            requests = serializers.IntegerField()
+            revenue = UsdField(source="client_nanos")
+            cost = UsdField(source="cost_nanos")
+            profit = UsdField(source="profit_nanos")
+            margin_percent = serializers.CharField(allow_null=True)
+
         requests = serializers.IntegerField(source="window.requests")
         revenue = UsdField(source="window.client_nanos")
         cost = UsdField(source="window.cost_nanos")
@@ -356,10 +433,11 @@ class EarningsApi(CsvApiView):
         margin_percent = serializers.CharField(source="window.margin_percent", allow_null=True)
         all_time = AllTimeSerializer(source="*")
         by_key = KeySerializer(many=True)
+        by_month = MonthSerializer(many=True)
 
     # The schema's account of the answer: ``get`` puts the window before the earnings.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """Revenue, cost, profit and margin in the window, all time, and per key."""
+        """Revenue, cost, profit and margin in the window, all time, per key and per month."""
 
     @extend_schema(
         summary="Earnings",
@@ -377,7 +455,7 @@ class EarningsApi(CsvApiView):
     def get(self, request: Request) -> Response:
         span = request_span(request)
         earnings = earnings_summary(
-            tenant=request_tenant(request), since=span.since, until=span.until
+            tenant=request_tenant(request), since=span.since, until=span.until, zone=span.zone
         )
         if self.wants_csv(request):
             return self.csv_response(
@@ -513,8 +591,9 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
 
 
 class SubAccountUsageApi(CsvApiView):
-    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per UTC day,
-    in cents of client price (each figure rounded once, half up, from its exact sum)."""
+    """``GET /v1/sub-accounts/{id}/usage?window=30d``: totals, per model and per day (local
+    to the report's time zone: the account's, or ``?tz=``), in cents of client price (each
+    figure rounded once, half up, from its exact sum)."""
 
     class OutputSerializer(serializers.Serializer):
         class ModelSerializer(SubAccountUsageTotalsSerializer):
@@ -531,7 +610,7 @@ class SubAccountUsageApi(CsvApiView):
 
     # The schema's account of the answer: ``get`` puts the window before the report.
     class ResponseSerializer(SpanSerializer, OutputSerializer):
-        """A sub-account's usage in the window, in cents: totals, per model, per UTC day."""
+        """A sub-account's usage in the window, in cents: totals, per model, per local day."""
 
     @extend_schema(
         summary="A sub-account's usage",
@@ -545,7 +624,11 @@ class SubAccountUsageApi(CsvApiView):
     def get(self, request: Request, key_id: int) -> Response:
         span = request_span(request)
         report = sub_account_usage(
-            tenant=request_tenant(request), key_id=key_id, since=span.since, until=span.until
+            tenant=request_tenant(request),
+            key_id=key_id,
+            since=span.since,
+            until=span.until,
+            zone=span.zone,
         )
         if self.wants_csv(request):
             return self.csv_response(

@@ -6,6 +6,9 @@ sub-account API, as its JSON), figures exactly as the JSON's:
 * a key's usage, a sub-account's usage, a monthly statement: one row per ``section``:
   ``total`` (the window's totals), ``model`` (one per model, ``model`` set) and ``day``
   (one per day with traffic, ``date`` set), in that order;
+* the account's usage: the same sections, then ``key`` (one per key: ``key_id``,
+  ``key_label``, ``key_prefix`` set) and ``tag`` (one per tag, ``tag`` set, ``""``
+  untagged) after ``day``;
 * usage by tag: one row per tag (``""`` untagged);
 * earnings: one row per key (window and all-time figures side by side); the tenant's
   totals are the columns' sums;
@@ -29,6 +32,7 @@ from usage.selectors import (
     Earnings,
     Statement,
     TagUsage,
+    TenantUsageReport,
     UsageReport,
     UsageTotals,
     traces_after,
@@ -78,6 +82,29 @@ def _sectioned(report: UsageReport | Statement, row: Any) -> list[Row]:
 
 def key_usage_table(report: UsageReport) -> CsvTable:
     return CsvTable((*SECTIONS, *USAGE_COLUMNS), _sectioned(report, _usage), CLIENT_TEXT)
+
+
+TENANT_SECTIONS = (*SECTIONS, "key_id", "key_label", "key_prefix", "tag")
+
+
+def tenant_usage_table(report: TenantUsageReport) -> CsvTable:
+    rows = [
+        {"section": "total", **_usage(report.summary)},
+        *({"section": "model", "model": m.model, **_usage(m)} for m in report.by_model),
+        *({"section": "day", "date": d.date.isoformat(), **_usage(d)} for d in report.by_day),
+        *(
+            {
+                "section": "key",
+                "key_id": k.key.pk,
+                "key_label": k.key.label,
+                "key_prefix": k.key.prefix,
+                **_usage(k),
+            }
+            for k in report.by_key
+        ),
+        *({"section": "tag", "tag": t.tag, **_usage(t)} for t in report.by_tag),
+    ]
+    return CsvTable((*TENANT_SECTIONS, *USAGE_COLUMNS), rows, CLIENT_TEXT)
 
 
 def tag_usage_table(tags: Iterable[TagUsage]) -> CsvTable:

@@ -1,14 +1,20 @@
 """Tenant-scoped reads of traces: a key's requests, usage reports (a key's, a sub-account's,
 per tag), earnings.
 
-Every figure is aggregated by the database (``Count``/``Sum``, days by ``TruncDate`` in
-UTC), never by summing rows in Python: over the 15-minute rollups (``UsageRollup``) of the
+Every figure is aggregated by the database (``Count``/``Sum``, days and months by
+``TruncDate``/``TruncMonth`` in the report's time zone), never by summing rows in Python: over the 15-minute rollups (``UsageRollup``) of the
 whole buckets in the window, plus the traces not in them (``_Window``), so a request counts
 as soon as its trace is written and a window whose traces were purged still answers. Python
 only adds the two sources' group totals. Money stays integer nano-dollars
 here: ``cost`` is what the reseller pays, ``client`` what its client is charged (both fixed
 at settlement, so a later price change never rewrites them). The APIs turn them into
 decimal strings or cents. A window is half-open: ``since <= created_at < until``.
+
+Days and months are local to a zone (``zone``; the tenant's ``Tenant.timezone`` when not
+given): the database truncates both sources in it, the rollups' ``bucket_start`` and the
+traces' ``created_at``. Every offset in use is a whole number of quarter-hours (+5:30, +5:45,
+a 30-minute daylight-saving shift), so a local day, even one of 23 or 25 hours, is a whole
+number of 15-minute buckets and a bucket never straddles two days.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour
+from django.db.models import Count, DateField, Max, Q, QuerySet, Sum
+from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour, TruncMonth
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -172,6 +178,24 @@ def _window(*, tenant: Tenant, since: datetime, until: datetime) -> _Window:
     return _Window(rollups, traces.filter(outside_the_rollups))
 
 
+def _per_day(window: _Window, zone: ZoneInfo) -> dict[date, dict[str, int]]:
+    """Totals per local date in ``zone``."""
+    return window.grouped(
+        "day",
+        rollup_by=TruncDate("bucket_start", tzinfo=zone),
+        trace_by=TruncDate("created_at", tzinfo=zone),
+    )
+
+
+def _per_month(window: _Window, zone: ZoneInfo) -> dict[date, dict[str, int]]:
+    """Totals per local month in ``zone``, keyed by the month's first day."""
+    return window.grouped(
+        "month",
+        rollup_by=TruncMonth("bucket_start", tzinfo=zone, output_field=DateField()),
+        trace_by=TruncMonth("created_at", tzinfo=zone, output_field=DateField()),
+    )
+
+
 def _largest_first(per_value: dict[Any, dict[str, int]]) -> list[tuple[Any, dict[str, int]]]:
     """Largest client price first, then by value (as the database ordered it before)."""
     return sorted(per_value.items(), key=lambda item: (-item[1]["client_nanos"], item[0]))
@@ -306,31 +330,75 @@ class TagUsage(UsageTotals):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyUsage(UsageTotals):
+    key: ClientKey
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
     """A key's usage in a window: the total, per model (largest client price first) and
-    per UTC day with traffic (oldest first)."""
+    per local day with traffic (oldest first)."""
 
     summary: UsageTotals
     by_model: list[ModelUsage]
     by_day: list[DayUsage]
 
 
-def key_usage(*, tenant: Tenant, key_id: int, since: datetime, until: datetime) -> UsageReport:
-    """The usage report of one of the tenant's keys (deleted ones too; else 404)."""
+def key_usage(
+    *,
+    tenant: Tenant,
+    key_id: int,
+    since: datetime,
+    until: datetime,
+    zone: ZoneInfo | None = None,
+) -> UsageReport:
+    """The usage report of one of the tenant's keys (deleted ones too; else 404), its days
+    local to ``zone`` (the tenant's time zone by default)."""
     key = key_get(tenant=tenant, key_id=key_id)
     window = _window(tenant=tenant, since=since, until=until).filter(client_key=key)
     with ledger_snapshot():
         summary = window.total()
         by_model = window.grouped("model")
-        by_day = window.grouped(
-            "day",
-            rollup_by=TruncDate("bucket_start", tzinfo=UTC),
-            trace_by=TruncDate("created_at", tzinfo=UTC),
-        )
+        by_day = _per_day(window, zone or tenant.zone)
     return UsageReport(
         summary=UsageTotals(**summary),
         by_model=[ModelUsage(model=m, **sums) for m, sums in _largest_first(by_model)],
         by_day=[DayUsage(date=day, **by_day[day]) for day in sorted(by_day)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsageReport:
+    """All the tenant's usage in a window: the total, per key and per model (largest client
+    price first), per local day with traffic (oldest first) and per tag (largest first)."""
+
+    summary: UsageTotals
+    by_key: list[KeyUsage]
+    by_model: list[ModelUsage]
+    by_day: list[DayUsage]
+    by_tag: list[TagUsage]
+
+
+def tenant_usage(
+    *, tenant: Tenant, since: datetime, until: datetime, zone: ZoneInfo | None = None
+) -> TenantUsageReport:
+    """The usage of all the tenant's keys (deleted ones included) in a window, every
+    breakdown read in one snapshot so they add up to the same summary; days local to
+    ``zone`` (the tenant's time zone by default)."""
+    window = _window(tenant=tenant, since=since, until=until)
+    with ledger_snapshot():
+        per_key = window.grouped("client_key_id")
+        by_model = window.grouped("model")
+        by_day = _per_day(window, zone or tenant.zone)
+        by_tag = window.grouped("tag")
+    keys = ClientKey.objects.for_tenant(tenant).in_bulk(list(per_key))
+    by_key = [KeyUsage(key=keys[pk], **sums) for pk, sums in _largest_first(per_key)]
+    return TenantUsageReport(
+        summary=UsageTotals(**functools.reduce(_added, per_key.values(), NO_USAGE)),
+        by_key=by_key,
+        by_model=[ModelUsage(model=m, **sums) for m, sums in _largest_first(by_model)],
+        by_day=[DayUsage(date=day, **by_day[day]) for day in sorted(by_day)],
+        by_tag=[TagUsage(tag=tag, **sums) for tag, sums in _largest_first(by_tag)],
     )
 
 
@@ -359,13 +427,22 @@ class KeyEarnings(UsageTotals):
 
 
 @dataclass(frozen=True, slots=True)
+class MonthUsage(UsageTotals):
+    """A local month, named by its first day."""
+
+    month: date
+
+
+@dataclass(frozen=True, slots=True)
 class Earnings:
-    """The tenant's window totals (from traces) and all-time money (from key counters)."""
+    """The tenant's window totals (from traces and rollups), per local month with traffic
+    (oldest first), and all-time money (from key counters)."""
 
     window: UsageTotals
     all_time_client_nanos: int
     all_time_cost_nanos: int
     by_key: list[KeyEarnings]
+    by_month: list[MonthUsage]
 
     @property
     def all_time_profit_nanos(self) -> int:
@@ -378,15 +455,22 @@ class Earnings:
         )
 
 
-def earnings_summary(*, tenant: Tenant, since: datetime, until: datetime) -> Earnings:
-    """Revenue (client prices), cost and profit in a window, from traces, and all time,
-    from the keys' settled counters (``client_spent``/``cost_spent`` via ``key_figures``).
+def earnings_summary(
+    *, tenant: Tenant, since: datetime, until: datetime, zone: ZoneInfo | None = None
+) -> Earnings:
+    """Revenue (client prices), cost and profit in a window, from traces and rollups (so a
+    past quarter answers after its traces are purged), and all time, from the keys' settled
+    counters (``client_spent``/``cost_spent`` via ``key_figures``).
 
     ``by_key`` lists every key, deleted ones included, with traffic in the window or any
     spend ever: the largest window revenue first, then the largest all-time revenue.
+    ``by_month`` has the months, local to ``zone`` (the tenant's time zone by default), with
+    traffic in the window; the first and last may be partial.
     """
+    window = _window(tenant=tenant, since=since, until=until)
     with ledger_snapshot():
-        per_key = _window(tenant=tenant, since=since, until=until).grouped("client_key_id")
+        per_key = window.grouped("client_key_id")
+        per_month = _per_month(window, zone or tenant.zone)
     keys = ClientKey.objects.for_tenant(tenant).filter(
         Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0)
     )
@@ -401,6 +485,7 @@ def earnings_summary(*, tenant: Tenant, since: datetime, until: datetime) -> Ear
         all_time_client_nanos=sum(k.figures.client_spent_nanos for k in by_key),
         all_time_cost_nanos=sum(k.figures.cost_spent_nanos for k in by_key),
         by_key=by_key,
+        by_month=[MonthUsage(month=m, **per_month[m]) for m in sorted(per_month)],
     )
 
 
@@ -408,11 +493,16 @@ def earnings_summary(*, tenant: Tenant, since: datetime, until: datetime) -> Ear
 
 
 def sub_account_usage(
-    *, tenant: Tenant, key_id: int, since: datetime, until: datetime
+    *,
+    tenant: Tenant,
+    key_id: int,
+    since: datetime,
+    until: datetime,
+    zone: ZoneInfo | None = None,
 ) -> UsageReport:
     """A sub-account's usage report (404 for a key that is not a sub-account)."""
     key = sub_account_get(tenant=tenant, key_id=key_id)
-    return key_usage(tenant=tenant, key_id=key.pk, since=since, until=until)
+    return key_usage(tenant=tenant, key_id=key.pk, since=since, until=until, zone=zone)
 
 
 # --------------------------------------------------------------------------- statements
@@ -461,11 +551,7 @@ def key_statement(*, tenant: Tenant, key_id: int, year: int, month: int) -> Stat
     with ledger_snapshot():
         totals = window.total()
         by_model = window.grouped("model")
-        by_day = window.grouped(
-            "day",
-            rollup_by=TruncDate("bucket_start", tzinfo=zone),
-            trace_by=TruncDate("created_at", tzinfo=zone),
-        )
+        by_day = _per_day(window, zone)
     return Statement(
         tenant=tenant,
         key=key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from keys.urls import by_method
+from config.routing import by_method
 from usage.apis import (
     EarningsApi,
     KeyStatementApi,
@@ -15,6 +15,7 @@ from usage.apis import (
     SubAccountTagUsageApi,
     SubAccountUsageApi,
     TagUsageApi,
+    TenantUsageApi,
     TraceListApi,
 )
 
@@ -31,6 +32,7 @@ urlpatterns = [
         name="key-statement",
     ),
     path("requests", RequestListApi.as_view(), name="requests"),
+    path("usage", TenantUsageApi.as_view(), name="usage"),
     path("usage/by-tag", TagUsageApi.as_view(), name="usage-by-tag"),
     path("earnings", EarningsApi.as_view(), name="earnings"),
 ]

@@ -75,9 +75,16 @@ def test_tenant_wide_reports_never_show_another_tenants_traffic(
     trace(theirs, cost_nanos=10**9, client_nanos=2 * 10**9)
 
     assert api.get(BY_TAG).json()["by_tag"] == []
+    everything = api.get("/api/v1/usage").json()
+    assert (everything["summary"]["requests"], everything["by_key"], everything["by_tag"]) == (
+        0,
+        [],
+        [],
+    )
     assert api.get(SUB_ACCOUNT_BY_TAG).json()["by_tag"] == []
     earnings = api.get(EARNINGS).json()
     assert (earnings["requests"], earnings["revenue"], earnings["by_key"]) == (0, "0.00", [])
+    assert earnings["by_month"] == []
     assert api.get(SUB_ACCOUNTS).json()["count"] == 0
     assert outsider_api.get(BY_TAG).json()["by_tag"][0]["tag"] == "secret"
 
@@ -88,6 +95,7 @@ def test_tenant_wide_reports_never_show_another_tenants_traffic(
 ENDPOINTS = [
     pytest.param("get", f"{KEYS}/1/requests", id="requests"),
     pytest.param("get", f"{KEYS}/1/usage", id="usage"),
+    pytest.param("get", "/api/v1/usage", id="tenant-usage"),
     pytest.param("get", BY_TAG, id="by-tag"),
     pytest.param("get", EARNINGS, id="earnings"),
     pytest.param("post", SUB_ACCOUNTS, id="sub-account-create"),

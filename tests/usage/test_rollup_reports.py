@@ -1,16 +1,27 @@
-"""The reports read rollups plus the raw tail, and stay exact to the nano-dollar.
+"""The reports read rollups plus the raw tail, and stay exact to the nano-dollar, in any
+time zone.
 
 A property test: random traces at random times (some written after their bucket was rolled
-up), random rollup passes and purges interleaved, then random windows. Every report must
-equal the sums computed here, independently, from the generated traces: each trace in the
-window counts, except a purged one at a window edge inside a bucket (its bucket's rollup is
-not used there, and its trace is gone): the documented rule of ``usage.selectors``.
+up), random rollup passes and purges interleaved, then random windows in a random time zone.
+Every report must equal the sums computed here, independently, from the generated traces
+(each one's local day and month found by converting its time to the zone in Python): each
+trace in the window counts, except a purged one at a window edge inside a bucket (its
+bucket's rollup is not used there, and its trace is gone): the documented rule of
+``usage.selectors``.
+
+The traces fall in two stretches of time: one across Europe/London's return to winter time
+(2026-10-25 01:00 UTC), one across the turn of October into November in every zone tested
+and America/St_Johns's return to winter time (a local day of 25 hours). The zones include
+offsets of +5:30 (Asia/Kolkata), +5:45 (Asia/Kathmandu), -2:30 (America/St_Johns) and
+Australia/Lord_Howe's +11 (half an hour of daylight saving).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -22,35 +33,55 @@ from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
 from usage.models import Trace, UsageRollup
 from usage.selectors import (
+    DayUsage,
     ModelUsage,
+    MonthUsage,
     TagUsage,
     UsageTotals,
     earnings_summary,
     key_usage,
     tag_usage,
+    tenant_usage,
 )
 from usage.services import traces_purge, usage_roll_up
 
-# Eight hours across a UTC midnight: 32 buckets, so traces and window edges often share one.
-BASE = datetime(2026, 9, 1, 20, tzinfo=UTC)
-SPAN_MICROSECONDS = 8 * 3_600 * 10**6
-BUCKET_MICROSECONDS = 15 * 60 * 10**6
+# Ten hours across London's DST change, and thirty across the month's turn everywhere.
+STRETCHES = [
+    (datetime(2026, 10, 24, 20, tzinfo=UTC), 10),
+    (datetime(2026, 10, 31, 12, tzinfo=UTC), 30),
+]
+BUCKET = timedelta(minutes=15)
 RETENTION_DAYS = 30
-# The purges run at a "now" that puts the first day's traces past their retention (they
-# are purged once rolled) and keeps the second day's.
-PURGE_NOW = BASE + timedelta(days=RETENTION_DAYS, hours=4)
-CUTOFF = PURGE_NOW - timedelta(days=RETENTION_DAYS)
+# The purges run at a "now" that puts the traces before November (UTC) past their
+# retention (they are purged once rolled) and keeps the later ones.
+CUTOFF = datetime(2026, 11, 1, tzinfo=UTC)
+PURGE_NOW = CUTOFF + timedelta(days=RETENTION_DAYS)
 ERRORS = {Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED}
+ZONES = [
+    "UTC",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Australia/Lord_Howe",
+    "Europe/London",
+    "America/Los_Angeles",
+]
 
-# Times anywhere in two days, or on a bucket edge (and a microsecond either side of it).
-moments = st.one_of(
-    st.integers(0, SPAN_MICROSECONDS - 1),
-    st.builds(
-        lambda quarter, nudge: max(0, quarter * BUCKET_MICROSECONDS + nudge),
-        st.integers(0, 32),
-        st.sampled_from([-1, 0, 1]),
-    ),
-).map(lambda us: BASE + timedelta(microseconds=us))
+
+def _in_stretch(start: datetime, hours: int) -> st.SearchStrategy[datetime]:
+    """Times anywhere in a stretch, or on a bucket edge (and a microsecond either side)."""
+    span = hours * 3_600 * 10**6
+    return st.one_of(
+        st.integers(0, span - 1).map(lambda us: start + timedelta(microseconds=us)),
+        st.builds(
+            lambda quarter, nudge: start + quarter * BUCKET + timedelta(microseconds=nudge),
+            st.integers(0, hours * 4),
+            st.sampled_from([-1, 0, 1]),
+        ),
+    )
+
+
+moments = st.one_of(*(_in_stretch(start, hours) for start, hours in STRETCHES))
 
 
 @dataclass(frozen=True)
@@ -90,24 +121,34 @@ steps = st.lists(
     ),
     max_size=10,
 )
-windows = st.lists(
-    st.tuples(moments, st.integers(1, SPAN_MICROSECONDS)).map(
-        lambda w: (w[0], w[0] + timedelta(microseconds=w[1]))
-    ),
-    min_size=1,
-    max_size=4,
-)
+
+
+@st.composite
+def zoned_windows(draw: st.DrawFn) -> tuple[ZoneInfo, list[tuple[datetime, datetime]]]:
+    """A zone, and windows whose edges are any moment or a local midnight in that zone."""
+    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
+    local_midnights = st.sampled_from(
+        [date(2026, 10, day) for day in range(23, 32)] + [date(2026, 11, 1), date(2026, 11, 2)]
+    ).map(lambda day: datetime.combine(day, time.min, tzinfo=zone))
+    edges = st.one_of(moments, local_midnights)
+    windows = draw(
+        st.lists(
+            st.tuples(edges, edges).filter(lambda w: w[0] != w[1]).map(sorted),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    return zone, [(since, until) for since, until in windows]
 
 
 def bucket_floor(at: datetime) -> datetime:
-    return at - timedelta(
-        microseconds=(at - BASE) // timedelta(microseconds=1) % BUCKET_MICROSECONDS
-    )
+    at = at.astimezone(UTC)
+    return at - timedelta(minutes=at.minute % 15, seconds=at.second, microseconds=at.microsecond)
 
 
 def bucket_ceiling(at: datetime) -> datetime:
     start = bucket_floor(at)
-    return start if start == at else start + timedelta(microseconds=BUCKET_MICROSECONDS)
+    return start if start == at else start + BUCKET
 
 
 def totals(rows: list[Written]) -> dict[str, int]:
@@ -145,33 +186,59 @@ def counted(written: list[tuple[Written, bool]], since: datetime, until: datetim
     ]
 
 
-def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None:
+def per_day(rows: list[Written], zone: ZoneInfo) -> list[DayUsage]:
+    days = grouped(rows, lambda t: t.at.astimezone(zone).date())
+    return [DayUsage(date=day, **days[day]) for day in sorted(days)]  # type: ignore[arg-type, type-var]
+
+
+def assert_reports_equal_the_traces(keys, tenant, written, zone, since, until) -> None:
     ours = counted([(t, p) for t, p in written if t.key < 2], since, until)
-    for index in (0, 1):
+    window = {"since": since, "until": until, "zone": zone}
+    for index in (0,):  # the other key: tenant_usage().by_key
         mine = [t for t in ours if t.key == index]
-        report = key_usage(tenant=tenant, key_id=keys[index].pk, since=since, until=until)
+        report = key_usage(tenant=tenant, key_id=keys[index].pk, **window)
         assert report.summary == UsageTotals(**totals(mine))
         assert report.by_model == [
             ModelUsage(model=str(m), **sums)
             for m, sums in largest_first(grouped(mine, lambda t: t.model))
         ]
-        by_day = grouped(mine, lambda t: t.at.date())
-        assert [(d.date, d.requests, d.client_nanos, d.cost_nanos) for d in report.by_day] == [
-            (day, by_day[day]["requests"], by_day[day]["client_nanos"], by_day[day]["cost_nanos"])
-            for day in sorted(by_day)  # type: ignore[type-var]
-        ]
-        assert all(isinstance(d.date, date) for d in report.by_day)
-    assert tag_usage(tenant=tenant, since=since, until=until) == [
+        assert report.by_day == per_day(mine, zone)
+        assert all(type(d.date) is date for d in report.by_day)
+    by_tag = [
         TagUsage(tag=str(tag), **sums)
         for tag, sums in largest_first(grouped(ours, lambda t: t.tag))
     ]
-    earnings = earnings_summary(tenant=tenant, since=since, until=until)
+    assert tag_usage(tenant=tenant, since=since, until=until) == by_tag
+
+    everything = tenant_usage(tenant=tenant, **window)
+    assert everything.summary == UsageTotals(**totals(ours))
+    assert [
+        (keys.index(k.key), UsageTotals(**{n: getattr(k, n) for n in totals([])}))
+        for k in everything.by_key
+    ] == [
+        (index, UsageTotals(**sums))
+        for index, sums in largest_first(grouped(ours, lambda t: t.key))
+    ]
+    assert everything.by_model == [
+        ModelUsage(model=str(m), **sums)
+        for m, sums in largest_first(grouped(ours, lambda t: t.model))
+    ]
+    assert everything.by_day == per_day(ours, zone)
+    assert everything.by_tag == by_tag
+
+    earnings = earnings_summary(tenant=tenant, **window)
     assert earnings.window == UsageTotals(**totals(ours))
     per_key = grouped(ours, lambda t: t.key)
     assert {
         keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
+    months = grouped(ours, lambda t: t.at.astimezone(zone).date().replace(day=1))
+    assert earnings.by_month == [
+        MonthUsage(month=month, **months[month])  # type: ignore[arg-type]
+        for month in sorted(months)  # type: ignore[type-var]
+    ]
+    assert all(type(m.month) is date for m in earnings.by_month)
 
 
 @pytest.fixture
@@ -184,22 +251,23 @@ def three_keys(tenant, outsider) -> list[ClientKey]:
 
 
 @hypothesis_settings(
-    max_examples=60,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=steps, windows=windows)
+@given(steps=steps, zoned=zoned_windows())
 def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
-    three_keys, tenant, settings, steps, windows
+    three_keys, tenant, settings, steps, zoned
 ):
     settings.TRACE_RETENTION_DAYS = RETENTION_DAYS
     Trace.objects.all().delete()
     UsageRollup.objects.all().delete()
+    zone, windows = zoned
     written: list[tuple[Written, bool]] = []  # (trace, purged)
 
     def check() -> None:
         for since, until in windows:
-            assert_reports_equal_the_traces(three_keys, tenant, written, since, until)
+            assert_reports_equal_the_traces(three_keys, tenant, written, zone, since, until)
 
     for action, argument in steps:
         if action == "write":
@@ -226,6 +294,8 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
         check()
     usage_roll_up()
     check()
+    usage_roll_up()  # a re-run finds nothing left to add
+    check()
     traces_purge(now=PURGE_NOW)
     written = [(t, purged or t.at < CUTOFF) for t, purged in written]
     check()
@@ -237,7 +307,10 @@ def test_a_report_of_last_quarter_answers_after_its_traces_are_purged(tenant, se
     long_ago = datetime(2026, 6, 15, 9, 20, tzinfo=UTC)
     TraceFactory.create(client_key=key, created_at=long_ago, client_nanos=1_000_000_001)
     TraceFactory.create(client_key=key, created_at=long_ago + timedelta(days=1), cost_nanos=7)
-    quarter = {"since": datetime(2026, 4, 1, tzinfo=UTC), "until": datetime(2026, 7, 1, tzinfo=UTC)}
+    quarter: dict[str, Any] = {
+        "since": datetime(2026, 4, 1, tzinfo=UTC),
+        "until": datetime(2026, 7, 1, tzinfo=UTC),
+    }
     before = key_usage(tenant=tenant, key_id=key.pk, **quarter)
 
     assert traces_purge() == 2
@@ -248,6 +321,39 @@ def test_a_report_of_last_quarter_answers_after_its_traces_are_purged(tenant, se
     assert after.summary.client_nanos == 1_000_000_001
     assert [d.date for d in after.by_day] == [date(2026, 6, 15), date(2026, 6, 16)]
     assert earnings_summary(tenant=tenant, **quarter).window == before.summary
+
+
+def test_months_follow_the_zone_and_outlive_the_traces(tenant, settings):
+    settings.TRACE_RETENTION_DAYS = RETENTION_DAYS
+    tenant.timezone = "Asia/Kolkata"
+    tenant.save(update_fields=["timezone"])
+    key = WalletKeyFactory.create(tenant=tenant)
+    # 20:00 UTC on 30 June is 01:30 on 1 July in India: July's first request there.
+    TraceFactory.create(
+        client_key=key, created_at=datetime(2026, 6, 30, 20, tzinfo=UTC), client_nanos=5
+    )
+    TraceFactory.create(
+        client_key=key, created_at=datetime(2026, 6, 30, 18, tzinfo=UTC), client_nanos=2
+    )
+    year: dict[str, Any] = {
+        "since": datetime(2026, 1, 1, tzinfo=UTC),
+        "until": datetime(2026, 12, 1, tzinfo=UTC),
+    }
+    traces_purge()
+    assert not Trace.objects.exists()
+
+    indian = earnings_summary(tenant=tenant, **year)
+    in_utc = earnings_summary(tenant=tenant, zone=ZoneInfo("UTC"), **year)
+
+    assert [(m.month, m.client_nanos) for m in indian.by_month] == [
+        (date(2026, 6, 1), 2),
+        (date(2026, 7, 1), 5),
+    ]
+    assert [(m.month, m.client_nanos) for m in in_utc.by_month] == [(date(2026, 6, 1), 7)]
+    assert [d.date for d in key_usage(tenant=tenant, key_id=key.pk, **year).by_day] == [
+        date(2026, 6, 30),
+        date(2026, 7, 1),
+    ]
 
 
 def test_a_request_shows_as_soon_as_its_trace_is_written(tenant):
