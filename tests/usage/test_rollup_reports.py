@@ -1,7 +1,9 @@
 """The reports read rollups plus the raw tail, and stay exact to the nano-dollar.
 
 A property test: random traces at random times (some written after their bucket was rolled
-up), random rollup passes and purges interleaved, then random windows. Every report must
+up), random rollup passes, purges and changes of the tenant's time zone interleaved (its
+days are local days: +5:30, +5:45, +3:30, summer time), then random windows, short or spanning
+whole local days (read from the daily rows once the pass has built them). Every report must
 equal the sums computed here, independently, from the generated traces: each trace in the
 window counts, except a purged one at a window edge inside a bucket (its bucket's rollup is
 not used there, and its trace is gone): the documented rule of ``usage.selectors``.
@@ -11,34 +13,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from billing.selectors import ledger_snapshot
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
-from usage.models import Trace, UsageRollup
+from usage.models import Trace, UsageDay, UsageDayState, UsageRollup
 from usage.selectors import (
     ModelUsage,
     TagUsage,
     UsageTotals,
+    _window,
     earnings_summary,
     key_usage,
     tag_usage,
 )
 from usage.services import traces_purge, usage_roll_up
 
-# Eight hours across a UTC midnight: 32 buckets, so traces and window edges often share one.
-BASE = datetime(2026, 9, 1, 20, tzinfo=UTC)
+# Eight hours across a UTC midnight and the midnights of the zones below (18:15 UTC in
+# Kathmandu, 18:30 in Kolkata, 20:30 in Tehran, 22:00 in Paris on summer time): 32
+# buckets, so traces and window edges often share one.
+BASE = datetime(2026, 9, 1, 18, tzinfo=UTC)
 SPAN_MICROSECONDS = 8 * 3_600 * 10**6
 BUCKET_MICROSECONDS = 15 * 60 * 10**6
 RETENTION_DAYS = 30
 # The purges run at a "now" that puts the first day's traces past their retention (they
 # are purged once rolled) and keeps the second day's.
-PURGE_NOW = BASE + timedelta(days=RETENTION_DAYS, hours=4)
+PURGE_NOW = BASE + timedelta(days=RETENTION_DAYS, hours=6)
 CUTOFF = PURGE_NOW - timedelta(days=RETENTION_DAYS)
 ERRORS = {Trace.Status.UPSTREAM_ERROR, Trace.Status.REFUSED}
 
@@ -51,6 +58,11 @@ moments = st.one_of(
         st.sampled_from([-1, 0, 1]),
     ),
 ).map(lambda us: BASE + timedelta(microseconds=us))
+# A tenant's report zone: its local midnights fall inside the eight hours.
+ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "Asia/Tehran", "Europe/Paris"]
+zones = st.sampled_from(ZONES)
+# Window edges far outside the traffic, so that whole local days lie inside the window.
+FAR_EDGES = [BASE - timedelta(days=2), BASE + timedelta(days=2)]
 
 
 @dataclass(frozen=True)
@@ -87,12 +99,17 @@ steps = st.lists(
         st.tuples(st.just("write"), st.lists(traces, min_size=1, max_size=6)),
         st.tuples(st.just("roll"), st.integers(1, 8)),
         st.tuples(st.just("purge"), st.none()),
+        st.tuples(st.just("zone"), zones),
     ),
     max_size=10,
 )
+edges = st.one_of(moments, st.sampled_from(FAR_EDGES))
 windows = st.lists(
-    st.tuples(moments, st.integers(1, SPAN_MICROSECONDS)).map(
-        lambda w: (w[0], w[0] + timedelta(microseconds=w[1]))
+    st.one_of(
+        st.tuples(moments, st.integers(1, SPAN_MICROSECONDS)).map(
+            lambda w: (w[0], w[0] + timedelta(microseconds=w[1]))
+        ),
+        st.tuples(edges, edges).filter(lambda w: w[0] < w[1]),
     ),
     min_size=1,
     max_size=4,
@@ -146,6 +163,7 @@ def counted(written: list[tuple[Written, bool]], since: datetime, until: datetim
 
 
 def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None:
+    zone = tenant.zone
     ours = counted([(t, p) for t, p in written if t.key < 2], since, until)
     for index in (0, 1):
         mine = [t for t in ours if t.key == index]
@@ -155,7 +173,7 @@ def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None
             ModelUsage(model=str(m), **sums)
             for m, sums in largest_first(grouped(mine, lambda t: t.model))
         ]
-        by_day = grouped(mine, lambda t: t.at.date())
+        by_day = grouped(mine, lambda t: t.at.astimezone(zone).date())
         assert [(d.date, d.requests, d.client_nanos, d.cost_nanos) for d in report.by_day] == [
             (day, by_day[day]["requests"], by_day[day]["client_nanos"], by_day[day]["cost_nanos"])
             for day in sorted(by_day)  # type: ignore[type-var]
@@ -172,6 +190,14 @@ def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None
         keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
+    # In a zone that is not the one the daily rows are built in: the 15-minute path.
+    other = ZoneInfo("Asia/Kathmandu" if zone.key != "Asia/Kathmandu" else "UTC")
+    window = _window(tenant=tenant, since=since, until=until, zone=other)
+    with ledger_snapshot():
+        per_day = window.filter(client_key=keys[0]).grouped_by_day()
+    assert per_day == grouped(
+        [t for t in ours if t.key == 0], lambda t: t.at.astimezone(other).date()
+    )
 
 
 @pytest.fixture
@@ -188,13 +214,17 @@ def three_keys(tenant, outsider) -> list[ClientKey]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=steps, windows=windows)
+@given(zone=zones, steps=steps, windows=windows)
 def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
-    three_keys, tenant, settings, steps, windows
+    three_keys, tenant, settings, zone, steps, windows
 ):
     settings.TRACE_RETENTION_DAYS = RETENTION_DAYS
     Trace.objects.all().delete()
     UsageRollup.objects.all().delete()
+    UsageDay.objects.all().delete()
+    UsageDayState.objects.all().delete()
+    tenant.timezone = zone
+    tenant.save(update_fields=["timezone"])
     written: list[tuple[Written, bool]] = []  # (trace, purged)
 
     def check() -> None:
@@ -220,6 +250,9 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
                 written.append((trace, False))
         elif action == "roll":
             usage_roll_up(batch_size=argument, max_batches=1)
+        elif action == "zone":  # read from the 15-minute rows until a pass rebuilds the days
+            tenant.timezone = argument
+            tenant.save(update_fields=["timezone"])
         else:
             traces_purge(now=PURGE_NOW)  # rolls every trace up, then purges
             written = [(t, purged or t.at < CUTOFF) for t, purged in written]
