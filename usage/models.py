@@ -213,3 +213,67 @@ class TraceDeletion(models.Model):
 
     def __str__(self) -> str:
         return f"traces of key {self.client_key_id} before {self.traces_before:%Y-%m-%d %H:%M}"
+
+
+class UsageDay(models.Model):
+    """The sums of one tenant's rollups of one local day in the tenant's daily zone, per
+    client key, model and tag: the level a month's or a year's report reads (a 15-minute
+    bucket of sparse traffic holds about one trace, so the 15-minute rows are nearly as many
+    as the traces). ``day`` is the date in ``zone``; a tenant's rows are all in the zone its
+    ``UsageDayState`` names. Written only by ``usage.services``: added to in the rollup
+    pass's own transaction, rebuilt from the 15-minute rows when the tenant's zone changes."""
+
+    day = models.DateField()
+    # The IANA name of the zone ``day`` is a date in (the same on all of a tenant's rows).
+    zone = models.CharField(max_length=64)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=MODEL_MAX_LENGTH)
+    tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
+    request_count = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    client_nanos = models.BigIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+    ttft_ms_sum = models.BigIntegerField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The natural key, led by tenant and day: the pass adds into it (INSERT ... ON
+            # CONFLICT DO UPDATE) and its index serves a tenant's reports over a range of days.
+            models.UniqueConstraint(
+                fields=["tenant", "day", "client_key", "model", "tag"],
+                name="usage_day_natural_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["client_key", "day"], name="usage_day_key_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.zone} {self.client_key_id} {self.model} {self.tag}"
+
+
+# The zone of a tenant whose daily rows were never built (no zone is named "").
+NO_DAILY_ZONE = ""
+
+
+class UsageDayState(models.Model):
+    """Which zone a tenant's ``UsageDay`` rows are complete for: every rolled-up trace of the
+    tenant is in them, by its date in ``zone``. The rollup pass adds into that zone's rows
+    and, when the tenant's ``timezone`` is another one (it changed zone, or it is new),
+    rebuilds them in the new zone and sets ``zone``, in one transaction. The reports use
+    the daily rows only for a window in this zone. One row per tenant; the pass creates it."""
+
+    tenant = models.OneToOneField(
+        "accounts.Tenant", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    zone = models.CharField(max_length=64, blank=True, default=NO_DAILY_ZONE)
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.zone or '(not built)'}"

@@ -1,11 +1,12 @@
 """Tenant-scoped reads of traces: a key's requests, usage reports (a key's, a sub-account's,
 per tag), earnings.
 
-Every figure is aggregated by the database (``Count``/``Sum``, days and months by
-``TruncDate``/``TruncMonth`` in the report's time zone), never by summing rows in Python: over the 15-minute rollups (``UsageRollup``) of the
-whole buckets in the window, plus the traces not in them (``_Window``), so a request counts
-as soon as its trace is written and a window whose traces were purged still answers. Python
-only adds the two sources' group totals. Money stays integer nano-dollars
+Every figure is aggregated by the database (``Count``/``Sum``, days by ``TruncDate`` in
+the report's time zone, the tenant's by default), never by summing rows in Python: over the
+daily rollups (``UsageDay``) of the whole local days in the window, the 15-minute rollups
+(``UsageRollup``) of the whole buckets outside them, plus the traces not in either
+(``_Window``), so a request counts as soon as its trace is written and a window whose
+traces were purged still answers. Python only adds the sources' group totals. Money stays integer nano-dollars
 here: ``cost`` is what the reseller pays, ``client`` what its client is charged (both fixed
 at settlement, so a later price change never rewrites them). The APIs turn them into
 decimal strings or cents. A window is half-open: ``since <= created_at < until``.
@@ -19,9 +20,10 @@ number of 15-minute buckets and a bucket never straddles two days.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,9 +41,12 @@ from keys.selectors import KeyFigures, key_figures, key_get, sub_account_get
 from usage.models import (
     BUCKET_MINUTES,
     ERROR_STATUSES,
+    NO_DAILY_ZONE,
     ROLLUP_SUMS,
     Trace,
     TraceDeletion,
+    UsageDay,
+    UsageDayState,
     UsageRollup,
     bucket_ceiling,
     bucket_floor,
@@ -122,13 +127,46 @@ def _added(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {name: a[name] + b[name] for name in NO_USAGE}
 
 
+def day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of the local date ``day`` in ``zone``, in UTC: its midnight, or
+    where a clock change at midnight (America/Santiago) makes it start, since a local time
+    that never happened resolves with the offset before the change. Always a bucket start:
+    15 minutes divide every offset."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+def whole_days(since: datetime, until: datetime, zone: ZoneInfo) -> tuple[date, date]:
+    """The local days in ``zone`` wholly inside ``[since, until)``, as ``[first, end)``
+    (empty when ``first >= end``)."""
+    first = since.astimezone(zone).date()
+    if day_start(first, zone) < since:
+        first += timedelta(days=1)
+    return first, until.astimezone(zone).date()
+
+
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """A window's three disjoint sources, which together hold every request in it."""
+
+    days: QuerySet[UsageDay]
+    rollups: QuerySet[UsageRollup]
+    traces: QuerySet[Trace]
+
+
 @dataclass(frozen=True, slots=True)
 class _Window:
-    """A window's usage, from two disjoint sources that together hold every request in it:
-    the rollup rows of the whole 15-minute buckets inside it, and the traces not in them
-    (the traces of the partial buckets at its edges, rolled or not, and the unrolled traces
-    of the whole buckets). Read both inside one snapshot (``ledger_snapshot``): a pass
-    committing between the two reads would otherwise count its batch twice or not at all.
+    """A window's usage in a report zone, from three disjoint sources that together hold
+    every request in it: the daily rows of the whole local days inside it (when the
+    tenant's daily rows are built in the report zone), the 15-minute rollup rows of the
+    whole buckets inside it and outside those days, and the traces not in either (the
+    traces of the partial buckets at its edges, rolled or not, and the unrolled traces of
+    the whole buckets). In another zone (or before the pass has rebuilt the daily rows in
+    the tenant's new zone), the 15-minute rows cover every whole bucket: as exact, slower.
+
+    Which sources is decided by reading the tenant's ``UsageDayState`` when ``total`` or
+    ``grouped`` runs, so run them inside one snapshot (``ledger_snapshot``): a pass
+    committing between the reads would otherwise count its batch twice or not at all, and
+    a rebuild would swap the daily rows from under the state read before it.
 
     A window edge inside a bucket stays exact: that bucket's rollup is not used, its traces
     are, for as long as they are retained (like every raw trace, they go after
@@ -136,63 +174,117 @@ class _Window:
     quarter-hour) answers the same after its traces are purged.
     """
 
-    rollups: QuerySet[UsageRollup]
-    traces: QuerySet[Trace]
+    tenant: Tenant
+    since: datetime
+    until: datetime
+    zone: ZoneInfo
+    lookups: tuple[dict[str, Any], ...] = ()
 
     def filter(self, **lookups: Any) -> _Window:
-        return _Window(self.rollups.filter(**lookups), self.traces.filter(**lookups))
+        """Narrow every source by the same lookups (columns all three have)."""
+        return dataclasses.replace(self, lookups=(*self.lookups, lookups))
+
+    def _sources(self) -> _Sources:
+        tenant, since, until = self.tenant, self.since, self.until
+        first, last = bucket_ceiling(since), bucket_floor(until)
+        days = UsageDay.objects.none()
+        traces = Trace.objects.filter(tenant=tenant, created_at__gte=since, created_at__lt=until)
+        if first >= last:  # no whole bucket inside: every request is still a trace (or purged)
+            rollups = UsageRollup.objects.none()
+        else:
+            rollups = UsageRollup.objects.filter(
+                tenant=tenant, bucket_start__gte=first, bucket_start__lt=last
+            )
+            outside = Q(created_at__lt=first) | Q(created_at__gte=last) | Q(is_rolled=False)
+            traces = traces.filter(outside)
+            day_first, day_end = whole_days(since, until, self.zone)
+            if day_first < day_end and self._daily_zone() == self.zone.key:
+                days = UsageDay.objects.filter(
+                    tenant=tenant, zone=self.zone.key, day__gte=day_first, day__lt=day_end
+                )
+                # Two index ranges, not one with a filter: the buckets before the first
+                # whole day and from the end of the last one.
+                start, end = day_start(day_first, self.zone), day_start(day_end, self.zone)
+                rollups = UsageRollup.objects.filter(
+                    Q(bucket_start__gte=first, bucket_start__lt=start)
+                    | Q(bucket_start__gte=end, bucket_start__lt=last),
+                    tenant=tenant,
+                )
+        for lookups in self.lookups:
+            days, rollups, traces = (
+                days.filter(**lookups),
+                rollups.filter(**lookups),
+                traces.filter(**lookups),
+            )
+        return _Sources(days=days, rollups=rollups, traces=traces)
+
+    def _daily_zone(self) -> str:
+        """The zone the tenant's daily rows are complete for ("" if none)."""
+        state = UsageDayState.objects.filter(tenant=self.tenant).values_list("zone", flat=True)
+        return state.first() or NO_DAILY_ZONE
 
     def total(self) -> dict[str, int]:
-        return _added(
-            _sum_fields(self.rollups.aggregate(**_rollup_sums())),
-            _sum_fields(self.traces.aggregate(**_sums())),
+        sources = self._sources()
+        return functools.reduce(
+            _added,
+            [
+                _sum_fields(sources.days.aggregate(**_rollup_sums())),
+                _sum_fields(sources.rollups.aggregate(**_rollup_sums())),
+                _sum_fields(sources.traces.aggregate(**_sums())),
+            ],
         )
 
     def grouped(
-        self, by: str, *, rollup_by: Any = None, trace_by: Any = None
+        self, by: str, *, rollup_by: Any = None, trace_by: Any = None, day_by: Any = None
     ) -> dict[Any, dict[str, int]]:
-        """Totals per value of ``by`` (a column of both, or the given expressions)."""
+        """Totals per value of ``by``: a column of all three sources, or the expressions
+        given for the 15-minute rows and the traces (and for the daily rows, else their
+        column ``by``)."""
+        sources = self._sources()
         # order_by() first: an ordering column left in the query would split the groups.
-        rollups = self.rollups.order_by()
-        traces = self.traces.order_by()
+        days = sources.days.order_by()
+        rollups = sources.rollups.order_by()
+        traces = sources.traces.order_by()
         if rollup_by is not None:
             rollups = rollups.annotate(**{by: rollup_by})
             traces = traces.annotate(**{by: trace_by})
+        if day_by is not None:
+            days = days.annotate(**{by: day_by})
         per_value: dict[Any, dict[str, int]] = {}
-        for row in rollups.values(by).annotate(**_rollup_sums()):
-            per_value[row[by]] = _sum_fields(row)
+        for rows in (
+            days.values(by).annotate(**_rollup_sums()),
+            rollups.values(by).annotate(**_rollup_sums()),
+        ):
+            for row in rows:
+                per_value[row[by]] = _added(per_value.get(row[by], NO_USAGE), _sum_fields(row))
         for row in traces.values(by).annotate(**_sums()):
             per_value[row[by]] = _added(per_value.get(row[by], NO_USAGE), _sum_fields(row))
         return per_value
 
-
-def _window(*, tenant: Tenant, since: datetime, until: datetime) -> _Window:
-    first, last = bucket_ceiling(since), bucket_floor(until)
-    traces = Trace.objects.filter(tenant=tenant, created_at__gte=since, created_at__lt=until)
-    if first >= last:  # no whole bucket inside: every request is still a trace (or purged)
-        return _Window(UsageRollup.objects.none(), traces)
-    rollups = UsageRollup.objects.filter(
-        tenant=tenant, bucket_start__gte=first, bucket_start__lt=last
-    )
-    outside_the_rollups = Q(created_at__lt=first) | Q(created_at__gte=last) | Q(is_rolled=False)
-    return _Window(rollups, traces.filter(outside_the_rollups))
+    def grouped_by_day(self) -> dict[date, dict[str, int]]:
+        """Totals per local date in the window's zone."""
+        return self.grouped(
+            "day",
+            rollup_by=TruncDate("bucket_start", tzinfo=self.zone),
+            trace_by=TruncDate("created_at", tzinfo=self.zone),
+        )
 
 
-def _per_day(window: _Window, zone: ZoneInfo) -> dict[date, dict[str, int]]:
-    """Totals per local date in ``zone``."""
-    return window.grouped(
-        "day",
-        rollup_by=TruncDate("bucket_start", tzinfo=zone),
-        trace_by=TruncDate("created_at", tzinfo=zone),
-    )
+def _window(
+    *, tenant: Tenant, since: datetime, until: datetime, zone: ZoneInfo | None = None
+) -> _Window:
+    """The usage in ``[since, until)``, its days in ``zone`` (the tenant's by default)."""
+    return _Window(tenant=tenant, since=since, until=until, zone=zone or tenant.zone)
 
 
-def _per_month(window: _Window, zone: ZoneInfo) -> dict[date, dict[str, int]]:
-    """Totals per local month in ``zone``, keyed by the month's first day."""
+def _per_month(window: _Window) -> dict[date, dict[str, int]]:
+    """Totals per local month in the window's zone, keyed by the month's first day."""
+    zone = window.zone
     return window.grouped(
         "month",
         rollup_by=TruncMonth("bucket_start", tzinfo=zone, output_field=DateField()),
         trace_by=TruncMonth("created_at", tzinfo=zone, output_field=DateField()),
+        day_by=TruncMonth("day", output_field=DateField()),
     )
 
 
@@ -337,7 +429,7 @@ class KeyUsage(UsageTotals):
 @dataclass(frozen=True, slots=True)
 class UsageReport:
     """A key's usage in a window: the total, per model (largest client price first) and
-    per local day with traffic (oldest first)."""
+    per day with traffic in the report's zone (oldest first)."""
 
     summary: UsageTotals
     by_model: list[ModelUsage]
@@ -355,11 +447,11 @@ def key_usage(
     """The usage report of one of the tenant's keys (deleted ones too; else 404), its days
     local to ``zone`` (the tenant's time zone by default)."""
     key = key_get(tenant=tenant, key_id=key_id)
-    window = _window(tenant=tenant, since=since, until=until).filter(client_key=key)
+    window = _window(tenant=tenant, since=since, until=until, zone=zone).filter(client_key=key)
     with ledger_snapshot():
         summary = window.total()
         by_model = window.grouped("model")
-        by_day = _per_day(window, zone or tenant.zone)
+        by_day = window.grouped_by_day()
     return UsageReport(
         summary=UsageTotals(**summary),
         by_model=[ModelUsage(model=m, **sums) for m, sums in _largest_first(by_model)],
@@ -385,11 +477,11 @@ def tenant_usage(
     """The usage of all the tenant's keys (deleted ones included) in a window, every
     breakdown read in one snapshot so they add up to the same summary; days local to
     ``zone`` (the tenant's time zone by default)."""
-    window = _window(tenant=tenant, since=since, until=until)
+    window = _window(tenant=tenant, since=since, until=until, zone=zone)
     with ledger_snapshot():
         per_key = window.grouped("client_key_id")
         by_model = window.grouped("model")
-        by_day = _per_day(window, zone or tenant.zone)
+        by_day = window.grouped_by_day()
         by_tag = window.grouped("tag")
     keys = ClientKey.objects.for_tenant(tenant).in_bulk(list(per_key))
     by_key = [KeyUsage(key=keys[pk], **sums) for pk, sums in _largest_first(per_key)]
@@ -467,10 +559,10 @@ def earnings_summary(
     ``by_month`` has the months, local to ``zone`` (the tenant's time zone by default), with
     traffic in the window; the first and last may be partial.
     """
-    window = _window(tenant=tenant, since=since, until=until)
+    window = _window(tenant=tenant, since=since, until=until, zone=zone)
     with ledger_snapshot():
         per_key = window.grouped("client_key_id")
-        per_month = _per_month(window, zone or tenant.zone)
+        per_month = _per_month(window)
     keys = ClientKey.objects.for_tenant(tenant).filter(
         Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0)
     )
@@ -551,7 +643,7 @@ def key_statement(*, tenant: Tenant, key_id: int, year: int, month: int) -> Stat
     with ledger_snapshot():
         totals = window.total()
         by_model = window.grouped("model")
-        by_day = _per_day(window, zone)
+        by_day = window.grouped_by_day()
     return Statement(
         tenant=tenant,
         key=key,
@@ -606,6 +698,117 @@ class RollupProblem:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DayProblem:
+    """One daily row that disagrees with the sum of its day's 15-minute rows."""
+
+    tenant_id: int
+    zone: str
+    day: date
+    client_key_id: int
+    model: str
+    tag: str
+    expected: dict[str, int]
+    actual: dict[str, int]
+
+    @property
+    def message(self) -> str:
+        differences = ", ".join(
+            f"{name} {self.actual[name]} (15-minute rows say {self.expected[name]})"
+            for name in self.expected
+            if self.expected[name] != self.actual[name]
+        )
+        return (
+            f"day {self.day.isoformat()} ({self.zone or 'no zone'}) tenant {self.tenant_id} "
+            f"key {self.client_key_id} model {self.model!r} tag {self.tag!r}: {differences}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "zone": self.zone,
+            "tenant_id": self.tenant_id,
+            "client_key_id": self.client_key_id,
+            "model": self.model,
+            "tag": self.tag,
+            "expected": self.expected,
+            "actual": self.actual,
+            "message": self.message,
+        }
+
+
+def _audited_days(zone: str, rollup_cutoff: datetime | None) -> Q:
+    """The days of ``zone`` whose 15-minute rows are all retained: all of them, or those
+    after the date the rollups' retention cutoff falls in."""
+    if rollup_cutoff is None:
+        return Q()
+    return Q(day__gt=rollup_cutoff.astimezone(ZoneInfo(zone)).date())
+
+
+DayRowKey = tuple[int, str, date, int, str, str]
+
+
+def _days_audit(rollup_cutoff: datetime | None) -> list[DayProblem]:
+    """Every built tenant's daily rows against its 15-minute rows summed per local date in
+    its daily zone (by the database, independently of the pass); a daily row of a tenant not
+    built, or in another zone, is a problem too. Run inside the caller's snapshot."""
+    tenants_by_zone: dict[str, list[int]] = {}
+    for tenant_id, zone in UsageDayState.objects.exclude(zone=NO_DAILY_ZONE).values_list(
+        "tenant_id", "zone"
+    ):
+        tenants_by_zone.setdefault(zone, []).append(tenant_id)
+    expected: dict[DayRowKey, dict[str, int]] = {}
+    for zone, tenant_ids in tenants_by_zone.items():
+        per_day = (
+            UsageRollup.objects.filter(tenant_id__in=tenant_ids)
+            .order_by()
+            .annotate(day=TruncDate("bucket_start", tzinfo=ZoneInfo(zone)))
+            .filter(_audited_days(zone, rollup_cutoff))
+            .values("tenant_id", "day", "client_key_id", "model", "tag")
+            .annotate(**{f"{name}__sum": Sum(name) for name in ROLLUP_SUMS})
+        )
+        for row in per_day:
+            key = (
+                row["tenant_id"],
+                zone,
+                row["day"],
+                row["client_key_id"],
+                row["model"],
+                row["tag"],
+            )
+            expected[key] = {name: int(row[f"{name}__sum"]) for name in ROLLUP_SUMS}
+    actual: dict[DayRowKey, dict[str, int]] = {}
+    for zone in UsageDay.objects.order_by().values_list("zone", flat=True).distinct():
+        rows = UsageDay.objects.filter(_audited_days(zone, rollup_cutoff), zone=zone).values(
+            "tenant_id", "day", "client_key_id", "model", "tag", *ROLLUP_SUMS
+        )
+        for row in rows:
+            key = (
+                row["tenant_id"],
+                zone,
+                row["day"],
+                row["client_key_id"],
+                row["model"],
+                row["tag"],
+            )
+            actual[key] = {name: row[name] for name in ROLLUP_SUMS}
+    zero = dict.fromkeys(ROLLUP_SUMS, 0)
+    return [
+        DayProblem(
+            tenant_id=key[0],
+            zone=key[1],
+            day=key[2],
+            client_key_id=key[3],
+            model=key[4],
+            tag=key[5],
+            expected=expected.get(key, zero),
+            actual=actual.get(key, zero),
+        )  # fmt: skip
+        for key in sorted(expected.keys() | actual.keys())
+        if expected.get(key, zero) != actual.get(key, zero)
+    ]
+
+
 def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]:
     """The rolled traces from ``since`` summed per bucket by the database (hour, then the
     quarter of it), independently of the pass's own bucketing."""
@@ -639,18 +842,24 @@ def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]
     return sums
 
 
-def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
+def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem | DayProblem]:
     """Recompute, for every bucket whose traces are all still retained (it starts at or
     after ``now - TRACE_RETENTION_DAYS``), the sums of its rolled traces and compare them
-    with its rollup row; [] if all agree. Unrolled traces count toward no rollup yet. Read
-    in one snapshot, so a pass committing meanwhile is no false mismatch. What
-    ``manage.py rollup_usage --check`` runs.
+    with its rollup row, and every daily row with the 15-minute rows of its local day (the
+    days whose 15-minute rows are all retained); [] if all agree. Unrolled traces count
+    toward no rollup yet. Read in one snapshot, so a pass committing meanwhile is no false
+    mismatch. What ``manage.py rollup_usage --check`` runs.
 
     A key whose traces were deleted on request (``TraceDeletion``) has no traces left to
     check its buckets before ``traces_before`` against: those are skipped."""
-    cutoff = (now or timezone.now()) - timedelta(days=settings.TRACE_RETENTION_DAYS)
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.TRACE_RETENTION_DAYS)
     since = bucket_ceiling(cutoff)
+    rollup_cutoff = None
+    if settings.USAGE_ROLLUP_RETENTION_DAYS:
+        rollup_cutoff = now - timedelta(days=settings.USAGE_ROLLUP_RETENTION_DAYS)
     with ledger_snapshot():
+        day_problems = _days_audit(rollup_cutoff)
         expected = _rolled_trace_sums(since)
         actual = {
             (r["bucket_start"], r["tenant_id"], r["client_key_id"], r["model"], r["tag"]): {
@@ -666,7 +875,7 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
             .values_list("client_key_id", "before")
         )
     zero = dict.fromkeys(ROLLUP_SUMS, 0)
-    problems = []
+    problems: list[RollupProblem | DayProblem] = []
     for key in sorted(expected.keys() | actual.keys()):
         start, tenant_id, client_key_id, model, tag = key
         deleted_before = traces_deleted_before.get(client_key_id)
@@ -684,4 +893,4 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem]:
                     actual=actual.get(key, zero),
                 )
             )
-    return problems
+    return [*problems, *day_problems]

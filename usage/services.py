@@ -8,22 +8,31 @@ so a pass that fails adds nothing and marks nothing, a trace written late (into 
 already rolled) is simply found unrolled by the next pass, and two passes at once claim
 disjoint batches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer).
 
+Daily rows: the same transaction also adds the batch into ``UsageDay`` (one row per local
+day in the tenant's zone, key, model and tag), in the zone the tenant's ``UsageDayState``
+says its daily rows are complete for. When the tenant's ``timezone`` is another zone (it
+changed, or the tenant is new), ``usage_days_rebuild`` recomputes its daily rows from its
+15-minute rows in the new zone and sets the state, in one transaction; each pass runs it
+first. The state row is the lock between the two (see ``_day_states_lock``).
+
 Retention: ``traces_purge`` deletes only traces already rolled, so no request's figures are
-lost with its trace. A privacy request (``key_traces_delete``) deletes one key's traces on
-the same terms, whatever their age.
+lost with its trace; ``rollups_purge`` deletes the 15-minute rows past their retention and
+the daily rows of the whole days before it. A privacy request (``key_traces_delete``)
+deletes one key's traces on the same terms, whatever their age.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -32,9 +41,12 @@ from keys.selectors import key_get
 from usage.models import (
     BUCKET,
     ERROR_STATUSES,
+    NO_DAILY_ZONE,
     ROLLUP_SUMS,
     Trace,
     TraceDeletion,
+    UsageDay,
+    UsageDayState,
     UsageRollup,
     bucket_floor,
 )
@@ -66,8 +78,11 @@ _CLAIMED = (
 )
 
 KEY_COLUMNS = ("bucket_start", "tenant_id", "client_key_id", "model", "tag")
+# A daily row's natural key (its constraint's columns), and what else a new row is given.
+DAY_KEY_COLUMNS = ("tenant_id", "day", "client_key_id", "model", "tag")
 
 BucketKey = tuple[datetime, int, int, str, str]
+DayKey = tuple[int, date, int, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,39 +153,185 @@ def _claim_sql() -> str:
     )
 
 
-def _upsert_sql(count: int) -> str:
-    """Add ``count`` rows of sums into their buckets, creating the buckets that are new."""
-    table = UsageRollup._meta.db_table
+def _upsert_sql(
+    count: int,
+    *,
+    table: str = UsageRollup._meta.db_table,
+    key: Sequence[str] = KEY_COLUMNS,
+    extra: Sequence[str] = (),
+) -> str:
+    """Add ``count`` rows of sums into their rows of ``table`` (natural key ``key``),
+    creating the rows that are new (with the ``extra`` columns, which an add leaves)."""
     quote = connection.ops.quote_name
-    columns = [*KEY_COLUMNS, *ROLLUP_SUMS]
+    columns = [*key, *extra, *ROLLUP_SUMS]
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     adds = ", ".join(f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in ROLLUP_SUMS)
     return (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
         f"VALUES {', '.join([row] * count)} "
-        f"ON CONFLICT ({', '.join(quote(c) for c in KEY_COLUMNS)}) DO UPDATE SET {adds}"
+        f"ON CONFLICT ({', '.join(quote(c) for c in key)}) DO UPDATE SET {adds}"
     )
 
 
-# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (16 per row).
+# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (17 per row).
 _UPSERT_ROWS = 1_000
+
+
+def _upsert(cursor: Any, rows: list[tuple[Sequence[Any], Sequence[int]]], **sql: Any) -> None:
+    """Add each (values of the key and extra columns, sums) row, ``_UPSERT_ROWS`` a statement."""
+    for start in range(0, len(rows), _UPSERT_ROWS):
+        chunk = rows[start : start + _UPSERT_ROWS]
+        params = [value for columns, total in chunk for value in (*columns, *total)]
+        cursor.execute(_upsert_sql(len(chunk), **sql), params)
+
+
+def _day_states_lock(cursor: Any, tenant_ids: list[int]) -> dict[int, str]:
+    """Lock the daily states of ``tenant_ids`` (creating the missing ones, not built) until
+    the transaction ends, and return each tenant's daily zone ("" when not built).
+
+    The race this prevents: a rebuild reading the tenant's 15-minute rows before this batch
+    commits (so without it) and setting its zone after this batch added into the old zone's
+    rows (which the rebuild deletes): the batch would be lost from the daily rows; or the
+    rebuild seeing the batch and the batch also adding into the new zone: counted twice.
+    Held ``FOR SHARE``, two passes' adds run side by side, while a rebuild's ``FOR UPDATE``
+    waits until every add that read the old zone has committed (its statements then see
+    their 15-minute rows), and an add that comes after waits for the rebuild and reads the
+    new zone. A state row is created here, not only by the rebuild, so that a new tenant's
+    first rebuild also waits: its INSERT waits on this uncommitted one. In ``tenant_id``
+    order, so that two passes never wait on each other's rows crosswise. SQLite has one
+    writer: the whole transaction has the database to itself.
+    """
+    table = UsageDayState._meta.db_table
+    ids = sorted(tenant_ids)
+    if not ids:
+        return {}
+    cursor.execute(
+        f"INSERT INTO {table} (tenant_id, zone) "  # noqa: S608 (names are ours)
+        f"VALUES {', '.join(['(%s, %s)'] * len(ids))} ON CONFLICT (tenant_id) DO NOTHING",
+        [value for tenant_id in ids for value in (tenant_id, NO_DAILY_ZONE)],
+    )
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    cursor.execute(
+        f"SELECT tenant_id, zone FROM {table} "  # noqa: S608
+        f"WHERE tenant_id IN ({', '.join(['%s'] * len(ids))}) ORDER BY tenant_id{lock}",
+        ids,
+    )
+    return dict(cursor.fetchall())
+
+
+def _day_sums(sums: dict[BucketKey, list[int]], zones: dict[int, str]) -> dict[DayKey, list[int]]:
+    """Bucket sums added up per local day in each tenant's daily zone (a bucket is whole in
+    one local day: 15 minutes divide every UTC offset); a tenant not built is left out."""
+    days: dict[DayKey, list[int]] = {}
+    for (bucket, tenant_id, key_id, model, tag), total in sums.items():
+        zone = zones.get(tenant_id, NO_DAILY_ZONE)
+        if zone == NO_DAILY_ZONE:
+            continue  # its rebuild reads the 15-minute rows this batch adds
+        day = bucket.astimezone(ZoneInfo(zone)).date()
+        into = days.setdefault((tenant_id, day, key_id, model, tag), [0] * len(ROLLUP_SUMS))
+        for i, amount in enumerate(total):
+            into[i] += amount
+    return days
 
 
 def _roll_up_batch(*, batch_size: int) -> RollupResult:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_claim_sql(), [True, batch_size])
         sums = _bucket_sums(cursor.fetchall())
-        # Sorted by natural key: two passes adding into the same buckets lock them in the
-        # same order, so they queue behind each other instead of deadlocking.
-        ordered = sorted(sums.items())
-        for start in range(0, len(ordered), _UPSERT_ROWS):
-            chunk = ordered[start : start + _UPSERT_ROWS]
-            params: list[Any] = []
-            for (bucket, tenant_id, key_id, model, tag), total in chunk:
-                bucket_value = connection.ops.adapt_datetimefield_value(bucket)
-                params += [bucket_value, tenant_id, key_id, model, tag, *total]
-            cursor.execute(_upsert_sql(len(chunk)), params)
+        zones = _day_states_lock(cursor, list({key[1] for key in sums}))
+        # Sorted by natural key: two passes adding into the same buckets (or days) lock
+        # them in the same order, so they queue behind each other instead of deadlocking.
+        adapt_time = connection.ops.adapt_datetimefield_value
+        _upsert(
+            cursor,
+            [((adapt_time(key[0]), *key[1:]), total) for key, total in sorted(sums.items())],
+        )
+        adapt_day = connection.ops.adapt_datefield_value
+        day_rows = sorted(_day_sums(sums, zones).items())
+        _upsert(
+            cursor,
+            [
+                ((tenant_id, adapt_day(day), *rest, zones[tenant_id]), total)
+                for (tenant_id, day, *rest), total in day_rows
+            ],
+            table=UsageDay._meta.db_table,
+            key=DAY_KEY_COLUMNS,
+            extra=("zone",),
+        )
     return RollupResult(traces=sum(t[0] for t in sums.values()), buckets=len(sums))
+
+
+def _days_from_rollups_sql() -> str:
+    """PostgreSQL: one tenant's 15-minute rows summed per date in a zone, as daily rows."""
+    quote = connection.ops.quote_name
+    sums = ", ".join(f"SUM({quote(c)})" for c in ROLLUP_SUMS)
+    return (
+        f"INSERT INTO {UsageDay._meta.db_table} "  # noqa: S608 (names are ours)
+        f"({', '.join(quote(c) for c in (*DAY_KEY_COLUMNS, 'zone', *ROLLUP_SUMS))}) "
+        f"SELECT tenant_id, (bucket_start AT TIME ZONE %s)::date, client_key_id, model, tag, "
+        f"%s, {sums} FROM {UsageRollup._meta.db_table} WHERE tenant_id = %s "
+        "GROUP BY tenant_id, 2, client_key_id, model, tag"
+    )
+
+
+def _days_from_rollups_in_python(*, tenant_id: int, zone: str) -> None:
+    """SQLite (no time zone database): the same in Python, with exact integers."""
+    rollups = UsageRollup.objects.filter(tenant_id=tenant_id).values_list(
+        "bucket_start", "client_key_id", "model", "tag", *ROLLUP_SUMS
+    )
+    sums = {(b, tenant_id, k, m, t): list(total) for b, k, m, t, *total in rollups.iterator()}
+    UsageDay.objects.bulk_create(
+        [
+            UsageDay(
+                tenant_id=tenant_id,
+                day=day,
+                client_key_id=key_id,
+                model=model,
+                tag=tag,
+                zone=zone,
+                **dict(zip(ROLLUP_SUMS, total, strict=True)),
+            )  # fmt: skip
+            for (_, day, key_id, model, tag), total in _day_sums(sums, {tenant_id: zone}).items()
+        ],
+        batch_size=_UPSERT_ROWS,
+    )
+
+
+def _days_rebuild(*, tenant_id: int, zone: str) -> bool:
+    """Recompute one tenant's daily rows in ``zone`` from its 15-minute rows and record the
+    zone, in one transaction; False if they already were in it (another pass did it)."""
+    table = UsageDayState._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Create, then lock the state row: the INSERT waits for a pass that is creating it,
+        # and FOR UPDATE for every pass holding it FOR SHARE (``_day_states_lock``), so the
+        # statements below (each with a fresh snapshot: READ COMMITTED) see every batch
+        # added in the old zone, and no batch adds until this commits.
+        cursor.execute(
+            f"INSERT INTO {table} (tenant_id, zone) VALUES (%s, %s) "  # noqa: S608
+            "ON CONFLICT (tenant_id) DO NOTHING",
+            [tenant_id, NO_DAILY_ZONE],
+        )
+        lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"SELECT zone FROM {table} WHERE tenant_id = %s{lock}", [tenant_id])  # noqa: S608
+        if cursor.fetchone()[0] == zone:
+            return False
+        UsageDay.objects.filter(tenant_id=tenant_id).delete()
+        if connection.vendor == "postgresql":
+            cursor.execute(_days_from_rollups_sql(), [zone, zone, tenant_id])
+        else:
+            _days_from_rollups_in_python(tenant_id=tenant_id, zone=zone)
+        UsageDayState.objects.filter(tenant_id=tenant_id).update(zone=zone)
+    return True
+
+
+def usage_days_rebuild() -> int:
+    """Rebuild the daily rows of every tenant whose ``timezone`` is not the zone they are
+    built in (it changed zone, or it is new), each in its own transaction; return how many
+    were rebuilt. The rollup pass runs it first; until it has, a tenant's reports in its
+    new zone read the 15-minute rows (exact, slower)."""
+    built = UsageDayState.objects.filter(tenant=OuterRef("pk"), zone=OuterRef("timezone"))
+    stale = Tenant.objects.filter(~Exists(built)).order_by("pk").values_list("pk", "timezone")
+    return sum(_days_rebuild(tenant_id=pk, zone=zone) for pk, zone in stale)
 
 
 def usage_roll_up(
@@ -182,8 +343,10 @@ def usage_roll_up(
     Exactly once: a trace is marked rolled in the same transaction as its sums are added,
     so re-running finds nothing to do, a run cut short keeps the batches it committed, and
     two runs at once count disjoint traces. ``buckets`` counts bucket rows touched per
-    batch (a bucket touched by two batches counts twice).
+    batch (a bucket touched by two batches counts twice). First, the tenants whose zone
+    changed get their daily rows rebuilt (``usage_days_rebuild``).
     """
+    usage_days_rebuild()
     traces = buckets = batches = 0
     while max_batches is None or batches < max_batches:
         result = _roll_up_batch(batch_size=batch_size)
@@ -280,9 +443,15 @@ def key_traces_delete(
 
 def rollups_purge(*, now: datetime | None = None) -> int:
     """Delete rollup buckets older than ``settings.USAGE_ROLLUP_RETENTION_DAYS`` (0, the
-    default, keeps them forever); return how many. Reports then start where they start."""
+    default, keeps them forever), and the daily rows of the local days that end by then
+    (whole days only: the day the cutoff falls in keeps its row); return how many bucket
+    rows. Reports then start where they start."""
     if settings.USAGE_ROLLUP_RETENTION_DAYS == 0:
         return 0
     cutoff = (now or timezone.now()) - timedelta(days=settings.USAGE_ROLLUP_RETENTION_DAYS)
     count, _ = UsageRollup.objects.filter(bucket_start__lt=cutoff).delete()
+    for zone in UsageDay.objects.order_by().values_list("zone", flat=True).distinct():
+        # A date before the cutoff's own date (in the row's zone) ends by the cutoff.
+        cutoff_day = cutoff.astimezone(ZoneInfo(zone)).date()
+        UsageDay.objects.filter(zone=zone, day__lt=cutoff_day).delete()
     return count

@@ -28,7 +28,14 @@ from tests.keys.test_tasks import (
     worker_database_url,
 )
 from tests.usage.factories import TraceFactory
-from usage.models import ROLLUP_SUMS, Trace, UsageRollup, bucket_ceiling, bucket_floor
+from usage.models import (
+    ROLLUP_SUMS,
+    Trace,
+    UsageDay,
+    UsageRollup,
+    bucket_ceiling,
+    bucket_floor,
+)
 from usage.services import traces_purge, usage_roll_up
 from usage.tasks import traces_purge_task, usage_rollup_task
 
@@ -176,11 +183,14 @@ def test_check_passes_on_honest_rollups_and_fails_on_a_tampered_one(tenant, caps
     TraceFactory.create(client_key=key, created_at=now - timedelta(hours=1), client_nanos=4)
     usage_roll_up()
     TraceFactory.create(client_key=key, created_at=now - timedelta(hours=2))  # not rolled yet
-    # A bucket whose traces are past retention (purged) is not checked.
+    # A bucket whose traces are past retention (purged) is not checked (its day is).
+    gone = bucket_floor(now - timedelta(days=settings.TRACE_RETENTION_DAYS, hours=1))
     UsageRollup.objects.create(
-        bucket_start=bucket_floor(now - timedelta(days=settings.TRACE_RETENTION_DAYS, hours=1)),
-        tenant=tenant, client_key=key, model="gone", request_count=1,
-    )  # fmt: skip
+        bucket_start=gone, tenant=tenant, client_key=key, model="gone", request_count=1
+    )
+    UsageDay.objects.create(
+        day=gone.date(), zone="UTC", tenant=tenant, client_key=key, model="gone", request_count=1
+    )
 
     call_command("rollup_usage", "--check")
     assert capsys.readouterr().out.strip() == "rollups ok"
@@ -188,13 +198,16 @@ def test_check_passes_on_honest_rollups_and_fails_on_a_tampered_one(tenant, caps
     UsageRollup.objects.filter(bucket_start=bucket_floor(now - timedelta(hours=1))).update(
         client_nanos=F("client_nanos") + 1
     )
-    with pytest.raises(CommandError, match="1 bucket"):
+    # The bucket disagrees with its traces, and its day's row with its 15-minute rows.
+    with pytest.raises(CommandError, match="2 bucket"):
         call_command("rollup_usage", "--check", "--json")
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
-    [problem] = report["problems"]
+    [problem, day] = report["problems"]
     assert (problem["expected"]["client_nanos"], problem["actual"]["client_nanos"]) == (4, 5)
     assert "client_nanos 5 (traces say 4)" in problem["message"]
+    assert (day["day"], day["zone"]) == ((now - timedelta(hours=1)).date().isoformat(), "UTC")
+    assert day["expected"]["client_nanos"] == day["actual"]["client_nanos"] + 1
 
 
 def test_check_finds_a_rolled_trace_missing_from_its_rollup(tenant):

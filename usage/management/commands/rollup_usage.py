@@ -1,6 +1,6 @@
 """``manage.py rollup_usage [--check] [--json]``: roll every unrolled trace up into its
-15-minute bucket; with ``--check``, audit the rollups against the retained traces instead
-(exit 1 on any mismatch)."""
+15-minute bucket and local day; with ``--check``, audit the rollups against the retained
+traces, and the daily rows against the 15-minute rows, instead (exit 1 on any mismatch)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from usage.services import usage_roll_up
 class Command(BaseCommand):
     help = (
         "Add every trace not rolled up yet into its usage rollup; --check recomputes the "
-        "rollups of the buckets whose traces are all retained (exit 1 on any mismatch)."
+        "rollups of the buckets whose traces are all retained, and the daily rows from the "
+        "15-minute rows (exit 1 on any mismatch)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -46,6 +47,6 @@ class Command(BaseCommand):
             for problem in problems:
                 self.stdout.write(problem.message)
         if problems:
-            raise CommandError(f"rollup audit failed: {len(problems)} bucket(s) disagree")
+            raise CommandError(f"rollup audit failed: {len(problems)} bucket(s) or day(s) disagree")
         if not as_json:
             self.stdout.write("rollups ok")
