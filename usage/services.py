@@ -40,6 +40,7 @@ from accounts.models import Tenant
 from keys.selectors import key_get
 from usage.models import (
     BUCKET,
+    BUCKET_MINUTES,
     ERROR_STATUSES,
     NO_DAILY_ZONE,
     ROLLUP_SUMS,
@@ -234,7 +235,134 @@ def _day_sums(sums: dict[BucketKey, list[int]], zones: dict[int, str]) -> dict[D
     return days
 
 
+# PostgreSQL: a batch's bucket sums, computed by the claiming statement itself and read by
+# the statements that add them into the 15-minute and daily rows; emptied at every commit.
+_BATCH_TABLE = "usage_rollup_batch"
+
+# How each rollup sum is computed from a bucket's traces (the rest: SUM of the trace
+# column of the same name). Every group has at least one trace, so no SUM is null except
+# that of ttft_ms, which only streams have.
+_SUM_EXPRESSIONS = {
+    "request_count": "COUNT(*)",
+    "error_count": "COUNT(*) FILTER (WHERE status IN ({errors}))",
+    "latency_ms_sum": "SUM(latency_ms)",
+    "ttft_ms_sum": "COALESCE(SUM(ttft_ms), 0)",
+    "ttft_count": "COUNT(ttft_ms)",
+}
+
+
+def _batch_sql() -> list[str]:
+    """PostgreSQL: the statements of one batch, in order (parameters: the batch size).
+
+    1. Create the batch table if this connection has none yet (``ON COMMIT DELETE ROWS``).
+    2. Claim up to ``%s`` unrolled traces and sum them per bucket into it, in one
+       statement. The claim walks the partial index of unrolled traces
+       (``usage_trace_unrolled``) in its own order, so it reads only unrolled rows however
+       many rolled ones (and their dead versions) the table holds; ``SKIP LOCKED`` lets two
+       passes take disjoint batches, and the lock re-checks ``NOT is_rolled`` on the newest
+       row version, so a trace another pass has just committed rolled is never counted twice.
+    """
+    quote = connection.ops.quote_name
+    trace_table = Trace._meta.db_table
+    errors = ", ".join(f"'{status}'" for status in ERROR_STATUSES)
+    sums = ", ".join(
+        _SUM_EXPRESSIONS.get(name, f"SUM({quote(name)})").format(errors=errors)
+        for name in ROLLUP_SUMS
+    )
+    # The trace columns the sums read: those of the bucket key, the expressions' and the
+    # columns summed under their own name.
+    sources = (
+        *("created_at", "tenant_id", "client_key_id", "model", "tag"),
+        *("status", "latency_ms", "ttft_ms"),
+        *(name for name in ROLLUP_SUMS if name not in _SUM_EXPRESSIONS),
+    )
+    columns = ", ".join(
+        f"{quote(name)} bigint" for name in ("tenant_id", "client_key_id", *ROLLUP_SUMS)
+    )
+    return [
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_BATCH_TABLE} (bucket_start timestamptz, "
+        f"model text, tag text, {columns}) ON COMMIT DELETE ROWS",
+        f"WITH claimed AS (UPDATE {trace_table} SET is_rolled = true WHERE id IN ("  # noqa: S608
+        f"SELECT id FROM {trace_table} WHERE NOT is_rolled ORDER BY tenant_id, created_at "
+        f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {', '.join(quote(c) for c in sources)}) "
+        f"INSERT INTO {_BATCH_TABLE} (bucket_start, tenant_id, client_key_id, model, tag, "
+        f"{', '.join(quote(c) for c in ROLLUP_SUMS)}) "
+        f"SELECT date_bin('{BUCKET_MINUTES} minutes', created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), "
+        f"tenant_id, client_key_id, model, tag, {sums} FROM claimed GROUP BY 1, 2, 3, 4, 5",
+    ]
+
+
+def _add_from_batch_sql(
+    *,
+    table: str,
+    key: Sequence[str],
+    select_key: Sequence[str],
+    extra: Sequence[str] = (),
+    join: str = "",
+    where: str = "",
+) -> str:
+    """PostgreSQL: add the batch table's sums, regrouped by ``select_key`` (the values of
+    the natural key ``key``, then of the ``extra`` columns a new row is given), into
+    ``table``, in natural-key order (see ``_roll_up_batch``)."""
+    quote = connection.ops.quote_name
+    adds = ", ".join(f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in ROLLUP_SUMS)
+    positions = ", ".join(str(i + 1) for i in range(len(key) + len(extra)))
+    columns = (*key, *extra, *ROLLUP_SUMS)
+    return (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+        f"SELECT {', '.join(select_key)}, "
+        f"{', '.join(f'SUM(b.{quote(c)})' for c in ROLLUP_SUMS)} "
+        f"FROM {_BATCH_TABLE} b {join} {where} GROUP BY {positions} ORDER BY {positions} "
+        f"ON CONFLICT ({', '.join(quote(c) for c in key)}) DO UPDATE SET {adds}"
+    )
+
+
+def _roll_up_batch_in_sql(*, batch_size: int) -> RollupResult:
+    """PostgreSQL: one batch, set-based: the traces are claimed and summed by the database
+    and never travel to Python (the same rules as ``_roll_up_batch``, ~5× the throughput)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        create, claim = _batch_sql()
+        cursor.execute(create)
+        # Empty already, unless this runs inside an outer transaction (a test, or a caller's
+        # atomic block): then an earlier batch's rows are still there.
+        cursor.execute(f"DELETE FROM {_BATCH_TABLE}")  # noqa: S608
+        cursor.execute(claim, [batch_size])
+        cursor.execute(f"SELECT DISTINCT tenant_id FROM {_BATCH_TABLE}")  # noqa: S608
+        _day_states_lock(cursor, [row[0] for row in cursor.fetchall()])
+        cursor.execute(
+            _add_from_batch_sql(
+                table=UsageRollup._meta.db_table,
+                key=KEY_COLUMNS,
+                select_key=[f"b.{c}" for c in KEY_COLUMNS],
+            )
+        )
+        # The zones read here are those just locked FOR SHARE: no rebuild can change them
+        # before this transaction ends. A tenant not built ("") is left to its rebuild.
+        cursor.execute(
+            _add_from_batch_sql(
+                table=UsageDay._meta.db_table,
+                key=DAY_KEY_COLUMNS,
+                extra=("zone",),
+                select_key=[
+                    "b.tenant_id",
+                    "(b.bucket_start AT TIME ZONE s.zone)::date",
+                    "b.client_key_id",
+                    "b.model",
+                    "b.tag",
+                    "s.zone",
+                ],
+                join=f"JOIN {UsageDayState._meta.db_table} s ON s.tenant_id = b.tenant_id",
+                where=f"WHERE s.zone <> '{NO_DAILY_ZONE}'",
+            )
+        )
+        cursor.execute(f"SELECT COALESCE(SUM(request_count), 0), COUNT(*) FROM {_BATCH_TABLE}")  # noqa: S608
+        traces, buckets = cursor.fetchone()
+    return RollupResult(traces=int(traces), buckets=int(buckets))
+
+
 def _roll_up_batch(*, batch_size: int) -> RollupResult:
+    if connection.vendor == "postgresql":
+        return _roll_up_batch_in_sql(batch_size=batch_size)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_claim_sql(), [True, batch_size])
         sums = _bucket_sums(cursor.fetchall())
