@@ -80,7 +80,11 @@ def test_cost_of_one_request_matches_a_hand_computed_figure() -> None:
     from billing.money import Charge, PriceRatio, Prices, Usage, request_charge
 
     posted = Prices(GPT_PRICE.input, GPT_PRICE.output, GPT_PRICE.cached)
-    assert request_charge(Usage(5, 5, 2), posted, PriceRatio(*RATIO)) == Charge(65_000, 108_333)
+    # The 2 cached tokens saved 2 × (2,500,000,333 − 1,250,000,167) / 1M = 2,500.000332 → 2,500
+    # nano-dollars at cost, and 2,500.000332 / 0.6 = 4,166.667… → 4,167 at client price.
+    assert request_charge(Usage(5, 5, 2), posted, PriceRatio(*RATIO)) == Charge(
+        65_000, 108_333, 2_500, 4_167
+    )
 
 
 def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> None:
