@@ -50,6 +50,8 @@ _CLAIMED = (
     "client_nanos",
     "latency_ms",
     "ttft_ms",
+    "cache_savings_nanos",
+    "client_cache_savings_nanos",
 )
 
 KEY_COLUMNS = ("bucket_start", "tenant_id", "client_key_id", "model", "tag")
@@ -100,6 +102,8 @@ def _bucket_sums(rows: Iterable[Sequence[Any]]) -> dict[BucketKey, list[int]]:
             trace["latency_ms"],
             ttft or 0,
             int(ttft is not None),
+            trace["cache_savings_nanos"],
+            trace["client_cache_savings_nanos"],
         )
         total = sums.setdefault(key, [0] * len(ROLLUP_SUMS))
         for i, amount in enumerate(added):
@@ -139,7 +143,7 @@ def _upsert_sql(count: int) -> str:
     )
 
 
-# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (16 per row).
+# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (18 per row).
 _UPSERT_ROWS = 1_000
 
 
