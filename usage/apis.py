@@ -54,6 +54,14 @@ class UsageTotalsSerializer(serializers.Serializer):
     cache_write_tokens = serializers.IntegerField()
     cost = UsdField(source="cost_nanos")
     client_price = UsdField(source="client_nanos")
+    cache_savings = UsdField(
+        source="cache_savings_nanos",
+        help_text="What cached reads saved at cost: cached tokens at the input rate "
+        "less at the cached rate.",
+    )
+    client_cache_savings = UsdField(
+        source="client_cache_savings_nanos", help_text="The same saving at client price."
+    )
 
 
 class UsageSummarySerializer(UsageTotalsSerializer):
@@ -105,6 +113,8 @@ class TraceListApi(APIView):
         is_usage_estimated = serializers.BooleanField()
         cost = UsdField(source="cost_nanos")
         client_price = UsdField(source="client_nanos")
+        cache_savings = UsdField(source="cache_savings_nanos")
+        client_cache_savings = UsdField(source="client_cache_savings_nanos")
         latency_ms = serializers.IntegerField()
         ttft_ms = serializers.IntegerField(allow_null=True)
 
@@ -185,7 +195,8 @@ class TagUsageApi(APIView):
 class EarningsApi(APIView):
     """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
     in the window, from traces; ``all_time`` from the keys' settled counters; and both per key.
-    ``margin_percent`` is null without revenue."""
+    ``margin_percent`` is null without revenue. ``cache_savings`` (at cost) and
+    ``client_cache_savings`` are what prompt caching saved in the window."""
 
     class OutputSerializer(serializers.Serializer):
         class AllTimeSerializer(serializers.Serializer):
@@ -212,6 +223,8 @@ class EarningsApi(APIView):
             cost = UsdField(source="cost_nanos")
             profit = UsdField(source="profit_nanos")
             margin_percent = serializers.CharField(allow_null=True)
+            cache_savings = UsdField(source="cache_savings_nanos")
+            client_cache_savings = UsdField(source="client_cache_savings_nanos")
             all_time = KeyAllTimeSerializer(source="figures")
 
         requests = serializers.IntegerField(source="window.requests")
@@ -219,6 +232,8 @@ class EarningsApi(APIView):
         cost = UsdField(source="window.cost_nanos")
         profit = UsdField(source="window.profit_nanos")
         margin_percent = serializers.CharField(source="window.margin_percent", allow_null=True)
+        cache_savings = UsdField(source="window.cache_savings_nanos")
+        client_cache_savings = UsdField(source="window.client_cache_savings_nanos")
         all_time = AllTimeSerializer(source="*")
         by_key = KeySerializer(many=True)
 
@@ -251,6 +266,11 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cached_input_tokens = serializers.IntegerField()
+    cache_savings_cents = CentsField(
+        source="client_cache_savings_nanos",
+        help_text="What cached reads saved, at client price: cached tokens at the input "
+        "rate less at the cached rate.",
+    )
 
 
 class SubAccountUsageApi(APIView):
