@@ -14,6 +14,9 @@ Design overview
   price), each rounded *once*, half up, to a whole nano-dollar. Funding a prepaid key and
   topping it up convert a client amount to cost with the same rule
   (``ratio.cost_from_client``). Nothing rounds twice and no float is ever involved.
+* What prompt caching saved a request (``Charge.cache_savings_nanos``, and at client price
+  ``client_cache_savings_nanos``) follows the same rule: cached reads × (input rate −
+  cached rate) at the tier the charge used, rounded once; never negative.
 * Decimal only at the edges: :func:`parse_usd` reads every amount a person or a client
   sends (the REST API, the operator's commands and admin forms): a plain decimal, exact,
   at most 9 decimal places; :func:`format_usd` writes it ("140.00", "0.000123456").
@@ -395,14 +398,21 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
+    """What one request costs (``cost_nanos``, the reseller's) and is charged
+    (``client_nanos``), and what its cached reads saved at each of those prices.
+
+    The savings move no money: they are a figure for reports, the proof of what prompt
+    caching was worth (see :func:`request_charge`). Holds and releases leave them 0.
+    """
+
     cost_nanos: int
     client_nanos: int
+    cache_savings_nanos: int = 0
+    client_cache_savings_nanos: int = 0
 
 
-def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
-    """Σ tokens × price per MTok (at the tier of the usage's prompt); divide by
-    TOKENS_PER_PRICE_UNIT for nano-dollars."""
-    prices = prices.at(usage.prompt_tokens)
+def _flat_cost_numerator(usage: Usage, prices: Prices) -> int:
+    """Σ tokens × price per MTok at flat ``prices`` (the tier already chosen)."""
     return (
         usage.input_tokens * prices.input_per_mtok_nanos
         + usage.cached_input_tokens * prices.cached_rate
@@ -412,14 +422,44 @@ def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
     )
 
 
+def _exact_cost_numerator(usage: Usage, prices: Prices) -> int:
+    """Σ tokens × price per MTok (at the tier of the usage's prompt); divide by
+    TOKENS_PER_PRICE_UNIT for nano-dollars."""
+    return _flat_cost_numerator(usage, prices.at(usage.prompt_tokens))
+
+
+def _cache_savings_numerator(usage: Usage, prices: Prices) -> int:
+    """cached reads × (input rate − cached rate), at flat ``prices``; never negative (a
+    cached rate posted above the input rate saved nothing: it is 0, not a negative saving)."""
+    saved_per_mtok = prices.input_per_mtok_nanos - prices.cached_rate
+    return usage.cached_input_tokens * saved_per_mtok if saved_per_mtok > 0 else 0
+
+
 def request_charge(usage: Usage, prices: Prices, ratio: PriceRatio) -> Charge:
-    """Cost and client price of one request, each rounded once (half up)."""
-    numerator = _exact_cost_numerator(usage, prices)
+    """Cost and client price of one request, each rounded once (half up), and what its
+    cached reads saved.
+
+    The cache saving is what the cached-read tokens would have cost at the plain input
+    rate less what they cost at the cached rate, at the rates of the tier the prompt
+    reached (the charge's own), rounded once half up, at cost and at client price (scaled
+    by the key's ratio exactly as the client price is). Never negative: with no cached
+    rate posted (billed at the input rate) or one above the input rate, it is 0.
+    """
+    flat = prices.at(usage.prompt_tokens)
+    numerator = _flat_cost_numerator(usage, flat)
     cost = div_round_half_up(numerator, TOKENS_PER_PRICE_UNIT)
-    client = div_round_half_up(
-        numerator * ratio.client_nanos, TOKENS_PER_PRICE_UNIT * ratio.cost_nanos
+    client_scale = TOKENS_PER_PRICE_UNIT * ratio.cost_nanos
+    client = div_round_half_up(numerator * ratio.client_nanos, client_scale)
+    if not usage.cached_input_tokens:
+        return Charge(cost, client)
+    saved = _cache_savings_numerator(usage, flat)
+    # Positional: a class called with keywords packs them into a dict (the hot path).
+    return Charge(
+        cost,
+        client,
+        div_round_half_up(saved, TOKENS_PER_PRICE_UNIT),
+        div_round_half_up(saved * ratio.client_nanos, client_scale),
     )
-    return Charge(cost_nanos=cost, client_nanos=client)
 
 
 def affordable_output_tokens(

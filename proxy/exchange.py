@@ -44,14 +44,22 @@ class Outcome:
     client_nanos: int = 0
     is_over_hold: bool = False
     overrun_cost_nanos: int = 0
+    # What the cached reads saved (``billing.money.request_charge``), at cost and at client
+    # price: only for a request that was settled; refused, failed or released ones save 0.
+    cache_savings_nanos: int = 0
+    client_cache_savings_nanos: int = 0
 
     def charged(self, settled: Any) -> None:
         if settled is not None and settled[1] is not None:
-            settlement = settled[1]
+            actual, settlement = settled
             self.cost_nanos = settlement.charged_cost_nanos
             self.client_nanos = settlement.charged_client_nanos
             self.is_over_hold = settlement.is_over_hold
             self.overrun_cost_nanos = settlement.overrun_cost_nanos
+            # From the reported usage, even when the charge was clamped to the hold: the
+            # upstream did serve those tokens from its cache, whoever paid for them.
+            self.cache_savings_nanos = actual.cache_savings_nanos
+            self.client_cache_savings_nanos = actual.client_cache_savings_nanos
 
 
 # No repr: the headers carry the client's key and the body its prompt; neither may reach a
@@ -125,5 +133,7 @@ class Exchange:
             else None,
             is_over_hold=outcome.is_over_hold,
             overrun_cost_nanos=outcome.overrun_cost_nanos,
+            cache_savings_nanos=outcome.cache_savings_nanos,
+            client_cache_savings_nanos=outcome.client_cache_savings_nanos,
             created_at=self.now,
         )

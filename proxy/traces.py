@@ -80,6 +80,8 @@ class TraceRow(NamedTuple):
     ttft_ms: int | None
     is_over_hold: bool
     overrun_cost_nanos: int
+    cache_savings_nanos: int
+    client_cache_savings_nanos: int
     created_at: datetime
 
 

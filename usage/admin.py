@@ -106,6 +106,8 @@ class TraceAdmin(ReadOnlyAdmin):
         "charged_client_price",
         "is_over_hold",
         "uncharged_cost",
+        "cache_savings",
+        "client_cache_savings",
         "latency_ms",
         "ttft_ms",
     )
@@ -117,6 +119,14 @@ class TraceAdmin(ReadOnlyAdmin):
     @admin.display(description="Charged client price (USD)")
     def charged_client_price(self, trace: Trace) -> str:
         return usd(trace.client_nanos)
+
+    @admin.display(description="Cache savings at cost (USD)")
+    def cache_savings(self, trace: Trace) -> str:
+        return usd(trace.cache_savings_nanos)
+
+    @admin.display(description="Cache savings at client price (USD)")
+    def client_cache_savings(self, trace: Trace) -> str:
+        return usd(trace.client_cache_savings_nanos)
 
     @admin.display(description="Uncharged cost (USD)", ordering="overrun_cost_nanos")
     def uncharged_cost(self, trace: Trace) -> str:

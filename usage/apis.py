@@ -83,6 +83,14 @@ class UsageTotalsSerializer(serializers.Serializer):
     cache_write_tokens = serializers.IntegerField()
     cost = UsdField(source="cost_nanos")
     client_price = UsdField(source="client_nanos")
+    cache_savings = UsdField(
+        source="cache_savings_nanos",
+        help_text="What cached reads saved at cost: cached tokens at the input rate "
+        "less at the cached rate.",
+    )
+    client_cache_savings = UsdField(
+        source="client_cache_savings_nanos", help_text="The same saving at client price."
+    )
 
 
 class UsageSummarySerializer(UsageTotalsSerializer):
@@ -107,13 +115,16 @@ TRACES_CSV = (
     "first, streamed, one row each: request_id, created_at, key_id, key_label, key_prefix, "
     "model, endpoint, upstream, tag, status, status_code, error_class, is_stream, "
     "input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
-    "is_usage_estimated, cost, client_price, latency_ms, ttft_ms."
+    "is_usage_estimated, cost, client_price, cache_savings, client_cache_savings, latency_ms, "
+    "ttft_ms."
 )
 USAGE_CSV_COLUMNS = (
     "requests, errors, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
-    "cost, client_price, profit"
+    "cost, client_price, profit, cache_savings, client_cache_savings"
 )
-SUB_ACCOUNT_CSV_COLUMNS = "requests, cost_cents, input_tokens, output_tokens, cached_input_tokens"
+SUB_ACCOUNT_CSV_COLUMNS = (
+    "requests, cost_cents, input_tokens, output_tokens, cached_input_tokens, cache_savings_cents"
+)
 SECTIONED_CSV = (
     "CSV: one table, a `section` column saying what each row is: `total` (the window), "
     "`model` (one per model, `model` set), `day` (one per local day with traffic, `date` "
@@ -172,6 +183,8 @@ class TraceListApi(CsvApiView):
         is_usage_estimated = serializers.BooleanField()
         cost = UsdField(source="cost_nanos")
         client_price = UsdField(source="client_nanos")
+        cache_savings = UsdField(source="cache_savings_nanos")
+        client_cache_savings = UsdField(source="client_cache_savings_nanos")
         latency_ms = serializers.IntegerField()
         ttft_ms = serializers.IntegerField(allow_null=True)
 
@@ -387,7 +400,8 @@ class EarningsApi(CsvApiView):
     """``GET /api/v1/earnings?window=30d``: revenue (client prices), cost, profit and margin
     in the window or ``since``/``until`` range (from rollups and traces), per local month
     with traffic (``by_month``); ``all_time`` from the keys' settled counters; and both per
-    key. ``margin_percent`` is null without revenue."""
+    key. ``margin_percent`` is null without revenue. ``cache_savings`` (at cost) and
+    ``client_cache_savings`` are what prompt caching saved in the window."""
 
     class OutputSerializer(serializers.Serializer):
         class AllTimeSerializer(serializers.Serializer):
@@ -414,6 +428,8 @@ class EarningsApi(CsvApiView):
             cost = UsdField(source="cost_nanos")
             profit = UsdField(source="profit_nanos")
             margin_percent = serializers.CharField(allow_null=True)
+            cache_savings = UsdField(source="cache_savings_nanos")
+            client_cache_savings = UsdField(source="client_cache_savings_nanos")
             all_time = KeyAllTimeSerializer(source="figures")
 
         class MonthSerializer(serializers.Serializer):
@@ -431,6 +447,8 @@ class EarningsApi(CsvApiView):
         cost = UsdField(source="window.cost_nanos")
         profit = UsdField(source="window.profit_nanos")
         margin_percent = serializers.CharField(source="window.margin_percent", allow_null=True)
+        cache_savings = UsdField(source="window.cache_savings_nanos")
+        client_cache_savings = UsdField(source="window.client_cache_savings_nanos")
         all_time = AllTimeSerializer(source="*")
         by_key = KeySerializer(many=True)
         by_month = MonthSerializer(many=True)
@@ -521,6 +539,11 @@ class KeyStatementApi(CsvApiView):
             output_tokens = serializers.IntegerField()
             cached_input_tokens = serializers.IntegerField()
             client_price = UsdField(source="client_nanos")
+            cache_savings = UsdField(
+                source="client_cache_savings_nanos",
+                help_text="What cached reads saved the client: cached tokens at the input "
+                "price less at the cached price, at the client's prices.",
+            )
 
         class ModelSerializer(TotalsSerializer):
             model = serializers.CharField()
@@ -561,7 +584,7 @@ class KeyStatementApi(CsvApiView):
                 "CSV: one table, a `section` column saying what each row is: `total` (the "
                 "month), `model` (one per model), `day` (one per local day with traffic); "
                 "columns section, date, model, requests, input_tokens, output_tokens, "
-                "cached_input_tokens, client_price."
+                "cached_input_tokens, client_price, cache_savings (at the client's prices)."
             ),
         ),
     )
@@ -588,6 +611,11 @@ class SubAccountUsageTotalsSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cached_input_tokens = serializers.IntegerField()
+    cache_savings_cents = CentsField(
+        source="client_cache_savings_nanos",
+        help_text="What cached reads saved, at client price: cached tokens at the input "
+        "rate less at the cached rate.",
+    )
 
 
 class SubAccountUsageApi(CsvApiView):

@@ -52,6 +52,8 @@ USAGE_COLUMNS = (
     "cost",
     "client_price",
     "profit",
+    "cache_savings",
+    "client_cache_savings",
 )
 SECTIONS = ("section", "date", "model")
 CLIENT_TEXT = frozenset({"model", "tag", "label", "key_label"})
@@ -68,6 +70,8 @@ def _usage(totals: UsageTotals) -> Row:
         "cost": format_usd(totals.cost_nanos),
         "client_price": format_usd(totals.client_nanos),
         "profit": format_usd(totals.profit_nanos),
+        "cache_savings": format_usd(totals.cache_savings_nanos),
+        "client_cache_savings": format_usd(totals.client_cache_savings_nanos),
     }
 
 
@@ -159,6 +163,7 @@ SUB_ACCOUNT_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
+    "cache_savings_cents",
 )
 
 
@@ -169,6 +174,7 @@ def _cents(totals: UsageTotals) -> Row:
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
         "cached_input_tokens": totals.cached_input_tokens,
+        "cache_savings_cents": nanos_to_cents(totals.client_cache_savings_nanos),
     }
 
 
@@ -189,6 +195,7 @@ STATEMENT_COLUMNS = (
     "output_tokens",
     "cached_input_tokens",
     "client_price",
+    "cache_savings",
 )
 
 
@@ -199,6 +206,7 @@ def _client_price(totals: UsageTotals) -> Row:
         "output_tokens": totals.output_tokens,
         "cached_input_tokens": totals.cached_input_tokens,
         "client_price": format_usd(totals.client_nanos),
+        "cache_savings": format_usd(totals.client_cache_savings_nanos),
     }
 
 
@@ -231,6 +239,8 @@ TRACE_COLUMNS = (
     "is_usage_estimated",
     "cost",
     "client_price",
+    "cache_savings",
+    "client_cache_savings",
     "latency_ms",
     "ttft_ms",
 )
@@ -255,6 +265,8 @@ def trace_row(values: dict[str, Any]) -> Row:
         "upstream": values["upstream__name"],
         "cost": format_usd(values["cost_nanos"]),
         "client_price": format_usd(values["client_nanos"]),
+        "cache_savings": format_usd(values["cache_savings_nanos"]),
+        "client_cache_savings": format_usd(values["client_cache_savings_nanos"]),
     }
 
 

@@ -57,6 +57,11 @@ class Trace(models.Model):
     # these columns (a rolling deploy) still land.
     is_over_hold = models.BooleanField(default=False, db_default=False)
     overrun_cost_nanos = models.BigIntegerField(default=0, db_default=0)
+    # What the request's cached reads saved at the posted prices (``billing.money.
+    # request_charge``): at cost (the reseller's saving) and at the client price. Figures
+    # for reports, not money moved; 0 for a request not settled. ``db_default`` as above.
+    cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+    client_cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
     status_code = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=24, choices=Status.choices)
     error_class = models.CharField(max_length=64, blank=True, default="")
@@ -138,6 +143,8 @@ ROLLUP_SUMS = (
     "latency_ms_sum",
     "ttft_ms_sum",
     "ttft_count",
+    "cache_savings_nanos",
+    "client_cache_savings_nanos",
 )
 
 
@@ -165,6 +172,10 @@ class UsageRollup(models.Model):
     # Only streams report a time to first token: the mean is the sum over its own count.
     ttft_ms_sum = models.BigIntegerField(default=0)
     ttft_count = models.BigIntegerField(default=0)
+    # What prompt caching saved (the traces' sums). ``db_default``: a pass still running the
+    # previous code during a deploy names its columns and leaves these out.
+    cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+    client_cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
@@ -241,6 +252,8 @@ class UsageDay(models.Model):
     latency_ms_sum = models.BigIntegerField(default=0)
     ttft_ms_sum = models.BigIntegerField(default=0)
     ttft_count = models.BigIntegerField(default=0)
+    cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+    client_cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [

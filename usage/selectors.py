@@ -77,6 +77,9 @@ class UsageTotals:
     cache_write_tokens: int
     cost_nanos: int
     client_nanos: int
+    # What prompt caching saved, at cost and at client price (``Trace.cache_savings_nanos``).
+    cache_savings_nanos: int
+    client_cache_savings_nanos: int
 
     @property
     def profit_nanos(self) -> int:
@@ -98,6 +101,8 @@ def _sums() -> dict[str, Any]:
         "cache_write_tokens": Sum("cache_write_tokens", default=0),
         "cost_nanos": Sum("cost_nanos", default=0),
         "client_nanos": Sum("client_nanos", default=0),
+        "cache_savings_nanos": Sum("cache_savings_nanos", default=0),
+        "client_cache_savings_nanos": Sum("client_cache_savings_nanos", default=0),
     }
 
 
@@ -112,6 +117,8 @@ def _rollup_sums() -> dict[str, Any]:
         "cache_write_tokens": Sum("cache_write_tokens", default=0),
         "cost_nanos": Sum("cost_nanos", default=0),
         "client_nanos": Sum("client_nanos", default=0),
+        "cache_savings_nanos": Sum("cache_savings_nanos", default=0),
+        "client_cache_savings_nanos": Sum("client_cache_savings_nanos", default=0),
     }
 
 
@@ -381,6 +388,8 @@ EXPORT_COLUMNS = (
     "is_usage_estimated",
     "cost_nanos",
     "client_nanos",
+    "cache_savings_nanos",
+    "client_cache_savings_nanos",
     "latency_ms",
     "ttft_ms",
 )
@@ -832,6 +841,8 @@ def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]
             latency_ms_sum=Sum("latency_ms", default=0),
             ttft_ms_sum=Sum("ttft_ms", default=0),
             ttft_count=Count("ttft_ms"),
+            cache_savings_nanos=Sum("cache_savings_nanos", default=0),
+            client_cache_savings_nanos=Sum("client_cache_savings_nanos", default=0),
         )
     )
     sums = {}

@@ -76,6 +76,8 @@ _CLAIMED = (
     "client_nanos",
     "latency_ms",
     "ttft_ms",
+    "cache_savings_nanos",
+    "client_cache_savings_nanos",
 )
 
 KEY_COLUMNS = ("bucket_start", "tenant_id", "client_key_id", "model", "tag")
@@ -129,6 +131,8 @@ def _bucket_sums(rows: Iterable[Sequence[Any]]) -> dict[BucketKey, list[int]]:
             trace["latency_ms"],
             ttft or 0,
             int(ttft is not None),
+            trace["cache_savings_nanos"],
+            trace["client_cache_savings_nanos"],
         )
         total = sums.setdefault(key, [0] * len(ROLLUP_SUMS))
         for i, amount in enumerate(added):
@@ -174,7 +178,7 @@ def _upsert_sql(
     )
 
 
-# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (17 per row).
+# Rows per INSERT statement: well under SQLite's 32,766 bound parameters (19 per row).
 _UPSERT_ROWS = 1_000
 
 

@@ -14,6 +14,8 @@ from math import floor
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing.money import (
     NANOS_PER_USD,
@@ -368,6 +370,131 @@ def test_request_charge_matches_its_definition():
         assert charge.cost_nanos == half_up(exact)
         assert charge.client_nanos == half_up(exact * ratio.client_nanos / ratio.cost_nanos)
         assert charge.client_nanos >= charge.cost_nanos
+
+
+# ----------------------------------------------------------------------------- cache savings
+
+
+def test_cache_savings_are_the_cached_reads_at_the_input_rate_less_the_cached_rate():
+    # 1M cached tokens at $1 input and $0.50 cached: $0.50 saved; client price 5/3 of cost.
+    ratio = PriceRatio(cost_nanos=3, client_nanos=5)
+    charge = request_charge(Usage(input_tokens=1_000, cached_input_tokens=1_000_000), PRICES, ratio)
+    assert charge.cache_savings_nanos == NANOS_PER_USD // 2
+    assert charge.client_cache_savings_nanos == 833_333_333  # 0.8333…, rounded once
+    # The charge itself is unchanged by them.
+    assert (charge.cost_nanos, charge.client_nanos) == (501_000_000, 835_000_000)
+
+
+def test_no_cached_reads_or_no_cached_rate_save_nothing():
+    no_cached_rate = Prices(input_per_mtok_nanos=3 * NANOS_PER_USD, output_per_mtok_nanos=1)
+    assert request_charge(Usage(input_tokens=10**6), PRICES, ONE_TO_ONE) == Charge(
+        NANOS_PER_USD, NANOS_PER_USD, 0, 0
+    )
+    saved = request_charge(Usage(cached_input_tokens=10**6), no_cached_rate, ONE_TO_ONE)
+    assert (saved.cache_savings_nanos, saved.client_cache_savings_nanos) == (0, 0)
+
+
+def test_a_cached_rate_above_the_input_rate_saves_nothing_rather_than_a_negative_amount():
+    dearer = Prices(
+        input_per_mtok_nanos=NANOS_PER_USD,
+        output_per_mtok_nanos=NANOS_PER_USD,
+        cached_input_per_mtok_nanos=2 * NANOS_PER_USD,
+    )
+    charge = request_charge(Usage(cached_input_tokens=10**6), dearer, PriceRatio(1, 2))
+    assert charge.cost_nanos == 2 * NANOS_PER_USD  # still charged at the posted cached rate
+    assert (charge.cache_savings_nanos, charge.client_cache_savings_nanos) == (0, 0)
+
+
+def test_cache_savings_are_rounded_once_half_up():
+    # 500,000 cached tokens saving 1 nano per MTok: exactly half a nano-dollar -> 1.
+    prices = Prices(input_per_mtok_nanos=2, output_per_mtok_nanos=1, cached_input_per_mtok_nanos=1)
+    assert request_charge(Usage(cached_input_tokens=500_000), prices, ONE_TO_ONE) == Charge(
+        1, 1, 1, 1
+    )
+    # 0.4999… rounds down, at client price too (exact 0.4 × 1.25 = 0.5 -> 1).
+    charge = request_charge(Usage(cached_input_tokens=400_000), prices, PriceRatio(4, 5))
+    assert (charge.cache_savings_nanos, charge.client_cache_savings_nanos) == (0, 1)
+
+
+def test_cache_savings_use_the_rates_of_the_tier_the_prompt_reached():
+    # Sonnet: $3 input / $0.30 cached below 200K prompt tokens, $6 / $0.60 past it.
+    below = Usage(input_tokens=1_000, cached_input_tokens=150_000)
+    past = Usage(input_tokens=1_000, cached_input_tokens=150_000, cache_write_tokens=50_000)
+    assert request_charge(below, SONNET, ONE_TO_ONE).cache_savings_nanos == 150_000 * 2_700
+    charge = request_charge(past, SONNET, PriceRatio(2, 3))
+    assert charge.cache_savings_nanos == 150_000 * 5_400  # 810_000_000
+    assert charge.client_cache_savings_nanos == 1_215_000_000
+
+
+prices_strategy = st.builds(
+    Prices,
+    input_per_mtok_nanos=st.integers(0, 20 * NANOS_PER_USD),
+    output_per_mtok_nanos=st.integers(0, 80 * NANOS_PER_USD),
+    cached_input_per_mtok_nanos=st.none() | st.integers(0, 25 * NANOS_PER_USD),
+    cache_write_per_mtok_nanos=st.none() | st.integers(0, 25 * NANOS_PER_USD),
+    tiers=st.lists(
+        st.builds(
+            PriceTier,
+            above_prompt_tokens=st.integers(1, 400_000),
+            input_per_mtok_nanos=st.integers(0, 40 * NANOS_PER_USD),
+            output_per_mtok_nanos=st.integers(0, 80 * NANOS_PER_USD),
+            cached_input_per_mtok_nanos=st.none() | st.integers(0, 50 * NANOS_PER_USD),
+        ),
+        max_size=2,
+        unique_by=lambda tier: tier.above_prompt_tokens,
+    ).map(lambda tiers: tuple(sorted(tiers, key=lambda tier: tier.above_prompt_tokens))),
+)
+ratios = st.integers(1, 10**10).flatmap(
+    lambda client: st.builds(PriceRatio, st.integers(1, client), st.just(client))
+)
+usages = st.builds(
+    Usage,
+    input_tokens=st.integers(0, 300_000),
+    output_tokens=st.integers(0, 300_000),
+    cached_input_tokens=st.integers(0, 300_000),
+    cache_write_tokens=st.integers(0, 300_000),
+)
+
+
+@given(prices=prices_strategy, ratio=ratios, usage=usages)
+def test_cache_savings_are_what_the_cached_reads_would_have_cost_more_at_the_input_rate(
+    prices, ratio, usage
+):
+    charge = request_charge(usage, prices, ratio)
+    # The same request with its cached reads billed as plain input, at the same tier.
+    plain = Usage(
+        input_tokens=usage.input_tokens + usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+    assert plain.prompt_tokens == usage.prompt_tokens
+    flat = prices.at(usage.prompt_tokens)
+    exact = max(
+        Fraction(
+            usage.cached_input_tokens * (flat.input_per_mtok_nanos - flat.cached_rate), 1_000_000
+        ),
+        Fraction(0),
+    )
+    assert charge.cache_savings_nanos == half_up(exact)
+    assert charge.client_cache_savings_nanos == half_up(
+        exact * ratio.client_nanos / ratio.cost_nanos
+    )
+    assert 0 <= charge.cache_savings_nanos <= charge.client_cache_savings_nanos
+    if flat.cached_rate <= flat.input_per_mtok_nanos:
+        # Exactly the difference of the two exact charges, rounded once.
+        would_have = Fraction(_numerator(plain, flat), 1_000_000)
+        assert would_have - Fraction(_numerator(usage, flat), 1_000_000) == exact
+    # The charge is still its own definition, whatever the savings.
+    assert charge.cost_nanos == half_up(Fraction(_numerator(usage, flat), 1_000_000))
+
+
+def _numerator(usage: Usage, flat: Prices) -> int:
+    return (
+        usage.input_tokens * flat.input_per_mtok_nanos
+        + usage.cached_input_tokens * flat.cached_rate
+        + usage.cache_write_tokens * flat.cache_write_rate
+        + usage.output_tokens * flat.output_per_mtok_nanos
+    )
 
 
 def test_usage_refuses_negative_tokens():

@@ -262,6 +262,9 @@ class Price:
 class Expected:
     cost_nanos: int
     client_nanos: int
+    # What the cached reads saved: at cost, and at client price.
+    cache_savings_nanos: int = 0
+    client_cache_savings_nanos: int = 0
 
 
 def expected_charge(
@@ -278,8 +281,16 @@ def expected_charge(
         input_tokens * price.input + cached_tokens * cached_rate + output_tokens * price.output,
         1_000_000,
     )
+    # Cached reads at the input rate less at the cached rate; a cached rate above the
+    # input rate saves nothing.
+    saved = Fraction(cached_tokens * max(price.input - cached_rate, 0), 1_000_000)
     cost, client = ratio
-    return Expected(cost_nanos=half_up(exact), client_nanos=half_up(exact * client / cost))
+    return Expected(
+        cost_nanos=half_up(exact),
+        client_nanos=half_up(exact * client / cost),
+        cache_savings_nanos=half_up(saved),
+        client_cache_savings_nanos=half_up(saved * client / cost),
+    )
 
 
 def usd(nanos: int) -> str:
@@ -515,6 +526,10 @@ def assert_charged(
     assert (trace.endpoint, trace.is_stream) == (endpoint, is_stream)
     assert (trace.status, trace.status_code, trace.is_usage_estimated) == ("ok", 200, False)
     assert (trace.cost_nanos, trace.client_nanos) == (expected.cost_nanos, expected.client_nanos)
+    assert (trace.cache_savings_nanos, trace.client_cache_savings_nanos) == (
+        expected.cache_savings_nanos,
+        expected.client_cache_savings_nanos,
+    )
     assert trace.client_key_id == issued.key.pk
     assert_books_clean()
     return trace

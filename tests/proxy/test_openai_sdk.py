@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
+from datetime import timedelta
 
 import httpx
 import openai
 import orjson
 import pytest
+from django.utils import timezone
 from openai import Omit
 from openai.types.chat import (
     ChatCompletionChunk,
@@ -47,6 +49,9 @@ from tests.proxy.conftest import (
     usd,
 )
 from tests.proxy.upstream_fake import Record
+from usage.models import UsageRollup
+from usage.selectors import key_usage
+from usage.services import usage_roll_up
 
 PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France? Answer in one word."}
@@ -76,11 +81,16 @@ def test_cost_of_one_request_matches_a_hand_computed_figure() -> None:
         GPT_PRICE, input_tokens=5, cached_tokens=2, output_tokens=5, ratio=RATIO
     )
     assert (charge.cost_nanos, charge.client_nanos) == (65_000, 108_333)
+    assert (charge.cache_savings_nanos, charge.client_cache_savings_nanos) == (2_500, 4_167)
     # And billing.money agrees, rounding included.
     from billing.money import Charge, PriceRatio, Prices, Usage, request_charge
 
     posted = Prices(GPT_PRICE.input, GPT_PRICE.output, GPT_PRICE.cached)
-    assert request_charge(Usage(5, 5, 2), posted, PriceRatio(*RATIO)) == Charge(65_000, 108_333)
+    # The 2 cached tokens saved 2 × (2,500,000,333 − 1,250,000,167) / 1M = 2,500.000332 → 2,500
+    # nano-dollars at cost, and 2,500.000332 / 0.6 = 4,166.667… → 4,167 at client price.
+    assert request_charge(Usage(5, 5, 2), posted, PriceRatio(*RATIO)) == Charge(
+        65_000, 108_333, 2_500, 4_167
+    )
 
 
 def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> None:
@@ -129,11 +139,30 @@ def test_chat_completion_is_charged_usage_times_posted_price(world: World) -> No
         seen.reported.output_tokens,
     )
     assert (trace.cost_nanos, trace.client_nanos) == (expected.cost_nanos, expected.client_nanos)
+    # What the cached reads saved, at the posted rates: recorded, never charged.
+    assert expected.cache_savings_nanos > 0
+    assert (trace.cache_savings_nanos, trace.client_cache_savings_nanos) == (
+        expected.cache_savings_nanos,
+        expected.client_cache_savings_nanos,
+    )
     assert (trace.status, trace.status_code, trace.is_stream, trace.is_usage_estimated) == (
         "ok",
         200,
         False,
         False,
+    )
+    # The reports show the savings, before the rollup pass and after it.
+    since, until = trace.created_at - timedelta(hours=1), timezone.now()
+    for _ in range(2):
+        report = key_usage(tenant=world.tenant, key_id=issued.key.pk, since=since, until=until)
+        summary = report.summary
+        assert (summary.cache_savings_nanos, summary.client_cache_savings_nanos) == (
+            expected.cache_savings_nanos,
+            expected.client_cache_savings_nanos,
+        )
+        usage_roll_up()
+    assert UsageRollup.objects.get(client_key=issued.key.pk).cache_savings_nanos == (
+        expected.cache_savings_nanos
     )
     assert_books_clean()
 

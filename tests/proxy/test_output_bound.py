@@ -31,6 +31,7 @@ from tests.proxy.conftest import (
     post,
     reservation_of,
     trace_for,
+    usd,
 )
 
 pytestmark = pytest.mark.usefixtures("books_balance")
@@ -178,4 +179,48 @@ def test_usage_over_the_hold_is_flagged_logged_and_counted_in_the_admin(world: W
     assert detail.status_code == 200
     uncharged = reported.cost_nanos - held.cost_nanos
     assert f"0.{uncharged:09d}".rstrip("0") in detail.content.decode()
+    assert_books_clean()
+
+
+def test_a_charge_clamped_to_the_hold_still_records_what_the_cache_saved(world: World) -> None:
+    """The savings come from the reported usage, like the overrun: the upstream did serve
+    those reads from its cache, whoever ends up paying for the output past the hold."""
+    # Input cheap enough ($0.001 per 1M tokens, cached reads free) that the hold's input
+    # slack cannot cover the output past it, yet a long prompt's cached reads save nanos.
+    cheap_input = Price(input=1_000_000, output=GPT_PRICE.output, cached=0)
+    world.route(
+        "gpt-overrun-cached",
+        "fake-openai",
+        cheap_input,
+        upstream_model=upstream_fake.IGNORES_LIMITS,
+    )
+    issued = world.key()
+    prompt = [{"role": "user", "content": "x" * 12_000}]
+    body = {"model": "gpt-overrun-cached", "messages": prompt, "max_tokens": 1}
+
+    response = post(world, "/v1/chat/completions", body, issued.secret)
+
+    assert response.status_code == 200
+    seen = world.fake.last(upstream_fake.IGNORES_LIMITS)
+    assert seen.reported.cached_tokens > 0
+    reported = expected_charge(
+        cheap_input,
+        input_tokens=seen.reported.uncached_tokens,
+        cached_tokens=seen.reported.cached_tokens,
+        output_tokens=seen.reported.output_tokens,
+        ratio=RATIO,
+    )
+    trace = trace_for(response.headers["x-request-id"])
+    assert trace.is_over_hold is True
+    assert trace.cost_nanos < reported.cost_nanos  # clamped
+    assert (trace.cache_savings_nanos, trace.client_cache_savings_nanos) == (
+        reported.cache_savings_nanos,
+        reported.client_cache_savings_nanos,
+    )
+    assert reported.cache_savings_nanos > 0
+    # The operator sees both on the trace's page in the admin.
+    detail = admin_client().get(reverse("admin:usage_trace_change", args=[trace.pk]))
+    page = detail.content.decode()
+    assert usd(reported.cache_savings_nanos) in page
+    assert usd(reported.client_cache_savings_nanos) in page
     assert_books_clean()

@@ -112,6 +112,8 @@ def row(key: ClientKey, request_id: str, **changes: Any) -> TraceRow:
         "ttft_ms": None,
         "is_over_hold": False,
         "overrun_cost_nanos": 0,
+        "cache_savings_nanos": 0,
+        "client_cache_savings_nanos": 0,
         "created_at": NOW,
     }
     assert set(values) == set(COLUMNS)

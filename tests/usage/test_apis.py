@@ -63,6 +63,8 @@ def test_requests_show_every_field_of_the_keys_traces(api, tenant, outsider, ups
         is_usage_estimated=True,
         cost_nanos=1_234_567_891,
         client_nanos=2_057_613_152,
+        cache_savings_nanos=1_350_000,
+        client_cache_savings_nanos=2_250_001,
         status=Trace.Status.CLIENT_DISCONNECTED,
         status_code=200,
         error_class="client_disconnected",
@@ -97,6 +99,8 @@ def test_requests_show_every_field_of_the_keys_traces(api, tenant, outsider, ups
                 "is_usage_estimated": True,
                 "cost": "1.234567891",
                 "client_price": "2.057613152",
+                "cache_savings": "0.00135",
+                "client_cache_savings": "0.002250001",
                 "latency_ms": 1_500,
                 "ttft_ms": 210,
             }
@@ -121,6 +125,7 @@ def test_a_refused_request_has_no_upstream_and_no_first_token(api, tenant, outsi
     assert shown["ttft_ms"] is None
     assert (shown["status"], shown["status_code"]) == ("refused", 402)
     assert (shown["cost"], shown["client_price"]) == ("0.00", "0.00")
+    assert (shown["cache_savings"], shown["client_cache_savings"]) == ("0.00", "0.00")
 
 
 def test_requests_are_paginated_newest_first(api, tenant, outsider):
@@ -236,6 +241,8 @@ def test_key_usage_adds_up_to_the_nano_per_model_and_per_utc_day(api, tenant, ou
         cached_input_tokens=200,
         cost_nanos=1_234_567_891,
         client_nanos=2_057_613_152,
+        cache_savings_nanos=250_000_001,
+        client_cache_savings_nanos=416_666_669,
     )
     trace(key, midnight, input_tokens=10, cost_nanos=1, client_nanos=2)
     trace(
@@ -272,6 +279,8 @@ def test_key_usage_adds_up_to_the_nano_per_model_and_per_utc_day(api, tenant, ou
         "cache_write_tokens": 50,
         "cost": "2.234567891",
         "client_price": "3.724279819",
+        "cache_savings": "0.250000001",
+        "client_cache_savings": "0.416666669",
         "profit": "1.489711928",
     }
     assert body["by_model"] == [
@@ -284,6 +293,8 @@ def test_key_usage_adds_up_to_the_nano_per_model_and_per_utc_day(api, tenant, ou
             "cache_write_tokens": 0,
             "cost": "1.234567892",
             "client_price": "2.057613154",
+            "cache_savings": "0.250000001",
+            "client_cache_savings": "0.416666669",
         },
         {
             "model": "mock-claude",
@@ -294,6 +305,8 @@ def test_key_usage_adds_up_to_the_nano_per_model_and_per_utc_day(api, tenant, ou
             "cache_write_tokens": 50,
             "cost": "0.999999999",
             "client_price": "1.666666665",
+            "cache_savings": "0.00",
+            "client_cache_savings": "0.00",
         },
     ]
     assert body["by_day"] == [
@@ -333,6 +346,8 @@ def test_key_usage_without_traffic_is_all_zeros(api, tenant, outsider):
         "cache_write_tokens": 0,
         "cost": "0.00",
         "client_price": "0.00",
+        "cache_savings": "0.00",
+        "client_cache_savings": "0.00",
         "profit": "0.00",
     }
     assert (body["by_model"], body["by_day"]) == ([], [])
@@ -402,7 +417,15 @@ def test_usage_by_tag_groups_the_tenants_keys_with_untagged_as_empty(
     first, second = WalletKeyFactory.create(tenant=tenant), WalletKeyFactory.create(tenant=tenant)
     trace(first, tag="prod", input_tokens=100, cost_nanos=600_000_001, client_nanos=1_000_000_002)
     trace(second, tag="prod", output_tokens=7, cost_nanos=3, client_nanos=5)
-    trace(first, tag="", cached_input_tokens=9, cost_nanos=250_000_000, client_nanos=250_000_000)
+    trace(
+        first,
+        tag="",
+        cached_input_tokens=9,
+        cost_nanos=250_000_000,
+        client_nanos=250_000_000,
+        cache_savings_nanos=7,
+        client_cache_savings_nanos=12,
+    )
     trace(
         second,
         tag="staging",
@@ -428,6 +451,8 @@ def test_usage_by_tag_groups_the_tenants_keys_with_untagged_as_empty(
             "cache_write_tokens": 0,
             "cost": "0.600000004",
             "client_price": "1.000000007",
+            "cache_savings": "0.00",
+            "client_cache_savings": "0.00",
             "profit": "0.400000003",
             "errors": 0,
         },
@@ -440,6 +465,8 @@ def test_usage_by_tag_groups_the_tenants_keys_with_untagged_as_empty(
             "cache_write_tokens": 0,
             "cost": "0.25",
             "client_price": "0.25",
+            "cache_savings": "0.000000007",
+            "client_cache_savings": "0.000000012",
             "profit": "0.00",
             "errors": 0,
         },
@@ -452,6 +479,8 @@ def test_usage_by_tag_groups_the_tenants_keys_with_untagged_as_empty(
             "cache_write_tokens": 0,
             "cost": "0.00",
             "client_price": "0.00",
+            "cache_savings": "0.00",
+            "client_cache_savings": "0.00",
             "profit": "0.00",
             "errors": 1,
         },
@@ -473,7 +502,15 @@ def test_earnings_hold_to_the_cent_for_the_worked_example(
     # $34.20 of client price = $20.52 of cost at $1/MTok input, settled as two requests.
     spend(acme, price, "req-acme-1", 12_000_000)
     spend(acme, price, "req-acme-2", 8_520_000)
-    trace(acme, request_id="req-acme-1", cost_nanos=parse_usd("12"), client_nanos=parse_usd("20"))
+    trace(
+        acme,
+        request_id="req-acme-1",
+        cost_nanos=parse_usd("12"),
+        client_nanos=parse_usd("20"),
+        cached_input_tokens=1_000_000,
+        cache_savings_nanos=parse_usd("0.90"),
+        client_cache_savings_nanos=parse_usd("1.50"),
+    )
     trace(
         acme, request_id="req-acme-2", cost_nanos=parse_usd("8.52"), client_nanos=parse_usd("14.2")
     )
@@ -491,17 +528,27 @@ def test_earnings_hold_to_the_cent_for_the_worked_example(
     WalletKeyFactory.create(tenant=tenant)  # no traffic, no spend: not listed
     theirs = key_create(tenant=outsider[0], actor=None, label="theirs", funding="wallet").key
     spend(theirs, price, "req-theirs", 5_000_000)
-    trace(theirs, request_id="req-theirs", cost_nanos=parse_usd("5"), client_nanos=parse_usd("5"))
+    trace(
+        theirs,
+        request_id="req-theirs",
+        cost_nanos=parse_usd("5"),
+        client_nanos=parse_usd("5"),
+        cache_savings_nanos=parse_usd("7"),
+        client_cache_savings_nanos=parse_usd("7"),
+    )
 
     body = api.get(EARNINGS, {"window": "30d"}).json()
 
     assert body["window"] == "30d"
-    assert {k: body[k] for k in ("requests", "revenue", "cost", "profit", "margin_percent")} == {
+    shown = ("requests", "revenue", "cost", "profit", "margin_percent", "cache_savings")
+    assert {k: body[k] for k in (*shown, "client_cache_savings")} == {
         "requests": 2,
         "revenue": "34.20",
         "cost": "20.52",
         "profit": "13.68",
         "margin_percent": "40.00",
+        "cache_savings": "0.90",
+        "client_cache_savings": "1.50",
     }
     # All time: $37.20 revenue, $23.52 cost; 13.68 / 37.20 = 36.774…%.
     assert body["all_time"] == {
@@ -522,6 +569,8 @@ def test_earnings_hold_to_the_cent_for_the_worked_example(
             "cost": "20.52",
             "profit": "13.68",
             "margin_percent": "40.00",
+            "cache_savings": "0.90",
+            "client_cache_savings": "1.50",
             "all_time": {"revenue": "34.20", "cost": "20.52", "profit": "13.68"},
         },
         {
@@ -535,12 +584,15 @@ def test_earnings_hold_to_the_cent_for_the_worked_example(
             "cost": "0.00",
             "profit": "0.00",
             "margin_percent": None,
+            "cache_savings": "0.00",
+            "client_cache_savings": "0.00",
             "all_time": {"revenue": "3.00", "cost": "3.00", "profit": "0.00"},
         },
     ]
     theirs_body = outsider_api.get(EARNINGS).json()
     assert [k["id"] for k in theirs_body["by_key"]] == [theirs.pk]
     assert (theirs_body["revenue"], theirs_body["all_time"]["revenue"]) == ("5.00", "5.00")
+    assert theirs_body["cache_savings"] == "7.00"
 
 
 def test_earnings_margin_is_rounded_once_half_up(api, tenant, outsider):
@@ -582,8 +634,17 @@ def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outside
         cached_input_tokens=5,
         cost_nanos=12_345_000_000,
         client_nanos=12_345_000_000,
+        cache_savings_nanos=9_000_000,
+        client_cache_savings_nanos=15_000_000,  # 1.5 cents -> 2
     )
-    trace(key, yesterday, input_tokens=1, cost_nanos=5_000_000, client_nanos=5_000_000)
+    trace(
+        key,
+        yesterday,
+        input_tokens=1,
+        cost_nanos=5_000_000,
+        client_nanos=5_000_000,
+        client_cache_savings_nanos=4_999_999,
+    )
     trace(
         key,
         yesterday,
@@ -606,6 +667,7 @@ def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outside
         "input_tokens": 1_001,
         "output_tokens": 23,
         "cached_input_tokens": 5,
+        "cache_savings_cents": 2,  # 1.9999999, rounded once
     }
     assert body["by_model"] == [
         {
@@ -615,6 +677,7 @@ def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outside
             "input_tokens": 1_001,
             "output_tokens": 20,
             "cached_input_tokens": 5,
+            "cache_savings_cents": 2,
         },
         {
             "model": "mock-claude",
@@ -623,6 +686,7 @@ def test_sub_account_usage_is_in_cents_rounded_once_half_up(api, tenant, outside
             "input_tokens": 0,
             "output_tokens": 3,
             "cached_input_tokens": 0,
+            "cache_savings_cents": 0,
         },
     ]
     assert body["by_day"] == [
@@ -657,6 +721,7 @@ def test_sub_account_usage_by_tag_covers_only_sub_accounts_in_cents(
             "input_tokens": 15,
             "output_tokens": 2,
             "cached_input_tokens": 0,
+            "cache_savings_cents": 0,
         },  # 1.9 cents
         {
             "tag": "",
@@ -665,6 +730,7 @@ def test_sub_account_usage_by_tag_covers_only_sub_accounts_in_cents(
             "input_tokens": 0,
             "output_tokens": 1,
             "cached_input_tokens": 0,
+            "cache_savings_cents": 0,
         },  # 0.01 cents
     ]
     assert outsider_api.get(SUB_ACCOUNT_BY_TAG).json()["by_tag"] == [
@@ -675,5 +741,6 @@ def test_sub_account_usage_by_tag_covers_only_sub_accounts_in_cents(
             "input_tokens": 0,
             "output_tokens": 0,
             "cached_input_tokens": 0,
+            "cache_savings_cents": 0,
         }
     ]

@@ -157,6 +157,7 @@ def test_sub_account_csv_is_in_cents(api, tenant, outsider):
         "input_tokens",
         "output_tokens",
         "cached_input_tokens",
+        "cache_savings_cents",
     ]
     assert [(r["section"], r["cost_cents"]) for r in usage] == [
         ("total", "123"),

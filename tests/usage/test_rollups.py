@@ -62,11 +62,13 @@ def test_a_pass_sums_each_bucket_of_each_key_model_and_tag(tenant):
     TraceFactory.create(
         client_key=key, created_at=at, input_tokens=10, output_tokens=20, cost_nanos=7,
         client_nanos=11, cached_input_tokens=3, cache_write_tokens=4, latency_ms=100, ttft_ms=30,
+        cache_savings_nanos=5, client_cache_savings_nanos=8,
     )  # fmt: skip
     TraceFactory.create(
         client_key=key, created_at=at + timedelta(minutes=11, seconds=59), input_tokens=1,
         cost_nanos=1_000_000_001, client_nanos=2_000_000_003, latency_ms=5, ttft_ms=None,
         status=Trace.Status.UPSTREAM_ERROR, status_code=502,
+        cache_savings_nanos=3_000_000_000, client_cache_savings_nanos=5_000_000_001,
     )  # fmt: skip
     TraceFactory.create(
         client_key=key, created_at=at, status=Trace.Status.CLIENT_DISCONNECTED, status_code=499
@@ -89,6 +91,8 @@ def test_a_pass_sums_each_bucket_of_each_key_model_and_tag(tenant):
         "latency_ms_sum": 100 + 5 + 120,
         "ttft_ms_sum": 30 + 40,
         "ttft_count": 2,
+        "cache_savings_nanos": 3_000_000_005,
+        "client_cache_savings_nanos": 5_000_000_009,
     }
     assert UsageRollup.objects.count() == 4
     assert rollup_of(key, BUCKET_AT + timedelta(minutes=15))["request_count"] == 1
@@ -139,6 +143,27 @@ def test_a_trace_written_as_the_proxy_writes_it_starts_unrolled(tenant):
         )
     assert Trace.objects.get().is_rolled is False
     assert usage_roll_up().traces == 1
+
+
+def test_a_trace_from_a_worker_without_the_savings_columns_lands_with_none_saved(tenant):
+    """During a rolling deploy a worker running the previous code names the columns it
+    knows; the database fills the cache savings with 0 and the pass sums them."""
+    key = WalletKeyFactory.create(tenant=tenant)
+    written = TraceFactory.create(client_key=key, cached_input_tokens=40)
+    older = [c for c in COLUMNS if c not in ("cache_savings_nanos", "client_cache_savings_nanos")]
+    values = [getattr(written, column) for column in older]
+    written.delete()
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} ({', '.join(quote(c) for c in older)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(older))})",
+            values,
+        )
+    landed = Trace.objects.get()
+    assert (landed.cache_savings_nanos, landed.client_cache_savings_nanos) == (0, 0)
+    assert usage_roll_up().traces == 1
+    assert UsageRollup.objects.get().cache_savings_nanos == 0
 
 
 @pytest.mark.postgres
@@ -208,6 +233,29 @@ def test_check_passes_on_honest_rollups_and_fails_on_a_tampered_one(tenant, caps
     assert "client_nanos 5 (traces say 4)" in problem["message"]
     assert (day["day"], day["zone"]) == ((now - timedelta(hours=1)).date().isoformat(), "UTC")
     assert day["expected"]["client_nanos"] == day["actual"]["client_nanos"] + 1
+
+
+@pytest.mark.parametrize("column", ["cache_savings_nanos", "client_cache_savings_nanos"])
+def test_check_catches_a_tampered_cache_saving(tenant, capsys, column):
+    key = WalletKeyFactory.create(tenant=tenant)
+    at = datetime.now(tz=UTC) - timedelta(hours=1)
+    TraceFactory.create(
+        client_key=key, created_at=at, cache_savings_nanos=1_500, client_cache_savings_nanos=2_500
+    )
+    usage_roll_up()
+    call_command("rollup_usage", "--check")
+    assert capsys.readouterr().out.strip() == "rollups ok"
+    honest = rollup_of(key, bucket_floor(at))[column]
+
+    UsageRollup.objects.filter(client_key=key).update(**{column: F(column) - 1})
+
+    # The bucket disagrees with its traces, and its day's row with it.
+    with pytest.raises(CommandError, match="2 bucket"):
+        call_command("rollup_usage", "--check", "--json")
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    [problem] = [p for p in problems if "bucket_start" in p]
+    assert (problem["expected"][column], problem["actual"][column]) == (honest, honest - 1)
+    assert f"{column} {honest - 1} (traces say {honest})" in problem["message"]
 
 
 def test_check_finds_a_rolled_trace_missing_from_its_rollup(tenant):

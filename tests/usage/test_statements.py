@@ -47,6 +47,8 @@ def kolkata_key(tenant):
         cached_input_tokens=3,
         cost_nanos=USD,
         client_nanos=2 * USD,
+        cache_savings_nanos=USD // 4,
+        client_cache_savings_nanos=USD // 2,
         status=Trace.Status.REFUSED,
         status_code=402,
     )
@@ -80,6 +82,7 @@ def test_a_statement_covers_the_local_month_in_client_prices_only(
             "output_tokens": 5,
             "cached_input_tokens": 3,
             "client_price": "7.00",
+            "cache_savings": "0.50",
         },
         "by_model": [
             {
@@ -89,6 +92,7 @@ def test_a_statement_covers_the_local_month_in_client_prices_only(
                 "output_tokens": 0,
                 "cached_input_tokens": 0,
                 "client_price": "5.00",
+                "cache_savings": "0.00",
             },
             {
                 "model": "mock-claude",
@@ -97,6 +101,7 @@ def test_a_statement_covers_the_local_month_in_client_prices_only(
                 "output_tokens": 5,
                 "cached_input_tokens": 3,
                 "client_price": "2.00",
+                "cache_savings": "0.50",
             },
         ],
         # Local days: the first two requests are on 28 February in UTC.
@@ -125,6 +130,7 @@ def test_a_statement_in_csv(api, tenant, outsider, kolkata_key):
         "output_tokens",
         "cached_input_tokens",
         "client_price",
+        "cache_savings",
     ]
     assert [(r["section"], r["date"], r["model"], r["client_price"]) for r in rows] == [
         ("total", "", "", "7.00"),

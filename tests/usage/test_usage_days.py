@@ -54,6 +54,8 @@ def write_traces(keys: list[ClientKey], start: datetime, hours: int = 96) -> lis
                 cost_nanos=10**9 + i,
                 client_nanos=3 * 10**9 + 7 * i,
                 ttft_ms=None if i % 5 == 0 else i,
+                cache_savings_nanos=11 * i,
+                client_cache_savings_nanos=13 * i,
             )
         )
     return written
@@ -76,6 +78,8 @@ def day_sums_from_traces(traces: list[Trace], zone: str) -> dict[tuple, dict[str
         into["latency_ms_sum"] += t.latency_ms
         into["ttft_ms_sum"] += t.ttft_ms or 0
         into["ttft_count"] += t.ttft_ms is not None
+        into["cache_savings_nanos"] += t.cache_savings_nanos
+        into["client_cache_savings_nanos"] += t.client_cache_savings_nanos
     return sums
 
 
