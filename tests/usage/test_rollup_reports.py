@@ -262,7 +262,9 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
     settings.TRACE_RETENTION_DAYS = RETENTION_DAYS
     # Each example starts empty: its traces, and every rollup level the last one left.
     Trace.objects.all().delete()
-    for level in (UsageRollup, UsageDay, *DAY_LEVELS):
+    UsageRollup.objects.all().delete()
+    UsageDay.objects.all().delete()
+    for level in DAY_LEVELS:
         level.objects.all().delete()
     zone, windows = zoned
     written: list[tuple[Written, bool]] = []  # (trace, purged)
