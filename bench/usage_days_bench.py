@@ -7,10 +7,11 @@
 1,000 wallet keys and ~1,000,000 traces over the last 60 days (COPY; ~16.7 requests per key
 per day at uniform random times; each key uses 3-6 of 8 models, weighted 1, 1/2, 1/3 ...,
 and mostly its own one of 4 tags), then rolls them all up with ``usage_roll_up``.
-``measure`` times ``key_usage`` (30 d, one key), ``tag_usage`` (30 d) and
-``earnings_summary`` (366 d), each the median of ``--runs`` runs, once with the daily rows
-(the tenant's state names its zone) and once on the 15-minute path (the state set to "not
-built" for the run, then restored), and prints the row count of each level.
+``measure`` times ``key_usage`` (30 d, one key), ``tag_usage`` (30 d), ``tenant_usage``
+(30 d) and ``earnings_summary`` (366 d), each the median of ``--runs`` runs, and counts
+their SQL queries: with the tenant-wide daily levels (as deployed), with the daily rows
+alone (the levels left unread, as before them), and on the 15-minute path (the state set
+to "not built" for the run, then restored); it prints the row count of each level.
 """
 
 from __future__ import annotations
@@ -34,12 +35,25 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.models import Tenant  # noqa: E402
 from billing.services import reseller_open  # noqa: E402
 from keys.models import ClientKey  # noqa: E402
-from usage.models import Trace, UsageDay, UsageDayState, UsageRollup  # noqa: E402
-from usage.selectors import earnings_summary, key_usage, tag_usage  # noqa: E402
+from usage.models import (  # noqa: E402
+    DAY_LEVELS,
+    Trace,
+    UsageDay,
+    UsageDayState,
+    UsageRollup,
+)
+from usage.selectors import (  # noqa: E402
+    _Window,
+    earnings_summary,
+    key_usage,
+    tag_usage,
+    tenant_usage,
+)
 from usage.services import usage_roll_up  # noqa: E402
 
 KEYS = 1_000
@@ -117,13 +131,21 @@ def timed(work, runs: int) -> float:
     return statistics.median(samples)
 
 
+def queries(work) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        work()
+    return len(captured)
+
+
 def measure(runs: int) -> None:
     tenant = Tenant.objects.get(timezone=ZONE)
     key = ClientKey.objects.filter(tenant=tenant).order_by("pk").first()
     assert key is not None
+    levels = ", ".join(f"{level.__name__} {level.objects.count():,}" for level in DAY_LEVELS)
     print(
         f"rows: traces {Trace.objects.count():,}, 15-minute {UsageRollup.objects.count():,}, "
         f"daily {UsageDay.objects.count():,} (zone {UsageDayState.objects.get(tenant=tenant).zone})"
+        f", levels: {levels}"
     )
     now = datetime.now(tz=UTC)
     reports = {
@@ -133,18 +155,32 @@ def measure(runs: int) -> None:
         "tag_usage 30d": lambda: tag_usage(
             tenant=tenant, since=now - timedelta(days=30), until=now
         ),
+        "tenant_usage 30d": lambda: tenant_usage(
+            tenant=tenant, since=now - timedelta(days=30), until=now
+        ),
         "earnings_summary 366d": lambda: earnings_summary(
             tenant=tenant, since=now - timedelta(days=366), until=now
         ),
     }
-    with_days = {name: timed(work, runs) for name, work in reports.items()}
+    paths: dict[str, dict[str, tuple[float, int]]] = {}
+    paths["levels"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}
+    daily = _Window._daily
+    _Window._daily = lambda self, by: UsageDay  # type: ignore[method-assign]
+    try:
+        paths["daily rows"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}
+    finally:
+        _Window._daily = daily  # type: ignore[method-assign]
     UsageDayState.objects.filter(tenant=tenant).update(zone="")
     try:
-        without = {name: timed(work, runs) for name, work in reports.items()}
+        paths["15-minute"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}
     finally:
         UsageDayState.objects.filter(tenant=tenant).update(zone=ZONE)
+    print(f"{'report':24}" + "".join(f"{p:>26}" for p in paths))
     for name in reports:
-        print(f"{name:24} daily {with_days[name]:8.1f} ms   15-minute only {without[name]:8.1f} ms")
+        cells = "".join(
+            f"{paths[p][name][0]:>14.1f} ms {paths[p][name][1]:>3} q  " for p in paths
+        )
+        print(f"{name:24}{cells}")
 
 
 if __name__ == "__main__":

@@ -290,3 +290,93 @@ class UsageDayState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}: {self.zone or '(not built)'}"
+
+
+class UsageDayLevel(models.Model):
+    """A tenant-wide daily level: the sums of one tenant's ``UsageDay`` rows of one local day
+    per value of one of their columns (``value``: a client key, a model or a tag), so that a
+    report over all the tenant's keys reads about a thousand key rows a day, or a handful of
+    model or tag rows, instead of every key x model x tag row. Same ``day``, ``zone`` and sums
+    as the daily rows they regroup, and written with them, in the same transaction, only by
+    ``usage.services`` (added to by the pass, rebuilt with the tenant's daily rows, purged
+    with them); ``rollup_usage --check`` compares them."""
+
+    # The column of UsageDay this level groups by (and its own): set by each level.
+    value: str
+
+    objects = models.Manager()
+
+    day = models.DateField()
+    zone = models.CharField(max_length=64)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    request_count = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    client_nanos = models.BigIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+    ttft_ms_sum = models.BigIntegerField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+    cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+    client_cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.zone} {getattr(self, self.value)}"
+
+
+class UsageKeyDay(UsageDayLevel):
+    """A tenant's daily rows of one local day summed per client key (all models and tags)."""
+
+    value = "client_key_id"
+
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            # The natural key, led by tenant and day: what the pass adds into and what a
+            # tenant's report over a range of days reads.
+            models.UniqueConstraint(
+                fields=["tenant", "day", "client_key"], name="usage_key_day_natural_key"
+            ),
+        ]
+
+
+class UsageModelDay(UsageDayLevel):
+    """A tenant's daily rows of one local day summed per model (all keys and tags)."""
+
+    value = "model"
+
+    model = models.CharField(max_length=MODEL_MAX_LENGTH)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "day", "model"], name="usage_model_day_natural_key"
+            ),
+        ]
+
+
+class UsageTagDay(UsageDayLevel):
+    """A tenant's daily rows of one local day summed per tag (all keys and models)."""
+
+    value = "tag"
+
+    tag = models.CharField(max_length=TAG_MAX_LENGTH, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "day", "tag"], name="usage_tag_day_natural_key"
+            ),
+        ]
+
+
+# The tenant-wide daily levels, in the order the pass writes them (always the same order, so
+# that two passes lock their rows alike).
+DAY_LEVELS: tuple[type[UsageDayLevel], ...] = (UsageKeyDay, UsageModelDay, UsageTagDay)

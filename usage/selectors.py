@@ -40,13 +40,16 @@ from keys.models import ClientKey
 from keys.selectors import KeyFigures, key_figures, key_get, sub_account_get
 from usage.models import (
     BUCKET_MINUTES,
+    DAY_LEVELS,
     ERROR_STATUSES,
     NO_DAILY_ZONE,
     ROLLUP_SUMS,
     Trace,
     TraceDeletion,
     UsageDay,
+    UsageDayLevel,
     UsageDayState,
+    UsageModelDay,
     UsageRollup,
     bucket_ceiling,
     bucket_floor,
@@ -151,11 +154,18 @@ def whole_days(since: datetime, until: datetime, zone: ZoneInfo) -> tuple[date, 
     return first, until.astimezone(zone).date()
 
 
+# The tenant-wide daily level that answers a grouping by its column.
+_LEVEL_OF = {level.value: level for level in DAY_LEVELS}
+# Totals, days and months need only a day's sums, which every level has: the models' (a
+# handful of rows a day, where the keys' have one per key in use).
+_TOTALS_LEVEL = UsageModelDay
+
+
 @dataclass(frozen=True, slots=True)
 class _Sources:
     """A window's three disjoint sources, which together hold every request in it."""
 
-    days: QuerySet[UsageDay]
+    days: QuerySet[UsageDay] | QuerySet[UsageDayLevel]
     rollups: QuerySet[UsageRollup]
     traces: QuerySet[Trace]
 
@@ -167,7 +177,11 @@ class _Window:
     tenant's daily rows are built in the report zone), the 15-minute rollup rows of the
     whole buckets inside it and outside those days, and the traces not in either (the
     traces of the partial buckets at its edges, rolled or not, and the unrolled traces of
-    the whole buckets). In another zone (or before the pass has rebuilt the daily rows in
+    the whole buckets). A window not narrowed (``filter``), all the tenant's keys, reads a
+    tenant-wide daily level instead of the daily rows when it groups by the level's column
+    (``client_key_id``, ``model``, ``tag``) or by day or month, or totals: those rows are the
+    daily rows regrouped, written in the same transactions, so the figures are the same from
+    far fewer rows (a key's day instead of its every model and tag). In another zone (or before the pass has rebuilt the daily rows in
     the tenant's new zone), the 15-minute rows cover every whole bucket: as exact, slower.
 
     Which sources is decided by reading the tenant's ``UsageDayState`` when ``total`` or
@@ -191,10 +205,20 @@ class _Window:
         """Narrow every source by the same lookups (columns all three have)."""
         return dataclasses.replace(self, lookups=(*self.lookups, lookups))
 
-    def _sources(self) -> _Sources:
+    def _daily(self, by: str | None) -> type[UsageDay] | type[UsageDayLevel]:
+        """The daily rows to read for a grouping by the column ``by`` (None: by day alone,
+        or totals): a tenant-wide level when the window is not narrowed and one has it."""
+        if self.lookups:
+            return UsageDay
+        if by is None:
+            return _TOTALS_LEVEL
+        return _LEVEL_OF.get(by, UsageDay)
+
+    def _sources(self, by: str | None = None) -> _Sources:
         tenant, since, until = self.tenant, self.since, self.until
         first, last = bucket_ceiling(since), bucket_floor(until)
-        days = UsageDay.objects.none()
+        daily = self._daily(by)
+        days = daily.objects.none()
         traces = Trace.objects.filter(tenant=tenant, created_at__gte=since, created_at__lt=until)
         if first >= last:  # no whole bucket inside: every request is still a trace (or purged)
             rollups = UsageRollup.objects.none()
@@ -206,7 +230,7 @@ class _Window:
             traces = traces.filter(outside)
             day_first, day_end = whole_days(since, until, self.zone)
             if day_first < day_end and self._daily_zone() == self.zone.key:
-                days = UsageDay.objects.filter(
+                days = daily.objects.filter(
                     tenant=tenant, zone=self.zone.key, day__gte=day_first, day__lt=day_end
                 )
                 # Two index ranges, not one with a filter: the buckets before the first
@@ -246,8 +270,10 @@ class _Window:
     ) -> dict[Any, dict[str, int]]:
         """Totals per value of ``by``: a column of all three sources, or the expressions
         given for the 15-minute rows and the traces (and for the daily rows, else their
-        column ``by``)."""
-        sources = self._sources()
+        column ``by``). ``day`` (the column) and ``day_by`` group by the daily rows' ``day``
+        alone, so any tenant-wide level answers them."""
+        day_only = by == "day" or day_by is not None
+        sources = self._sources(None if day_only else by)
         # order_by() first: an ordering column left in the query would split the groups.
         days = sources.days.order_by()
         rollups = sources.rollups.order_by()
@@ -818,6 +844,80 @@ def _days_audit(rollup_cutoff: datetime | None) -> list[DayProblem]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class DayLevelProblem:
+    """One row of a tenant-wide daily level (``level``: its model's name) that disagrees
+    with the tenant's daily rows of its day summed per the level's column (``value``)."""
+
+    level: str
+    tenant_id: int
+    zone: str
+    day: date
+    value: Any
+    expected: dict[str, int]
+    actual: dict[str, int]
+
+    @property
+    def message(self) -> str:
+        differences = ", ".join(
+            f"{name} {self.actual[name]} (daily rows say {self.expected[name]})"
+            for name in self.expected
+            if self.expected[name] != self.actual[name]
+        )
+        return (
+            f"{self.level} {self.day.isoformat()} ({self.zone or 'no zone'}) "
+            f"tenant {self.tenant_id} {self.value!r}: {differences}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "day": self.day.isoformat(),
+            "zone": self.zone,
+            "tenant_id": self.tenant_id,
+            "value": self.value,
+            "expected": self.expected,
+            "actual": self.actual,
+            "message": self.message,
+        }
+
+
+def _day_levels_audit() -> list[DayLevelProblem]:
+    """Every tenant-wide daily level against the daily rows summed per its column (by the
+    database, independently of the pass), all days. Run inside the caller's snapshot."""
+    problems = []
+    zero = dict.fromkeys(ROLLUP_SUMS, 0)
+    for level in DAY_LEVELS:
+        columns = ("tenant_id", "zone", "day", level.value)
+        regrouped = (
+            UsageDay.objects.order_by()
+            .values(*columns)
+            .annotate(**{f"{name}__sum": Sum(name) for name in ROLLUP_SUMS})
+        )
+        expected = {
+            tuple(row[c] for c in columns): {name: int(row[f"{name}__sum"]) for name in ROLLUP_SUMS}
+            for row in regrouped
+        }
+        actual = {
+            tuple(row[c] for c in columns): {name: row[name] for name in ROLLUP_SUMS}
+            for row in level.objects.values(*columns, *ROLLUP_SUMS)
+        }
+        problems += [
+            DayLevelProblem(
+                level=level.__name__,
+                tenant_id=key[0],
+                zone=key[1],
+                day=key[2],
+                value=key[3],
+                expected=expected.get(key, zero),
+                actual=actual.get(key, zero),
+            )  # fmt: skip
+            for key in sorted(expected.keys() | actual.keys())
+            if expected.get(key, zero) != actual.get(key, zero)
+        ]
+    return problems
+
+
 def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]:
     """The rolled traces from ``since`` summed per bucket by the database (hour, then the
     quarter of it), independently of the pass's own bucketing."""
@@ -853,11 +953,14 @@ def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]
     return sums
 
 
-def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem | DayProblem]:
+def rollups_audit(
+    *, now: datetime | None = None
+) -> list[RollupProblem | DayProblem | DayLevelProblem]:
     """Recompute, for every bucket whose traces are all still retained (it starts at or
     after ``now - TRACE_RETENTION_DAYS``), the sums of its rolled traces and compare them
-    with its rollup row, and every daily row with the 15-minute rows of its local day (the
-    days whose 15-minute rows are all retained); [] if all agree. Unrolled traces count
+    with its rollup row, every daily row with the 15-minute rows of its local day (the
+    days whose 15-minute rows are all retained), and every row of the tenant-wide daily
+    levels with the daily rows regrouped; [] if all agree. Unrolled traces count
     toward no rollup yet. Read in one snapshot, so a pass committing meanwhile is no false
     mismatch. What ``manage.py rollup_usage --check`` runs.
 
@@ -871,6 +974,7 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem | DayPro
         rollup_cutoff = now - timedelta(days=settings.USAGE_ROLLUP_RETENTION_DAYS)
     with ledger_snapshot():
         day_problems = _days_audit(rollup_cutoff)
+        level_problems = _day_levels_audit()
         expected = _rolled_trace_sums(since)
         actual = {
             (r["bucket_start"], r["tenant_id"], r["client_key_id"], r["model"], r["tag"]): {
@@ -886,7 +990,7 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem | DayPro
             .values_list("client_key_id", "before")
         )
     zero = dict.fromkeys(ROLLUP_SUMS, 0)
-    problems: list[RollupProblem | DayProblem] = []
+    problems: list[RollupProblem | DayProblem | DayLevelProblem] = []
     for key in sorted(expected.keys() | actual.keys()):
         start, tenant_id, client_key_id, model, tag = key
         deleted_before = traces_deleted_before.get(client_key_id)
@@ -904,4 +1008,4 @@ def rollups_audit(*, now: datetime | None = None) -> list[RollupProblem | DayPro
                     actual=actual.get(key, zero),
                 )
             )
-    return [*problems, *day_problems]
+    return [*problems, *day_problems, *level_problems]

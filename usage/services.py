@@ -13,11 +13,14 @@ day in the tenant's zone, key, model and tag), in the zone the tenant's ``UsageD
 says its daily rows are complete for. When the tenant's ``timezone`` is another zone (it
 changed, or the tenant is new), ``usage_days_rebuild`` recomputes its daily rows from its
 15-minute rows in the new zone and sets the state, in one transaction; each pass runs it
-first. The state row is the lock between the two (see ``_day_states_lock``).
+first. The state row is the lock between the two (see ``_day_states_lock``). The
+tenant-wide daily levels (``UsageKeyDay``, ``UsageModelDay``, ``UsageTagDay``: the daily rows
+summed per key, model or tag) are added to, rebuilt and purged with the daily rows, in the
+same transactions (``_day_levels_add``, ``_day_level_from_sql``).
 
 Retention: ``traces_purge`` deletes only traces already rolled, so no request's figures are
 lost with its trace; ``rollups_purge`` deletes the 15-minute rows past their retention and
-the daily rows of the whole days before it. A privacy request (``key_traces_delete``)
+the daily rows (and levels) of the whole days before it. A privacy request (``key_traces_delete``)
 deletes one key's traces on the same terms, whatever their age.
 """
 
@@ -41,12 +44,14 @@ from keys.selectors import key_get
 from usage.models import (
     BUCKET,
     BUCKET_MINUTES,
+    DAY_LEVELS,
     ERROR_STATUSES,
     NO_DAILY_ZONE,
     ROLLUP_SUMS,
     Trace,
     TraceDeletion,
     UsageDay,
+    UsageDayLevel,
     UsageDayState,
     UsageRollup,
     bucket_floor,
@@ -359,6 +364,23 @@ def _roll_up_batch_in_sql(*, batch_size: int) -> RollupResult:
                 where=f"WHERE s.zone <> '{NO_DAILY_ZONE}'",
             )
         )
+        # The tenant-wide levels, regrouped from the same sums, right after the daily rows.
+        for level in DAY_LEVELS:
+            cursor.execute(
+                _add_from_batch_sql(
+                    table=level._meta.db_table,
+                    key=_level_key(level),
+                    select_key=[
+                        "b.tenant_id",
+                        "(b.bucket_start AT TIME ZONE s.zone)::date",
+                        f"b.{level.value}",
+                        "s.zone",
+                    ],
+                    extra=("zone",),
+                    join=f"JOIN {UsageDayState._meta.db_table} s ON s.tenant_id = b.tenant_id",
+                    where=f"WHERE s.zone <> '{NO_DAILY_ZONE}'",
+                )
+            )
         cursor.execute(f"SELECT COALESCE(SUM(request_count), 0), COUNT(*) FROM {_BATCH_TABLE}")  # noqa: S608
         traces, buckets = cursor.fetchone()
     return RollupResult(traces=int(traces), buckets=int(buckets))
@@ -390,7 +412,65 @@ def _roll_up_batch(*, batch_size: int) -> RollupResult:
             key=DAY_KEY_COLUMNS,
             extra=("zone",),
         )
+        _day_levels_add(cursor, dict(day_rows), zones)
     return RollupResult(traces=sum(t[0] for t in sums.values()), buckets=len(sums))
+
+
+def _level_key(level: type[UsageDayLevel]) -> tuple[str, str, str]:
+    """A tenant-wide daily level's natural key (its constraint's columns)."""
+    return ("tenant_id", "day", level.value)
+
+
+def _day_levels_add(cursor: Any, day_sums: dict[DayKey, list[int]], zones: dict[int, str]) -> None:
+    """Add a batch's daily sums (``_day_sums``) into the tenant-wide daily levels, each
+    regrouped by the level's column: in the pass's transaction, right after the daily rows,
+    so that the levels always equal the daily rows regrouped. Sorted by natural key, and the
+    levels in ``DAY_LEVELS`` order, for the same reason as the daily rows."""
+    adapt_day = connection.ops.adapt_datefield_value
+    for level in DAY_LEVELS:
+        at = DAY_KEY_COLUMNS.index(level.value)
+        regrouped: dict[tuple[int, date, Any], list[int]] = {}
+        for day_key, total in day_sums.items():
+            into = regrouped.setdefault(
+                (day_key[0], day_key[1], day_key[at]), [0] * len(ROLLUP_SUMS)
+            )
+            for i, amount in enumerate(total):
+                into[i] += amount
+        _upsert(
+            cursor,
+            [
+                ((tenant_id, adapt_day(day), value, zones[tenant_id]), total)
+                for (tenant_id, day, value), total in sorted(regrouped.items())
+            ],
+            table=level._meta.db_table,
+            key=_level_key(level),
+            extra=("zone",),
+        )
+
+
+def _day_level_from_sql(
+    level: type[UsageDayLevel],
+    *,
+    source: str = UsageDay._meta.db_table,
+    where: str = "tenant_id = %s",
+) -> str:
+    """Add the rows of ``source`` that ``where`` keeps (daily rows, or any table with their
+    columns: ``tenant_id``, ``day``, ``client_key_id``, ``model``, ``tag``, ``zone`` and the
+    sums) into ``level``, summed per tenant, day and the level's column, in natural key order.
+    Both databases. The rebuild runs it over a tenant's daily rows (it deleted the level's
+    rows first, so nothing conflicts); a set-based pass can run it over its batch's daily sums
+    (the conflict clause adds into the rows that exist)."""
+    quote = connection.ops.quote_name
+    table = level._meta.db_table
+    key = ", ".join(quote(c) for c in _level_key(level))
+    sums = ", ".join(f"SUM({quote(c)})" for c in ROLLUP_SUMS)
+    adds = ", ".join(f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in ROLLUP_SUMS)
+    return (
+        f"INSERT INTO {table} ({key}, zone, {', '.join(quote(c) for c in ROLLUP_SUMS)}) "  # noqa: S608 (names are ours)
+        f"SELECT {key}, zone, {sums} FROM {source} WHERE {where} "
+        f"GROUP BY {key}, zone ORDER BY {key} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {adds}"
+    )
 
 
 def _days_from_rollups_sql() -> str:
@@ -448,10 +528,14 @@ def _days_rebuild(*, tenant_id: int, zone: str) -> bool:
         if cursor.fetchone()[0] == zone:
             return False
         UsageDay.objects.filter(tenant_id=tenant_id).delete()
+        for level in DAY_LEVELS:
+            level.objects.filter(tenant_id=tenant_id).delete()
         if connection.vendor == "postgresql":
             cursor.execute(_days_from_rollups_sql(), [zone, zone, tenant_id])
         else:
             _days_from_rollups_in_python(tenant_id=tenant_id, zone=zone)
+        for level in DAY_LEVELS:
+            cursor.execute(_day_level_from_sql(level), [tenant_id])
         UsageDayState.objects.filter(tenant_id=tenant_id).update(zone=zone)
     return True
 
@@ -585,5 +669,9 @@ def rollups_purge(*, now: datetime | None = None) -> int:
     for zone in UsageDay.objects.order_by().values_list("zone", flat=True).distinct():
         # A date before the cutoff's own date (in the row's zone) ends by the cutoff.
         cutoff_day = cutoff.astimezone(ZoneInfo(zone)).date()
-        UsageDay.objects.filter(zone=zone, day__lt=cutoff_day).delete()
+        # The levels go with the daily rows they regroup: no snapshot sees one without the other.
+        with transaction.atomic():
+            UsageDay.objects.filter(zone=zone, day__lt=cutoff_day).delete()
+            for level in DAY_LEVELS:
+                level.objects.filter(zone=zone, day__lt=cutoff_day).delete()
     return count

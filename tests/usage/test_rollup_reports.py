@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
-from usage.models import Trace, UsageRollup
+from usage.models import DAY_LEVELS, Trace, UsageDay, UsageRollup
 from usage.selectors import (
     DayUsage,
     ModelUsage,
@@ -266,8 +266,12 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
     three_keys, tenant, settings, steps, zoned
 ):
     settings.TRACE_RETENTION_DAYS = RETENTION_DAYS
+    # Each example starts empty: its traces, and every rollup level the last one left.
     Trace.objects.all().delete()
     UsageRollup.objects.all().delete()
+    UsageDay.objects.all().delete()
+    for level in DAY_LEVELS:
+        level.objects.all().delete()
     zone, windows = zoned
     written: list[tuple[Written, bool]] = []  # (trace, purged)
 

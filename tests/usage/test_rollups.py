@@ -32,7 +32,10 @@ from usage.models import (
     ROLLUP_SUMS,
     Trace,
     UsageDay,
+    UsageKeyDay,
+    UsageModelDay,
     UsageRollup,
+    UsageTagDay,
     bucket_ceiling,
     bucket_floor,
 )
@@ -216,6 +219,14 @@ def test_check_passes_on_honest_rollups_and_fails_on_a_tampered_one(tenant, caps
     UsageDay.objects.create(
         day=gone.date(), zone="UTC", tenant=tenant, client_key=key, model="gone", request_count=1
     )
+    # And the tenant-wide levels that regroup it, as the pass writes them.
+    UsageKeyDay.objects.create(
+        day=gone.date(), zone="UTC", tenant=tenant, client_key=key, request_count=1
+    )
+    UsageModelDay.objects.create(
+        day=gone.date(), zone="UTC", tenant=tenant, model="gone", request_count=1
+    )
+    UsageTagDay.objects.create(day=gone.date(), zone="UTC", tenant=tenant, tag="", request_count=1)
 
     call_command("rollup_usage", "--check")
     assert capsys.readouterr().out.strip() == "rollups ok"
