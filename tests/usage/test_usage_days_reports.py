@@ -78,6 +78,8 @@ class Written:
     cache_write_tokens: int
     cost_nanos: int
     client_nanos: int
+    cache_savings_nanos: int
+    client_cache_savings_nanos: int
 
 
 traces = st.builds(
@@ -93,6 +95,8 @@ traces = st.builds(
     cache_write_tokens=st.integers(0, 10**3),
     cost_nanos=st.integers(0, 10**15),
     client_nanos=st.integers(0, 10**15),
+    cache_savings_nanos=st.integers(0, 10**15),
+    client_cache_savings_nanos=st.integers(0, 10**15),
 )
 steps = st.lists(
     st.one_of(
@@ -137,6 +141,8 @@ def totals(rows: list[Written]) -> dict[str, int]:
         "cache_write_tokens": sum(r.cache_write_tokens for r in rows),
         "cost_nanos": sum(r.cost_nanos for r in rows),
         "client_nanos": sum(r.client_nanos for r in rows),
+        "cache_savings_nanos": sum(r.cache_savings_nanos for r in rows),
+        "client_cache_savings_nanos": sum(r.client_cache_savings_nanos for r in rows),
     }
 
 
@@ -246,6 +252,8 @@ def test_every_report_equals_the_raw_traces_through_zone_changes_and_purges(
                     cache_write_tokens=trace.cache_write_tokens,
                     cost_nanos=trace.cost_nanos,
                     client_nanos=trace.client_nanos,
+                    cache_savings_nanos=trace.cache_savings_nanos,
+                    client_cache_savings_nanos=trace.client_cache_savings_nanos,
                 )
                 written.append((trace, False))
         elif action == "roll":
