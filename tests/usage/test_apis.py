@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 
 from billing.money import Usage, parse_usd
+from config.pagination import Pagination
 from keys.models import ClientKey
 from keys.services import key_create, key_delete
 from tests.keys.apis.conftest import create_sub_account, iso, prepaid_key, sub_account_url
@@ -76,6 +77,7 @@ def test_requests_show_every_field_of_the_keys_traces(api, tenant, outsider, ups
     assert response.status_code == 200
     assert response.json() == {
         "count": 1,
+        "count_is_exact": True,
         "next": None,
         "previous": None,
         "results": [
@@ -138,6 +140,46 @@ def test_requests_are_paginated_newest_first(api, tenant, outsider):
     assert [t["request_id"] for t in last["results"]] == ["req-5m"]
     assert last["next"] is None
     assert api.get(requests_url(key.pk), {"page": 4}).status_code == 404
+
+
+def test_a_long_list_counts_up_to_the_limit_and_says_so(api, tenant, outsider, monkeypatch):
+    monkeypatch.setattr(Pagination, "count_limit", 3)
+    key = WalletKeyFactory.create(tenant=tenant)
+    now = timezone.now()
+    for minutes in range(1, 7):
+        trace(key, now - timedelta(minutes=minutes), request_id=f"req-{minutes}m")
+    trace(WalletKeyFactory.create(tenant=outsider[0]), now, request_id="theirs")
+
+    def page(**params: Any) -> dict[str, Any]:
+        response = api.get(requests_url(key.pk), {"page_size": 2, **params})
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    first, second, last = page(), page(page=2), page(page=3)
+    everyone = api.get("/api/v1/requests", {"page_size": 2}).json()
+
+    # 6 rows, counted only up to 3: a lower bound, and the pages still say what follows.
+    assert (first["count"], first["count_is_exact"]) == (3, False)
+    assert [t["request_id"] for t in first["results"]] == ["req-1m", "req-2m"]
+    assert "page=2" in first["next"]
+    # Past the limit the rows read so far (and the one more that makes ``next``) bound it.
+    assert (second["count"], second["count_is_exact"]) == (5, False)
+    assert "page=3" in second["next"]
+    # The last page knows the count exactly, without counting.
+    assert (last["count"], last["count_is_exact"], last["next"]) == (6, True, None)
+    assert [t["request_id"] for t in last["results"]] == ["req-5m", "req-6m"]
+    assert api.get(requests_url(key.pk), {"page_size": 2, "page": 4}).status_code == 404
+    assert (everyone["count"], everyone["count_is_exact"]) == (3, False)
+    assert "theirs" not in [t["request_id"] for t in everyone["results"]]
+
+
+def test_a_page_beyond_any_offset_is_past_the_last(api, tenant):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key, timezone.now())
+
+    response = api.get(requests_url(key.pk), {"page": "999999999999999999", "page_size": 200})
+
+    assert response.status_code == 404
 
 
 def test_requests_filter_by_time_model_status_and_tag(api, tenant, outsider):
