@@ -30,7 +30,9 @@ from tests.usage.conftest import (
     trace,
     usage_url,
 )
+from usage.apis import EarningsApi, TenantUsageApi, key_earnings_json, key_usage_json
 from usage.models import Trace
+from usage.selectors import earnings_summary, tenant_usage
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -605,6 +607,46 @@ def test_earnings_without_traffic_have_no_margin(api, tenant, outsider):
     assert body["all_time"]["margin_percent"] is None
     assert body["by_key"] == []
     assert api.get(EARNINGS, {"window": "0d"}).status_code == 400
+
+
+def test_the_reports_by_key_fast_path_is_the_serializers_json(api, tenant, outsider, price):
+    wallet = WalletKeyFactory.create(tenant=tenant, label="Ünïcode <label>")
+    trace(wallet, cost_nanos=1, client_nanos=3, input_tokens=7, output_tokens=2)
+    trace(wallet, status=Trace.Status.UPSTREAM_ERROR, status_code=502)
+    free = WalletKeyFactory.create(tenant=tenant)  # no revenue: margin null
+    trace(free, cost_nanos=5, client_nanos=0, cached_input_tokens=3, cache_write_tokens=4)
+    expired = WalletKeyFactory.create(tenant=tenant, expires_at=timezone.now())
+    trace(expired, cost_nanos=2, client_nanos=9)
+    prepaid = prepaid_key(tenant)  # spend ever, no traffic in the window
+    spend(prepaid, price, "req-prepaid", 1_234_567)
+    deleted = WalletKeyFactory.create(tenant=tenant)
+    trace(deleted, cost_nanos=4, client_nanos=6)
+    key_delete(tenant=tenant, actor=None, key_id=deleted.pk)
+    trace(WalletKeyFactory.create(tenant=outsider[0]), cost_nanos=1, client_nanos=2)
+    until = timezone.now() + timedelta(minutes=1)
+    since = until - timedelta(days=1)
+
+    earnings = earnings_summary(tenant=tenant, since=since, until=until)
+    usage = tenant_usage(tenant=tenant, since=since, until=until)
+    earnings_body = api.get(EARNINGS, {"window": "1d"}).json()
+    usage_body = api.get("/api/v1/usage", {"window": "1d"}).json()
+
+    expected_earnings = EarningsApi.OutputSerializer(earnings).data["by_key"]
+    expected_usage = TenantUsageApi.OutputSerializer(usage).data["by_key"]
+    assert len(expected_earnings) == 5 and len(expected_usage) == 4
+    assert {k["status"] for k in expected_earnings} >= {"active", "expired", "deleted"}
+    assert None in [k["margin_percent"] for k in expected_earnings]
+    # Equal field for field and in the serializers' order, which the schema documents.
+    for fast, slow in [
+        *zip([key_earnings_json(k) for k in earnings.by_key], expected_earnings, strict=True),
+        *zip([key_usage_json(k) for k in usage.by_key], expected_usage, strict=True),
+    ]:
+        assert fast == slow
+        assert list(fast) == list(slow)
+    assert earnings_body["by_key"] == expected_earnings
+    assert usage_body["by_key"] == expected_usage
+    fields = list(EarningsApi.OutputSerializer().fields)
+    assert list(earnings_body)[-len(fields) :] == fields
 
 
 # --------------------------------------------------------------- sub-account API usage
