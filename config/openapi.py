@@ -225,7 +225,18 @@ def paginated(item: type[serializers.Serializer]) -> type[serializers.Serializer
     """
 
     class Page(serializers.Serializer):
-        count = serializers.IntegerField(help_text="Results on all pages.")
+        count = serializers.IntegerField(
+            help_text=(
+                f"Results on all pages, counted up to {Pagination.count_limit:,}: past that, "
+                "a lower bound (`count_is_exact` is false)."
+            )
+        )
+        count_is_exact = serializers.BooleanField(
+            help_text=(
+                f"False when the list holds more than {Pagination.count_limit:,} results and "
+                "`count` is a lower bound; `next` says whether another page follows either way."
+            )
+        )
         next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
         previous = serializers.URLField(
             allow_null=True, help_text="The previous page; null on the first."

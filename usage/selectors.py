@@ -36,8 +36,8 @@ from django.utils import timezone
 from accounts.models import Tenant
 from billing.money import div_round_half_up
 from billing.selectors import ledger_snapshot
-from keys.models import ClientKey
-from keys.selectors import KeyFigures, key_figures, key_get, sub_account_get
+from keys.models import EXPIRED, ClientKey
+from keys.selectors import key_get, sub_account_get
 from usage.models import (
     BUCKET_MINUTES,
     DAY_LEVELS,
@@ -547,10 +547,40 @@ def tag_usage(
 
 
 @dataclass(frozen=True, slots=True)
+class KeyAllTime:
+    """A key's all-time money from its settled counters, and its status (the attributes
+    of ``KeyFigures`` that earnings show, without the price ratio's arithmetic, which
+    costs a thousand keys milliseconds for nothing)."""
+
+    key: ClientKey
+    status: str
+    client_spent_nanos: int
+    cost_spent_nanos: int
+
+    @property
+    def profit_nanos(self) -> int:
+        return self.client_spent_nanos - self.cost_spent_nanos
+
+
+@dataclass(frozen=True, slots=True)
 class KeyEarnings(UsageTotals):
     """One key: the window's totals from its traces, all-time money from its counters."""
 
-    figures: KeyFigures
+    figures: KeyAllTime
+
+
+# The key columns earnings read: what ``KeyAllTime`` shows and ``effective_status`` needs.
+EARNINGS_KEY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "label",
+    "prefix",
+    "funding",
+    "status",
+    "expires_at",
+    "client_spent_nanos",
+    "cost_spent_nanos",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,7 +617,7 @@ def earnings_summary(
 ) -> Earnings:
     """Revenue (client prices), cost and profit in a window, from traces and rollups (so a
     past quarter answers after its traces are purged), and all time, from the keys' settled
-    counters (``client_spent``/``cost_spent`` via ``key_figures``).
+    counters (``client_spent``/``cost_spent``, ``KeyAllTime``).
 
     ``by_key`` lists every key, deleted ones included, with traffic in the window or any
     spend ever: the largest window revenue first, then the largest all-time revenue.
@@ -598,12 +628,24 @@ def earnings_summary(
     with ledger_snapshot():
         per_key = window.grouped("client_key_id")
         per_month = _per_month(window)
-    keys = ClientKey.objects.for_tenant(tenant).filter(
-        Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0)
+    keys = (
+        ClientKey.objects.for_tenant(tenant)
+        .filter(Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0))
+        .only(*EARNINGS_KEY_COLUMNS)
     )
     now = timezone.now()
     by_key = [
-        KeyEarnings(figures=key_figures(key=key, now=now), **per_key.get(key.pk, NO_USAGE))
+        KeyEarnings(
+            figures=KeyAllTime(
+                key=key,
+                status=EXPIRED
+                if key.status == ClientKey.Status.ACTIVE and key.is_expired(now)
+                else key.status,
+                client_spent_nanos=key.client_spent_nanos,
+                cost_spent_nanos=key.cost_spent_nanos,
+            ),
+            **per_key.get(key.pk, NO_USAGE),
+        )
         for key in keys
     ]
     by_key.sort(key=lambda k: (-k.client_nanos, -k.figures.client_spent_nanos, -k.figures.key.pk))

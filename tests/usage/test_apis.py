@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 
 from billing.money import Usage, parse_usd
+from config.pagination import Pagination
 from keys.models import ClientKey
 from keys.services import key_create, key_delete
 from tests.keys.apis.conftest import create_sub_account, iso, prepaid_key, sub_account_url
@@ -29,7 +30,9 @@ from tests.usage.conftest import (
     trace,
     usage_url,
 )
+from usage.apis import EarningsApi, TenantUsageApi, key_earnings_json, key_usage_json
 from usage.models import Trace
+from usage.selectors import earnings_summary, tenant_usage
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -78,6 +81,7 @@ def test_requests_show_every_field_of_the_keys_traces(api, tenant, outsider, ups
     assert response.status_code == 200
     assert response.json() == {
         "count": 1,
+        "count_is_exact": True,
         "next": None,
         "previous": None,
         "results": [
@@ -143,6 +147,46 @@ def test_requests_are_paginated_newest_first(api, tenant, outsider):
     assert [t["request_id"] for t in last["results"]] == ["req-5m"]
     assert last["next"] is None
     assert api.get(requests_url(key.pk), {"page": 4}).status_code == 404
+
+
+def test_a_long_list_counts_up_to_the_limit_and_says_so(api, tenant, outsider, monkeypatch):
+    monkeypatch.setattr(Pagination, "count_limit", 3)
+    key = WalletKeyFactory.create(tenant=tenant)
+    now = timezone.now()
+    for minutes in range(1, 7):
+        trace(key, now - timedelta(minutes=minutes), request_id=f"req-{minutes}m")
+    trace(WalletKeyFactory.create(tenant=outsider[0]), now, request_id="theirs")
+
+    def page(**params: Any) -> dict[str, Any]:
+        response = api.get(requests_url(key.pk), {"page_size": 2, **params})
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    first, second, last = page(), page(page=2), page(page=3)
+    everyone = api.get("/api/v1/requests", {"page_size": 2}).json()
+
+    # 6 rows, counted only up to 3: a lower bound, and the pages still say what follows.
+    assert (first["count"], first["count_is_exact"]) == (3, False)
+    assert [t["request_id"] for t in first["results"]] == ["req-1m", "req-2m"]
+    assert "page=2" in first["next"]
+    # Past the limit the rows read so far (and the one more that makes ``next``) bound it.
+    assert (second["count"], second["count_is_exact"]) == (5, False)
+    assert "page=3" in second["next"]
+    # The last page knows the count exactly, without counting.
+    assert (last["count"], last["count_is_exact"], last["next"]) == (6, True, None)
+    assert [t["request_id"] for t in last["results"]] == ["req-5m", "req-6m"]
+    assert api.get(requests_url(key.pk), {"page_size": 2, "page": 4}).status_code == 404
+    assert (everyone["count"], everyone["count_is_exact"]) == (3, False)
+    assert "theirs" not in [t["request_id"] for t in everyone["results"]]
+
+
+def test_a_page_beyond_any_offset_is_past_the_last(api, tenant):
+    key = WalletKeyFactory.create(tenant=tenant)
+    trace(key, timezone.now())
+
+    response = api.get(requests_url(key.pk), {"page": "999999999999999999", "page_size": 200})
+
+    assert response.status_code == 404
 
 
 def test_requests_filter_by_time_model_status_and_tag(api, tenant, outsider):
@@ -615,6 +659,46 @@ def test_earnings_without_traffic_have_no_margin(api, tenant, outsider):
     assert body["all_time"]["margin_percent"] is None
     assert body["by_key"] == []
     assert api.get(EARNINGS, {"window": "0d"}).status_code == 400
+
+
+def test_the_reports_by_key_fast_path_is_the_serializers_json(api, tenant, outsider, price):
+    wallet = WalletKeyFactory.create(tenant=tenant, label="Ünïcode <label>")
+    trace(wallet, cost_nanos=1, client_nanos=3, input_tokens=7, output_tokens=2)
+    trace(wallet, status=Trace.Status.UPSTREAM_ERROR, status_code=502)
+    free = WalletKeyFactory.create(tenant=tenant)  # no revenue: margin null
+    trace(free, cost_nanos=5, client_nanos=0, cached_input_tokens=3, cache_write_tokens=4)
+    expired = WalletKeyFactory.create(tenant=tenant, expires_at=timezone.now())
+    trace(expired, cost_nanos=2, client_nanos=9)
+    prepaid = prepaid_key(tenant)  # spend ever, no traffic in the window
+    spend(prepaid, price, "req-prepaid", 1_234_567)
+    deleted = WalletKeyFactory.create(tenant=tenant)
+    trace(deleted, cost_nanos=4, client_nanos=6)
+    key_delete(tenant=tenant, actor=None, key_id=deleted.pk)
+    trace(WalletKeyFactory.create(tenant=outsider[0]), cost_nanos=1, client_nanos=2)
+    until = timezone.now() + timedelta(minutes=1)
+    since = until - timedelta(days=1)
+
+    earnings = earnings_summary(tenant=tenant, since=since, until=until)
+    usage = tenant_usage(tenant=tenant, since=since, until=until)
+    earnings_body = api.get(EARNINGS, {"window": "1d"}).json()
+    usage_body = api.get("/api/v1/usage", {"window": "1d"}).json()
+
+    expected_earnings = EarningsApi.OutputSerializer(earnings).data["by_key"]
+    expected_usage = TenantUsageApi.OutputSerializer(usage).data["by_key"]
+    assert len(expected_earnings) == 5 and len(expected_usage) == 4
+    assert {k["status"] for k in expected_earnings} >= {"active", "expired", "deleted"}
+    assert None in [k["margin_percent"] for k in expected_earnings]
+    # Equal field for field and in the serializers' order, which the schema documents.
+    for fast, slow in [
+        *zip([key_earnings_json(k) for k in earnings.by_key], expected_earnings, strict=True),
+        *zip([key_usage_json(k) for k in usage.by_key], expected_usage, strict=True),
+    ]:
+        assert fast == slow
+        assert list(fast) == list(slow)
+    assert earnings_body["by_key"] == expected_earnings
+    assert usage_body["by_key"] == expected_usage
+    fields = list(EarningsApi.OutputSerializer().fields)
+    assert list(earnings_body)[-len(fields) :] == fields
 
 
 # --------------------------------------------------------------- sub-account API usage
