@@ -83,7 +83,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("usage", "0004_usage_day"),
+        ("usage", "0006_usage_day_levels"),
     ]
 
     operations = [
