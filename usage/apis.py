@@ -344,6 +344,8 @@ def key_usage_json(k: KeyUsage) -> dict[str, Any]:
         "cache_write_tokens": k.cache_write_tokens,
         "cost": format_usd(k.cost_nanos),
         "client_price": format_usd(k.client_nanos),
+        "cache_savings": format_usd(k.cache_savings_nanos),
+        "client_cache_savings": format_usd(k.client_cache_savings_nanos),
         "profit": format_usd(k.profit_nanos),
         "errors": k.errors,
         "id": k.key.pk,
@@ -367,6 +369,8 @@ def key_earnings_json(k: KeyEarnings) -> dict[str, Any]:
         "cost": format_usd(k.cost_nanos),
         "profit": format_usd(k.profit_nanos),
         "margin_percent": _margin(k.margin_percent),
+        "cache_savings": format_usd(k.cache_savings_nanos),
+        "client_cache_savings": format_usd(k.client_cache_savings_nanos),
         "all_time": {
             "revenue": format_usd(figures.client_spent_nanos),
             "cost": format_usd(figures.cost_spent_nanos),
