@@ -200,6 +200,8 @@ class _Window:
     until: datetime
     zone: ZoneInfo
     lookups: tuple[dict[str, Any], ...] = ()
+    # What the window read once and keeps (``_daily_zone``), shared with its filtered copies.
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def filter(self, **lookups: Any) -> _Window:
         """Narrow every source by the same lookups (columns all three have)."""
@@ -250,9 +252,13 @@ class _Window:
         return _Sources(days=days, rollups=rollups, traces=traces)
 
     def _daily_zone(self) -> str:
-        """The zone the tenant's daily rows are complete for ("" if none)."""
-        state = UsageDayState.objects.filter(tenant=self.tenant).values_list("zone", flat=True)
-        return state.first() or NO_DAILY_ZONE
+        """The zone the tenant's daily rows are complete for ("" if none), read once per
+        window (and the windows ``filter`` makes of it): a report's reads share one
+        snapshot, so the state cannot change between them."""
+        if "daily_zone" not in self.memo:
+            state = UsageDayState.objects.filter(tenant=self.tenant).values_list("zone", flat=True)
+            self.memo["daily_zone"] = state.first() or NO_DAILY_ZONE
+        return self.memo["daily_zone"]
 
     def total(self) -> dict[str, int]:
         sources = self._sources()
@@ -484,9 +490,10 @@ def key_usage(
     key = key_get(tenant=tenant, key_id=key_id)
     window = _window(tenant=tenant, since=since, until=until, zone=zone).filter(client_key=key)
     with ledger_snapshot():
-        summary = window.total()
         by_model = window.grouped("model")
         by_day = window.grouped_by_day()
+    # Every request has a model: the total is the models' (one query fewer per source).
+    summary = functools.reduce(_added, by_model.values(), NO_USAGE)
     return UsageReport(
         summary=UsageTotals(**summary),
         by_model=[ModelUsage(model=m, **sums) for m, sums in _largest_first(by_model)],
@@ -718,9 +725,9 @@ def key_statement(*, tenant: Tenant, key_id: int, year: int, month: int) -> Stat
     since, until = month_bounds(zone=zone, year=year, month=month)
     window = _window(tenant=tenant, since=since, until=until).filter(client_key=key)
     with ledger_snapshot():
-        totals = window.total()
         by_model = window.grouped("model")
         by_day = window.grouped_by_day()
+    totals = functools.reduce(_added, by_model.values(), NO_USAGE)
     return Statement(
         tenant=tenant,
         key=key,
