@@ -125,16 +125,17 @@ def _rollup_sums() -> dict[str, Any]:
     }
 
 
-NO_USAGE: dict[str, int] = {f.name: 0 for f in fields(UsageTotals)}
+_TOTALS = tuple(f.name for f in fields(UsageTotals))
+NO_USAGE: dict[str, int] = dict.fromkeys(_TOTALS, 0)
 
 
 def _sum_fields(row: dict[str, Any]) -> dict[str, int]:
     """The UsageTotals fields of an aggregated row, as ints."""
-    return {f.name: int(row[f.name]) for f in fields(UsageTotals)}
+    return {name: int(row[name]) for name in _TOTALS}
 
 
 def _added(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {name: a[name] + b[name] for name in NO_USAGE}
+    return {name: a[name] + b[name] for name in _TOTALS}
 
 
 def day_start(day: date, zone: ZoneInfo) -> datetime:
