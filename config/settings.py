@@ -94,12 +94,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "axes",
+    "django_htmx",
+    "template_partials",
     "accounts",
     "billing",
     "keys",
     "usage",
     "proxy",
     "portal",
+    "dashboard",
     "demo",
 ]
 
@@ -115,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # request.htmx: a page answers an htmx request with just the fragment it swaps.
+    "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes requires: answers a locked-out sign-in (see "Sign-in throttling").
     "axes.middleware.AxesMiddleware",
 ]
@@ -343,6 +348,10 @@ AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 # Its start-up banner would open every manage.py command's output; lockouts are still logged.
 AXES_VERBOSE = False
+
+# The dashboard's sign-in; signing in lands on the overview.
+LOGIN_URL = "dashboard:sign-in"
+LOGIN_REDIRECT_URL = "dashboard:overview"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))

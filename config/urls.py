@@ -28,6 +28,7 @@ class SchemaApi(SpectacularAPIView):
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("keys.urls")),
     path("api/v1/", include("billing.urls")),

@@ -1,0 +1,71 @@
+// Tollgate's pages: small enhancements over server-rendered HTML (every action also works
+// without JavaScript). Loaded with `defer`; no inline script anywhere (strict CSP).
+(function () {
+  "use strict";
+
+  // <div class="bar"><span class="bar-fill" data-width="42"></span></div>: width in percent.
+  function sizeBars(root) {
+    root.querySelectorAll(".bar-fill[data-width]").forEach(function (el) {
+      var width = Math.max(0, Math.min(100, parseFloat(el.dataset.width) || 0));
+      el.style.width = width + "%";
+    });
+  }
+
+  // <button data-copy="#id">: copies the text of the element #id (or its value).
+  function wireCopy(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      if (button.dataset.copyWired) return;
+      button.dataset.copyWired = "1";
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var source = document.querySelector(button.dataset.copy);
+        if (!source || !navigator.clipboard) return;
+        var text = "value" in source && source.value !== undefined ? source.value : source.textContent;
+        navigator.clipboard.writeText(text.trim()).then(function () {
+          var label = button.textContent;
+          button.textContent = "Copied";
+          setTimeout(function () { button.textContent = label; }, 1500);
+        });
+      });
+    });
+  }
+
+  // <canvas data-chart="line|bar" data-chart-data="json-script-id">: a Chart.js chart of
+  // {"labels": [...], "datasets": [{"label": "...", "data": ["1.23", ...]}]} (dollars as
+  // decimal strings, drawn as numbers; the figures themselves are in the page's tables).
+  function drawCharts(root) {
+    if (!window.Chart) return;
+    root.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      if (canvas.dataset.chartDrawn) return;
+      var source = document.getElementById(canvas.dataset.chartData);
+      if (!source) return;
+      var spec = JSON.parse(source.textContent);
+      canvas.dataset.chartDrawn = "1";
+      new window.Chart(canvas, {
+        type: canvas.dataset.chart,
+        data: {
+          labels: spec.labels,
+          datasets: spec.datasets.map(function (set) {
+            return Object.assign({}, set, { data: set.data.map(Number) });
+          }),
+        },
+        options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          animation: false,
+          interaction: { mode: "index", intersect: false },
+          scales: { y: { beginAtZero: true } },
+        },
+      });
+    });
+  }
+
+  function enhance(root) {
+    sizeBars(root);
+    wireCopy(root);
+    drawCharts(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("htmx:load", function (event) { enhance(event.target); });
+})();
