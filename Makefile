@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup run test lint bench bench-usage clean
+.PHONY: help setup run test lint bench bench-usage bench-pages clean
 
 help:
 	@echo "make run    - set up, migrate, seed a demo tenant and serve on http://$(HOST):$(PORT)"
@@ -24,6 +24,7 @@ help:
 	@echo "make lint   - ruff, mypy and the import rules between apps (lint-imports)"
 	@echo "make bench  - proxy benchmark against the mock upstream (see README)"
 	@echo "make bench-usage - usage reports, rollups and CSV export at 1M traces, A/B against raw traces"
+	@echo "make bench-pages - the dashboard's pages on bench-usage's data (server time, SQL queries)"
 
 $(UV):
 	@python_bin=$$(scripts/find-python) && "$$python_bin" -m venv $(TOOLS) && \
@@ -64,6 +65,11 @@ bench: setup
 BENCH_USAGE_ARGS ?=
 bench-usage: setup
 	$(PY) bench/usage.py $(BENCH_USAGE_ARGS)
+
+# The dashboard's pages on bench-usage's data (reused when it is there, else seeded).
+BENCH_PAGES_ARGS ?=
+bench-pages: setup
+	$(PY) bench/pages.py $(BENCH_PAGES_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
