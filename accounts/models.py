@@ -99,3 +99,25 @@ class ApiToken(models.Model):
 
     def matches(self, secret: str) -> bool:
         return secret_matches(secret, self.digest)
+
+
+class SignUp(models.Model):
+    """A reseller account opened on the dashboard's sign-up form.
+
+    Its owner stays inactive (cannot sign in) until the email is verified by following the
+    link sent to it; accounts the operator creates have no SignUp row and are verified from
+    the start. Until then a new sign-up for the same address replaces the pending password.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sign_up"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sign-up of user {self.user_id}"
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None

@@ -1,23 +1,33 @@
-"""Writes for tenants, their owners and their reseller API tokens."""
+"""Writes for tenants, their owners and their reseller API tokens; the owners' sign-up and
+their two-factor devices."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Field
 from django.utils import timezone
+from django_otp.models import Device
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.events import config_changed
-from accounts.exceptions import EmailTaken, TenantInvalid
+from accounts.exceptions import (
+    CodeRefused,
+    CodeThrottled,
+    EmailTaken,
+    PasswordRefused,
+    TenantInvalid,
+)
 from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
-from accounts.models import ApiToken, Tenant
+from accounts.models import ApiToken, SignUp, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +51,83 @@ def tenant_create(
     reseller_open`` creates in the same transaction (accounts imports no other app).
     The token's secret is returned once and never stored.
     """
+    user = _owner_create(email=email, password=password)
+    tenant = Tenant.objects.create(name=name or user.email, owner=user)
+    return tenant, api_token_create(tenant=tenant)
+
+
+def _owner_create(*, email: str, password: str | None, is_active: bool = True) -> User:
     user_model = get_user_model()
     email = user_model.objects.normalize_email(email).strip()
     if user_model.objects.filter(email__iexact=email).exists():
         raise EmailTaken(f"a user with email {email} already exists")
-    user = user_model.objects.create_user(username=email, email=email, password=password)
+    user = user_model.objects.create_user(
+        username=email, email=email, password=password, is_active=is_active
+    )
     if password is None:
         user.set_unusable_password()
         user.save(update_fields=["password"])
-    tenant = Tenant.objects.create(name=name or email, owner=user)
-    return tenant, api_token_create(tenant=tenant)
+    return user
+
+
+class SignUpOutcome(models.TextChoices):
+    """What a sign-up did, which decides the email its address gets (the page answers the
+    same whatever it did, so the form tells no one which addresses have accounts)."""
+
+    # A new account, inactive until the email is verified: send the link.
+    OPENED = "opened"
+    # The address's earlier sign-up was never verified: its password (and name) are
+    # replaced by the newer ones, voiding the links sent before. Send a new link.
+    RENEWED = "renewed"
+    # The address already has an account: nothing changes; tell its owner someone tried.
+    TAKEN = "taken"
+
+
+@dataclass(frozen=True)
+class SignUpResult:
+    user: User
+    outcome: SignUpOutcome
+
+
+@transaction.atomic
+def tenant_sign_up(*, email: str, password: str, name: str = "") -> Tenant:
+    """A building block of ``billing.services.reseller_sign_up``: the user, inactive until
+    the email is verified (a ``SignUp`` row says so), and its tenant; raises EmailTaken.
+    No API token: the reseller makes one on the dashboard, where its secret is shown."""
+    user = _owner_create(email=email, password=password, is_active=False)
+    SignUp.objects.create(user=user)
+    return Tenant.objects.create(name=name or user.email, owner=user)
+
+
+@transaction.atomic(durable=True)
+def sign_up_renew(*, user: User, password: str, name: str = "") -> None:
+    """A newer sign-up for an address whose account still awaits verification: its
+    password (and tenant name, when given) replace the pending ones. The new password
+    voids the verification links sent before (``accounts.verification``)."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    if name:
+        Tenant.objects.filter(owner=user).update(name=name)
+
+
+@transaction.atomic(durable=True)
+def sign_up_verify(*, user: User) -> bool:
+    """The email of ``user``'s sign-up is verified: the account becomes active. True when
+    this call verified it; False when it already was (a repeat changes nothing).
+
+    Conditional update: of two concurrent calls (a double click) exactly one wins.
+    """
+    verified = (
+        SignUp.objects.filter(user=user, verified_at__isnull=True).update(
+            verified_at=timezone.now()
+        )
+        == 1
+    )
+    if verified:
+        get_user_model().objects.filter(pk=user.pk).update(is_active=True)
+        user.is_active = True
+        logger.info("user %s verified the email of their sign-up", user.pk)
+    return verified
 
 
 # tenant_update's inputs and the Tenant fields they set.
@@ -199,3 +276,129 @@ def user_password_ensure(*, user: AbstractBaseUser, password: str) -> None:
     if not user.check_password(password):
         user.set_password(password)
         user.save(update_fields=["password"])
+
+
+# ---------------------------------------------------------------- two-factor sign-in
+
+# Single-use backup codes made at once (shown once, replaced as a set).
+BACKUP_CODE_COUNT = 10
+AUTHENTICATOR_NAME = "Authenticator app"
+BACKUP_CODES_NAME = "Backup codes"
+TOTP_DIGITS = 6
+
+
+def code_normalize(code: str) -> str:
+    """A code as typed ("123 456", "ABCD-EFGH") as the devices compare it."""
+    return "".join(code.split()).replace("-", "").lower()
+
+
+def _device_verify(device: Device, code: str) -> tuple[bool, datetime | None]:
+    """Check ``code`` on ``device`` (locked by the caller) through django-otp, which
+    throttles it: after n successive wrong codes, every code is refused for 2^(n-1) s.
+    Returns (matched, refused-until when the throttle refused it unchecked)."""
+    allowed, info = device.verify_is_allowed()
+    if not allowed:
+        return False, (info or {}).get("locked_until")
+    return bool(device.verify_token(code)), None
+
+
+def _code_outcome(matched: bool, throttled_until: datetime | None) -> None:
+    # Raised after the transaction: the device's failure count must commit with it.
+    if matched:
+        return
+    if throttled_until is not None:
+        raise CodeThrottled(throttled_until)
+    raise CodeRefused("that code does not match")
+
+
+def _backup_codes_replace(*, user: User) -> list[str]:
+    StaticDevice.objects.filter(user=user).delete()
+    device = StaticDevice.objects.create(user=user, name=BACKUP_CODES_NAME, confirmed=True)
+    codes = [StaticToken.random_token() for _ in range(BACKUP_CODE_COUNT)]
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    return codes
+
+
+@transaction.atomic(durable=True)
+def two_factor_start(*, user: User) -> TOTPDevice:
+    """A new authenticator for ``user``, unconfirmed (sign-in does not ask for it yet) until
+    a code from it is given to ``two_factor_confirm``; any earlier unconfirmed one is
+    dropped. Its secret is shown to the user (QR code and text) on the setup page."""
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=False)
+
+
+def two_factor_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[str]]:
+    """Turn two-factor sign-in on: ``code`` from the authenticator being set up proves the
+    app has its secret. The device is confirmed (it replaces any earlier one) and a fresh
+    set of backup codes is made; they are returned to be shown once. Raises CodeRefused
+    (also when no setup is under way) or CodeThrottled."""
+    with transaction.atomic(durable=True):
+        # Locked: two concurrent confirmations (a double submit) cannot both succeed.
+        device = (
+            TOTPDevice.objects.select_for_update()
+            .filter(user=user, confirmed=False)
+            .order_by("-pk")
+            .first()
+        )
+        if device is None:
+            raise CodeRefused("no authenticator is being set up")
+        matched, throttled_until = _device_verify(device, code_normalize(code))
+        codes: list[str] = []
+        if matched:
+            TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            codes = _backup_codes_replace(user=user)
+            logger.info("user %s turned two-factor sign-in on", user.pk)
+    _code_outcome(matched, throttled_until)
+    return device, codes
+
+
+def two_factor_verify(*, user: User, code: str) -> Device:
+    """The device that accepts ``code`` at sign-in: six digits are checked on the
+    authenticator, anything else as a backup code (used up by this). Raises CodeRefused or
+    CodeThrottled; each wrong code makes that device's throttle longer."""
+    normalized = code_normalize(code)
+    is_totp = normalized.isdigit() and len(normalized) == TOTP_DIGITS
+    model: type[Device] = TOTPDevice if is_totp else StaticDevice
+    with transaction.atomic(durable=True):
+        # Locked: one code is accepted once, even by two concurrent requests.
+        device = (
+            model.objects.select_for_update()
+            .filter(user=user, confirmed=True)
+            .order_by("-pk")
+            .first()
+        )
+        matched, throttled_until = (
+            _device_verify(device, normalized) if device is not None else (False, None)
+        )
+    _code_outcome(matched, throttled_until)
+    assert device is not None  # noqa: S101 - matched implies a device
+    return device
+
+
+@transaction.atomic(durable=True)
+def backup_codes_regenerate(*, user: User) -> list[str]:
+    """A new set of backup codes for a user with two-factor sign-in on; the old ones stop
+    working. Returned to be shown once."""
+    if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+        raise CodeRefused("two-factor sign-in is off")
+    return _backup_codes_replace(user=user)
+
+
+def two_factor_disable(*, user: User, password: str = "", code: str = "") -> None:
+    """Turn two-factor sign-in off, confirmed by the account's password or a current code
+    (authenticator or backup). Removes the authenticator and the backup codes. Raises
+    PasswordRefused, CodeRefused or CodeThrottled and changes nothing then."""
+    if password:
+        if not user.check_password(password):
+            raise PasswordRefused("that is not the account's password")
+    elif code:
+        two_factor_verify(user=user, code=code)
+    else:
+        raise PasswordRefused("give the account's password or a code")
+    with transaction.atomic(durable=True):
+        TOTPDevice.objects.filter(user=user).delete()
+        StaticDevice.objects.filter(user=user).delete()
+    logger.info("user %s turned two-factor sign-in off", user.pk)

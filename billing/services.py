@@ -12,13 +12,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.events import config_changed
+from accounts.exceptions import EmailTaken
 from accounts.models import Tenant
-from accounts.services import IssuedToken, tenant_create
+from accounts.selectors import user_awaits_verification, user_by_email
+from accounts.services import (
+    IssuedToken,
+    SignUpOutcome,
+    SignUpResult,
+    sign_up_renew,
+    tenant_create,
+    tenant_sign_up,
+)
 from billing import crypto
 from billing.exceptions import LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
@@ -51,6 +61,44 @@ def reseller_open(
     tenant, token = tenant_create(email=email, password=password, name=name)
     wallet_get_or_create(tenant=tenant)
     return tenant, token
+
+
+def reseller_sign_up(*, email: str, password: str, name: str = "") -> SignUpResult:
+    """The dashboard's sign-up form: what ``reseller_open`` does for the operator, for
+    anyone, with the email to be verified before the account works.
+
+    A new address gets its user (inactive until verified), tenant and empty wallet in one
+    transaction, and no API token (the reseller makes one on the dashboard, where its
+    secret is shown). An address whose earlier sign-up is still unverified gets the newer
+    password and name instead (``sign_up_renew``); an address with an account changes
+    nothing. The outcome tells the caller which email to send; what the page says must not
+    depend on it.
+    """
+    existing = user_by_email(email=email)
+    if existing is None:
+        try:
+            tenant = _reseller_sign_up_open(email=email, password=password, name=name)
+            return SignUpResult(user=tenant.owner, outcome=SignUpOutcome.OPENED)
+        except (EmailTaken, IntegrityError):
+            # A concurrent sign-up for the address committed first (the unique username
+            # refused this one's whole transaction): answer as to a second sign-up.
+            existing = user_by_email(email=email)
+            if existing is None:
+                raise
+    if user_awaits_verification(user=existing):
+        sign_up_renew(user=existing, password=password, name=name)
+        return SignUpResult(user=existing, outcome=SignUpOutcome.RENEWED)
+    # Hash anyway: an address with an account must take as long to answer as a new one
+    # (hashing is most of a sign-up's time), or the delay would tell which it was.
+    make_password(password)
+    return SignUpResult(user=existing, outcome=SignUpOutcome.TAKEN)
+
+
+@transaction.atomic(durable=True)
+def _reseller_sign_up_open(*, email: str, password: str, name: str) -> Tenant:
+    tenant = tenant_sign_up(email=email, password=password, name=name)
+    wallet_get_or_create(tenant=tenant)
+    return tenant
 
 
 def wallet_get_or_create(*, tenant: Tenant) -> Wallet:

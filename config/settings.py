@@ -96,6 +96,10 @@ INSTALLED_APPS = [
     "axes",
     "django_htmx",
     "template_partials",
+    # Optional two-factor sign-in on the dashboard: TOTP apps and single-use backup codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "accounts",
     "billing",
     "keys",
@@ -116,6 +120,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the two-factor step.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # request.htmx: a page answers an htmx request with just the fragment it swaps.
@@ -332,7 +338,8 @@ DEFAULT_KEY_MAX_CONCURRENCY = 5
 # axes_reset_ip ADDRESS) lifts locks at once.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, finding the user by email whatever its case (see the module).
+    "accounts.backends.EmailBackend",
 ]
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # two separate counts, not the pair
@@ -345,6 +352,8 @@ AXES_RESET_ON_SUCCESS = env_bool("LOGIN_RESET_ON_SUCCESS", False)
 # X-Forwarded-For address when, and only when, the peer is in FORWARDED_ALLOW_IPS, so a
 # forwarded header from anyone else can never pick the address that is counted.
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
+# The account's count is kept under the email in lower case, so "Bob@…" and "bob@…" add up.
+AXES_USERNAME_CALLABLE = "accounts.lockout.client_username"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 # Its start-up banner would open every manage.py command's output; lockouts are still logged.
 AXES_VERBOSE = False
@@ -352,6 +361,30 @@ AXES_VERBOSE = False
 # The dashboard's sign-in; signing in lands on the overview.
 LOGIN_URL = "dashboard:sign-in"
 LOGIN_REDIRECT_URL = "dashboard:overview"
+
+# ---- Dashboard accounts: sign-up, email links, two-factor ----
+# Whether anyone may open a reseller account at /dashboard/sign-up/ (email + password; the
+# account works once its email is verified). Off: the page answers 404 and says sign-up is
+# closed, and resellers are created by the operator (`manage.py create_reseller`).
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
+# How long a sign-up's verification link works. Each link also stops working once used, and
+# when a newer sign-up for the same address replaces the pending password.
+EMAIL_VERIFICATION_SECONDS = env_int("EMAIL_VERIFICATION_SECONDS", 2 * 24 * 3600)
+# How long a password-reset link works (Django's setting); one use, as the password changes.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_SECONDS", 3600)
+# Account emails (verification links, password resets, "someone tried to sign up with your
+# address") sent to one address per kind and hour; more requests get the same answer on the
+# page and no email, so no one can flood an inbox through the forms.
+ACCOUNT_EMAILS_PER_HOUR = env_int("ACCOUNT_EMAILS_PER_HOUR", 3)
+# Sign-ups accepted from one client address per hour (the address axes counts).
+SIGNUPS_PER_HOUR = env_int("SIGNUPS_PER_HOUR", 10)
+# The name authenticator apps show beside the account (django-otp's otpauth:// issuer).
+OTP_TOTP_ISSUER = env_str("TOTP_ISSUER", "Tollgate")
+# Wrong codes: each TOTP or backup-code device refuses any code for 1, 2, 4, 8 … seconds
+# after its successive failures (django-otp's throttle), and every wrong code also counts as
+# a failed sign-in of the account (axes above), so LOGIN_FAILURE_LIMIT locks it.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))
