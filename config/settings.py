@@ -354,7 +354,8 @@ AXES_RESET_ON_SUCCESS = env_bool("LOGIN_RESET_ON_SUCCESS", False)
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
 # The account's count is kept under the email in lower case, so "Bob@…" and "bob@…" add up.
 AXES_USERNAME_CALLABLE = "accounts.lockout.client_username"
-AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# A page on the dashboard's forms (still 429), plain text elsewhere (the admin's login).
+AXES_LOCKOUT_CALLABLE = "dashboard.account_views.lockout_response"
 # Its start-up banner would open every manage.py command's output; lockouts are still logged.
 AXES_VERBOSE = False
 

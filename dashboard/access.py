@@ -1,8 +1,10 @@
 """Who a dashboard page acts for: the signed-in user's tenant, or no page at all.
 
 ``reseller_page`` wraps every dashboard view: a visitor who is not signed in is sent to the
-sign-in form (with ``?next=``), a signed-in user without an active tenant (an operator, a
-suspended reseller) gets 403, and the view reads its tenant with ``page_tenant(request)``.
+sign-in form (with ``?next=``); a user with two-factor sign-in on whose session has not
+given a code yet (the password alone) is sent to the code step (``?next=`` too); a
+signed-in user without an active tenant (an operator, a suspended reseller) gets 403, and
+the view reads its tenant with ``page_tenant(request)``.
 Every query a view makes is scoped by that tenant, so another tenant's ids answer 404.
 """
 
@@ -18,9 +20,12 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 from accounts.models import Tenant
-from accounts.selectors import tenant_for_user
+from accounts.selectors import tenant_for_user, two_factor_enabled
 
 View = Callable[..., HttpResponse]
+
+# The sign-in's second step, where a session with the password alone gives its code.
+CODE_STEP = "dashboard:sign-in-code"
 
 
 def reseller_page(view: View) -> View:
@@ -30,6 +35,8 @@ def reseller_page(view: View) -> View:
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         assert isinstance(user, User)  # noqa: S101 - authenticated users are Users
+        if needs_code(request):
+            return redirect_to_login(request.get_full_path(), login_url=CODE_STEP)
         tenant = tenant_for_user(user=user)
         if tenant is None:
             raise PermissionDenied("This account has no active reseller workspace.")
@@ -37,6 +44,16 @@ def reseller_page(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def needs_code(request: HttpRequest) -> bool:
+    """Whether the signed-in user has two-factor sign-in on and this session has not
+    given a code (OTPMiddleware's ``is_verified``: a device recorded in the session)."""
+    user = request.user
+    if user.is_verified():  # type: ignore[union-attr] # OTPMiddleware adds it
+        return False
+    assert isinstance(user, User)  # noqa: S101 - called for signed-in users
+    return two_factor_enabled(user=user)
 
 
 def page_tenant(request: HttpRequest) -> Tenant:

@@ -1,11 +1,38 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import account_views, security_views, views
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
-    path("sign-in/", views.SignInView.as_view(), name="sign-in"),
-    path("sign-out/", views.SignOutView.as_view(), name="sign-out"),
+    path("sign-in/", account_views.SignInView.as_view(), name="sign-in"),
+    path("sign-out/", account_views.SignOutView.as_view(), name="sign-out"),
+    # ---- accounts: sign-in's code step, sign-up, password reset, security ----
+    path("sign-in/code/", account_views.sign_in_code, name="sign-in-code"),
+    path("sign-up/", account_views.sign_up, name="sign-up"),
+    path("verify-email/", account_views.verify_email, name="verify-email"),
+    path("verify-email/<str:token>/", account_views.verify_email_link, name="verify-email-link"),
+    path("password-reset/", account_views.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password-reset/sent/",
+        account_views.PasswordResetSentView.as_view(),
+        name="password-reset-sent",
+    ),
+    path(
+        "password-reset/done/",
+        account_views.PasswordResetDoneView.as_view(),
+        name="password-reset-done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        account_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("security/", security_views.security, name="security"),
+    path("security/password/", security_views.password_change, name="password-change"),
+    path("security/two-factor/", security_views.two_factor_setup, name="two-factor"),
+    path("security/two-factor/start/", security_views.two_factor_begin, name="two-factor-start"),
+    path("security/two-factor/off/", security_views.two_factor_off, name="two-factor-off"),
+    path("security/backup-codes/", security_views.backup_codes, name="backup-codes"),
 ]

@@ -1,0 +1,216 @@
+"""A new reseller's first minutes in a real browser (Chromium), under the strict
+Content-Security-Policy: sign up, follow the emailed link, sign out and in again, turn on
+two-factor sign-in with a code worked out from the key the page shows, and sign in with a
+code. Once with JavaScript and once without (no step needs it). Any CSP violation fails the
+test. Screenshots of the sign-in, code and security pages at 1280 and 390 px wide go to
+var/screenshots/; at 390 px no page scrolls sideways.
+
+Skipped where Debian's ``chromium`` is not installed (``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django_otp.oath import TOTP
+from playwright.sync_api import Page, sync_playwright
+
+from tests.proxy.conftest import ProxyServer, start_proxy_server
+
+__all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PASSWORD = "correct-horse-battery-9"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+WIDE, PHONE = 1280, 390
+LOCKOUT_LIMIT = 3
+LINK = re.compile(r"https?://\S+/dashboard/verify-email/\S+/")
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
+)
+
+# Collects what the browser reports, from before any page script runs.
+RECORD_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("outbox")
+
+
+@pytest.fixture(scope="module")
+def server(start_proxy_server: Callable[..., ProxyServer], outbox: Path) -> ProxyServer:
+    call_command("collectstatic", "--noinput", verbosity=0, stdout=io.StringIO())
+    # The server's emails land as files the test reads, as a person reads their inbox.
+    return start_proxy_server(
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(outbox),
+        SIGNUP_OPEN="1",
+        LOGIN_FAILURE_LIMIT=str(LOCKOUT_LIMIT),
+    )
+
+
+def latest_link(outbox: Path, email: str) -> str:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for message in sorted(outbox.iterdir(), key=lambda path: path.stat().st_mtime):
+            text = message.read_text()
+            if f"To: {email}" in text and (found := LINK.findall(text)):
+                return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no verification email to {email}")
+
+
+def code_from_key(key_text: str, *, steps_ahead: int = 0) -> str:
+    """What an authenticator app shows for the key typed in by hand (RFC 6238)."""
+    key = base64.b32decode(key_text.replace(" ", ""))
+    totp = TOTP(key)
+    totp.time = time.time() + steps_ahead * 30
+    return f"{totp.token():06d}"
+
+
+@pytest.fixture(params=[True, False], ids=["javascript", "no-javascript"])
+def javascript(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+def browser_page(transactional_db: None, javascript: bool) -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        context = browser.new_context(
+            viewport={"width": WIDE, "height": 900}, java_script_enabled=javascript
+        )
+        page = context.new_page()
+        page.add_init_script(RECORD_VIOLATIONS)
+        yield page
+        browser.close()
+
+
+def test_sign_up_verify_turn_on_two_factor_and_sign_in_with_a_code(
+    server: ProxyServer, outbox: Path, browser_page: Page, javascript: bool
+) -> None:
+    page = browser_page
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    email = f"new{time.time_ns() % 10**12}@example.com"
+
+    def violations() -> list[str]:
+        # Without JavaScript nothing records them, and no script could cause one.
+        found = page.evaluate("window.__violations") if javascript else []
+        return list(found) + [text for text in console if "Content Security Policy" in text]
+
+    def shoot(name: str) -> None:
+        """The page at both widths (with JavaScript only: the markup is the same)."""
+        assert violations() == [], violations()
+        if not javascript:
+            return
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for width in (WIDE, PHONE):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=str(SCREENSHOTS / f"account-{name}-{width}.png"), full_page=True)
+            sideways = page.evaluate(
+                "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+            )
+            assert sideways <= width, (name, width, sideways)
+        page.set_viewport_size({"width": WIDE, "height": 900})
+
+    # Sign up.
+    page.goto(f"{server.url}/dashboard/sign-in/")
+    shoot("sign-in")
+    page.click("text=Create an account")
+    page.fill("#id_email", email)
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_display_name", "Fresh Reseller Ltd")
+    shoot("sign-up")
+    page.click("button:has-text('Create account')")
+    page.wait_for_url(f"{server.url}/dashboard/verify-email/")
+    page.locator("h1:has-text('Check your inbox')").wait_for()
+
+    # Follow the emailed link; it signs in, on the overview.
+    page.goto(latest_link(outbox, email))
+    page.click("button:has-text('Verify and sign in')")
+    page.wait_for_url(f"{server.url}/dashboard/")
+    assert "Fresh Reseller Ltd" in page.content()
+    assert "$0.00" in page.content()
+
+    # Out and in again, the email typed in capitals.
+    page.click("button:has-text('Sign out')")
+    page.wait_for_url(f"{server.url}/dashboard/sign-in/")
+    page.fill("input[type=email]", email.upper())
+    page.fill("input[type=password]", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{server.url}/dashboard/")
+
+    # Turn on two-factor sign-in with the key shown as text.
+    page.click("a:has-text('Security')")
+    page.wait_for_url(f"{server.url}/dashboard/security/")
+    shoot("security-off")
+    page.click("button:has-text('Turn on two-factor sign-in')")
+    page.wait_for_url(f"{server.url}/dashboard/security/two-factor/")
+    assert page.locator("svg.qr-code").count() == 1
+    key = page.inner_text("#totp-secret")
+    shoot("two-factor-setup")
+    page.fill("#id_code", code_from_key(key))
+    page.click("button:has-text('Confirm and turn on')")
+    page.wait_for_url(f"{server.url}/dashboard/security/backup-codes/")
+    assert page.locator(".backup-codes li").count() == 10
+    shoot("backup-codes")
+    page.click("text=I've saved them")
+    page.wait_for_url(f"{server.url}/dashboard/security/")
+    assert "Backup codes left" in page.content()
+    shoot("security-on")
+
+    # Signing in now asks for a code after the password.
+    page.click("button:has-text('Sign out')")
+    page.fill("input[type=email]", email)
+    page.fill("input[type=password]", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(re.compile(r".*/dashboard/sign-in/code/.*"))
+    shoot("code")
+    page.fill("#id_code", "000000")
+    page.click("button:has-text('Verify and sign in')")
+    page.locator("text=That code is not right").wait_for()
+    time.sleep(1.1)  # django-otp's delay after one wrong code
+    # The next period's code: the one confirming the setup may be this period's.
+    page.fill("#id_code", code_from_key(key, steps_ahead=1))
+    page.click("button:has-text('Verify and sign in')")
+    page.wait_for_url(f"{server.url}/dashboard/")
+    assert "Fresh Reseller Ltd" in page.content()
+    assert violations() == [], violations()
+
+
+@pytest.mark.parametrize("javascript", [True], ids=["javascript"])
+def test_a_locked_out_sign_in_shows_a_page(server: ProxyServer, browser_page: Page) -> None:
+    """Wrong passwords up to the limit, then the page that says what happened (a 429).
+    The test database is emptied after the test, and the lock with it."""
+    page = browser_page
+    for _ in range(LOCKOUT_LIMIT):
+        page.goto(f"{server.url}/dashboard/sign-in/")
+        page.fill("input[type=email]", "someone@example.com")
+        page.fill("input[type=password]", "not-the-password")
+        with page.expect_navigation() as navigation:
+            page.click("button:has-text('Sign in')")
+    response = navigation.value
+    assert response is not None and response.status == 429
+    page.locator("h1:has-text('Too many failed sign-ins')").wait_for()
+    assert page.locator("a[href='/dashboard/password-reset/']").count() == 1
+    assert page.evaluate("window.__violations") == []
+    for width in (WIDE, PHONE):
+        page.set_viewport_size({"width": width, "height": 900})
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"account-locked-out-{width}.png"), full_page=True)
