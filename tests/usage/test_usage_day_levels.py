@@ -22,7 +22,6 @@ from tests.usage.factories import TraceFactory
 from tests.usage.test_usage_days import MARCH, set_zone, write_traces
 from usage.models import DAY_LEVELS, ROLLUP_SUMS, Trace, UsageDay, UsageDayState, UsageTagDay
 from usage.selectors import (
-    _Window,
     earnings_summary,
     key_usage,
     rollups_audit,
@@ -30,6 +29,7 @@ from usage.selectors import (
     tenant_usage,
 )
 from usage.services import _day_level_from_sql, rollups_purge, usage_roll_up
+from usage.sums import UsageWindow
 
 LEVEL_TABLES = [level._meta.db_table for level in DAY_LEVELS]
 
@@ -194,7 +194,7 @@ def test_tenant_wide_reports_read_the_levels_and_equal_the_daily_rows_and_traces
     assert sum('"usage_usageday"' in q for q in sql) == len(windows)
 
     # The same reports from the daily rows alone (the path before the levels).
-    monkeypatch.setattr(_Window, "_daily", lambda self, by: UsageDay)
+    monkeypatch.setattr(UsageWindow, "_daily", lambda self, by: UsageDay)
     with CaptureQueriesContext(connection) as queries:
         from_daily_rows = [tenant_wide(tenant, *w) for w in windows]
     assert not any(f'"{t}"' in q["sql"] for q in queries for t in LEVEL_TABLES)

@@ -26,15 +26,18 @@ from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
 from usage.models import Trace, UsageDay, UsageDayState, UsageRollup
 from usage.selectors import (
+    DayUsage,
     ModelUsage,
+    MonthUsage,
     TagUsage,
     UsageTotals,
-    _window,
     earnings_summary,
     key_usage,
     tag_usage,
+    tenant_usage,
 )
 from usage.services import traces_purge, usage_roll_up
+from usage.sums import usage_window
 
 # Eight hours across a UTC midnight and the midnights of the zones below (18:15 UTC in
 # Kathmandu, 18:30 in Kolkata, 20:30 in Tehran, 22:00 in Paris on summer time): 32
@@ -189,6 +192,28 @@ def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None
         TagUsage(tag=str(tag), **sums)
         for tag, sums in largest_first(grouped(ours, lambda t: t.tag))
     ]
+    everything = tenant_usage(tenant=tenant, since=since, until=until)
+    assert everything.summary == UsageTotals(**totals(ours))
+    assert [
+        (keys.index(k.key), UsageTotals(**{n: getattr(k, n) for n in totals([])}))
+        for k in everything.by_key
+    ] == [
+        (index, UsageTotals(**sums))
+        for index, sums in largest_first(grouped(ours, lambda t: t.key))
+    ]
+    assert everything.by_model == [
+        ModelUsage(model=str(m), **sums)
+        for m, sums in largest_first(grouped(ours, lambda t: t.model))
+    ]
+    days = grouped(ours, lambda t: t.at.astimezone(zone).date())
+    assert everything.by_day == [
+        DayUsage(date=day, **days[day])  # type: ignore[arg-type]
+        for day in sorted(days)  # type: ignore[type-var]
+    ]
+    assert everything.by_tag == [
+        TagUsage(tag=str(tag), **sums)
+        for tag, sums in largest_first(grouped(ours, lambda t: t.tag))
+    ]
     earnings = earnings_summary(tenant=tenant, since=since, until=until)
     assert earnings.window == UsageTotals(**totals(ours))
     per_key = grouped(ours, lambda t: t.key)
@@ -196,11 +221,16 @@ def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None
         keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
+    months = grouped(ours, lambda t: t.at.astimezone(zone).date().replace(day=1))
+    assert earnings.by_month == [
+        MonthUsage(month=month, **months[month])  # type: ignore[arg-type]
+        for month in sorted(months)  # type: ignore[type-var]
+    ]
     # In a zone that is not the one the daily rows are built in: the 15-minute path.
     other = ZoneInfo("Asia/Kathmandu" if zone.key != "Asia/Kathmandu" else "UTC")
-    window = _window(tenant=tenant, since=since, until=until, zone=other)
+    window = usage_window(tenant=tenant, since=since, until=until, zone=other)
     with ledger_snapshot():
-        per_day = window.filter(client_key=keys[0]).grouped_by_day()
+        per_day = window.of_key(keys[0]).grouped_by_day()
     assert per_day == grouped(
         [t for t in ours if t.key == 0], lambda t: t.at.astimezone(other).date()
     )
