@@ -11,6 +11,15 @@ hold every request in it exactly once:
 * the **traces** of the partial buckets at its edges (rolled or not) and the traces not
   rolled yet of its whole buckets.
 
+A day the window covers only in part may also be read as its daily row *minus* the
+15-minute rows of the part outside the window (a daily row is exactly its day's 15-minute
+rows: the pass writes both in one transaction, ``rollup_usage --check`` audits it), when
+that part holds fewer buckets: for a window ending now, today's part outside is the few
+minutes left of the current quarter-hour, not the hours since midnight. Every bucket
+inside the window is then counted once and every one outside it nets to zero, so the sums
+stay exact; a group whose requests net to zero had none in the window and is left out.
+Not across rows a retention purge may have thinned (``USAGE_ROLLUP_RETENTION_DAYS``).
+
 Every breakdown a report shows is read in one statement per source, each source once (on
 PostgreSQL ``GROUPING SETS``; elsewhere grouped by all the columns at once and regrouped
 here), as hand-built SQL: the ORM's query building cost more CPU than the queries. Python
@@ -28,8 +37,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Model, QuerySet
+from django.utils import timezone
 
 from accounts.models import Tenant
 from keys.models import ClientKey
@@ -98,6 +109,11 @@ class _Plan:
     traces: tuple[tuple[datetime, datetime, bool], ...]
 
 
+def _span_seconds(ranges: list[tuple[datetime, datetime]], horizon: datetime) -> float:
+    """How much time of ``ranges`` can hold rows: none after ``horizon``."""
+    return sum(max((min(end, horizon) - start).total_seconds(), 0) for start, end in ranges)
+
+
 @dataclass(frozen=True, slots=True)
 class UsageWindow:
     """A tenant's usage in ``[since, until)``, its days and months local to ``zone``; all
@@ -139,6 +155,14 @@ class UsageWindow:
             self.memo["daily_zone"] = state.first() or NO_DAILY_ZONE
         return self.memo["daily_zone"]
 
+    def _subtracts(self, start: datetime, now: datetime) -> bool:
+        """Whether a day starting at ``start`` may be read as its daily row minus 15-minute
+        rows: not where the rollup retention may have purged some of them (the daily row
+        of the day the cutoff falls in outlives them)."""
+        retention = settings.USAGE_ROLLUP_RETENTION_DAYS
+        # A purge deletes the 15-minute rows before its cutoff, at most ``now - retention``.
+        return not retention or start >= now - timedelta(days=retention)
+
     def _plan(self) -> _Plan:
         since, until, zone = self.since, self.until, self.zone
         first, last = bucket_ceiling(since), bucket_floor(until)
@@ -151,8 +175,10 @@ class UsageWindow:
             traces.append((last, until, False))
         if self._daily_zone() != zone.key:
             return _Plan(days=None, buckets=((1, first, last),), traces=tuple(traces))
-        # The local days of the first and last whole buckets: from the daily rows when
-        # whole, else their 15-minute rows inside the window.
+        now = timezone.now()
+        horizon = now + BUCKET  # later buckets hold no row (but a trace dated ahead)
+        # The local days of the first and last whole buckets, and each one's choice: its
+        # 15-minute rows inside the window, or its daily row less those outside.
         first_day = first.astimezone(zone).date()
         last_day = (last - BUCKET).astimezone(zone).date()
         from_days: set[date] = set()
@@ -163,6 +189,11 @@ class UsageWindow:
             outside = [(a, b) for a, b in ((start, inside[0]), (inside[1], end)) if a < b]
             if not outside:
                 from_days.add(day)
+            elif self._subtracts(start, now) and _span_seconds(outside, horizon) < _span_seconds(
+                [inside], horizon
+            ):
+                from_days.add(day)
+                buckets += [(-1, a, b) for a, b in outside]
             else:
                 buckets.append((1, *inside))
         # The days between are whole: always from the daily rows.
@@ -173,7 +204,7 @@ class UsageWindow:
 
     def breakdowns(self, *groupings: str) -> dict[str, dict[Any, Sums]]:
         """The window's totals per value of each of ``groupings`` (``GROUPINGS``), every
-        source read once for all of them. Run it
+        source read once for all of them; a value without requests is not there. Run it
         inside one snapshot (see the module's docstring)."""
         plan = self._plan()
         # A month is the sum of its days: read by day, regrouped here.
@@ -201,8 +232,11 @@ class UsageWindow:
                 for day, sums in per_value.items():
                     _add_into(months, day.replace(day=1), sums)
                 per_value = months
+            # A group whose requests net to zero (read as a day less its other part) had none.
             answer[grouping] = {
-                value: dict(zip(SUMS, sums, strict=True)) for value, sums in per_value.items()
+                value: dict(zip(SUMS, sums, strict=True))
+                for value, sums in per_value.items()
+                if sums[0]
             }
         return answer
 
