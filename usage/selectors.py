@@ -26,8 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour
+from django.db.models import Count, DateField, Max, Q, QuerySet, Sum
+from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour, TruncMonth
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -45,6 +45,7 @@ from usage.models import (
     TraceDeletion,
     UsageDay,
     UsageDayState,
+    UsageKeyMonth,
     UsageRollup,
     bucket_ceiling,
 )
@@ -739,6 +740,53 @@ def _day_levels_audit() -> list[DayLevelProblem]:
     return problems
 
 
+def _key_months_audit(rollup_cutoff: datetime | None) -> list[DayLevelProblem]:
+    """The keys' monthly level against the daily rows summed per key and local month (by
+    the database, independently of the pass): the months whose daily rows are all retained
+    (every one, or those that start on or after the date the rollups' retention cutoff
+    falls in). A problem names the month by its first day. Run inside the caller's
+    snapshot."""
+    columns = ("tenant_id", "zone", "month", "client_key_id")
+    zero = dict.fromkeys(ROLLUP_SUMS, 0)
+    expected: dict[tuple[Any, ...], dict[str, int]] = {}
+    actual: dict[tuple[Any, ...], dict[str, int]] = {}
+    zones = {
+        *UsageDay.objects.order_by().values_list("zone", flat=True).distinct(),
+        *UsageKeyMonth.objects.order_by().values_list("zone", flat=True).distinct(),
+    }
+    for zone in sorted(zones):
+        audited = Q()
+        if rollup_cutoff is not None:
+            audited = Q(month__gte=rollup_cutoff.astimezone(ZoneInfo(zone)).date())
+        regrouped = (
+            UsageDay.objects.filter(zone=zone)
+            .order_by()
+            .annotate(month=TruncMonth("day", output_field=DateField()))
+            .filter(audited)
+            .values(*columns)
+            .annotate(**{f"{name}__sum": Sum(name) for name in ROLLUP_SUMS})
+        )
+        for row in regrouped:
+            sums = {name: int(row[f"{name}__sum"]) for name in ROLLUP_SUMS}
+            expected[tuple(row[c] for c in columns)] = sums
+        rows = UsageKeyMonth.objects.filter(audited, zone=zone).values(*columns, *ROLLUP_SUMS)
+        for row in rows:
+            actual[tuple(row[c] for c in columns)] = {name: row[name] for name in ROLLUP_SUMS}
+    return [
+        DayLevelProblem(
+            level=UsageKeyMonth.__name__,
+            tenant_id=key[0],
+            zone=key[1],
+            day=key[2],
+            value=key[3],
+            expected=expected.get(key, zero),
+            actual=actual.get(key, zero),
+        )  # fmt: skip
+        for key in sorted(expected.keys() | actual.keys())
+        if expected.get(key, zero) != actual.get(key, zero)
+    ]
+
+
 def _rolled_trace_sums(since: datetime) -> dict[tuple[Any, ...], dict[str, int]]:
     """The rolled traces from ``since`` summed per bucket by the database (hour, then the
     quarter of it), independently of the pass's own bucketing."""
@@ -781,7 +829,8 @@ def rollups_audit(
     after ``now - TRACE_RETENTION_DAYS``), the sums of its rolled traces and compare them
     with its rollup row, every daily row with the 15-minute rows of its local day (the
     days whose 15-minute rows are all retained), and every row of the tenant-wide daily
-    levels with the daily rows regrouped; [] if all agree. Unrolled traces count
+    levels and of the keys' monthly level (the months whose daily rows are all retained)
+    with the daily rows regrouped; [] if all agree. Unrolled traces count
     toward no rollup yet. Read in one snapshot, so a pass committing meanwhile is no false
     mismatch. What ``manage.py rollup_usage --check`` runs.
 
@@ -795,7 +844,7 @@ def rollups_audit(
         rollup_cutoff = now - timedelta(days=settings.USAGE_ROLLUP_RETENTION_DAYS)
     with ledger_snapshot():
         day_problems = _days_audit(rollup_cutoff)
-        level_problems = _day_levels_audit()
+        level_problems = [*_day_levels_audit(), *_key_months_audit(rollup_cutoff)]
         expected = _rolled_trace_sums(since)
         actual = {
             (r["bucket_start"], r["tenant_id"], r["client_key_id"], r["model"], r["tag"]): {

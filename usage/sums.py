@@ -6,7 +6,8 @@ hold every request in it exactly once:
 
 * the **daily rows** of whole local days (``UsageDay``; over all the tenant's keys, the
   tenant-wide level that has the breakdown's column: ``UsageKeyDay``, ``UsageModelDay``,
-  ``UsageTagDay``), when the tenant's daily rows are built in the report's zone;
+  ``UsageTagDay``; per key, the keys' **monthly rows**, ``UsageKeyMonth``, for the whole
+  local months), when the tenant's daily rows are built in the report's zone;
 * the **15-minute rows** (``UsageRollup``) of the window's other whole buckets;
 * the **traces** of the partial buckets at its edges (rolled or not) and the traces not
   rolled yet of its whole buckets.
@@ -18,7 +19,8 @@ that part holds fewer buckets: for a window ending now, today's part outside is 
 minutes left of the current quarter-hour, not the hours since midnight. Every bucket
 inside the window is then counted once and every one outside it nets to zero, so the sums
 stay exact; a group whose requests net to zero had none in the window and is left out.
-Not across rows a retention purge may have thinned (``USAGE_ROLLUP_RETENTION_DAYS``).
+A month the days cover in part is read the same way from its monthly row less its other
+days. Not across rows a retention purge may have thinned (``USAGE_ROLLUP_RETENTION_DAYS``).
 
 Every breakdown a report shows is read in one statement per source, each source once (on
 PostgreSQL ``GROUPING SETS``; elsewhere grouped by all the columns at once and regrouped
@@ -53,6 +55,8 @@ from usage.models import (
     UsageDay,
     UsageDayLevel,
     UsageDayState,
+    UsageKeyDay,
+    UsageKeyMonth,
     UsageModelDay,
     UsageRollup,
     bucket_ceiling,
@@ -273,22 +277,29 @@ class UsageWindow:
                 parts.append(quote(column))
         return ", ".join(parts), params
 
+    def _signed_sums(self, sign: int) -> str:
+        """A rollup level row's sums under ``SUMS``' names, negated for sign -1."""
+        quote = connection.ops.quote_name
+        negate = "-" if sign < 0 else ""
+        return ", ".join(
+            f"{negate}{quote(c)} AS {quote(n)}" for c, n in zip(_LEVEL_SUMS, SUMS, strict=True)
+        )
+
     def _recent_sql(self, plan: _Plan, columns: list[str]) -> tuple[str, list[Any]]:
         """One statement: the plan's 15-minute rows (signed) and traces, grouped."""
         quote = connection.ops.quote_name
         adapt = connection.ops.adapt_datetimefield_value
-        branches: list[str] = []
-        params: list[Any] = []
-        rollups = UsageRollup._meta.db_table
+        branches: list[tuple[str, list[Any]]] = []
         for sign, start, end in plan.buckets:
             select, select_params = self._select(columns, "bucket_start")
-            negate = "-" if sign < 0 else ""
-            sums = ", ".join(
-                f"{negate}{quote(c)} AS {quote(n)}" for c, n in zip(_LEVEL_SUMS, SUMS, strict=True)
-            )
             where = self._where(f"{quote('bucket_start')} >= %s", f"{quote('bucket_start')} < %s")
-            branches.append(f"SELECT {select}, {sums} FROM {quote(rollups)} WHERE {where}")  # noqa: S608 (names are ours)
-            params += [*select_params, *self._where_params(adapt(start), adapt(end))]
+            branches.append(
+                (
+                    f"SELECT {select}, {self._signed_sums(sign)} "  # noqa: S608 (names are ours)
+                    f"FROM {quote(UsageRollup._meta.db_table)} WHERE {where}",
+                    [*select_params, *self._where_params(adapt(start), adapt(end))],
+                )
+            )
         errors = ", ".join(["%s"] * len(ERROR_STATUSES))
         trace_sums = ", ".join(
             [
@@ -305,39 +316,86 @@ class UsageWindow:
                 conditions.append(f"NOT {quote('is_rolled')}")
             where = self._where(*conditions)
             branches.append(
-                f"SELECT {select}, {trace_sums} FROM {quote(Trace._meta.db_table)} WHERE {where}"  # noqa: S608
+                (
+                    f"SELECT {select}, {trace_sums} "  # noqa: S608
+                    f"FROM {quote(Trace._meta.db_table)} WHERE {where}",
+                    [
+                        *select_params,
+                        *(str(status) for status in ERROR_STATUSES),
+                        *self._where_params(adapt(start), adapt(end)),
+                    ],
+                )
             )
-            params += [
-                *select_params,
-                *(str(status) for status in ERROR_STATUSES),
-                *self._where_params(adapt(start), adapt(end)),
-            ]
-        outer = ", ".join(quote(c) for c in columns)
-        sums = ", ".join(f"SUM({quote(n)})" for n in SUMS)
-        union = " UNION ALL ".join(branches)
+        return _grouped_sql(branches, columns)
+
+    def _level_branch(
+        self, table: type[Model], at: str, sign: int, start: date, end: date, columns: list[str]
+    ) -> tuple[str, list[Any]]:
+        """The rows of a daily (or monthly) level whose date ``at`` is in ``[start, end)``,
+        their sums signed."""
+        quote = connection.ops.quote_name
+        adapt = connection.ops.adapt_datefield_value
+        where = self._where(f"{quote('zone')} = %s", f"{quote(at)} >= %s", f"{quote(at)} < %s")
         return (
-            f"SELECT {outer}, {sums} FROM ({union}) AS recent GROUP BY {_group_by(columns)}",  # noqa: S608
-            params,
+            f"SELECT {', '.join(quote(c) for c in columns)}, {self._signed_sums(sign)} "  # noqa: S608
+            f"FROM {quote(table._meta.db_table)} WHERE {where}",
+            self._where_params(self.zone.key, adapt(start), adapt(end)),
         )
 
     def _days_sql(
         self, daily: type[Model], days: tuple[date, date], columns: list[str]
     ) -> tuple[str, list[Any]]:
-        """One statement: the daily rows (or a level's) of the local dates ``days``, grouped."""
-        quote = connection.ops.quote_name
-        adapt = connection.ops.adapt_datefield_value
-        outer = ", ".join(quote(c) for c in columns)
-        sums = ", ".join(
-            f"SUM({quote(c)}) AS {quote(n)}" for c, n in zip(_LEVEL_SUMS, SUMS, strict=True)
-        )
-        where = self._where(
-            f"{quote('zone')} = %s", f"{quote('day')} >= %s", f"{quote('day')} < %s"
-        )
-        return (
-            f"SELECT {outer}, {sums} FROM {quote(daily._meta.db_table)} WHERE {where} "  # noqa: S608
-            f"GROUP BY {_group_by(columns)}",
-            self._where_params(self.zone.key, adapt(days[0]), adapt(days[1])),
-        )
+        """One statement: the daily rows (or a level's) of the local dates ``days``, grouped;
+        the keys' level from its months where that reads fewer rows (``_months_plan``)."""
+        if daily is not UsageKeyDay:
+            return _grouped_sql([self._level_branch(daily, "day", 1, *days, columns)], columns)
+        months, pieces = self._months_plan(days)
+        branches = [self._level_branch(daily, "day", *piece, columns) for piece in pieces]
+        if months is not None:
+            branches.append(self._level_branch(UsageKeyMonth, "month", 1, *months, columns))
+        return _grouped_sql(branches, columns)
+
+    def _months_plan(
+        self, days: tuple[date, date]
+    ) -> tuple[tuple[date, date] | None, list[tuple[int, date, date]]]:
+        """How the keys' level reads the local dates ``days``: the months (``[first, end)``
+        of their first days, or None) from the monthly rows, and ``(sign, first, end)``
+        ranges of dates from the daily rows, added or (sign -1) taken off. A month the
+        dates cover in part is its monthly row less its other days, when those are fewer
+        (a monthly row costs about a day's rows; no day after today has rows yet)."""
+        first, end = days
+        now = timezone.now()
+        tomorrow = (now + BUCKET).astimezone(self.zone).date() + ONE_DAY
+        first_month = first.replace(day=1)
+        last_month = (end - ONE_DAY).replace(day=1)
+        from_months: set[date] = set()
+        pieces: list[tuple[int, date, date]] = []
+        for month in sorted({first_month, last_month}):
+            month_end = _next_month(month)
+            if not self._subtracts(day_start(month, self.zone), now):
+                # The retention may have purged some of its days: the monthly row has more.
+                pieces.append((1, max(first, month), min(end, month_end)))
+                continue
+            inside = (max(first, month), min(end, month_end))
+            outside = [(a, b) for a, b in ((month, inside[0]), (inside[1], month_end)) if a < b]
+            if not outside:
+                from_months.add(month)
+            elif _day_count(outside, tomorrow) + 1 < _day_count([inside], tomorrow):
+                from_months.add(month)
+                pieces += [(-1, a, b) for a, b in outside]
+            else:
+                pieces.append((1, *inside))
+        # The months between are whole.
+        months_first = first_month if first_month in from_months else _next_month(first_month)
+        months_end = _next_month(last_month) if last_month in from_months else last_month
+        if months_first < months_end and not self._subtracts(
+            day_start(months_first, self.zone), now
+        ):
+            # Never a month the retention may have thinned: its days instead.
+            pieces.append((1, months_first, months_end))
+            months_first = months_end
+        months = (months_first, months_end) if months_first < months_end else None
+        return months, pieces
 
 
 def usage_window(
@@ -345,6 +403,30 @@ def usage_window(
 ) -> UsageWindow:
     """The usage in ``[since, until)``, its days in ``zone`` (the tenant's by default)."""
     return UsageWindow(tenant=tenant, since=since, until=until, zone=zone or tenant.zone)
+
+
+def _next_month(month: date) -> date:
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+def _day_count(ranges: list[tuple[date, date]], horizon: date) -> int:
+    """How many dates of ``ranges`` can have rows: none from ``horizon``."""
+    return sum(max((min(end, horizon) - start).days, 0) for start, end in ranges)
+
+
+def _grouped_sql(
+    branches: list[tuple[str, list[Any]]], columns: list[str]
+) -> tuple[str, list[Any]]:
+    """The sums of the rows of ``branches`` (each selecting ``columns`` and the ``SUMS``)
+    per value of each column, in one statement."""
+    quote = connection.ops.quote_name
+    outer = ", ".join(quote(c) for c in columns)
+    sums = ", ".join(f"SUM({quote(n)})" for n in SUMS)
+    union = " UNION ALL ".join(sql for sql, _ in branches)
+    return (
+        f"SELECT {outer}, {sums} FROM ({union}) AS usage GROUP BY {_group_by(columns)}",  # noqa: S608
+        [p for _, params in branches for p in params],
+    )
 
 
 def _group_by(columns: list[str]) -> str:

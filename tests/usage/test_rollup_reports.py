@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
-from usage.models import DAY_LEVELS, Trace, UsageDay, UsageRollup
+from usage.models import DAY_LEVELS, Trace, UsageDay, UsageKeyMonth, UsageRollup
 from usage.selectors import (
     DayUsage,
     ModelUsage,
@@ -129,10 +129,13 @@ steps = st.lists(
 
 @st.composite
 def zoned_windows(draw: st.DrawFn) -> tuple[ZoneInfo, list[tuple[datetime, datetime]]]:
-    """A zone, and windows whose edges are any moment or a local midnight in that zone."""
+    """A zone, and windows whose edges are any moment or a local midnight in that zone (some
+    far enough for whole or nearly whole local months)."""
     zone = ZoneInfo(draw(st.sampled_from(ZONES)))
     local_midnights = st.sampled_from(
-        [date(2026, 10, day) for day in range(23, 32)] + [date(2026, 11, 1), date(2026, 11, 2)]
+        [date(2026, 10, day) for day in (1, 3, *range(23, 32))]
+        + [date(2026, 11, day) for day in (1, 2, 29)]
+        + [date(2026, 9, 29), date(2026, 12, 1)]
     ).map(lambda day: datetime.combine(day, time.min, tzinfo=zone))
     edges = st.one_of(moments, local_midnights)
     windows = draw(
@@ -272,6 +275,7 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
     UsageDay.objects.all().delete()
     for level in DAY_LEVELS:
         level.objects.all().delete()
+    UsageKeyMonth.objects.all().delete()
     zone, windows = zoned
     written: list[tuple[Written, bool]] = []  # (trace, purged)
 

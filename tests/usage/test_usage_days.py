@@ -323,15 +323,16 @@ def test_check_fails_on_a_daily_row_that_disagrees(tenant, keys, capsys):
     row = UsageDay.objects.filter(tenant=tenant).order_by("day", "pk")[0]
     UsageDay.objects.filter(pk=row.pk).update(request_count=F("request_count") + 2)
     capsys.readouterr()
-    # The row, and the key's, model's and tag's day it is part of (the levels regroup it).
-    with pytest.raises(CommandError, match="4 bucket"):
+    # The row, the key's, model's and tag's day it is part of (the levels regroup it), and
+    # the key's month.
+    with pytest.raises(CommandError, match="5 bucket"):
         call_command("rollup_usage", "--check")
     assert "request_count" in capsys.readouterr().out
     # A daily row in a zone other than the tenant's built one is a difference too.
     UsageDay.objects.filter(pk=row.pk).update(
         request_count=F("request_count") - 2, zone="Asia/Kathmandu"
     )
-    with pytest.raises(CommandError, match="8 bucket"):
+    with pytest.raises(CommandError, match="10 bucket"):
         call_command("rollup_usage", "--check")
 
 

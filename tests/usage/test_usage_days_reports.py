@@ -64,8 +64,15 @@ moments = st.one_of(
 # A tenant's report zone: its local midnights fall inside the eight hours.
 ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "Asia/Tehran", "Europe/Paris"]
 zones = st.sampled_from(ZONES)
-# Window edges far outside the traffic, so that whole local days lie inside the window.
-FAR_EDGES = [BASE - timedelta(days=2), BASE + timedelta(days=2)]
+# Window edges far outside the traffic, so that whole local days lie inside the window, and
+# whole or nearly whole local months (read from the keys' monthly rows, less some days).
+FAR_EDGES = [
+    BASE - timedelta(days=40),
+    BASE - timedelta(days=2),
+    BASE + timedelta(days=2),
+    BASE + timedelta(days=28, hours=3),
+    BASE + timedelta(days=40),
+]
 
 
 @dataclass(frozen=True)
