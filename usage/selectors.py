@@ -19,6 +19,7 @@ daylight-saving shift), so a local day, even one of 23 or 25 hours, is a whole n
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -26,14 +27,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, DateField, Max, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import ExtractMinute, Floor, TruncDate, TruncHour, TruncMonth
 from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.money import div_round_half_up
 from billing.selectors import ledger_snapshot
-from keys.models import EXPIRED, ClientKey
+from keys.models import ClientKey
 from keys.selectors import key_get, sub_account_get
 from usage.models import (
     BUCKET_MINUTES,
@@ -233,8 +236,31 @@ class TagUsage(UsageTotals):
 
 
 @dataclass(frozen=True, slots=True)
+class ReportKey:
+    """What a report shows of one of the tenant's keys, read as plain values: a thousand
+    model instances cost a report more CPU than its queries (~13 ms)."""
+
+    id: int
+    label: str
+    prefix: str
+    funding: str
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+def _ids_in(ids: Collection[int]) -> Any:
+    """What ``pk__in`` takes for many ids: on PostgreSQL one array parameter (a thousand
+    placeholders cost ~3 ms of CPU to build and send)."""
+    if ids and connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s)", (list(ids),))
+    return list(ids)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyUsage(UsageTotals):
-    key: ClientKey
+    key: ReportKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +321,12 @@ def tenant_usage(
     per_key, by_model, by_day, by_tag = (read[g] for g in ("client_key_id", "model", "day", "tag"))
     # Only what the report shows of each key: a thousand full rows cost more to load than
     # the report's queries.
-    keys = (
-        ClientKey.objects.for_tenant(tenant)
-        .only("id", "tenant_id", "label", "prefix")
-        .in_bulk(list(per_key))
-    )
+    keys = {
+        pk: ReportKey(pk, label, prefix, funding)
+        for pk, label, prefix, funding in ClientKey.objects.for_tenant(tenant)
+        .filter(pk__in=_ids_in(per_key))
+        .values_list("id", "label", "prefix", "funding")
+    }
     by_key = [KeyUsage(key=keys[pk], **sums) for pk, sums in _largest_first(per_key)]
     return TenantUsageReport(
         summary=UsageTotals(**functools.reduce(_added, per_key.values(), NO_USAGE)),
@@ -332,7 +359,7 @@ class KeyAllTime:
     of ``KeyFigures`` that earnings show, without the price ratio's arithmetic, which
     costs a thousand keys milliseconds for nothing)."""
 
-    key: ClientKey
+    key: ReportKey
     status: str
     client_spent_nanos: int
     cost_spent_nanos: int
@@ -349,10 +376,9 @@ class KeyEarnings(UsageTotals):
     figures: KeyAllTime
 
 
-# The key columns earnings read: what ``KeyAllTime`` shows and ``effective_status`` needs.
+# The key columns earnings read: what ``KeyAllTime`` shows and its status needs.
 EARNINGS_KEY_COLUMNS = (
     "id",
-    "tenant_id",
     "label",
     "prefix",
     "funding",
@@ -410,23 +436,23 @@ def earnings_summary(
     per_key, per_month = read["client_key_id"], read["month"]
     keys = (
         ClientKey.objects.for_tenant(tenant)
-        .filter(Q(pk__in=list(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0))
-        .only(*EARNINGS_KEY_COLUMNS)
+        .filter(
+            Q(pk__in=_ids_in(per_key)) | Q(client_spent_nanos__gt=0) | Q(cost_spent_nanos__gt=0)
+        )
+        .values_list(*EARNINGS_KEY_COLUMNS)
     )
     now = timezone.now()
     by_key = [
         KeyEarnings(
             figures=KeyAllTime(
-                key=key,
-                status=EXPIRED
-                if key.status == ClientKey.Status.ACTIVE and key.is_expired(now)
-                else key.status,
-                client_spent_nanos=key.client_spent_nanos,
-                cost_spent_nanos=key.cost_spent_nanos,
+                key=ReportKey(pk, label, prefix, funding),
+                status=ClientKey.status_shown(status, expires_at, now),
+                client_spent_nanos=client_spent,
+                cost_spent_nanos=cost_spent,
             ),
-            **per_key.get(key.pk, NO_USAGE),
+            **per_key.get(pk, NO_USAGE),
         )
-        for key in keys
+        for pk, label, prefix, funding, status, expires_at, client_spent, cost_spent in keys
     ]
     by_key.sort(key=lambda k: (-k.client_nanos, -k.figures.client_spent_nanos, -k.figures.key.pk))
     return Earnings(

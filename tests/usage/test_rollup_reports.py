@@ -222,7 +222,10 @@ def assert_reports_equal_the_traces(keys, tenant, written, zone, since, until) -
     everything = tenant_usage(tenant=tenant, **window)
     assert everything.summary == UsageTotals(**totals(ours))
     assert [
-        (keys.index(k.key), UsageTotals(**{n: getattr(k, n) for n in totals([])}))
+        (
+            [key.pk for key in keys].index(k.key.pk),
+            UsageTotals(**{n: getattr(k, n) for n in totals([])}),
+        )
         for k in everything.by_key
     ] == [
         (index, UsageTotals(**sums))
@@ -239,7 +242,9 @@ def assert_reports_equal_the_traces(keys, tenant, written, zone, since, until) -
     assert earnings.window == UsageTotals(**totals(ours))
     per_key = grouped(ours, lambda t: t.key)
     assert {
-        keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
+        [key.pk for key in keys].index(k.figures.key.pk): UsageTotals(
+            **{n: getattr(k, n) for n in totals([])}
+        )
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
     months = grouped(ours, lambda t: t.at.astimezone(zone).date().replace(day=1))
