@@ -48,13 +48,13 @@ from usage.models import (  # noqa: E402
     UsageRollup,
 )
 from usage.selectors import (  # noqa: E402
-    _Window,
     earnings_summary,
     key_usage,
     tag_usage,
     tenant_usage,
 )
 from usage.services import usage_roll_up  # noqa: E402
+from usage.sums import UsageWindow  # noqa: E402
 
 KEYS = 1_000
 DAYS = 60
@@ -164,12 +164,12 @@ def measure(runs: int) -> None:
     }
     paths: dict[str, dict[str, tuple[float, int]]] = {}
     paths["levels"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}
-    daily = _Window._daily
-    _Window._daily = lambda self, by: UsageDay  # type: ignore[method-assign]
+    daily = UsageWindow._daily
+    UsageWindow._daily = lambda self, by: UsageDay  # type: ignore[method-assign]
     try:
         paths["daily rows"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}
     finally:
-        _Window._daily = daily  # type: ignore[method-assign]
+        UsageWindow._daily = daily  # type: ignore[method-assign]
     UsageDayState.objects.filter(tenant=tenant).update(zone="")
     try:
         paths["15-minute"] = {n: (timed(w, runs), queries(w)) for n, w in reports.items()}

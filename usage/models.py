@@ -397,3 +397,43 @@ class UsageTagDay(UsageDayLevel):
 # The tenant-wide daily levels, in the order the pass writes them (always the same order, so
 # that two passes lock their rows alike).
 DAY_LEVELS: tuple[type[UsageDayLevel], ...] = (UsageKeyDay, UsageModelDay, UsageTagDay)
+
+
+class UsageKeyMonth(models.Model):
+    """A tenant's daily rows summed per client key and local month (all models and tags):
+    what a report per key over months reads instead of a row per key and day (a year of a
+    thousand keys is twelve thousand rows, not 365,000). ``month`` is the month's first day
+    in ``zone``, the zone of the tenant's daily rows. Written with them, in the same
+    transactions, only by ``usage.services`` (added to by the pass, rebuilt with the
+    tenant's daily rows, purged with them); ``rollup_usage --check`` compares them with the
+    daily rows."""
+
+    month = models.DateField()
+    zone = models.CharField(max_length=64)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    client_key = models.ForeignKey("keys.ClientKey", on_delete=models.CASCADE, related_name="+")
+    request_count = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    client_nanos = models.BigIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+    ttft_ms_sum = models.BigIntegerField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+    cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+    client_cache_savings_nanos = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            # The natural key, led by tenant and month: what the pass adds into and what a
+            # tenant's report over a range of months reads.
+            models.UniqueConstraint(
+                fields=["tenant", "month", "client_key"], name="usage_key_month_natural_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.zone} {self.client_key_id}"

@@ -16,7 +16,9 @@ changed, or the tenant is new), ``usage_days_rebuild`` recomputes its daily rows
 first. The state row is the lock between the two (see ``_day_states_lock``). The
 tenant-wide daily levels (``UsageKeyDay``, ``UsageModelDay``, ``UsageTagDay``: the daily rows
 summed per key, model or tag) are added to, rebuilt and purged with the daily rows, in the
-same transactions (``_day_levels_add``, ``_day_level_from_sql``).
+same transactions (``_day_levels_add``, ``_day_level_from_sql``), and so is the keys'
+monthly level (``UsageKeyMonth``: the daily rows summed per key and local month;
+``_key_months_add``, ``_key_months_from_sql``).
 
 Retention: ``traces_purge`` deletes only traces already rolled, so no request's figures are
 lost with its trace; ``rollups_purge`` deletes the 15-minute rows past their retention and
@@ -53,6 +55,8 @@ from usage.models import (
     UsageDay,
     UsageDayLevel,
     UsageDayState,
+    UsageKeyDay,
+    UsageKeyMonth,
     UsageRollup,
     bucket_floor,
 )
@@ -88,6 +92,8 @@ _CLAIMED = (
 KEY_COLUMNS = ("bucket_start", "tenant_id", "client_key_id", "model", "tag")
 # A daily row's natural key (its constraint's columns), and what else a new row is given.
 DAY_KEY_COLUMNS = ("tenant_id", "day", "client_key_id", "model", "tag")
+# A key's monthly row's natural key.
+MONTH_KEY_COLUMNS = ("tenant_id", "month", "client_key_id")
 
 BucketKey = tuple[datetime, int, int, str, str]
 DayKey = tuple[int, date, int, str, str]
@@ -381,6 +387,22 @@ def _roll_up_batch_in_sql(*, batch_size: int) -> RollupResult:
                     where=f"WHERE s.zone <> '{NO_DAILY_ZONE}'",
                 )
             )
+        # The keys' months last (the same order in every pass: see ``_roll_up_batch``).
+        cursor.execute(
+            _add_from_batch_sql(
+                table=UsageKeyMonth._meta.db_table,
+                key=MONTH_KEY_COLUMNS,
+                select_key=[
+                    "b.tenant_id",
+                    "date_trunc('month', b.bucket_start AT TIME ZONE s.zone)::date",
+                    "b.client_key_id",
+                    "s.zone",
+                ],
+                extra=("zone",),
+                join=f"JOIN {UsageDayState._meta.db_table} s ON s.tenant_id = b.tenant_id",
+                where=f"WHERE s.zone <> '{NO_DAILY_ZONE}'",
+            )
+        )
         cursor.execute(f"SELECT COALESCE(SUM(request_count), 0), COUNT(*) FROM {_BATCH_TABLE}")  # noqa: S608
         traces, buckets = cursor.fetchone()
     return RollupResult(traces=int(traces), buckets=int(buckets))
@@ -413,6 +435,7 @@ def _roll_up_batch(*, batch_size: int) -> RollupResult:
             extra=("zone",),
         )
         _day_levels_add(cursor, dict(day_rows), zones)
+        _key_months_add(cursor, dict(day_rows), zones)
     return RollupResult(traces=sum(t[0] for t in sums.values()), buckets=len(sums))
 
 
@@ -446,6 +469,44 @@ def _day_levels_add(cursor: Any, day_sums: dict[DayKey, list[int]], zones: dict[
             key=_level_key(level),
             extra=("zone",),
         )
+
+
+def _key_months_add(cursor: Any, day_sums: dict[DayKey, list[int]], zones: dict[int, str]) -> None:
+    """Add a batch's daily sums into the keys' monthly level, regrouped per tenant, local
+    month and key: in the pass's transaction, after the daily levels (sorted, as they are)."""
+    adapt_day = connection.ops.adapt_datefield_value
+    months: dict[tuple[int, date, int], list[int]] = {}
+    for (tenant_id, day, key_id, _, _), total in day_sums.items():
+        into = months.setdefault((tenant_id, day.replace(day=1), key_id), [0] * len(ROLLUP_SUMS))
+        for i, amount in enumerate(total):
+            into[i] += amount
+    _upsert(
+        cursor,
+        [
+            ((tenant_id, adapt_day(month), key_id, zones[tenant_id]), total)
+            for (tenant_id, month, key_id), total in sorted(months.items())
+        ],
+        table=UsageKeyMonth._meta.db_table,
+        key=MONTH_KEY_COLUMNS,
+        extra=("zone",),
+    )
+
+
+def _key_months_from_sql() -> tuple[str, list[Any]]:
+    """One tenant's keys' daily level summed per local month, as its keys' monthly rows,
+    and the parameters before the tenant's id (both databases; the rebuild runs it after
+    the daily levels, which it reads)."""
+    quote = connection.ops.quote_name
+    month, params = connection.ops.date_trunc_sql("month", quote("day"), ())
+    sums = ", ".join(f"SUM({quote(c)})" for c in ROLLUP_SUMS)
+    columns = ", ".join(quote(c) for c in (*MONTH_KEY_COLUMNS, "zone", *ROLLUP_SUMS))
+    sql = (
+        f"INSERT INTO {UsageKeyMonth._meta.db_table} ({columns}) "  # noqa: S608 (names are ours)
+        f"SELECT {quote('tenant_id')}, {month}, {quote('client_key_id')}, {quote('zone')}, "
+        f"{sums} FROM {UsageKeyDay._meta.db_table} WHERE {quote('tenant_id')} = %s "
+        "GROUP BY 1, 2, 3, 4"
+    )
+    return sql, list(params)
 
 
 def _day_level_from_sql(
@@ -530,12 +591,15 @@ def _days_rebuild(*, tenant_id: int, zone: str) -> bool:
         UsageDay.objects.filter(tenant_id=tenant_id).delete()
         for level in DAY_LEVELS:
             level.objects.filter(tenant_id=tenant_id).delete()
+        UsageKeyMonth.objects.filter(tenant_id=tenant_id).delete()
         if connection.vendor == "postgresql":
             cursor.execute(_days_from_rollups_sql(), [zone, zone, tenant_id])
         else:
             _days_from_rollups_in_python(tenant_id=tenant_id, zone=zone)
         for level in DAY_LEVELS:
             cursor.execute(_day_level_from_sql(level), [tenant_id])
+        months, params = _key_months_from_sql()
+        cursor.execute(months, [*params, tenant_id])
         UsageDayState.objects.filter(tenant_id=tenant_id).update(zone=zone)
     return True
 
@@ -659,14 +723,17 @@ def key_traces_delete(
 
 def rollups_purge(*, now: datetime | None = None) -> int:
     """Delete rollup buckets older than ``settings.USAGE_ROLLUP_RETENTION_DAYS`` (0, the
-    default, keeps them forever), and the daily rows of the local days that end by then
-    (whole days only: the day the cutoff falls in keeps its row); return how many bucket
-    rows. Reports then start where they start."""
+    default, keeps them forever), the daily rows of the local days that end by then (whole
+    days only: the day the cutoff falls in keeps its row) and the keys' monthly rows of the
+    local months that end by then (the month the cutoff falls in keeps its rows); return
+    how many bucket rows. Reports then start where they start."""
     if settings.USAGE_ROLLUP_RETENTION_DAYS == 0:
         return 0
     cutoff = (now or timezone.now()) - timedelta(days=settings.USAGE_ROLLUP_RETENTION_DAYS)
     count, _ = UsageRollup.objects.filter(bucket_start__lt=cutoff).delete()
-    for zone in UsageDay.objects.order_by().values_list("zone", flat=True).distinct():
+    zones = UsageDay.objects.order_by().values_list("zone", flat=True).distinct()
+    months = UsageKeyMonth.objects.order_by().values_list("zone", flat=True).distinct()
+    for zone in sorted({*zones, *months}):
         # A date before the cutoff's own date (in the row's zone) ends by the cutoff.
         cutoff_day = cutoff.astimezone(ZoneInfo(zone)).date()
         # The levels go with the daily rows they regroup: no snapshot sees one without the other.
@@ -674,4 +741,5 @@ def rollups_purge(*, now: datetime | None = None) -> int:
             UsageDay.objects.filter(zone=zone, day__lt=cutoff_day).delete()
             for level in DAY_LEVELS:
                 level.objects.filter(zone=zone, day__lt=cutoff_day).delete()
+            UsageKeyMonth.objects.filter(zone=zone, month__lt=cutoff_day.replace(day=1)).delete()
     return count

@@ -1,12 +1,14 @@
 """Trace moved from the proxy app to the usage app without moving a row: a database that
 holds traces written under the proxy app's model migrates forward and finds every one of
 them, field for field, through ``usage.models.Trace``, in the same table with the same
-indexes. Runs on the configured database, SQLite or PostgreSQL."""
+indexes; and the data steps build new rollup levels from the rows already there. Runs on
+the configured database, SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from io import StringIO
 from typing import Any
 
@@ -19,7 +21,7 @@ from django.db.migrations.executor import MigrationExecutor
 from accounts.models import Tenant
 from billing.models import ModelPrice, Upstream
 from tests.keys.factories import WalletKeyFactory
-from usage.models import Trace
+from usage.models import Trace, UsageKeyDay, UsageKeyMonth
 
 # The proxy app's last migration before the move.
 BEFORE_THE_MOVE = ("proxy", "0002_trace_over_hold")
@@ -147,3 +149,36 @@ def test_the_models_and_the_migrations_agree(db: None) -> None:
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+def test_the_keys_months_are_built_from_the_daily_level_already_there(
+    transactional_db: None, tenant: Tenant
+) -> None:
+    migrate([("usage", "0008_trace_failures_index")])
+    try:
+        keys = [WalletKeyFactory.create(tenant=tenant) for _ in range(2)]
+        days = [date(2026, 1, 30), date(2026, 1, 31), date(2026, 2, 1), date(2026, 3, 15)]
+        for i, (day, key) in enumerate(itertools.product(days, keys)):
+            UsageKeyDay.objects.create(
+                tenant=tenant,
+                day=day,
+                zone="Asia/Kolkata",
+                client_key=key,
+                request_count=i + 1,
+                client_nanos=10**12 + i,
+                ttft_count=i,
+            )
+    finally:
+        migrate_to_the_end()
+
+    rows = UsageKeyMonth.objects.order_by("month", "client_key_id").values_list(
+        "month", "zone", "client_key_id", "request_count", "client_nanos", "ttft_count"
+    )
+    assert list(rows) == [
+        (date(2026, 1, 1), "Asia/Kolkata", keys[0].pk, 1 + 3, 2 * 10**12 + 0 + 2, 0 + 2),
+        (date(2026, 1, 1), "Asia/Kolkata", keys[1].pk, 2 + 4, 2 * 10**12 + 1 + 3, 1 + 3),
+        (date(2026, 2, 1), "Asia/Kolkata", keys[0].pk, 5, 10**12 + 4, 4),
+        (date(2026, 2, 1), "Asia/Kolkata", keys[1].pk, 6, 10**12 + 5, 5),
+        (date(2026, 3, 1), "Asia/Kolkata", keys[0].pk, 7, 10**12 + 6, 6),
+        (date(2026, 3, 1), "Asia/Kolkata", keys[1].pk, 8, 10**12 + 7, 7),
+    ]

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
-from usage.models import DAY_LEVELS, Trace, UsageDay, UsageRollup
+from usage.models import DAY_LEVELS, Trace, UsageDay, UsageKeyMonth, UsageRollup
 from usage.selectors import (
     DayUsage,
     ModelUsage,
@@ -129,10 +129,13 @@ steps = st.lists(
 
 @st.composite
 def zoned_windows(draw: st.DrawFn) -> tuple[ZoneInfo, list[tuple[datetime, datetime]]]:
-    """A zone, and windows whose edges are any moment or a local midnight in that zone."""
+    """A zone, and windows whose edges are any moment or a local midnight in that zone (some
+    far enough for whole or nearly whole local months)."""
     zone = ZoneInfo(draw(st.sampled_from(ZONES)))
     local_midnights = st.sampled_from(
-        [date(2026, 10, day) for day in range(23, 32)] + [date(2026, 11, 1), date(2026, 11, 2)]
+        [date(2026, 10, day) for day in (1, 3, *range(23, 32))]
+        + [date(2026, 11, day) for day in (1, 2, 29)]
+        + [date(2026, 9, 29), date(2026, 12, 1)]
     ).map(lambda day: datetime.combine(day, time.min, tzinfo=zone))
     edges = st.one_of(moments, local_midnights)
     windows = draw(
@@ -219,7 +222,10 @@ def assert_reports_equal_the_traces(keys, tenant, written, zone, since, until) -
     everything = tenant_usage(tenant=tenant, **window)
     assert everything.summary == UsageTotals(**totals(ours))
     assert [
-        (keys.index(k.key), UsageTotals(**{n: getattr(k, n) for n in totals([])}))
+        (
+            [key.pk for key in keys].index(k.key.pk),
+            UsageTotals(**{n: getattr(k, n) for n in totals([])}),
+        )
         for k in everything.by_key
     ] == [
         (index, UsageTotals(**sums))
@@ -236,7 +242,9 @@ def assert_reports_equal_the_traces(keys, tenant, written, zone, since, until) -
     assert earnings.window == UsageTotals(**totals(ours))
     per_key = grouped(ours, lambda t: t.key)
     assert {
-        keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
+        [key.pk for key in keys].index(k.figures.key.pk): UsageTotals(
+            **{n: getattr(k, n) for n in totals([])}
+        )
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
     months = grouped(ours, lambda t: t.at.astimezone(zone).date().replace(day=1))
@@ -272,6 +280,7 @@ def test_every_report_equals_the_raw_traces_through_rollups_and_purges(
     UsageDay.objects.all().delete()
     for level in DAY_LEVELS:
         level.objects.all().delete()
+    UsageKeyMonth.objects.all().delete()
     zone, windows = zoned
     written: list[tuple[Written, bool]] = []  # (trace, purged)
 

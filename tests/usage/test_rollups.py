@@ -33,6 +33,7 @@ from usage.models import (
     Trace,
     UsageDay,
     UsageKeyDay,
+    UsageKeyMonth,
     UsageModelDay,
     UsageRollup,
     UsageTagDay,
@@ -227,6 +228,11 @@ def test_check_passes_on_honest_rollups_and_fails_on_a_tampered_one(tenant, caps
         day=gone.date(), zone="UTC", tenant=tenant, model="gone", request_count=1
     )
     UsageTagDay.objects.create(day=gone.date(), zone="UTC", tenant=tenant, tag="", request_count=1)
+    # And the key's month (the pass's rows of this month already have one, or not).
+    month, _ = UsageKeyMonth.objects.get_or_create(
+        month=gone.date().replace(day=1), tenant=tenant, client_key=key, defaults={"zone": "UTC"}
+    )
+    UsageKeyMonth.objects.filter(pk=month.pk).update(request_count=F("request_count") + 1)
 
     call_command("rollup_usage", "--check")
     assert capsys.readouterr().out.strip() == "rollups ok"

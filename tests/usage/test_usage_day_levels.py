@@ -1,18 +1,19 @@
-"""The tenant-wide daily levels (``UsageKeyDay``, ``UsageModelDay``, ``UsageTagDay``): a
-tenant's daily rows summed per key, per model and per tag, kept equal to the daily rows
-regrouped through passes, late traces, zone changes and retention, audited by
-``rollup_usage --check``, and read by the reports over all the tenant's keys, which answer
-exactly what the daily rows and the raw traces say."""
+"""The tenant-wide daily levels (``UsageKeyDay``, ``UsageModelDay``, ``UsageTagDay``) and the
+keys' monthly level (``UsageKeyMonth``): a tenant's daily rows summed per key, per model and
+per tag, and per key and local month, kept equal to the daily rows regrouped through passes,
+late traces, zone changes and retention, audited by ``rollup_usage --check``, and read by
+the reports over all the tenant's keys, which answer exactly what the daily rows and the
+raw traces say."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.db.models import F, Sum
+from django.db.models import F, Model, Sum
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Tenant
@@ -20,9 +21,16 @@ from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
 from tests.usage.test_usage_days import MARCH, set_zone, write_traces
-from usage.models import DAY_LEVELS, ROLLUP_SUMS, Trace, UsageDay, UsageDayState, UsageTagDay
+from usage.models import (
+    DAY_LEVELS,
+    ROLLUP_SUMS,
+    Trace,
+    UsageDay,
+    UsageDayState,
+    UsageKeyMonth,
+    UsageTagDay,
+)
 from usage.selectors import (
-    _Window,
     earnings_summary,
     key_usage,
     rollups_audit,
@@ -30,6 +38,7 @@ from usage.selectors import (
     tenant_usage,
 )
 from usage.services import _day_level_from_sql, rollups_purge, usage_roll_up
+from usage.sums import UsageWindow
 
 LEVEL_TABLES = [level._meta.db_table for level in DAY_LEVELS]
 
@@ -52,11 +61,31 @@ def level_rows(tenant: Tenant, level) -> dict[tuple, dict[str, int]]:
     return {(r["day"], r["zone"], r[level.value]): {n: r[n] for n in ROLLUP_SUMS} for r in rows}
 
 
+def month_rows(tenant: Tenant) -> dict[tuple, dict[str, int]]:
+    rows = UsageKeyMonth.objects.filter(tenant=tenant).values(
+        "month", "zone", "client_key_id", *ROLLUP_SUMS
+    )
+    return {
+        (r["month"], r["zone"], r["client_key_id"]): {n: r[n] for n in ROLLUP_SUMS} for r in rows
+    }
+
+
+def daily_rows_per_month(tenant: Tenant) -> dict[tuple, dict[str, int]]:
+    """The tenant's daily rows summed per local month, zone and key, here in Python."""
+    months: dict[tuple, dict[str, int]] = {}
+    for (day, zone, key_id), sums in regrouped_daily_rows(tenant, "client_key_id").items():
+        into = months.setdefault((day.replace(day=1), zone, key_id), dict.fromkeys(ROLLUP_SUMS, 0))
+        for name, amount in sums.items():
+            into[name] += amount
+    return months
+
+
 def assert_levels_equal_the_daily_rows(*tenants: Tenant) -> None:
     for tenant in tenants:
         assert UsageDay.objects.filter(tenant=tenant).exists()
         for level in DAY_LEVELS:
             assert level_rows(tenant, level) == regrouped_daily_rows(tenant, level.value)
+        assert month_rows(tenant) == daily_rows_per_month(tenant)
     assert [p for p in rollups_audit() if type(p).__name__ == "DayLevelProblem"] == []
 
 
@@ -97,12 +126,12 @@ def test_levels_equal_the_daily_rows_through_passes_late_traces_and_zone_changes
     set_zone(tenant, "Asia/Kolkata")
     usage_roll_up()
     assert_levels_equal_the_daily_rows(tenant, outsider[0])
-    for level in DAY_LEVELS:
-        zones = set(level.objects.filter(tenant=tenant).values_list("zone", flat=True))
+    levels: list[type[Model]] = [*DAY_LEVELS, UsageKeyMonth]
+    for level in levels:
+        zones = set(level._default_manager.filter(tenant=tenant).values_list("zone", flat=True))
         assert zones == {"Asia/Kolkata"}
-        assert set(level.objects.filter(tenant=outsider[0]).values_list("zone", flat=True)) == {
-            "UTC"
-        }
+        outsiders = level._default_manager.filter(tenant=outsider[0])
+        assert set(outsiders.values_list("zone", flat=True)) == {"UTC"}
 
 
 def test_retention_purges_the_levels_with_the_daily_rows(tenant, keys, settings):
@@ -143,6 +172,102 @@ def test_check_fails_on_a_level_row_that_disagrees(tenant, keys, capsys):
         tenant=tenant, day=row.day, zone=row.zone, tag="ghost", request_count=1
     )
     assert [p.value for p in rollups_audit()] == ["ghost"]  # type: ignore[union-attr]
+
+
+def test_retention_purges_the_keys_months_that_end_before_the_cutoff(tenant, keys, settings):
+    set_zone(tenant, "Asia/Kolkata")
+    now = datetime(2027, 6, 16, 12, tzinfo=UTC)
+    settings.USAGE_ROLLUP_RETENTION_DAYS = 365
+    write_traces(keys, datetime(2026, 5, 31, 0, 7, tzinfo=UTC), hours=30)
+    write_traces(keys, datetime(2026, 6, 15, 0, 7, tzinfo=UTC), hours=60)
+    usage_roll_up()
+    june = date(2026, 6, 1)
+    assert set(UsageKeyMonth.objects.values_list("month", flat=True)) == {date(2026, 5, 1), june}
+    whole_june = month_rows(tenant)
+
+    rollups_purge(now=now)
+
+    # The cutoff (16 June) falls mid-June: June's rows stay whole, May's go.
+    assert set(UsageKeyMonth.objects.values_list("month", flat=True)) == {june}
+    assert month_rows(tenant) == {k: v for k, v in whole_june.items() if k[0] == june}
+    assert rollups_audit(now=now) == []  # a month partly purged is not audited
+
+
+def test_check_fails_on_a_month_row_that_disagrees(tenant, keys, capsys):
+    set_zone(tenant, "Asia/Kathmandu")
+    write_traces(keys, datetime.now(tz=UTC) - timedelta(hours=20), hours=10)
+    usage_roll_up()
+    call_command("rollup_usage", "--check")
+    row = UsageKeyMonth.objects.filter(tenant=tenant).order_by("pk")[0]
+    UsageKeyMonth.objects.filter(pk=row.pk).update(client_nanos=F("client_nanos") + 1)
+    capsys.readouterr()
+    with pytest.raises(CommandError, match="1 bucket"):
+        call_command("rollup_usage", "--check")
+    out = capsys.readouterr().out
+    assert "UsageKeyMonth" in out and "client_nanos" in out
+    # A monthly row with no daily rows behind it is a difference too.
+    UsageKeyMonth.objects.filter(pk=row.pk).update(client_nanos=F("client_nanos") - 1)
+    UsageKeyMonth.objects.create(
+        tenant=tenant,
+        month=row.month.replace(year=2020),
+        zone=row.zone,
+        client_key=keys[0],
+        request_count=1,
+    )
+    assert [(p.level, p.day) for p in rollups_audit()] == [  # type: ignore[union-attr]
+        ("UsageKeyMonth", row.month.replace(year=2020))
+    ]
+
+
+def every_few_hours(keys: list[ClientKey], start: datetime, days: int) -> list[Trace]:
+    """A trace every 7 hours 13 minutes for ``days``, on alternating keys, models and tags."""
+    return [
+        TraceFactory.create(
+            client_key=keys[i % len(keys)],
+            created_at=start + timedelta(minutes=433 * i),
+            model=["a", "b"][i % 2],
+            tag=["", "x", "y"][i % 3],
+            client_nanos=10**9 + i,
+            cost_nanos=7 * i,
+        )
+        for i in range(days * 24 * 60 // 433)
+    ]
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/New_York"])
+def test_reports_over_months_read_the_keys_months_and_equal_the_daily_rows(
+    tenant, keys, zone, monkeypatch
+):
+    set_zone(tenant, zone)
+    traces = every_few_hours(keys, datetime(2026, 2, 20, 3, tzinfo=UTC), days=75)
+    usage_roll_up()
+    local = ZoneInfo(zone)
+    windows = [
+        (datetime(2026, 2, 25, 7, tzinfo=UTC), datetime(2026, 5, 2, 11, 30, tzinfo=UTC)),
+        (datetime(2026, 3, 2, tzinfo=local), datetime(2026, 4, 29, 22, tzinfo=local)),
+        (datetime(2026, 3, 1, tzinfo=local), datetime(2026, 5, 1, tzinfo=local)),
+        (datetime(2026, 3, 14, 5, tzinfo=UTC), datetime(2026, 4, 9, 17, tzinfo=UTC)),
+        (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)),
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        with_months = [tenant_wide(tenant, *w) for w in windows]
+    assert any('"usage_usagekeymonth"' in q["sql"] for q in queries)
+
+    # The same from the keys' daily level alone, and from the daily rows alone.
+    monkeypatch.setattr(UsageWindow, "_months_plan", lambda self, days: (None, [(1, *days)]))
+    assert [tenant_wide(tenant, *w) for w in windows] == with_months
+    monkeypatch.setattr(UsageWindow, "_daily", lambda self, by: UsageDay)
+    assert [tenant_wide(tenant, *w) for w in windows] == with_months
+    for (since, until), (report, _, _, earnings) in zip(windows, with_months, strict=True):
+        inside = [t for t in traces if since <= t.created_at < until]
+        assert {k.key.pk: k.client_nanos for k in report.by_key} == {
+            key.pk: sum(t.client_nanos for t in inside if t.client_key_id == key.pk)
+            for key in keys
+            if any(t.client_key_id == key.pk for t in inside)
+        }
+        assert {k.figures.key.pk: k.requests for k in earnings.by_key if k.requests} == {
+            key.pk: len([t for t in inside if t.client_key_id == key.pk]) for key in keys
+        }
 
 
 def test_the_set_based_statement_adds_into_existing_rows(tenant, keys):
@@ -194,7 +319,7 @@ def test_tenant_wide_reports_read_the_levels_and_equal_the_daily_rows_and_traces
     assert sum('"usage_usageday"' in q for q in sql) == len(windows)
 
     # The same reports from the daily rows alone (the path before the levels).
-    monkeypatch.setattr(_Window, "_daily", lambda self, by: UsageDay)
+    monkeypatch.setattr(UsageWindow, "_daily", lambda self, by: UsageDay)
     with CaptureQueriesContext(connection) as queries:
         from_daily_rows = [tenant_wide(tenant, *w) for w in windows]
     assert not any(f'"{t}"' in q["sql"] for q in queries for t in LEVEL_TABLES)

@@ -21,15 +21,14 @@ from tests.keys.test_concurrency import run_together, successes
 from tests.usage.factories import TraceFactory
 from usage.models import ROLLUP_SUMS, Trace, UsageDay, UsageDayState, UsageRollup
 from usage.selectors import (
-    _window,
-    day_start,
     earnings_summary,
     key_usage,
     rollups_audit,
     tag_usage,
-    whole_days,
+    tenant_usage,
 )
 from usage.services import rollups_purge, usage_roll_up
+from usage.sums import UsageWindow, day_start, usage_window
 
 ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "America/Santiago"]
 # Around the New York spring-forward day (2026-03-08, 23 hours long) and the Santiago
@@ -119,15 +118,6 @@ def test_a_days_first_instant_in_every_kind_of_zone():
     start = day_start(date(2026, 9, 6), santiago)
     assert start.astimezone(santiago).date() == date(2026, 9, 6)
     assert (start - timedelta(microseconds=1)).astimezone(santiago).date() == date(2026, 9, 5)
-    # The whole days of a window: none when it starts after a midnight and ends before the next.
-    kolkata = ZoneInfo("Asia/Kolkata")
-    since = datetime(2026, 3, 7, 18, 30, tzinfo=UTC)
-    assert whole_days(since, since + timedelta(days=1), kolkata) == (
-        date(2026, 3, 8),
-        date(2026, 3, 9),
-    )
-    first, end = whole_days(since + timedelta(microseconds=1), since + timedelta(days=1), kolkata)
-    assert first >= end
 
 
 @pytest.mark.parametrize("zone", ZONES)
@@ -229,7 +219,7 @@ def test_a_window_in_another_zone_reads_the_15_minute_rows_exactly(tenant, keys)
     usage_roll_up()
     since, until = MARCH - timedelta(days=1), MARCH + timedelta(days=6)
     for zone in ("Asia/Kolkata", "Asia/Kathmandu", "UTC"):
-        window = _window(tenant=tenant, since=since, until=until, zone=ZoneInfo(zone))
+        window = usage_window(tenant=tenant, since=since, until=until, zone=ZoneInfo(zone))
         with CaptureQueriesContext(connection) as queries:
             per_day = window.grouped_by_day()
         assert any('"usage_usagemodelday"' in q["sql"] for q in queries) == (zone == "Asia/Kolkata")
@@ -238,7 +228,76 @@ def test_a_window_in_another_zone_reads_the_15_minute_rows_exactly(tenant, keys)
             day = t.created_at.astimezone(ZoneInfo(zone)).date()
             expected[day] = expected.get(day, 0) + t.client_nanos
         assert {day: sums["client_nanos"] for day, sums in per_day.items()} == expected
-        assert window.total()["requests"] == len(traces)
+        assert sum(sums["requests"] for sums in per_day.values()) == len(traces)
+
+
+def signed_plans(monkeypatch) -> list:
+    """The plans of the windows summed from now on (``UsageWindow._plan``), as made."""
+    plans: list = []
+    make = UsageWindow._plan
+
+    def recorded(window: UsageWindow):
+        plans.append(make(window))
+        return plans[-1]
+
+    monkeypatch.setattr(UsageWindow, "_plan", recorded)
+    return plans
+
+
+def key_and_tenant_reports(tenant: Tenant, key: ClientKey, since: datetime, until: datetime):
+    return (
+        key_usage(tenant=tenant, key_id=key.pk, since=since, until=until),
+        tenant_usage(tenant=tenant, since=since, until=until),
+        earnings_summary(tenant=tenant, since=since, until=until).by_month,
+    )
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/New_York"])
+def test_a_partial_day_read_as_its_daily_row_less_the_rest_is_exact(
+    tenant, keys, zone, monkeypatch
+):
+    set_zone(tenant, zone)
+    traces = write_traces(keys, MARCH, hours=60)
+    usage_roll_up()
+    local = ZoneInfo(zone)
+    midnight = day_start(MARCH.astimezone(local).date() + timedelta(days=1), local)
+    # Edges a few minutes to many hours from a local midnight, inside buckets and on them.
+    edges = [midnight + timedelta(minutes=m) for m in (-905, -37, -15, 0, 20, 45, 370, 1300)]
+    windows = [(a, b) for a in edges for b in edges if a < b]
+    windows += [(a, b + timedelta(days=1)) for a, b in windows]
+    plans = signed_plans(monkeypatch)
+    reports = [key_and_tenant_reports(tenant, keys[0], a, b) for a, b in windows]
+    assert any(sign < 0 for plan in plans for sign, _, _ in plan.buckets)
+
+    # The same without taking anything off: every partial day from its 15-minute rows.
+    monkeypatch.setattr(UsageWindow, "_subtracts", lambda self, start, now: False)
+    assert [key_and_tenant_reports(tenant, keys[0], a, b) for a, b in windows] == reports
+    for (since, until), (mine, everything, _) in zip(windows, reports, strict=True):
+        inside = [t for t in traces if since <= t.created_at < until]
+        assert everything.summary.client_nanos == sum(t.client_nanos for t in inside)
+        assert everything.summary.requests == len(inside)
+        assert {k.key.pk for k in everything.by_key} == {t.client_key_id for t in inside}
+        assert mine.summary.requests == len([t for t in inside if t.client_key_id == keys[0].pk])
+
+
+def test_no_day_is_read_less_15_minute_rows_the_retention_purged(tenant, keys, settings):
+    """The daily row of the day the cutoff falls in outlives the 15-minute rows before it."""
+    set_zone(tenant, "Asia/Kolkata")
+    settings.USAGE_ROLLUP_RETENTION_DAYS = 30
+    kolkata = ZoneInfo("Asia/Kolkata")
+    day = (datetime.now(tz=UTC) - timedelta(days=40)).astimezone(kolkata).date()
+    cutoff = day_start(day, kolkata) + timedelta(hours=2)
+    traces = write_traces(keys, day_start(day, kolkata), hours=48)
+    usage_roll_up()
+    rollups_purge(now=cutoff + timedelta(days=30))
+    assert UsageDay.objects.filter(day=day).exists()
+
+    # Three hours into the day: the rest of it is longer than the part before the window.
+    since, until = cutoff + timedelta(hours=1), day_start(day + timedelta(days=2), kolkata)
+    everything = tenant_usage(tenant=tenant, since=since, until=until)
+    assert everything.summary.client_nanos == sum(
+        t.client_nanos for t in traces if since <= t.created_at < until
+    )
 
 
 def test_a_new_tenant_and_existing_rollups_are_built_by_the_first_pass(tenant, keys, outsider):
@@ -264,15 +323,16 @@ def test_check_fails_on_a_daily_row_that_disagrees(tenant, keys, capsys):
     row = UsageDay.objects.filter(tenant=tenant).order_by("day", "pk")[0]
     UsageDay.objects.filter(pk=row.pk).update(request_count=F("request_count") + 2)
     capsys.readouterr()
-    # The row, and the key's, model's and tag's day it is part of (the levels regroup it).
-    with pytest.raises(CommandError, match="4 bucket"):
+    # The row, the key's, model's and tag's day it is part of (the levels regroup it), and
+    # the key's month.
+    with pytest.raises(CommandError, match="5 bucket"):
         call_command("rollup_usage", "--check")
     assert "request_count" in capsys.readouterr().out
     # A daily row in a zone other than the tenant's built one is a difference too.
     UsageDay.objects.filter(pk=row.pk).update(
         request_count=F("request_count") - 2, zone="Asia/Kathmandu"
     )
-    with pytest.raises(CommandError, match="8 bucket"):
+    with pytest.raises(CommandError, match="10 bucket"):
         call_command("rollup_usage", "--check")
 
 

@@ -26,15 +26,18 @@ from tests.keys.factories import WalletKeyFactory
 from tests.usage.factories import TraceFactory
 from usage.models import Trace, UsageDay, UsageDayState, UsageRollup
 from usage.selectors import (
+    DayUsage,
     ModelUsage,
+    MonthUsage,
     TagUsage,
     UsageTotals,
-    _window,
     earnings_summary,
     key_usage,
     tag_usage,
+    tenant_usage,
 )
 from usage.services import traces_purge, usage_roll_up
+from usage.sums import usage_window
 
 # Eight hours across a UTC midnight and the midnights of the zones below (18:15 UTC in
 # Kathmandu, 18:30 in Kolkata, 20:30 in Tehran, 22:00 in Paris on summer time): 32
@@ -61,8 +64,15 @@ moments = st.one_of(
 # A tenant's report zone: its local midnights fall inside the eight hours.
 ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "Asia/Tehran", "Europe/Paris"]
 zones = st.sampled_from(ZONES)
-# Window edges far outside the traffic, so that whole local days lie inside the window.
-FAR_EDGES = [BASE - timedelta(days=2), BASE + timedelta(days=2)]
+# Window edges far outside the traffic, so that whole local days lie inside the window, and
+# whole or nearly whole local months (read from the keys' monthly rows, less some days).
+FAR_EDGES = [
+    BASE - timedelta(days=40),
+    BASE - timedelta(days=2),
+    BASE + timedelta(days=2),
+    BASE + timedelta(days=28, hours=3),
+    BASE + timedelta(days=40),
+]
 
 
 @dataclass(frozen=True)
@@ -189,18 +199,50 @@ def assert_reports_equal_the_traces(keys, tenant, written, since, until) -> None
         TagUsage(tag=str(tag), **sums)
         for tag, sums in largest_first(grouped(ours, lambda t: t.tag))
     ]
+    everything = tenant_usage(tenant=tenant, since=since, until=until)
+    assert everything.summary == UsageTotals(**totals(ours))
+    assert [
+        (
+            [key.pk for key in keys].index(k.key.pk),
+            UsageTotals(**{n: getattr(k, n) for n in totals([])}),
+        )
+        for k in everything.by_key
+    ] == [
+        (index, UsageTotals(**sums))
+        for index, sums in largest_first(grouped(ours, lambda t: t.key))
+    ]
+    assert everything.by_model == [
+        ModelUsage(model=str(m), **sums)
+        for m, sums in largest_first(grouped(ours, lambda t: t.model))
+    ]
+    days = grouped(ours, lambda t: t.at.astimezone(zone).date())
+    assert everything.by_day == [
+        DayUsage(date=day, **days[day])  # type: ignore[arg-type]
+        for day in sorted(days)  # type: ignore[type-var]
+    ]
+    assert everything.by_tag == [
+        TagUsage(tag=str(tag), **sums)
+        for tag, sums in largest_first(grouped(ours, lambda t: t.tag))
+    ]
     earnings = earnings_summary(tenant=tenant, since=since, until=until)
     assert earnings.window == UsageTotals(**totals(ours))
     per_key = grouped(ours, lambda t: t.key)
     assert {
-        keys.index(k.figures.key): UsageTotals(**{n: getattr(k, n) for n in totals([])})
+        [key.pk for key in keys].index(k.figures.key.pk): UsageTotals(
+            **{n: getattr(k, n) for n in totals([])}
+        )
         for k in earnings.by_key
     } == {index: UsageTotals(**sums) for index, sums in per_key.items()}
+    months = grouped(ours, lambda t: t.at.astimezone(zone).date().replace(day=1))
+    assert earnings.by_month == [
+        MonthUsage(month=month, **months[month])  # type: ignore[arg-type]
+        for month in sorted(months)  # type: ignore[type-var]
+    ]
     # In a zone that is not the one the daily rows are built in: the 15-minute path.
     other = ZoneInfo("Asia/Kathmandu" if zone.key != "Asia/Kathmandu" else "UTC")
-    window = _window(tenant=tenant, since=since, until=until, zone=other)
+    window = usage_window(tenant=tenant, since=since, until=until, zone=other)
     with ledger_snapshot():
-        per_day = window.filter(client_key=keys[0]).grouped_by_day()
+        per_day = window.of_key(keys[0]).grouped_by_day()
     assert per_day == grouped(
         [t for t in ours if t.key == 0], lambda t: t.at.astimezone(other).date()
     )
