@@ -38,7 +38,7 @@ BUDGET_PERIOD_CHOICES = [
     (ClientKey.BudgetPeriod.WEEKLY, "Every week (Monday, UTC)"),
     (ClientKey.BudgetPeriod.MONTHLY, "Every month (UTC)"),
 ]
-STATUS_FILTER_CHOICES = [("", "All but deleted")] + [
+STATUS_FILTER_CHOICES = [("", "All")] + [
     (status, status.capitalize()) for status in LISTABLE_STATUSES
 ]
 UNTAGGED = "-"  # the tag filter's value for keys without a default tag
@@ -114,9 +114,8 @@ class LocalDateTimeField(forms.DateTimeField):
 class DashboardForm(forms.Form):
     """Fields drawn with the dashboard's field template (label, input, help, errors)."""
 
-    label_suffix = ""
-
     def __init__(self, *args: Any, zone: ZoneInfo | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         for field in self.fields.values():
             field.template_name = FIELD_TEMPLATE  # type: ignore[attr-defined] # Django 5
@@ -313,10 +312,7 @@ class KeyLimitsForm(KeyLimitFields):
 
 
 class KeyTopUpForm(DashboardForm):
-    client_amount = DollarsField(
-        label="Client amount ($)",
-        help_text="Added to the client's budget; your wallet pays it at the key's ratio.",
-    )
+    client_amount = DollarsField(label="Client amount ($)")
 
 
 class KeyFilterForm(forms.Form):

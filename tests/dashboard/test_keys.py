@@ -115,7 +115,7 @@ def test_the_list_shows_each_key_with_its_budget_margin_and_status(tenant, brows
     assert "$34.20</strong> of $100.00" in page and "$65.80 left" in page
     assert "$0.00</strong> of $25.00 cap" in page
     assert ">Active</span>" in page
-    assert f'href="{NEW}" role="button">New key</a>' in page
+    assert f'href="{NEW}" class="button-link">New key</a>' in page
 
 
 def test_the_list_shows_a_runway_at_the_last_weeks_pace(tenant, browser):
