@@ -25,6 +25,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
@@ -107,42 +108,46 @@ def _used_percent(used_nanos: int, limit_nanos: int | None) -> int | None:
     return min(100, used_nanos * 100 // limit_nanos)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRow:
-    """A key as the list and its page show it."""
+    """A key as the list and its page show it, every figure worked out once (a page of 50
+    rows reads each several times)."""
 
     figures: KeyFigures
-    runway: KeyRunway | None = None
+    runway: KeyRunway | None
+    # What counts against the key's budget (prepaid) or its cap (wallet), and that limit.
+    used_nanos: int
+    limit_nanos: int | None
+    used_percent: int | None
+    bar_class: str
+    is_internal_share: bool
 
     @property
     def key(self) -> ClientKey:
         return self.figures.key
 
-    @property
-    def is_internal_share(self) -> bool:
-        return ratio_is_internal_share(self.figures.key.ratio)
 
-    @property
-    def used_nanos(self) -> int:
-        """What counts against the key's budget (prepaid) or cap (wallet)."""
-        f = self.figures
-        return f.client_spent_nanos if f.key.is_prepaid else f.period_spent_nanos
-
-    @property
-    def limit_nanos(self) -> int | None:
-        f = self.figures
-        return f.client_budget_nanos if f.key.is_prepaid else f.spend_cap_nanos
-
-    @property
-    def used_percent(self) -> int | None:
-        return _used_percent(self.used_nanos, self.limit_nanos)
-
-    @property
-    def bar_class(self) -> str:
-        used = self.used_percent or 0
-        if used >= BAR_BAD_PERCENT:
-            return "bar-bad"
-        return "bar-warn" if used >= BAR_WARN_PERCENT else ""
+def key_row(figures: KeyFigures, runway: KeyRunway | None = None) -> KeyRow:
+    key = figures.key
+    if key.is_prepaid:
+        used, limit = figures.client_spent_nanos, figures.client_budget_nanos
+    else:
+        used, limit = figures.period_spent_nanos, figures.spend_cap_nanos
+    percent = _used_percent(used, limit)
+    bar = ""
+    if (percent or 0) >= BAR_BAD_PERCENT:
+        bar = "bar-bad"
+    elif (percent or 0) >= BAR_WARN_PERCENT:
+        bar = "bar-warn"
+    return KeyRow(
+        figures=figures,
+        runway=runway,
+        used_nanos=used,
+        limit_nanos=limit,
+        used_percent=percent,
+        bar_class=bar,
+        is_internal_share=ratio_is_internal_share(key.ratio),
+    )
 
 
 # ------------------------------------------------------------------------------ the list
@@ -164,10 +169,12 @@ def key_list_page(request: HttpRequest) -> HttpResponse:
         "tenant": tenant,
         "filters": filters,
         "is_filtered": any(request.GET.get(name) for name in ("status", "tag", "q")),
-        "rows": [KeyRow(figures=f, runway=runways[f.key.pk]) for f in figures],
+        "rows": [key_row(f, runways[f.key.pk]) for f in figures],
         "page": page,
         "page_query": query.urlencode(),
         "runway_days": RUNWAY_WINDOW_DAYS,
+        # Each row links to keys_url + its id: one reverse() for the page, not one per row.
+        "keys_url": reverse("dashboard:key-list"),
     }
     template = "dashboard/keys/list.html"
     return render(request, f"{template}#results" if _is_live(request) else template, context)
@@ -272,7 +279,7 @@ def key_page(request: HttpRequest, key: ClientKey) -> HttpResponse:
     context = {
         "tenant": tenant,
         "key": key,
-        "row": KeyRow(figures=key_figures(key=key)),
+        "row": key_row(key_figures(key=key)),
         "top_up_form": KeyTopUpForm(),
         "statement_month": _statement_month(request),
     }
