@@ -61,6 +61,10 @@ pytestmark = [
     pytest.mark.usefixtures("books_balance"),
 ]
 
+# The machine that runs the suite may be busy: wait longer than Playwright's 5 s for what a
+# page shows (a live preview waits 400 ms for the typing to stop, then asks the server).
+expect.set_options(timeout=15_000)
+
 # Collects what the browser reports, from before any page script runs.
 RECORD_VIOLATIONS = """
 window.__violations = [];
@@ -181,6 +185,16 @@ def run_worked_example(visit: Visit) -> str:
     page.get_by_role("link", name="New key").click()
     page.wait_for_url(f"{base}/dashboard/keys/new/")
 
+    if js:
+        # Only the chosen funding's inputs show; without JavaScript both do.
+        wallet_terms = page.locator("fieldset[data-funding=wallet]")
+        expect(wallet_terms).to_be_hidden()
+        page.get_by_label("Wallet: each request draws from your wallet").check()
+        expect(wallet_terms).to_be_visible()
+        expect(page.locator("fieldset[data-funding=prepaid]")).to_be_hidden()
+        page.get_by_label("Prepaid: set the client's budget aside now").check()
+        expect(wallet_terms).to_be_hidden()
+
     # The preview before anything is saved: live with htmx, a page of its own without.
     page.fill("input[name=label]", "acme-corp-prod")
     page.fill("input[name=client_budget]", "100")
@@ -214,6 +228,12 @@ def run_worked_example(visit: Visit) -> str:
     expect(row).to_contain_text("$34.20 of $100.00")
     expect(row).to_contain_text("40 % margin")
     visit.shoot("key-list")
+    if js:
+        # The filters answer as the reseller types (htmx swaps the results).
+        page.get_by_label("Search labels").fill("globex")
+        expect(page.get_by_text("No key matches these filters.")).to_be_visible()
+        page.get_by_label("Search labels").fill("acme")
+        expect(row).to_be_visible()
     page.get_by_role("link", name="acme-corp-prod").click()
     page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
     assert stat(page, "Spent") == "$34.20"
