@@ -187,3 +187,17 @@ class ClientKey(models.Model):
     @property
     def profit_nanos(self) -> int:
         return self.client_spent_nanos - self.cost_spent_nanos
+
+    @property
+    def refundable_cost_nanos(self) -> int:
+        """What deleting the key now gives back to the wallet: a prepaid key's funded cost
+        not spent, not held by requests in flight (each refunds what it does not spend when
+        it settles) and not refunded already; nothing for a wallet-funded key."""
+        if not self.is_prepaid:
+            return 0
+        return (
+            self.cost_funded_nanos
+            - self.cost_spent_nanos
+            - self.cost_reserved_nanos
+            - self.cost_refunded_nanos
+        )

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.models import LedgerEntry, Reservation
+from billing.money import PriceRatio
 from billing.periods import period_index
 from billing.selectors import (
     LedgerProblem,
@@ -31,11 +32,22 @@ MARGIN_PERCENT_QUANTUM = Decimal("0.01")
 
 
 def key_list(
-    *, tenant: Tenant, include_deleted: bool = False, status: str | None = None
+    *,
+    tenant: Tenant,
+    include_deleted: bool = False,
+    status: str | None = None,
+    tag: str | None = None,
+    label_contains: str = "",
 ) -> QuerySet[ClientKey]:
     """The tenant's keys, newest first: all but deleted ones, or those in one ``status``
-    (one of LISTABLE_STATUSES, where ``expired`` and ``active`` follow the expiry time)."""
+    (one of LISTABLE_STATUSES, where ``expired`` and ``active`` follow the expiry time);
+    only those whose default tag is ``tag`` ("" for untagged) and whose label contains
+    ``label_contains`` (any case) when given."""
     keys = ClientKey.objects.for_tenant(tenant)
+    if tag is not None:
+        keys = keys.filter(default_tag=tag)
+    if label_contains:
+        keys = keys.filter(label__icontains=label_contains)
     if status is None:
         return keys if include_deleted else keys.visible()
     now = timezone.now()
@@ -44,6 +56,18 @@ def key_list(
     if status == ClientKey.Status.ACTIVE:
         return keys.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), status=status)
     return keys.filter(status=status)
+
+
+def key_tags(*, tenant: Tenant) -> list[str]:
+    """The default tags the tenant's keys carry (deleted keys' too), sorted; untagged
+    keys add nothing."""
+    return list(
+        ClientKey.objects.for_tenant(tenant)
+        .exclude(default_tag="")
+        .order_by("default_tag")
+        .values_list("default_tag", flat=True)
+        .distinct()
+    )
 
 
 def key_get(*, tenant: Tenant, key_id: int) -> ClientKey:
@@ -63,6 +87,17 @@ def sub_account_get(*, tenant: Tenant, key_id: int) -> ClientKey:
     """The tenant's sub-account, deleted or not; any other key id (another tenant's, or a
     prepaid or marked-up key of this tenant) raises DoesNotExist (404)."""
     return ClientKey.objects.for_tenant(tenant).sub_accounts().get(pk=key_id)
+
+
+def ratio_margin_percent(ratio: PriceRatio) -> Decimal:
+    """A price ratio's margin as a percentage to 2 places (``40.00``, ``33.33``): one
+    rounding, half up, of the fraction to 4 places; the x100 is exact."""
+    return (ratio.margin(places=4) * 100).quantize(MARGIN_PERCENT_QUANTUM)
+
+
+def ratio_is_internal_share(ratio: PriceRatio) -> bool:
+    """Cost equals client price: no markup, the reseller passes usage on at cost."""
+    return ratio.cost_nanos == ratio.client_nanos
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +148,12 @@ def key_figures(*, key: ClientKey, now: datetime | None = None) -> KeyFigures:
             None if key.spend_cap_nanos is None else max(key.spend_cap_nanos - period_spent, 0)
         )
     ratio = key.ratio
-    # One rounding (half up, to 4 places of a fraction) for the percentage; x100 is exact.
-    margin_percent = (ratio.margin(places=4) * 100).quantize(MARGIN_PERCENT_QUANTUM)
     return KeyFigures(
         key=key,
         status=key.effective_status,
         ratio=ratio.as_decimal(places=RATIO_DISPLAY_PLACES),
         margin=ratio.margin(places=RATIO_DISPLAY_PLACES),
-        margin_percent=margin_percent,
+        margin_percent=ratio_margin_percent(ratio),
         client_budget_nanos=budget,
         client_spent_nanos=key.client_spent_nanos,
         client_reserved_nanos=key.client_reserved_nanos,

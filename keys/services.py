@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,7 +22,7 @@ from django.utils import timezone
 from accounts.events import config_changed
 from accounts.hashing import CLIENT_KEY_PREFIX, secret_generate
 from accounts.models import Tenant
-from billing.exceptions import LedgerError
+from billing.exceptions import InsufficientFunds, LedgerError
 from billing.ledger import ledger_post_op
 from billing.metering import UNSPENT, deleted_key_refund_op
 from billing.models import LedgerEntry
@@ -32,13 +33,15 @@ from billing.services import deleted_key_refund
 from billing.sqlops import run_sync
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from keys.models import ClientKey
-from keys.selectors import key_get
+from keys.selectors import key_get, ratio_is_internal_share, ratio_margin_percent
 
 MAX_LIMIT = 1_000_000
 # A client price is at most this many times your cost (a margin of at most 99.9 %): every
 # client price then stays far inside the 64-bit nano-dollar columns, whatever a request costs.
 MAX_MARKUP = 1_000
 PREFIX_COLLISION_RETRIES = 3
+KEY_DELETED = "This key was deleted."
+KEY_ALREADY_DELETED = "This key was already deleted."
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,94 @@ def _ratio(client_budget_nanos: int, your_cost_nanos: int) -> PriceRatio:
         raise ClientKeyInvalid("your_cost", str(exc)) from exc
 
 
+@dataclass(frozen=True)
+class KeyTerms:
+    """A new key's terms, validated: what ``key_create`` writes and ``key_create_quote``
+    shows. ``client_budget_nanos`` and ``cost_funded_nanos`` are 0 for a wallet-funded key
+    (its budget/cost pair only fixed ``ratio``)."""
+
+    label: str
+    funding: str
+    ratio: PriceRatio
+    client_budget_nanos: int
+    cost_funded_nanos: int
+    spend_cap_nanos: int | None
+    budget_period: str
+    rpm: int
+    tpm: int | None
+    max_concurrency: int
+    allowed_models: list[str]
+    expires_at: datetime | None
+    default_tag: str
+
+    @property
+    def is_prepaid(self) -> bool:
+        return self.funding == ClientKey.Funding.PREPAID
+
+    @property
+    def wallet_debit_nanos(self) -> int:
+        """What creating the key takes from the wallet now: a prepaid key's cost."""
+        return self.cost_funded_nanos
+
+
+def _key_terms(
+    *,
+    label: str,
+    funding: str,
+    client_budget_nanos: int | None,
+    your_cost_nanos: int | None,
+    spend_cap_nanos: int | None,
+    budget_period: str,
+    rpm: int,
+    tpm: int | None,
+    max_concurrency: int,
+    models: list[str] | None,
+    expires_at: datetime | None,
+    default_tag: str,
+    now: datetime,
+) -> KeyTerms:
+    """Every rule a new key's input must meet (raises ClientKeyInvalid naming the field)."""
+    label = label.strip()
+    if not label:
+        raise ClientKeyInvalid("label", "This field is required.")
+    if funding not in ClientKey.Funding.values:
+        raise ClientKeyInvalid("funding", f"Must be one of: {', '.join(ClientKey.Funding.values)}.")
+    if budget_period not in ClientKey.BudgetPeriod.values:
+        raise ClientKeyInvalid(
+            "budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}."
+        )
+    is_prepaid = funding == ClientKey.Funding.PREPAID
+    budget = _validate_amount("client_budget", client_budget_nanos, required=is_prepaid)
+    cost = _validate_amount("your_cost", your_cost_nanos, required=is_prepaid)
+    if (budget is None) != (cost is None):
+        raise ClientKeyInvalid("your_cost", "Give both client_budget and your_cost, or neither.")
+    ratio = _ratio(budget, cost) if budget is not None and cost is not None else PriceRatio.one()
+    if spend_cap_nanos is not None and (spend_cap_nanos < 0 or spend_cap_nanos > MAX_AMOUNT_NANOS):
+        raise ClientKeyInvalid("spend_cap", "Must be between 0 and 1,000,000.")
+    if budget_period != ClientKey.BudgetPeriod.NONE and spend_cap_nanos is None:
+        raise ClientKeyInvalid("budget_period", "A budget period needs a spend_cap.")
+    _validate_limits(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
+    allowed = _validate_models(models or [])
+    if expires_at is not None and expires_at <= now:
+        raise ClientKeyInvalid("expires_at", "Must be in the future.")
+    return KeyTerms(
+        label=label,
+        funding=funding,
+        ratio=ratio,
+        # Prepaid: both were validated as required above.
+        client_budget_nanos=budget if is_prepaid and budget is not None else 0,
+        cost_funded_nanos=cost if is_prepaid and cost is not None else 0,
+        spend_cap_nanos=spend_cap_nanos,
+        budget_period=budget_period,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=max_concurrency,
+        allowed_models=allowed,
+        expires_at=expires_at,
+        default_tag=default_tag.strip(),
+    )
+
+
 @transaction.atomic(durable=True)
 def key_create(
     *,
@@ -122,32 +213,25 @@ def key_create(
     ``prepaid``: debits the wallet ``your_cost`` (= client budget × ratio) in the same
     transaction, or raises InsufficientFunds and creates nothing. ``wallet``: sets nothing
     aside; ``client_budget``/``your_cost`` only fix the ratio (1:1 by default) and
-    ``spend_cap`` bounds spend per ``budget_period``.
+    ``spend_cap`` bounds spend per ``budget_period``. ``key_create_quote`` answers, without
+    writing, what this would do.
     """
-    label = label.strip()
-    if not label:
-        raise ClientKeyInvalid("label", "This field is required.")
-    if funding not in ClientKey.Funding.values:
-        raise ClientKeyInvalid("funding", f"Must be one of: {', '.join(ClientKey.Funding.values)}.")
-    if budget_period not in ClientKey.BudgetPeriod.values:
-        raise ClientKeyInvalid(
-            "budget_period", f"Must be one of: {', '.join(ClientKey.BudgetPeriod.values)}."
-        )
-    is_prepaid = funding == ClientKey.Funding.PREPAID
-    budget = _validate_amount("client_budget", client_budget_nanos, required=is_prepaid)
-    cost = _validate_amount("your_cost", your_cost_nanos, required=is_prepaid)
-    if (budget is None) != (cost is None):
-        raise ClientKeyInvalid("your_cost", "Give both client_budget and your_cost, or neither.")
-    ratio = _ratio(budget, cost) if budget is not None and cost is not None else PriceRatio.one()
-    if spend_cap_nanos is not None and (spend_cap_nanos < 0 or spend_cap_nanos > MAX_AMOUNT_NANOS):
-        raise ClientKeyInvalid("spend_cap", "Must be between 0 and 1,000,000.")
-    if budget_period != ClientKey.BudgetPeriod.NONE and spend_cap_nanos is None:
-        raise ClientKeyInvalid("budget_period", "A budget period needs a spend_cap.")
-    _validate_limits(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
-    allowed = _validate_models(models or [])
     now = timezone.now()
-    if expires_at is not None and expires_at <= now:
-        raise ClientKeyInvalid("expires_at", "Must be in the future.")
+    terms = _key_terms(
+        label=label,
+        funding=funding,
+        client_budget_nanos=client_budget_nanos,
+        your_cost_nanos=your_cost_nanos,
+        spend_cap_nanos=spend_cap_nanos,
+        budget_period=budget_period,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=max_concurrency,
+        models=models,
+        expires_at=expires_at,
+        default_tag=default_tag,
+        now=now,
+    )
     wallet = wallet_for_tenant(tenant=tenant)
 
     for attempt in range(PREFIX_COLLISION_RETRIES):
@@ -157,25 +241,24 @@ def key_create(
                 key = ClientKey.objects.create(
                     tenant=tenant,
                     wallet=wallet,
-                    label=label,
+                    label=terms.label,
                     prefix=new.prefix,
                     digest=new.digest,
                     last4=new.last4,
-                    default_tag=default_tag.strip(),
-                    funding=funding,
-                    ratio_cost_nanos=ratio.cost_nanos,
-                    ratio_client_nanos=ratio.client_nanos,
-                    # Prepaid: both were validated as required above.
-                    client_budget_nanos=budget if is_prepaid and budget is not None else 0,
-                    cost_funded_nanos=cost if is_prepaid and cost is not None else 0,
-                    spend_cap_nanos=spend_cap_nanos,
-                    budget_period=budget_period,
-                    period_index=period_index(budget_period, now),
-                    requests_per_minute=rpm,
-                    tokens_per_minute=tpm,
-                    max_concurrency=max_concurrency,
-                    allowed_models=allowed,
-                    expires_at=expires_at,
+                    default_tag=terms.default_tag,
+                    funding=terms.funding,
+                    ratio_cost_nanos=terms.ratio.cost_nanos,
+                    ratio_client_nanos=terms.ratio.client_nanos,
+                    client_budget_nanos=terms.client_budget_nanos,
+                    cost_funded_nanos=terms.cost_funded_nanos,
+                    spend_cap_nanos=terms.spend_cap_nanos,
+                    budget_period=terms.budget_period,
+                    period_index=period_index(terms.budget_period, now),
+                    requests_per_minute=terms.rpm,
+                    tokens_per_minute=terms.tpm,
+                    max_concurrency=terms.max_concurrency,
+                    allowed_models=terms.allowed_models,
+                    expires_at=terms.expires_at,
                     created_at=now,
                     updated_at=now,
                 )
@@ -184,14 +267,13 @@ def key_create(
             # A prefix collision (about 1 in 2^54): draw a new secret.
             if attempt == PREFIX_COLLISION_RETRIES - 1:
                 raise
-    if is_prepaid:
-        assert cost is not None  # noqa: S101 - validated above
+    if terms.is_prepaid:
         run_sync(
             ledger_post_op(
                 wallet_id=wallet.pk,
                 kind=LedgerEntry.Kind.KEY_FUNDING,
-                amount_nanos=-cost,
-                reason=f"Funding of key {label}",
+                amount_nanos=-terms.wallet_debit_nanos,
+                reason=f"Funding of key {terms.label}",
                 reference=f"key:{key.pk}",
                 client_key_id=key.pk,
                 actor_id=actor.pk if actor is not None else None,
@@ -199,6 +281,25 @@ def key_create(
             )
         )
     return IssuedKey(key=key, secret=new.secret)
+
+
+def _top_up_cost(key: ClientKey, client_amount_nanos: int) -> int:
+    """What topping ``key`` up by a client amount debits the wallet: the amount × the key's
+    locked ratio, rounded once (``PriceRatio.cost_from_client``). Raises the refusals of a
+    top-up that no wallet balance changes: a bad amount, a wallet-funded or deleted key."""
+    amount = _validate_amount("client_amount", client_amount_nanos, required=True)
+    assert amount is not None  # noqa: S101
+    if key.funding != ClientKey.Funding.PREPAID:
+        raise ClientKeyStateConflict(
+            "Wallet-funded keys draw from the wallet; raise spend_cap instead."
+        )
+    cost = key.ratio.cost_from_client(amount)
+    if cost <= 0:
+        raise ClientKeyInvalid("client_amount", "Amount too small.")
+    # Read here for the quote; ``key_top_up``'s claim checks it again under the row lock.
+    if key.status == ClientKey.Status.DELETED:
+        raise ClientKeyStateConflict(KEY_DELETED)
+    return cost
 
 
 @transaction.atomic(durable=True)
@@ -209,28 +310,20 @@ def key_top_up(
     that amount × the key's ratio. Raises InsufficientFunds and changes nothing if the
     wallet cannot cover it."""
     key = key_get(tenant=tenant, key_id=key_id)
-    amount = _validate_amount("client_amount", client_amount_nanos, required=True)
-    assert amount is not None  # noqa: S101
-    if key.funding != ClientKey.Funding.PREPAID:
-        raise ClientKeyStateConflict(
-            "Wallet-funded keys draw from the wallet; raise spend_cap instead."
-        )
-    cost = key.ratio.cost_from_client(amount)
-    if cost <= 0:
-        raise ClientKeyInvalid("client_amount", "Amount too small.")
+    cost = _top_up_cost(key, client_amount_nanos)
     now = timezone.now()
     # Claim: only an undeleted key can be topped up; the update also takes its row lock.
     updated = (
         ClientKey.objects.filter(pk=key.pk, funding=ClientKey.Funding.PREPAID)
         .exclude(status=ClientKey.Status.DELETED)
         .update(
-            client_budget_nanos=F("client_budget_nanos") + amount,
+            client_budget_nanos=F("client_budget_nanos") + client_amount_nanos,
             cost_funded_nanos=F("cost_funded_nanos") + cost,
             updated_at=now,
         )
     )
     if updated != 1:
-        raise ClientKeyStateConflict("This key was deleted.")
+        raise ClientKeyStateConflict(KEY_DELETED)
     run_sync(
         ledger_post_op(
             wallet_id=key.wallet_id,
@@ -275,7 +368,7 @@ def key_update(
         raise ClientKeyInvalid(sorted(unknown)[0], "This field cannot be changed.")
     key = ClientKey.objects.select_for_update().get(pk=key_get(tenant=tenant, key_id=key_id).pk)
     if key.status == ClientKey.Status.DELETED:
-        raise ClientKeyStateConflict("This key was deleted.")
+        raise ClientKeyStateConflict(KEY_DELETED)
     now = timezone.now()
     if "label" in changes:
         label = (changes["label"] or "").strip()
@@ -366,19 +459,14 @@ def key_delete(*, tenant: Tenant, actor: AbstractBaseUser | None, key_id: int) -
         .update(status=ClientKey.Status.DELETED, deleted_at=now, updated_at=now)
     )
     if claimed != 1:
-        raise ClientKeyStateConflict("This key was already deleted.")
+        raise ClientKeyStateConflict(KEY_ALREADY_DELETED)
     config_changed(f"key:{key.prefix}")
     key.refresh_from_db()
     refund = 0
     if key.funding == ClientKey.Funding.PREPAID:
         # Requests in flight keep their holds; each refunds what it did not spend when it
         # settles (billing.metering.settle_op).
-        refund = (
-            key.cost_funded_nanos
-            - key.cost_spent_nanos
-            - key.cost_reserved_nanos
-            - key.cost_refunded_nanos
-        )
+        refund = key.refundable_cost_nanos
         if refund < 0:
             raise LedgerError(f"key {key.pk} spent more than it was funded")
         refunded = run_sync(
@@ -423,3 +511,166 @@ def deleted_keys_refund(*, now: datetime | None = None, limit: int = 500) -> int
                 key_id=key_id, wallet_id=wallet_id, refund=int(unspent), now=now
             )
     return refunded
+
+
+# ------------------------------------------------------------------------------- quotes
+# What a write would do, answered without writing: the dashboard shows them before the
+# reseller confirms. Each runs the write's own rules and arithmetic (the same functions),
+# so a quote raises what the write would raise for its input, and a quote's figures are
+# what the write then does if nothing changes between them. A refusal that depends on the
+# wallet's balance (which may change before the write) is carried as ``refusal`` instead.
+
+
+@dataclass(frozen=True)
+class WalletEffect:
+    """What a write does to the wallet's available balance (balance less what requests in
+    flight hold), and what it would refuse for lack of funds."""
+
+    available_nanos: int
+    change_nanos: int
+
+    @property
+    def available_after_nanos(self) -> int:
+        return self.available_nanos + self.change_nanos
+
+    @property
+    def refusal(self) -> InsufficientFunds | None:
+        """The InsufficientFunds the write would raise, exactly as the ledger raises it."""
+        if self.available_after_nanos >= 0:
+            return None
+        return InsufficientFunds(
+            needed_nanos=-self.change_nanos, available_nanos=self.available_nanos
+        )
+
+
+def _wallet_effect(*, tenant: Tenant, change_nanos: int) -> WalletEffect:
+    wallet = wallet_for_tenant(tenant=tenant)
+    return WalletEffect(available_nanos=wallet.available_nanos, change_nanos=change_nanos)
+
+
+@dataclass(frozen=True)
+class KeyCreateQuote:
+    """What ``key_create`` would do with these terms: what the client sees (a prepaid
+    budget, or a wallet-funded key's spend cap and period), what leaves the wallet now
+    (a prepaid key's cost; nothing for a wallet-funded key), the locked ratio and margin."""
+
+    terms: KeyTerms
+    wallet: WalletEffect
+
+    @property
+    def client_budget_nanos(self) -> int | None:
+        return self.terms.client_budget_nanos if self.terms.is_prepaid else None
+
+    @property
+    def wallet_debit_nanos(self) -> int:
+        return self.terms.wallet_debit_nanos
+
+    @property
+    def margin_percent(self) -> Decimal:
+        return ratio_margin_percent(self.terms.ratio)
+
+    @property
+    def is_internal_share(self) -> bool:
+        return ratio_is_internal_share(self.terms.ratio)
+
+    @property
+    def refusal(self) -> InsufficientFunds | None:
+        return self.wallet.refusal
+
+
+def key_create_quote(
+    *,
+    tenant: Tenant,
+    label: str,
+    funding: str = ClientKey.Funding.PREPAID,
+    client_budget_nanos: int | None = None,
+    your_cost_nanos: int | None = None,
+    spend_cap_nanos: int | None = None,
+    budget_period: str = ClientKey.BudgetPeriod.NONE,
+    rpm: int = 60,
+    tpm: int | None = None,
+    max_concurrency: int = 5,
+    models: list[str] | None = None,
+    expires_at: datetime | None = None,
+    default_tag: str = "",
+) -> KeyCreateQuote:
+    """``key_create`` without the write: takes its arguments, raises the ClientKeyInvalid
+    it would raise, and carries the InsufficientFunds it would raise as ``refusal``."""
+    terms = _key_terms(
+        label=label,
+        funding=funding,
+        client_budget_nanos=client_budget_nanos,
+        your_cost_nanos=your_cost_nanos,
+        spend_cap_nanos=spend_cap_nanos,
+        budget_period=budget_period,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=max_concurrency,
+        models=models,
+        expires_at=expires_at,
+        default_tag=default_tag,
+        now=timezone.now(),
+    )
+    effect = _wallet_effect(tenant=tenant, change_nanos=-terms.wallet_debit_nanos)
+    return KeyCreateQuote(terms=terms, wallet=effect)
+
+
+@dataclass(frozen=True)
+class KeyTopUpQuote:
+    """What ``key_top_up`` would do: the client amount, what it debits the wallet (the
+    amount × the key's locked ratio, rounded once) and the key's budget after it."""
+
+    key: ClientKey
+    client_amount_nanos: int
+    wallet_debit_nanos: int
+    wallet: WalletEffect
+
+    @property
+    def client_budget_after_nanos(self) -> int:
+        return self.key.client_budget_nanos + self.client_amount_nanos
+
+    @property
+    def refusal(self) -> InsufficientFunds | None:
+        return self.wallet.refusal
+
+
+def key_top_up_quote(*, tenant: Tenant, key_id: int, client_amount_nanos: int) -> KeyTopUpQuote:
+    """``key_top_up`` without the write: raises what it would raise for the amount and the
+    key (another tenant's key: DoesNotExist), and carries its InsufficientFunds as
+    ``refusal``."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    cost = _top_up_cost(key, client_amount_nanos)
+    return KeyTopUpQuote(
+        key=key,
+        client_amount_nanos=client_amount_nanos,
+        wallet_debit_nanos=cost,
+        wallet=_wallet_effect(tenant=tenant, change_nanos=-cost),
+    )
+
+
+@dataclass(frozen=True)
+class KeyDeleteQuote:
+    """What ``key_delete`` would refund now, and what requests in flight still hold (each
+    refunds what it does not spend when it settles)."""
+
+    key: ClientKey
+    refund_nanos: int
+    held_nanos: int
+    wallet: WalletEffect
+
+
+def key_delete_quote(*, tenant: Tenant, key_id: int) -> KeyDeleteQuote:
+    """``key_delete`` without the write: the refund it would pay (a prepaid key's
+    ``refundable_cost_nanos``; 0 for a wallet-funded key); raises what it would raise for
+    a deleted key or another tenant's (DoesNotExist)."""
+    key = key_get(tenant=tenant, key_id=key_id)
+    if key.status == ClientKey.Status.DELETED:
+        raise ClientKeyStateConflict(KEY_ALREADY_DELETED)
+    refund = max(key.refundable_cost_nanos, 0)
+    held = key.cost_reserved_nanos if key.is_prepaid else 0
+    return KeyDeleteQuote(
+        key=key,
+        refund_nanos=refund,
+        held_nanos=held,
+        wallet=_wallet_effect(tenant=tenant, change_nanos=refund),
+    )

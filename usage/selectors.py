@@ -19,7 +19,7 @@ daylight-saving shift), so a local day, even one of 23 or 25 hours, is a whole n
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ from accounts.models import Tenant
 from billing.money import div_round_half_up
 from billing.selectors import ledger_snapshot
 from keys.models import ClientKey
-from keys.selectors import key_get, sub_account_get
+from keys.selectors import KeyFigures, key_get, sub_account_get
 from usage.models import (
     BUCKET_MINUTES,
     DAY_LEVELS,
@@ -348,6 +348,75 @@ def tag_usage(
     with ledger_snapshot():
         per_tag = window.grouped("tag")
     return [TagUsage(tag=tag, **sums) for tag, sums in _largest_first(per_tag)]
+
+
+# ------------------------------------------------------------------------------- runway
+
+# How far back a key's spending pace is measured for its runway.
+RUNWAY_WINDOW_DAYS = 7
+
+
+def keys_spend(
+    *, tenant: Tenant, key_ids: Collection[int], since: datetime, until: datetime
+) -> dict[int, UsageTotals]:
+    """The usage of many of the tenant's keys at once in a window, by key id: one grouped
+    query per source whatever the number of keys (a page of keys costs what one key does).
+    Keys without traffic in the window are left out; another tenant's ids find nothing."""
+    if not key_ids:
+        return {}
+    window = usage_window(tenant=tenant, since=since, until=until).of_keys(
+        ClientKey.objects.for_tenant(tenant).filter(pk__in=sorted(key_ids))
+    )
+    with ledger_snapshot():
+        per_key = window.grouped("client_key_id")
+    return {key_id: UsageTotals(**sums) for key_id, sums in per_key.items()}
+
+
+def runway_days(*, remaining_nanos: int | None, window_spent_nanos: int, days: int) -> int | None:
+    """Whole days until ``remaining`` is gone at the pace of ``window_spent`` per ``days``
+    (rounded down: the last partial day is not promised); None when nothing was spent or
+    nothing but the wallet bounds what remains."""
+    if remaining_nanos is None or window_spent_nanos <= 0:
+        return None
+    return max(remaining_nanos, 0) * days // window_spent_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRunway:
+    """A key's pace over the last RUNWAY_WINDOW_DAYS (client prices) and the whole days
+    its remaining budget (or spend cap) lasts at that pace; ``days_left`` is None for an
+    idle key, one that is not active, or a wallet-funded key without a cap."""
+
+    window_client_nanos: int
+    days_left: int | None
+
+
+def key_runways(
+    *, tenant: Tenant, figures: Sequence[KeyFigures], now: datetime | None = None
+) -> dict[int, KeyRunway]:
+    """The runway of each key in ``figures`` (``keys.selectors.key_figures``), by key id,
+    from one ``keys_spend`` over the last RUNWAY_WINDOW_DAYS."""
+    now = now or timezone.now()
+    spend = keys_spend(
+        tenant=tenant,
+        key_ids=[f.key.pk for f in figures],
+        since=now - timedelta(days=RUNWAY_WINDOW_DAYS),
+        until=now,
+    )
+    runways = {}
+    for f in figures:
+        spent = spend[f.key.pk].client_nanos if f.key.pk in spend else 0
+        days_left = (
+            runway_days(
+                remaining_nanos=f.client_remaining_nanos,
+                window_spent_nanos=spent,
+                days=RUNWAY_WINDOW_DAYS,
+            )
+            if f.status == ClientKey.Status.ACTIVE
+            else None
+        )
+        runways[f.key.pk] = KeyRunway(window_client_nanos=spent, days_left=days_left)
+    return runways
 
 
 # ----------------------------------------------------------------------------- earnings

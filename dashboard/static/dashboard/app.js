@@ -60,10 +60,33 @@
     });
   }
 
+  // ---- keys ----
+  // The create-key form: <div data-funding-choice> holds the funding radios; each
+  // <fieldset data-funding="prepaid|wallet"> shows only for its funding. Without
+  // JavaScript both stay visible and the server reads the chosen one's inputs.
+  function wireFunding(root) {
+    root.querySelectorAll("[data-funding-choice]").forEach(function (choice) {
+      if (choice.dataset.fundingWired) return;
+      choice.dataset.fundingWired = "1";
+      var form = choice.closest("form");
+      if (!form) return;
+      function show() {
+        var checked = choice.querySelector("input[type=radio]:checked");
+        var funding = checked ? checked.value : "prepaid";
+        form.querySelectorAll("fieldset[data-funding]").forEach(function (set) {
+          set.hidden = set.dataset.funding !== funding;
+        });
+      }
+      choice.addEventListener("change", show);
+      show();
+    });
+  }
+
   function enhance(root) {
     sizeBars(root);
     wireCopy(root);
     drawCharts(root);
+    wireFunding(root);
   }
 
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });

@@ -1,0 +1,297 @@
+"""PRODUCT.md section 3's worked example, clicked through in a real browser (Chromium)
+against the real server, with JavaScript and without.
+
+A reseller with a $200 wallet signs in, creates "acme-corp-prod" (client budget $100, cost
+$60: the preview says $100 / $60 / 40 %), reads the secret shown once, and its client calls
+the proxy with it through the official ``openai`` SDK (against a fake provider) for
+exactly $34.20 of client price ($20.52 of cost). The key's page then shows $34.20 spent,
+$65.80 remaining and $13.68 profit; a $50 top-up previews $30.00 from the wallet; deleting
+states and pays a $69.48 refund; the wallet shows $179.48 and ``check_ledger`` is clean.
+
+Every page is checked for Content-Security-Policy violations (none allowed) and, at a
+phone's 390 px, for sideways scrolling; screenshots at 1280 and 390 px go to
+var/screenshots/. Skipped where Debian's ``chromium`` is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import openai
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
+
+from accounts.models import Tenant
+from accounts.services import user_password_ensure
+from billing.money import parse_usd
+from billing.selectors import wallet_for_tenant
+from billing.services import price_set, upstream_save
+from keys.models import ClientKey
+from tests.proxy.conftest import UPSTREAM_SECRET, ProxyServer, fake_upstream, start_proxy_server
+from tests.proxy.upstream_fake import FakeUpstream
+
+__all__ = ["fake_upstream", "start_proxy_server"]  # fixtures, used here as in tests/proxy
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EMAIL = "reseller@example.com"
+PASSWORD = "correct-horse-battery-9"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+# The client's spend: 3 requests of 1,000 prompt tokens (the fake counts 4 characters a
+# token) at $6,840 per 1M input tokens cost $6.84 each, $11.40 at the key's ratio 0.6:
+# $20.52 and $34.20 in all. A request's hold (its body's bytes as tokens, at the input rate)
+# stays well inside what the key has left, so none is refused.
+MODEL = "acme-model"
+INPUT_PRICE = parse_usd("6840")
+PROMPT = "x" * 4_000
+REQUESTS = 3
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
+    ),
+    pytest.mark.usefixtures("books_balance"),
+]
+
+# The machine that runs the suite may be busy: wait longer than Playwright's 5 s for what a
+# page shows (a live preview waits 400 ms for the typing to stop, then asks the server).
+expect.set_options(timeout=15_000)
+
+# Collects what the browser reports, from before any page script runs.
+RECORD_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def server(start_proxy_server: Callable[..., ProxyServer]) -> ProxyServer:
+    # The pages' CSS and JavaScript, served by the server as in production.
+    call_command("collectstatic", "--noinput", verbosity=0, stdout=io.StringIO())
+    return start_proxy_server()
+
+
+@pytest.fixture
+def reseller_with_200(
+    transactional_db: None,
+    make_reseller: Callable[..., tuple[Tenant, object]],
+    fake_upstream: FakeUpstream,
+) -> Tenant:
+    """The rows first: Playwright's sync API runs an event loop in this thread, where
+    Django refuses database calls."""
+    tenant, _ = make_reseller(email=EMAIL, balance="200")
+    user_password_ensure(user=tenant.owner, password=PASSWORD)
+    upstream = upstream_save(
+        name="fake-openai",
+        kind="openai",
+        base_url=fake_upstream.openai_base_url,
+        api_key=UPSTREAM_SECRET,
+    )
+    price_set(
+        model=MODEL, upstream=upstream, input_per_mtok_nanos=INPUT_PRICE, output_per_mtok_nanos=0
+    )
+    return tenant
+
+
+@contextmanager
+def chromium_page(*, javascript: bool) -> Iterator[Page]:
+    """A fresh page at 1280 px. Close it before reading the database: Playwright's sync
+    API runs an event loop in this thread while it is open, and Django refuses database
+    calls there."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        context = browser.new_context(viewport=DESKTOP, java_script_enabled=javascript)
+        page = context.new_page()
+        if javascript:
+            page.add_init_script(RECORD_VIOLATIONS)
+        yield page
+        browser.close()
+
+
+class Visit:
+    """A browser page that records CSP violations and takes screenshots at both widths."""
+
+    def __init__(self, page: Page, base_url: str, name: str, *, javascript: bool) -> None:
+        self.page = page
+        self.base_url = base_url
+        self.name = name
+        self.javascript = javascript
+        self.console: list[str] = []
+        page.on("console", lambda message: self.console.append(message.text))
+
+    def violations(self) -> list[str]:
+        found = list(self.page.evaluate("window.__violations || []")) if self.javascript else []
+        return found + [text for text in self.console if "Content Security Policy" in text]
+
+    def assert_clean(self) -> None:
+        assert self.violations() == [], self.violations()
+
+    def shoot(self, what: str) -> None:
+        """Screenshots at 1280 and 390 px; at 390, nothing may scroll sideways."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page = self.page
+        page.set_viewport_size(DESKTOP)
+        page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{what}-1280.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (what, width)
+        page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{what}-390.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
+        self.assert_clean()
+
+
+def stat(page: Page, label: str) -> str:
+    """The figure of a stat card on a key's page."""
+    card = page.locator(".stat", has=page.locator(".stat-label", has_text=re.compile(f"^{label}$")))
+    return card.locator(".stat-value").inner_text()
+
+
+def spend_34_20(base_url: str, secret: str) -> None:
+    """The client's calls, through the official SDK with the secret the page showed."""
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0, timeout=20)
+    for _ in range(REQUESTS):
+        answer = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=1
+        )
+        assert answer.usage is not None and answer.usage.prompt_tokens == 1_000
+
+
+def run_worked_example(visit: Visit) -> str:
+    """Click through the worked example; returns the key's secret."""
+    page, base = visit.page, visit.base_url
+    js = visit.javascript
+
+    # Sign in: /dashboard/ sends a visitor to the form.
+    page.goto(f"{base}/dashboard/")
+    page.fill("input[type=email]", EMAIL)
+    page.fill("input[type=password]", PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/dashboard/")
+    visit.assert_clean()
+
+    # The keys list, empty, and "New key".
+    page.get_by_role("link", name="Keys", exact=True).click()
+    expect(page.get_by_text("No keys yet")).to_be_visible()
+    page.get_by_role("link", name="New key").click()
+    page.wait_for_url(f"{base}/dashboard/keys/new/")
+
+    if js:
+        # Only the chosen funding's inputs show; without JavaScript both do.
+        wallet_terms = page.locator("fieldset[data-funding=wallet]")
+        expect(wallet_terms).to_be_hidden()
+        page.get_by_label("Wallet: each request draws from your wallet").check()
+        expect(wallet_terms).to_be_visible()
+        expect(page.locator("fieldset[data-funding=prepaid]")).to_be_hidden()
+        page.get_by_label("Prepaid: set the client's budget aside now").check()
+        expect(wallet_terms).to_be_hidden()
+
+    # The preview before anything is saved: live with htmx, a page of its own without.
+    page.fill("input[name=label]", "acme-corp-prod")
+    page.fill("input[name=client_budget]", "100")
+    page.fill("input[name=your_cost]", "60")
+    if not js:
+        page.get_by_role("button", name="Create key").click()
+        page.wait_for_load_state()
+    preview = page.locator("#key-preview")
+    expect(preview).to_contain_text("40 %")
+    expect(preview).to_contain_text("$100.00")
+    expect(preview).to_contain_text("$60.00")
+    expect(preview).to_contain_text("$140.00")
+    visit.shoot("create-preview")
+    page.get_by_role("button", name="Create key").click()
+
+    # The secret, once, and the message for the client.
+    page.wait_for_url(re.compile(r"/dashboard/keys/\d+/created/$"))
+    secret = page.locator("#new-key-secret").inner_text().strip()
+    assert secret.startswith("tg-")
+    expect(page.locator("#handoff-message")).to_have_value(re.compile(re.escape(secret)))
+    if js:
+        expect(page.get_by_role("button", name="Copy key")).to_be_visible()
+    visit.shoot("secret")
+
+    # The client spends $34.20 through the proxy with that secret.
+    spend_34_20(base, secret)
+
+    # The list, then the key's page through its label.
+    page.goto(f"{base}/dashboard/keys/")
+    row = page.locator("tr", has=page.get_by_role("link", name="acme-corp-prod"))
+    expect(row).to_contain_text("$34.20 of $100.00")
+    expect(row).to_contain_text("40 % margin")
+    visit.shoot("key-list")
+    if js:
+        # The filters answer as the reseller types (htmx swaps the results).
+        page.get_by_label("Search labels").fill("globex")
+        expect(page.get_by_text("No key matches these filters.")).to_be_visible()
+        page.get_by_label("Search labels").fill("acme")
+        expect(row).to_be_visible()
+    page.get_by_role("link", name="acme-corp-prod").click()
+    page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
+    assert stat(page, "Spent") == "$34.20"
+    assert stat(page, "Remaining") == "$65.80"
+    assert stat(page, "Cost consumed") == "$20.52"
+    assert stat(page, "Profit") == "$13.68"
+    visit.shoot("key-page")
+
+    # Top up $50: the wallet debit ($30.00) before confirming.
+    page.fill("input[name=client_amount]", "50")
+    if not js:
+        page.get_by_role("button", name="Top up").click()
+        page.wait_for_url(re.compile(r"/top-up/$"))
+    expect(page.locator("#top-up-preview")).to_contain_text("$30.00")
+    visit.shoot("top-up-preview")
+    page.get_by_role("button", name="Top up").click()
+    page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
+    expect(page.get_by_text("$30.00 left your wallet")).to_be_visible()
+    assert stat(page, "Client budget") == "$150.00"
+
+    # Delete: a confirmation stating the refund, then a second "Delete".
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url(re.compile(r"/delete/"))
+    expect(page.get_by_text("$69.48 will be refunded to your wallet")).to_be_visible()
+    visit.shoot("delete")
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
+    expect(page.get_by_text("$69.48 was refunded to your wallet")).to_be_visible()
+    expect(page.locator(".key-meta")).to_contain_text("Deleted")
+
+    # The wallet shows it: $200 − $60 − $30 + $69.48.
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator(".stats")).to_contain_text("$179.48")
+    visit.assert_clean()
+    return secret
+
+
+def assert_books(tenant: Tenant) -> None:
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("179.48")
+    key = ClientKey.objects.get(tenant=tenant)
+    assert key.status == ClientKey.Status.DELETED
+    assert (key.client_spent_nanos, key.cost_spent_nanos) == (
+        parse_usd("34.20"),
+        parse_usd("20.52"),
+    )
+    assert key.cost_refunded_nanos == parse_usd("69.48")
+    call_command("check_ledger", stdout=io.StringIO())  # raises CommandError on a mismatch
+
+
+def test_the_worked_example_by_clicking(server: ProxyServer, reseller_with_200: Tenant) -> None:
+    with chromium_page(javascript=True) as page:
+        run_worked_example(Visit(page, server.url, "keys", javascript=True))
+    assert_books(reseller_with_200)
+
+
+def test_the_worked_example_without_javascript(
+    server: ProxyServer, reseller_with_200: Tenant
+) -> None:
+    with chromium_page(javascript=False) as page:
+        run_worked_example(Visit(page, server.url, "keys-nojs", javascript=False))
+    assert_books(reseller_with_200)
