@@ -9,6 +9,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.landing_views import landing
 from keys.urls import sub_account_urlpatterns as sub_accounts
 from usage.urls import sub_account_urlpatterns as sub_account_usage
 
@@ -43,6 +44,7 @@ class ApiDocs(JsonErrors, SpectacularSwaggerSplitView):
 
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     path("api/v1/", include("accounts.urls")),
