@@ -3,12 +3,12 @@ admin hands the cleaned values to ``billing.services``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
 from billing.exceptions import UpstreamInvalid
-from billing.models import LedgerEntry, ModelPrice, Upstream
+from billing.models import PROVIDER_KINDS, LedgerEntry, ModelPrice, Upstream
 from billing.money import MoneyError, PriceTier, parse_usd, tier_parse, tiers_invalid
 from billing.services import upstream_base_url_validate
 
@@ -64,6 +64,21 @@ class UpstreamForm(forms.ModelForm):
     class Meta:
         model = Upstream
         fields = ["name", "kind", "base_url", "api_key_env", "timeout_seconds", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        kind = cast(forms.ChoiceField, self.fields["kind"])
+        if self.instance.pk is not None and self.instance.is_demo:
+            # The built-in demo: the operator may turn it off (or on), not make it a provider.
+            kind.disabled = True
+            kind.help_text = (
+                "Answers inside Tollgate with a canned reply; no provider is called. "
+                "Untick Active to take the demo model away."
+            )
+        else:
+            kind.choices = [
+                (value, label) for value, label in Upstream.Kind.choices if value in PROVIDER_KINDS
+            ]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -103,6 +103,9 @@ class Upstream(models.Model):
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        # Canned answers made inside Tollgate (proxy.upstreams.demo), no provider called:
+        # only the demo seeding makes one (billing.services.upstream_demo_ensure).
+        DEMO = "demo", "Built-in demo (no provider)"
 
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -117,6 +120,17 @@ class Upstream(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_demo(self) -> bool:
+        return self.kind == self.Kind.DEMO
+
+
+# The kinds an operator connects (the admin, ``manage.py add_upstream``): real providers.
+PROVIDER_KINDS = (Upstream.Kind.OPENAI, Upstream.Kind.ANTHROPIC)
+# A demo upstream's base URL: never called (its answers are made in-process); a reserved
+# name (RFC 2606) that resolves nowhere, should anything ever try.
+DEMO_BASE_URL = "http://tollgate-demo.invalid"
 
 
 class ModelRoute(models.Model):

@@ -190,7 +190,12 @@ def prices_sync(
     if upstream_name:
         upstreams = [upstream_get(name=upstream_name)]
     else:
-        upstreams = list(Upstream.objects.filter(is_active=True).order_by("name"))
+        # Not the built-in demo: genai-prices knows no such model; its price is the seeding's.
+        upstreams = list(
+            Upstream.objects.filter(is_active=True)
+            .exclude(kind=Upstream.Kind.DEMO)
+            .order_by("name")
+        )
     forced = provider_get(provider_id) if provider_id else None
     results = [
         _upstream_sync(

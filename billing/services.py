@@ -33,7 +33,15 @@ from billing import crypto
 from billing.exceptions import LedgerError, PriceInvalid, UpstreamInvalid
 from billing.ledger import Posted, ledger_post_op
 from billing.metering import Hold, deleted_key_refund_op, settle_op
-from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
+from billing.models import (
+    DEMO_BASE_URL,
+    LedgerEntry,
+    ModelPrice,
+    ModelRoute,
+    Reservation,
+    Upstream,
+    Wallet,
+)
 from billing.money import (
     MAX_AMOUNT_NANOS,
     Charge,
@@ -242,6 +250,15 @@ def upstream_save(
     for a new upstream), so updating the URL does not drop its key.
     """
     url = upstream_base_url_validate(kind=kind, base_url=base_url)
+    existing = Upstream.objects.filter(name=name).first()
+    was_demo = existing is not None and existing.is_demo
+    if (kind == Upstream.Kind.DEMO) != was_demo:
+        # The demo answers without a provider: it is made by the demo seeding only
+        # (upstream_demo_ensure), and never turned into a provider's upstream, nor back.
+        raise UpstreamInvalid(
+            "The built-in demo upstream is made by `manage.py seed_demo`; "
+            "its kind cannot be given to or taken from another upstream."
+        )
     upstream, _ = Upstream.objects.get_or_create(
         name=name, defaults={"kind": kind, "base_url": url}
     )
@@ -259,6 +276,24 @@ def upstream_save(
     upstream.save()
     config_changed("routes")
     return upstream
+
+
+@transaction.atomic(durable=True)
+def upstream_demo_ensure(*, name: str) -> tuple[Upstream, bool]:
+    """The built-in demo upstream named ``name``, created (active) when absent; one that
+    exists is left as the operator left it (turned off in the admin, it stays off).
+    Returns it and whether it was created. Raises UpstreamInvalid if a provider's upstream
+    has the name."""
+    upstream = Upstream.objects.filter(name=name).first()
+    if upstream is not None:
+        if not upstream.is_demo:
+            raise UpstreamInvalid(f"The upstream {name!r} exists and is not the built-in demo.")
+        return upstream, False
+    upstream = Upstream(name=name, kind=Upstream.Kind.DEMO, base_url=DEMO_BASE_URL)
+    upstream.full_clean()
+    upstream.save()
+    config_changed("routes")
+    return upstream, True
 
 
 # ----------------------------------------------------------------------------- prices

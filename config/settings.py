@@ -93,6 +93,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's own files, served from here for /api/v1/docs/ (no CDN).
+    "drf_spectacular_sidecar",
     "axes",
     "django_htmx",
     "template_partials",
@@ -280,9 +282,31 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tollgate reseller API",
+    "DESCRIPTION": (
+        "Your wallet, client keys, usage, earnings and statements. Authenticate with a "
+        "reseller API token (`tgr-…`: `make run` prints one; the dashboard makes more): "
+        "`Authorization: Bearer <token>` (**Authorize** here). Amounts are USD as decimal "
+        "strings.\n\n"
+        "The model traffic itself is OpenAI- and Anthropic-compatible and takes a client key "
+        "(`tg-…`): `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings` and "
+        "`/v1/messages`, `GET /v1/models` and `/v1/key`. Point an official SDK at it: "
+        "OpenAI's with the base URL `<this server>/v1`, Anthropic's with `<this server>`."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "DEFAULT_GENERATOR_CLASS": "config.openapi.SchemaGenerator",
+    # The API reference (/api/v1/docs/): Swagger UI from drf-spectacular-sidecar's files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {
+        "deepLinking": True,
+        # The token typed into "Authorize" lives only as long as the page.
+        "persistAuthorization": False,
+        "defaultModelsExpandDepth": 0,
+        "docExpansion": "list",
+        "tryItOutEnabled": False,
+    },
 }
 
 # Proxy and metering.

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from csp.constants import SELF
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from dashboard.landing_views import landing
 from keys.urls import sub_account_urlpatterns as sub_accounts
 from usage.urls import sub_account_urlpatterns as sub_account_usage
 
@@ -14,10 +18,9 @@ admin.site.site_title = "Tollgate"
 admin.site.index_title = "Upstreams, prices, resellers and their money"
 
 
-class SchemaApi(SpectacularAPIView):
-    """``GET /api/v1/schema/``: the schema, in YAML or JSON (``?format=json``); its errors
-    (a wrong method, a throttled caller) in JSON like every answer under ``/api/``, not in
-    the schema's YAML."""
+class JsonErrors(APIView):
+    """Errors (a wrong method, a throttled caller) in JSON like every answer under
+    ``/api/``, whatever the view renders when it succeeds (YAML, a page)."""
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -26,7 +29,22 @@ class SchemaApi(SpectacularAPIView):
         return response
 
 
+class SchemaApi(JsonErrors, SpectacularAPIView):
+    """``GET /api/v1/schema/``: the schema, in YAML or JSON (``?format=json``)."""
+
+
+class ApiDocs(JsonErrors, SpectacularSwaggerSplitView):
+    """``GET /api/v1/docs/``: the API reference, Swagger UI over the schema above, its files
+    from drf-spectacular-sidecar. The split view: the page loads its start-up script from
+    ``?script`` instead of inlining it, which the Content-Security-Policy would refuse."""
+
+    url_name = "api-schema"
+    template_name = "api/docs.html"
+    title = "Tollgate API reference"
+
+
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     path("api/v1/", include("accounts.urls")),
@@ -37,6 +55,12 @@ urlpatterns = [
     path("v1/", include(sub_accounts)),
     path("v1/", include(sub_account_usage)),
     path("api/v1/schema/", SchemaApi.as_view(), name="api-schema"),
+    # Swagger UI's stylesheet draws its icons as data: images: allowed on this page only.
+    path(
+        "api/v1/docs/",
+        csp_replace({"img-src": [SELF, "data:"]})(ApiDocs.as_view()),
+        name="api-docs",
+    ),
 ]
 
 # JSON in each surface's shape under /api/ and /v1/, Django's pages elsewhere.

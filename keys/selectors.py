@@ -10,6 +10,7 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from accounts.hashing import secret_matches, secret_prefix
 from accounts.models import Tenant
 from billing.models import LedgerEntry, Reservation
 from billing.money import PriceRatio
@@ -73,6 +74,15 @@ def key_tags(*, tenant: Tenant) -> list[str]:
 def key_get(*, tenant: Tenant, key_id: int) -> ClientKey:
     """The tenant's key, deleted or not; another tenant's id raises DoesNotExist (404)."""
     return ClientKey.objects.for_tenant(tenant).get(pk=key_id)
+
+
+def key_for_secret(*, tenant: Tenant, secret: str) -> ClientKey | None:
+    """The tenant's key whose secret is ``secret`` (in any state), or None: no such key, or
+    another tenant's."""
+    key = ClientKey.objects.for_tenant(tenant).filter(prefix=secret_prefix(secret)).first()
+    if key is None or not secret_matches(secret, key.digest):
+        return None
+    return key
 
 
 def sub_account_list(*, tenant: Tenant) -> QuerySet[ClientKey]:

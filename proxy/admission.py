@@ -48,7 +48,7 @@ from billing.money import (
 from keys.models import ClientKey
 from proxy.db import Database, as_aware, as_list
 from proxy.ratelimit import Limits
-from proxy.upstreams.base import UpstreamTarget, upstream_secret
+from proxy.upstreams.base import DEMO_KIND, UpstreamTarget, upstream_secret
 
 # The most a client's retry adds to its body to set the limit the 402 suggests
 # (', "max_completion_tokens": 1000000000').
@@ -227,7 +227,12 @@ class Catalog:
         return routes
 
     async def routes_for(self, model: str, kind: str) -> list[RouteInfo]:
-        return [r for r in (await self.all_routes()).get(model, []) if r.target.kind == kind]
+        # proxy.upstreams.base.speaks, inlined: a demo route serves every wire format.
+        return [
+            r
+            for r in (await self.all_routes()).get(model, [])
+            if r.target.kind == kind or r.target.kind == DEMO_KIND
+        ]
 
 
 def _key_info(row: tuple[Any, ...]) -> KeyInfo:

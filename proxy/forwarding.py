@@ -32,7 +32,7 @@ from proxy.io import SSE_HEADERS, Receive, respond
 from proxy.runtime import ADAPTERS
 from proxy.settlement import extend, settle, shielded
 from proxy.traces import TraceStatus
-from proxy.upstreams.base import UpstreamError, upstream_open
+from proxy.upstreams.base import UpstreamError, UpstreamResponse
 from proxy.wire.base import StreamScanner, estimated_input_tokens
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ async def dispatch(exchange: Exchange) -> Outcome:
             parsed, exchange.body, route.target, route.target_model, output_bound
         )
         try:
-            response = await upstream_open(
+            response = await ADAPTERS[route.target.kind].open(
                 exchange.runtime.session,
-                ADAPTERS[route.target.kind],
                 route.target,
                 path=endpoint.upstream_path,
                 body=upstream_body,
@@ -129,7 +128,7 @@ UPSTREAM_AUTH_STATUSES = frozenset({401, 403})
 
 
 async def _pass_through_error(
-    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
+    exchange: Exchange, response: UpstreamResponse, route: RouteInfo
 ) -> Outcome:
     """A 4xx from the upstream is the request's fault: the client gets it as it was, except
     an authentication failure, which is the operator's to fix (502, logged)."""
@@ -160,9 +159,7 @@ async def _pass_through_error(
     )
 
 
-async def _complete(
-    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
-) -> Outcome:
+async def _complete(exchange: Exchange, response: UpstreamResponse, route: RouteInfo) -> Outcome:
     try:
         payload = await response.read()
         data = orjson.loads(payload)
@@ -206,7 +203,7 @@ async def _complete(
 
 
 async def _watch_disconnect(
-    receive: Receive, gone: asyncio.Event, response: aiohttp.ClientResponse
+    receive: Receive, gone: asyncio.Event, response: UpstreamResponse
 ) -> None:
     """When the client goes away, close the upstream response: that stops the upstream
     generating (and billing) more, and ends the stream's read loop."""
@@ -218,9 +215,7 @@ async def _watch_disconnect(
             return
 
 
-async def _stream(
-    exchange: Exchange, response: aiohttp.ClientResponse, route: RouteInfo
-) -> Outcome:
+async def _stream(exchange: Exchange, response: UpstreamResponse, route: RouteInfo) -> Outcome:
     endpoint = exchange.endpoint
     send = exchange.send
     db = exchange.runtime.db

@@ -16,7 +16,7 @@ from proxy.db import as_aware
 from proxy.endpoints import parse_count_tokens, request_object
 from proxy.io import BodyTooLarge, header_dict, new_request_id, read_body, respond
 from proxy.runtime import ADAPTERS, get_runtime
-from proxy.upstreams.base import UpstreamError, upstream_open
+from proxy.upstreams.base import UpstreamError, speaks
 from proxy.wire import anthropic, openai
 
 # The columns keys.selectors.key_figures reads (it computes from an unsaved ClientKey).
@@ -61,7 +61,7 @@ async def models_list(scope: dict[str, Any], receive: Any, send: Any) -> None:
         data = [
             {"type": "model", "id": m, "display_name": m, "created_at": "2024-01-01T00:00:00Z"}
             for m in names
-            if any(r.target.kind == "anthropic" for r in routes[m])
+            if any(speaks(r.target, "anthropic") for r in routes[m])
         ]
         body = {
             "data": data,
@@ -79,7 +79,7 @@ async def models_list(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": owned_by}
                 for m in names
-                if any(r.target.kind == "openai" for r in routes[m])
+                if any(speaks(r.target, "openai") for r in routes[m])
             ],
         }
     await respond(send, 200, orjson.dumps(body))
@@ -153,9 +153,8 @@ async def count_tokens(scope: dict[str, Any], receive: Any, send: Any) -> None:
     for route in routes:
         upstream_body = orjson.dumps({**payload, "model": route.target_model})
         try:
-            response = await upstream_open(
+            response = await ADAPTERS[route.target.kind].open(
                 runtime.session,
-                ADAPTERS["anthropic"],
                 route.target,
                 path="/v1/messages/count_tokens",
                 body=upstream_body,

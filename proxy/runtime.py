@@ -23,12 +23,17 @@ from proxy.db import Database, database_from_settings
 from proxy.ratelimit import RateLimiter, rate_limiter_from_settings
 from proxy.traces import TraceWriter
 from proxy.upstreams.anthropic import AnthropicAdapter
-from proxy.upstreams.base import UpstreamAdapter
+from proxy.upstreams.base import DEMO_KIND, UpstreamAdapter
+from proxy.upstreams.demo import DemoAdapter
 from proxy.upstreams.openai import OpenAIAdapter
 
 logger = logging.getLogger(__name__)
 
-ADAPTERS: dict[str, UpstreamAdapter] = {"openai": OpenAIAdapter(), "anthropic": AnthropicAdapter()}
+ADAPTERS: dict[str, UpstreamAdapter] = {
+    "openai": OpenAIAdapter(),
+    "anthropic": AnthropicAdapter(),
+    DEMO_KIND: DemoAdapter(),
+}
 
 
 class Runtime:

@@ -14,7 +14,7 @@ from billing import crypto
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream
 from billing.money import PriceTier, Usage, parse_usd
 from billing.selectors import price_current, wallet_for_tenant
-from billing.services import upstream_save, wallet_credit
+from billing.services import upstream_demo_ensure, upstream_save, wallet_credit
 from tests.keys.factories import WalletKeyFactory
 from tests.metering import reserve
 
@@ -217,6 +217,47 @@ class TestUpstream:
         assert response.status_code == 200
         assert "without /v1" in response.content.decode()
         assert not Upstream.objects.exists()
+
+
+class TestDemoUpstream:
+    """The built-in demo upstream (made by seed_demo): an operator turns it off or on here,
+    and can neither make another nor turn one into a provider's."""
+
+    def test_a_new_upstream_cannot_be_the_demo(self, admin_client):
+        page = admin_client.get(url("billing_upstream_add")).content.decode()
+        assert 'value="openai"' in page and 'value="anthropic"' in page
+        assert 'value="demo"' not in page
+        data = {**TestUpstream.form, "name": "fake-demo", "kind": "demo"}
+        response = admin_client.post(url("billing_upstream_add"), data)
+        assert response.status_code == 200
+        assert "Select a valid choice" in response.content.decode()
+        assert not Upstream.objects.filter(kind=Upstream.Kind.DEMO).exists()
+
+    def test_the_operator_turns_the_demo_off_and_its_kind_stays(
+        self, admin_client, django_capture_on_commit_callbacks, monkeypatch
+    ):
+        announced: list[str] = []
+        monkeypatch.setattr(events, "_listeners", [announced.append])
+        demo, created = upstream_demo_ensure(name="tollgate-demo")
+        assert created and demo.is_active
+        change = url("billing_upstream_change", demo.pk)
+        page = admin_client.get(change).content.decode()
+        assert "Untick Active to take the demo model away" in page
+        data = {
+            "kind": "openai",  # disabled on this form: ignored
+            "base_url": demo.base_url,
+            "api_key_env": "",
+            "api_key": "",
+            "timeout_seconds": "600",
+        }
+        with django_capture_on_commit_callbacks(execute=True):
+            assert admin_client.post(change, data).status_code == 302
+        demo.refresh_from_db()
+        assert (demo.kind, demo.is_active) == (Upstream.Kind.DEMO, False)
+        assert "routes" in announced
+        assert upstream_demo_ensure(name="tollgate-demo") == (demo, False)
+        demo.refresh_from_db()
+        assert not demo.is_active  # the seeding leaves the operator's choice alone
 
 
 class TestModelPrice:

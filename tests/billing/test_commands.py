@@ -259,6 +259,12 @@ class TestAddUpstream:
             run("add_upstream", "bad", "--kind", kind, "--base-url", url)
         assert not Upstream.objects.exists()
 
+    def test_the_demo_kind_is_not_offered(self, db):
+        # Only `manage.py seed_demo` makes the built-in demo upstream.
+        with pytest.raises(CommandError, match="invalid choice: 'demo'"):
+            run("add_upstream", "demo2", "--kind", "demo", "--base-url", OPENAI_URL)
+        assert not Upstream.objects.exists()
+
     def test_invalid_name_is_refused(self, db):
         with pytest.raises(CommandError, match="slug"):
             run("add_upstream", "not a slug", "--kind", "openai", "--base-url", OPENAI_URL)

@@ -30,7 +30,7 @@ from billing.models import ModelPrice, ModelRoute
 from billing.money import MoneyError, PriceTier, parse_usd, parse_usd_rounded
 from billing.pricing_sync import prices_sync, provider_for_base_url
 from billing.selectors import price_current
-from billing.services import price_set, upstream_save
+from billing.services import price_set, upstream_demo_ensure, upstream_save
 
 
 def model(model_id: str, prices: GenaiPrice | list[ConditionalPrice], **extra: Any) -> ModelInfo:
@@ -286,3 +286,10 @@ def test_a_routes_context_window_comes_from_genai_prices_and_is_never_overwritte
     ModelRoute.objects.filter(pk=route.pk).update(context_window_tokens=64_000)
     prices_sync()
     assert ModelRoute.objects.get(pk=route.pk).context_window_tokens == 64_000
+
+
+def test_a_sync_of_every_upstream_leaves_the_built_in_demo_alone(acme):
+    demo, _ = upstream_demo_ensure(name="tollgate-demo")
+    summary = prices_sync()
+    assert [result.upstream for result in summary.upstreams] == ["acme"]
+    assert not ModelRoute.objects.filter(upstream=demo).exists()

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.exceptions import BillingError
-from billing.models import Upstream
+from billing.models import PROVIDER_KINDS, Upstream
 from billing.selectors import upstream_get
 from billing.services import upstream_save
 
@@ -26,7 +26,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="A slug, e.g. openai.")
-        parser.add_argument("--kind", required=True, choices=Upstream.Kind.values)
+        parser.add_argument(
+            "--kind", required=True, choices=[kind.value for kind in PROVIDER_KINDS]
+        )
         parser.add_argument("--base-url", required=True)
         secret = parser.add_mutually_exclusive_group()
         secret.add_argument(
