@@ -419,15 +419,12 @@ X_FRAME_OPTIONS = "DENY"
 # ---- Browser security headers (the admin, the dashboard; Django's responses only) ----
 # Content-Security-Policy (django-csp 4): scripts, styles, images and fonts from this
 # origin's own files only, so no inline script or style, no eval, no plugin; no <base> or
-# form that leaves the origin; never framed. Images may also be data: URIs, which Pico's
-# stylesheet draws its icons from (chevrons, ticks, the valid/invalid marks); an image runs
-# no script. The Django admin and every page work under it.
+# form that leaves the origin; never framed. The Django admin works under it.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
-        "img-src": [SELF, "data:"],
         "object-src": [NONE],
         "base-uri": [SELF],
         "form-action": [SELF],

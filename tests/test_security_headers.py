@@ -20,7 +20,6 @@ POLICY = {
     "default-src": "'self'",
     "script-src": "'self'",
     "style-src": "'self'",
-    "img-src": "'self' data:",
     "object-src": "'none'",
     "base-uri": "'self'",
     "form-action": "'self'",
