@@ -27,3 +27,13 @@ def tenant_for_user(*, user: User) -> Tenant | None:
 
 def tenant_get_by_owner_email(*, email: str) -> Tenant:
     return Tenant.objects.select_related("owner").get(owner__email__iexact=email)
+
+
+def api_token_list(*, tenant: Tenant) -> list[ApiToken]:
+    """The tenant's API tokens, revoked ones too, newest first."""
+    return list(ApiToken.objects.filter(tenant=tenant).order_by("-created_at", "-pk"))
+
+
+def api_token_get(*, tenant: Tenant, token_id: int) -> ApiToken:
+    """The tenant's token; another tenant's id raises DoesNotExist (404)."""
+    return ApiToken.objects.get(tenant=tenant, pk=token_id)
