@@ -4,12 +4,6 @@ their services, exactly as the REST API does, so every number matches the API's.
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
-
-from billing.selectors import wallet_for_tenant
-from dashboard.access import page_tenant, reseller_page
 
 
 class SignInView(auth_views.LoginView):
@@ -24,14 +18,3 @@ class SignOutView(auth_views.LogoutView):
     """POST only (Django's LogoutView refuses GET), so no link can sign anyone out."""
 
     next_page = "dashboard:sign-in"
-
-
-@require_GET
-@reseller_page
-def overview(request: HttpRequest) -> HttpResponse:
-    tenant = page_tenant(request)
-    return render(
-        request,
-        "dashboard/overview.html",
-        {"tenant": tenant, "wallet": wallet_for_tenant(tenant=tenant)},
-    )
