@@ -62,8 +62,8 @@ def daily_spend_chart(days: Sequence[DayUsage]) -> dict[str, Any]:
     return {
         "labels": [f"{d.date:%b} {d.date.day}" for d in days],
         "datasets": [
-            _dataset("Clients' spend", [d.client_nanos for d in days], SPEND),
-            _dataset("Profit", [d.profit_nanos for d in days], PROFIT),
+            {**_dataset("Clients' spend", [d.client_nanos for d in days], SPEND), "pointRadius": 2},
+            {**_dataset("Profit", [d.profit_nanos for d in days], PROFIT), "pointRadius": 2},
         ],
     }
 
@@ -81,8 +81,9 @@ def monthly_earnings_chart(months: Sequence[MonthUsage]) -> dict[str, Any]:
 
 
 def balance_chart(balances: Sequence[DayBalance]) -> dict[str, Any]:
-    """The wallet's end-of-day balance."""
+    """The wallet's end-of-day balance: a step a day, no dot on each."""
+    line = _dataset("Balance", [b.balance_nanos for b in balances], SPEND)
     return {
         "labels": [f"{b.day:%b} {b.day.day}" for b in balances],
-        "datasets": [_dataset("Balance", [b.balance_nanos for b in balances], SPEND)],
+        "datasets": [{**line, "stepped": True, "pointRadius": 0}],
     }
