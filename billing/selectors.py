@@ -10,8 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import F, Max, Min, QuerySet, Sum, Window
-from django.db.models.functions import TruncDate
+from django.db.models import F, QuerySet, Sum, Window
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -116,6 +115,14 @@ def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
 
+# The balance after a wallet's last entry posted before a moment (NULL before its first):
+# one probe of the ledger's (wallet, created_at, id) index, ``ledger_wallet_time``.
+BALANCE_BEFORE = (
+    "(SELECT balance_after_nanos FROM billing_ledgerentry"
+    " WHERE wallet_id = %s AND created_at < %s ORDER BY created_at DESC, id DESC LIMIT 1)"
+)
+
+
 def wallet_daily_balances(
     *,
     tenant: Tenant,
@@ -126,14 +133,14 @@ def wallet_daily_balances(
     now: datetime | None = None,
 ) -> list[DayBalance]:
     """The wallet's balance at the end of every local day (in ``zone``) from ``first_day``
-    to ``last_day`` inclusive, oldest first: the ``balance_after`` of the day's last entry
-    (in posting order), or the day before's when the day had none. Days after today are
-    left out; at most ``BALANCE_HISTORY_MAX_DAYS`` (the last ones).
+    to ``last_day`` inclusive, oldest first: the ``balance_after`` of the last entry posted
+    before the next local midnight (0 before the first entry). Days after today are left
+    out (today's is the balance now); at most ``BALANCE_HISTORY_MAX_DAYS``, the last ones.
 
-    Bounded work however long the history: one grouped query over the range's entries
-    (each day's last entry id, and the range's first), one for those few entries, and one
-    probe when the range holds no entry at all. The balance before the range is the first
-    entry's ``balance_after`` less its amount, so nothing older is read.
+    One query (and one for the wallet when not given) whatever the length of the history
+    or the number of entries in the range: a scalar subquery per day, each a single probe
+    of the ledger's (wallet, created_at, id) index (``ledger_wallet_time``), so a wallet
+    posting an entry per request costs no more than a quiet one.
     """
     now = now or timezone.now()
     last_day = min(last_day, now.astimezone(zone).date())
@@ -141,46 +148,20 @@ def wallet_daily_balances(
     if first_day > last_day:
         return []
     wallet = wallet or wallet_for_tenant(tenant=tenant)
-    start = _local_midnight(first_day, zone)
-    end = _local_midnight(last_day + timedelta(days=1), zone)
-    per_day = {
-        row["day"]: row
-        for row in LedgerEntry.objects.filter(
-            wallet=wallet, created_at__gte=start, created_at__lt=end
-        )
-        .annotate(day=TruncDate("created_at", tzinfo=zone))
-        .order_by()
-        .values("day")
-        .annotate(last_id=Max("id"), first_id=Min("id"))
-    }
-    if per_day:
-        first_id = min(row["first_id"] for row in per_day.values())
-        wanted = {first_id, *(row["last_id"] for row in per_day.values())}
-        entries = {
-            pk: (amount, after)
-            for pk, amount, after in LedgerEntry.objects.filter(pk__in=wanted).values_list(
-                "id", "amount_nanos", "balance_after_nanos"
-            )
-        }
-        amount, after = entries[first_id]
-        balance = after - amount
-    else:
-        entries = {}
-        before = (
-            LedgerEntry.objects.filter(wallet=wallet, created_at__lt=start)
-            .order_by("-created_at", "-id")
-            .values_list("balance_after_nanos", flat=True)
-            .first()
-        )
-        balance = before or 0
-    balances = []
-    day = first_day
-    while day <= last_day:
-        if day in per_day:
-            balance = entries[per_day[day]["last_id"]][1]
-        balances.append(DayBalance(day=day, balance_nanos=balance))
-        day += timedelta(days=1)
-    return balances
+    days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+    # The end of each day; today's is now (an entry posted a moment later is tomorrow's).
+    ends = [min(_local_midnight(day + timedelta(days=1), zone), now) for day in days]
+    # One statement of a probe per day, written once: built by the ORM, each day's
+    # subquery would cost more to compile than the database takes to answer it.
+    params = [
+        value
+        for end in ends
+        for value in (wallet.pk, connection.ops.adapt_datetimefield_value(end))
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join([BALANCE_BEFORE] * len(ends)), params)
+        row = cursor.fetchone()
+    return [DayBalance(day=day, balance_nanos=int(row[n] or 0)) for n, day in enumerate(days)]
 
 
 def upstream_get(*, name: str) -> Upstream:
