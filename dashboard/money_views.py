@@ -9,11 +9,13 @@ it, htmx swaps just the results (the template's ``results`` partial).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
@@ -21,6 +23,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from billing.exports import LEDGER_TABLE, ledger_pages, ledger_row
+from billing.models import LedgerEntry
 from billing.selectors import (
     ledger_entries,
     wallet_daily_balances,
@@ -51,6 +54,9 @@ from usage.selectors import (
 OVERVIEW_DAYS = 30
 # The overview lists at most this many keys near their limit.
 NEAR_LIMIT_SHOWN = 10
+# The earnings page lists the keys that earned most in the range, this many at most (the
+# CSV has every key): a table of a thousand rows would cost more to render than the report.
+EARNINGS_KEYS_SHOWN = 50
 # Ledger entries per page, and the days the balance chart shows when no range is asked.
 LEDGER_PAGE_SIZE = 50
 BALANCE_DEFAULT_DAYS = 90
@@ -152,10 +158,7 @@ def wallet(request: HttpRequest) -> HttpResponseBase:
             LEDGER_TABLE, ledger_pages(entries), row=ledger_row, filename=f"ledger-{stamp}.csv"
         )
 
-    page = _page_number(request)
-    offset = (page - 1) * LEDGER_PAGE_SIZE
-    rows = list(entries[offset : offset + LEDGER_PAGE_SIZE + 1])
-    has_next = len(rows) > LEDGER_PAGE_SIZE
+    page = _ledger_page(entries, request.GET)
     wallet = wallet_for_tenant(tenant=tenant)
     chart_last = min(until_day or today, today)
     chart_first = since_day or (chart_last - timedelta(days=BALANCE_DEFAULT_DAYS - 1))
@@ -170,13 +173,16 @@ def wallet(request: HttpRequest) -> HttpResponseBase:
             "tenant": tenant,
             "wallet": wallet,
             "form": form,
-            "entries": rows[:LEDGER_PAGE_SIZE],
-            "page": page,
-            "previous_url": _query(params, page=None if page == 2 else page - 1)
-            if page > 1
-            else None,
-            "next_url": _query(params, page=page + 1) if has_next else None,
-            "csv_url": _query(params, page=None, format="csv"),
+            "entries": page.entries,
+            "is_first_page": "before" not in params and "after" not in params,
+            "newer_url": None
+            if page.newer_than is None
+            else _query(params, before=None, after=page.newer_than),
+            "older_url": None
+            if page.older_than is None
+            else _query(params, after=None, before=page.older_than),
+            "newest_url": _query(params, before=None, after=None),
+            "csv_url": _query(params, before=None, after=None, format="csv"),
             "is_filtered": bool(kind or since_day or until_day),
             "balances": balances,
             "balance_first": balances[0].day if balances else None,
@@ -186,9 +192,41 @@ def wallet(request: HttpRequest) -> HttpResponseBase:
     )
 
 
-def _page_number(request: HttpRequest) -> int:
-    text = request.GET.get("page", "")
-    return int(text) if text.isdigit() and 0 < int(text) < 10**9 else 1
+@dataclass(frozen=True, slots=True)
+class _LedgerPage:
+    """Up to ``LEDGER_PAGE_SIZE`` entries, newest first, and the ids the links to the pages
+    either side continue from (None: no page there)."""
+
+    entries: list[LedgerEntry]
+    newer_than: int | None
+    older_than: int | None
+
+
+def _entry_id(params: QueryDict, name: str) -> int | None:
+    text = params.get(name, "")
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def _ledger_page(entries: QuerySet[LedgerEntry], params: QueryDict) -> _LedgerPage:
+    """The page ``?before=ID`` (entries older than it) or ``?after=ID`` (newer), else the
+    newest: keyset pages on the id, so a page deep in a long ledger costs what the first
+    does (an offset would read every entry before it)."""
+    size = LEDGER_PAGE_SIZE
+    after, before = _entry_id(params, "after"), _entry_id(params, "before")
+    if after is not None:
+        newer = list(entries.filter(id__gt=after).order_by("id")[: size + 1])
+        shown = newer[:size][::-1]
+        more_newer, more_older = len(newer) > size, True
+    else:
+        newest = entries if before is None else entries.filter(id__lt=before)
+        older = list(newest[: size + 1])
+        shown = older[:size]
+        more_newer, more_older = before is not None, len(older) > size
+    return _LedgerPage(
+        entries=shown,
+        newer_than=shown[0].pk if shown and more_newer else None,
+        older_than=shown[-1].pk if shown and more_older else None,
+    )
 
 
 # ------------------------------------------------------------------------------- earnings
@@ -241,7 +279,8 @@ def earnings(request: HttpRequest) -> HttpResponse:
             "end": end,
             "report": report,
             "months": months,
-            "keys": with_traffic,
+            "keys": with_traffic[:EARNINGS_KEYS_SHOWN],
+            "more_keys": max(len(with_traffic) - EARNINGS_KEYS_SHOWN, 0),
             "quiet_keys": len(report.by_key) - len(with_traffic),
             "chart": monthly_earnings_chart(months),
             "csv_keys_url": "?" + urlencode({**range_query, "format": "csv"}),

@@ -239,14 +239,20 @@ def test_the_wallet_page_lists_the_apis_ledger_50_a_page(
     assert len(entries) == 58  # the credit, the funding, 56 requests: this tenant's only
 
     first = page.get("/dashboard/wallet/")
-    second = page.get("/dashboard/wallet/", {"page": 2})
+    last_shown = first.context["entries"][-1].pk
+    assert first.context["older_url"] == f"?before={last_shown}"
+    assert first.context["newer_url"] is None
+    second = page.get("/dashboard/wallet/", {"before": last_shown})
+    back = page.get("/dashboard/wallet/", {"after": second.context["entries"][0].pk})
 
     shown = [e.pk for e in first.context["entries"]] + [e.pk for e in second.context["entries"]]
     assert shown == [e["id"] for e in entries]
     assert len(first.context["entries"]) == 50
-    assert first.context["next_url"] == "?page=2"
-    assert second.context["previous_url"] == "?"
-    assert second.context["next_url"] is None
+    assert second.context["older_url"] is None
+    assert second.context["newer_url"] == f"?after={second.context['entries'][0].pk}"
+    assert [e.pk for e in back.context["entries"]] == [e.pk for e in first.context["entries"]]
+    assert back.context["newer_url"] is None
+    assert 'href="/dashboard/wallet/?"' in second.content.decode()  # back to the newest
     row = first.context["entries"][0]
     assert (format_usd(row.amount_nanos), format_usd(row.balance_after_nanos)) == (
         entries[0]["amount"],
@@ -254,6 +260,23 @@ def test_the_wallet_page_lists_the_apis_ledger_50_a_page(
     )
     # Tiny amounts are shown to the nano-dollar, as the API has them.
     assert "−$" + entries[0]["amount"].lstrip("-") in text(first)
+
+
+def test_ledger_pages_keep_the_filters_and_ignore_a_bad_cursor(
+    business: Business, price: Any
+) -> None:
+    for n in range(52):
+        spend(business.team, price, f"small-{n}", 1_000 + n)
+    page = sign_in(business.tenant)
+
+    usage = page.get("/dashboard/wallet/", {"kind": "usage"})
+    older = usage.context["older_url"]
+    assert older.startswith("?kind=usage&before=")
+    rest = page.get(f"/dashboard/wallet/{older}")
+    assert [e.kind for e in rest.context["entries"]] == ["usage"] * 3  # 53 usage entries
+    assert "format=csv" in usage.context["csv_url"] and "before" not in usage.context["csv_url"]
+    for bad in ("x", "-1", "9" * 30):
+        assert page.get("/dashboard/wallet/", {"before": bad}).status_code == 200
 
 
 def test_the_ledger_filters_by_kind_and_local_days(business: Business, api: Any) -> None:
@@ -444,3 +467,19 @@ def test_a_visitor_who_is_not_signed_in_reaches_no_money(db: None, url: str) -> 
     response = Client().get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/dashboard/sign-in/?next=")
+
+
+def test_earnings_list_the_top_keys_and_leave_the_rest_to_the_csv(
+    business: Business, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dashboard.money_views.EARNINGS_KEYS_SHOWN", 1)
+    page = sign_in(business.tenant)
+
+    response = page.get("/dashboard/earnings/")
+    csv_rows = list(
+        csv.DictReader(io.StringIO(page.get("/dashboard/earnings/?format=csv").content.decode()))
+    )
+
+    assert [k.figures.key.pk for k in response.context["keys"]] == [business.acme.pk]
+    assert "1 more had traffic: the CSV lists every key." in text(response)
+    assert {int(r["key_id"]) for r in csv_rows} == {business.acme.pk, business.team.pk}
