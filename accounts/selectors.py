@@ -77,3 +77,13 @@ def backup_codes_left(*, user: AbstractBaseUser) -> int:
 
 def backup_device(*, user: AbstractBaseUser) -> StaticDevice | None:
     return StaticDevice.objects.filter(user_id=user.pk, confirmed=True).order_by("-pk").first()
+
+
+def api_token_list(*, tenant: Tenant) -> list[ApiToken]:
+    """The tenant's API tokens, revoked ones too, newest first."""
+    return list(ApiToken.objects.filter(tenant=tenant).order_by("-created_at", "-pk"))
+
+
+def api_token_get(*, tenant: Tenant, token_id: int) -> ApiToken:
+    """The tenant's token; another tenant's id raises DoesNotExist (404)."""
+    return ApiToken.objects.get(tenant=tenant, pk=token_id)

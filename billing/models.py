@@ -88,7 +88,12 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "ledger entries"
-        indexes = [models.Index(fields=["wallet", "-id"])]
+        indexes = [
+            models.Index(fields=["wallet", "-id"]),
+            # A wallet's balance at a moment (the last entry before it) is one probe of
+            # this index, however long the ledger: the wallet's balance over time.
+            models.Index(fields=["wallet", "created_at", "id"], name="ledger_wallet_time"),
+        ]
         constraints = [
             models.CheckConstraint(condition=~Q(amount_nanos=0), name="ledger_amount_non_zero"),
         ]

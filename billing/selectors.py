@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 from django.db.models import F, QuerySet, Sum, Window
@@ -14,19 +15,153 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
-from billing.money import format_usd
+from billing.money import div_round_half_up, format_usd
 
 
 def wallet_for_tenant(*, tenant: Tenant) -> Wallet:
     return Wallet.objects.get(tenant=tenant)
 
 
-def ledger_entries(*, tenant: Tenant, kind: str | None = None) -> QuerySet[LedgerEntry]:
-    """The tenant's ledger, newest first; only entries of ``kind`` when given."""
+def ledger_entries(
+    *,
+    tenant: Tenant,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[LedgerEntry]:
+    """The tenant's ledger, newest first; only entries of ``kind`` when given, and only
+    those posted in ``[since, until)`` when either is given."""
     entries = LedgerEntry.objects.filter(wallet__tenant=tenant)
     if kind is not None:
         entries = entries.filter(kind=kind)
+    if since is not None:
+        entries = entries.filter(created_at__gte=since)
+    if until is not None:
+        entries = entries.filter(created_at__lt=until)
     return entries.select_related("client_key").order_by("-id")
+
+
+# ------------------------------------------------------------------------ the wallet's course
+
+# The runway's look-back: the wallet's recent draw, averaged per day over this many days.
+RUNWAY_LOOKBACK_DAYS = 7
+# What the wallet pays out for the reseller's keys: wallet-funded keys' requests, and the
+# client budgets of prepaid keys bought or topped up. Refunds of deleted keys are not
+# netted off (they are money coming back, not a slower pace of spending), and the
+# operator's adjustments are not spending at all.
+DRAWING_KINDS = (LedgerEntry.Kind.USAGE, LedgerEntry.Kind.KEY_FUNDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Runway:
+    """How long the wallet's available money lasts at its recent pace: ``available`` ÷
+    the average daily draw over the last ``lookback_days`` (``DRAWING_KINDS``)."""
+
+    available_nanos: int
+    drawn_nanos: int
+    lookback_days: int
+
+    @property
+    def daily_nanos(self) -> int:
+        """The average day's draw (half up to the nano-dollar)."""
+        return div_round_half_up(self.drawn_nanos, self.lookback_days)
+
+    @property
+    def days(self) -> int | None:
+        """Whole days left, rounded down (0: less than a day); None when nothing was drawn
+        in the look-back, so no pace to go by."""
+        if self.drawn_nanos <= 0:
+            return None
+        return max(self.available_nanos, 0) * self.lookback_days // self.drawn_nanos
+
+
+def wallet_runway(
+    *, tenant: Tenant, wallet: Wallet | None = None, now: datetime | None = None
+) -> Runway:
+    """The wallet's ``Runway``: its available money now (balance less what requests in
+    flight hold) over what it paid out for keys (``DRAWING_KINDS``) in the
+    ``RUNWAY_LOOKBACK_DAYS`` × 24 hours before ``now``, per day. One query (and one for the
+    wallet when not given), bounded by the look-back's entries."""
+    now = now or timezone.now()
+    wallet = wallet or wallet_for_tenant(tenant=tenant)
+    drawn = LedgerEntry.objects.filter(
+        wallet=wallet,
+        kind__in=DRAWING_KINDS,
+        amount_nanos__lt=0,
+        created_at__gte=now - timedelta(days=RUNWAY_LOOKBACK_DAYS),
+        created_at__lt=now,
+    ).aggregate(total=Sum("amount_nanos", default=0))["total"]
+    return Runway(
+        available_nanos=wallet.available_nanos,
+        drawn_nanos=-int(drawn),
+        lookback_days=RUNWAY_LOOKBACK_DAYS,
+    )
+
+
+# The longest balance history drawn at once: a year of days.
+BALANCE_HISTORY_MAX_DAYS = 366
+
+
+@dataclass(frozen=True, slots=True)
+class DayBalance:
+    """The wallet's balance at the end of a local day (now, for today)."""
+
+    day: date
+    balance_nanos: int
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of the local date ``day`` in ``zone``, in UTC."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+# The balance after a wallet's last entry posted before a moment (NULL before its first):
+# one probe of the ledger's (wallet, created_at, id) index, ``ledger_wallet_time``.
+BALANCE_BEFORE = (
+    "(SELECT balance_after_nanos FROM billing_ledgerentry"
+    " WHERE wallet_id = %s AND created_at < %s ORDER BY created_at DESC, id DESC LIMIT 1)"
+)
+
+
+def wallet_daily_balances(
+    *,
+    tenant: Tenant,
+    first_day: date,
+    last_day: date,
+    zone: ZoneInfo,
+    wallet: Wallet | None = None,
+    now: datetime | None = None,
+) -> list[DayBalance]:
+    """The wallet's balance at the end of every local day (in ``zone``) from ``first_day``
+    to ``last_day`` inclusive, oldest first: the ``balance_after`` of the last entry posted
+    before the next local midnight (0 before the first entry). Days after today are left
+    out (today's is the balance now); at most ``BALANCE_HISTORY_MAX_DAYS``, the last ones.
+
+    One query (and one for the wallet when not given) whatever the length of the history
+    or the number of entries in the range: a scalar subquery per day, each a single probe
+    of the ledger's (wallet, created_at, id) index (``ledger_wallet_time``), so a wallet
+    posting an entry per request costs no more than a quiet one.
+    """
+    now = now or timezone.now()
+    last_day = min(last_day, now.astimezone(zone).date())
+    first_day = max(first_day, last_day - timedelta(days=BALANCE_HISTORY_MAX_DAYS - 1))
+    if first_day > last_day:
+        return []
+    wallet = wallet or wallet_for_tenant(tenant=tenant)
+    days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+    # The end of each day; today's is now (an entry posted a moment later is tomorrow's).
+    ends = [min(_local_midnight(day + timedelta(days=1), zone), now) for day in days]
+    # One statement of a probe per day, written once: built by the ORM, each day's
+    # subquery would cost more to compile than the database takes to answer it.
+    params = [
+        value
+        for end in ends
+        for value in (wallet.pk, connection.ops.adapt_datetimefield_value(end))
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join([BALANCE_BEFORE] * len(ends)), params)
+        row = cursor.fetchone()
+    return [DayBalance(day=day, balance_nanos=int(row[n] or 0)) for n, day in enumerate(days)]
 
 
 def upstream_get(*, name: str) -> Upstream:

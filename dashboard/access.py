@@ -17,12 +17,13 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
 from accounts.models import Tenant
 from accounts.selectors import tenant_for_user, two_factor_enabled
 
-View = Callable[..., HttpResponse]
+# A page, or a download streamed (``StreamingHttpResponse``) as a CSV export is.
+View = Callable[..., HttpResponseBase]
 
 # The sign-in's second step, where a session with the password alone gives its code.
 CODE_STEP = "dashboard:sign-in-code"
@@ -30,7 +31,7 @@ CODE_STEP = "dashboard:sign-in-code"
 
 def reseller_page(view: View) -> View:
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())

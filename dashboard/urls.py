@@ -1,11 +1,11 @@
 from django.urls import path
 
-from dashboard import account_views, key_views, security_views, views
+from dashboard import account_views, key_views, money_views, security_views, settings_views
 
 app_name = "dashboard"
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
+    path("", money_views.overview, name="overview"),
     path("sign-in/", account_views.SignInView.as_view(), name="sign-in"),
     path("sign-out/", account_views.SignOutView.as_view(), name="sign-out"),
     # ---- accounts: sign-in's code step, sign-up, password reset, security ----
@@ -46,4 +46,10 @@ urlpatterns = [
     path("keys/<int:key_id>/revoke/", key_views.key_revoke, name="key-revoke"),
     path("keys/<int:key_id>/reactivate/", key_views.key_reactivate, name="key-reactivate"),
     path("keys/<int:key_id>/delete/", key_views.key_delete_page, name="key-delete"),
+    # Money and settings: the wallet's ledger, earnings, API tokens, the account's settings.
+    path("wallet/", money_views.wallet, name="wallet"),
+    path("earnings/", money_views.earnings, name="earnings"),
+    path("tokens/", settings_views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", settings_views.token_revoke, name="token-revoke"),
+    path("settings/", settings_views.account_settings, name="settings"),
 ]

@@ -3,18 +3,21 @@ sub-accounts among them, and the audit of every key's money counters."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.hashing import secret_matches, secret_prefix
 from accounts.models import Tenant
 from billing.models import LedgerEntry, Reservation
 from billing.money import PriceRatio
-from billing.periods import period_index
+from billing.periods import BudgetPeriod, period_index, period_indexes
 from billing.selectors import (
     LedgerProblem,
     ledger_audit,
@@ -175,6 +178,132 @@ def key_figures(*, key: ClientKey, now: datetime | None = None) -> KeyFigures:
         spend_cap_nanos=key.spend_cap_nanos,
         period_spent_nanos=period_spent,
     )
+
+
+# ------------------------------------------------------------------ the tenant's keys at a glance
+
+
+def prepaid_set_aside_nanos(*, tenant: Tenant) -> int:
+    """What the wallet has paid into the tenant's prepaid keys and has neither been spent
+    nor come back: for each prepaid key, ``cost_funded - cost_spent - cost_refunded``.
+
+    That is every prepaid key's unspent budget at cost (what its holds for requests in
+    flight keep is part of it, as they may yet be released), revoked and expired keys
+    included: their money stays in the key until it is deleted, which refunds it. A deleted
+    key counts only what it still owes the wallet (its requests in flight when it was
+    deleted, refunded as they settle). The wallet's own holds (wallet-funded keys'
+    requests) are ``Wallet.reserved_nanos``, not counted here.
+    """
+    total = (
+        ClientKey.objects.for_tenant(tenant)
+        .filter(funding=ClientKey.Funding.PREPAID)
+        .aggregate(
+            unspent=Sum(
+                F("cost_funded_nanos") - F("cost_spent_nanos") - F("cost_refunded_nanos"),
+                default=0,
+            )
+        )["unspent"]
+    )
+    return int(total)
+
+
+# A key is near its limit once it has used this share (in percent) of its prepaid budget,
+# or of its spend cap in the current period.
+NEAR_LIMIT_PERCENT = 80
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNearLimit:
+    """An active key that has used ``NEAR_LIMIT_PERCENT`` or more of its limit: a prepaid
+    key's client budget (``is_cap`` false), or a wallet-funded key's spend cap in the
+    current period (``is_cap`` true). Money in client prices, nano-dollars."""
+
+    figures: KeyFigures
+    used_nanos: int
+    limit_nanos: int
+    is_cap: bool
+
+    @property
+    def used_percent(self) -> int:
+        """Whole percent used, rounded down (99 until the limit is wholly reached)."""
+        return self.used_nanos * 100 // self.limit_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class KeysNearLimit:
+    """The keys nearest their limit first (at most the number asked for), and how many
+    keys are near theirs in all."""
+
+    keys: list[KeyNearLimit]
+    count: int
+
+
+def keys_near_limit(
+    *, tenant: Tenant, limit: int = 10, now: datetime | None = None
+) -> KeysNearLimit:
+    """The tenant's active keys that have used ``NEAR_LIMIT_PERCENT`` or more of their
+    limit, the largest share used first (ties: the newest key first).
+
+    A prepaid key's use is its client spend against its client budget; a wallet-funded
+    key's is its spend in the current budget period against its spend cap (``key_figures``'
+    ``period_spent``: nothing once the period has rolled over). Keys without a budget or
+    cap, revoked, expired and deleted keys are never near a limit. Two queries however many
+    keys there are: the shares are compared exactly (as fractions) over three columns of
+    the candidates, then the few shown are loaded.
+    """
+    now = now or timezone.now()
+    # A wallet key's stored period spend counts only while its period is the current one.
+    current_period = functools.reduce(
+        operator.or_,
+        [
+            Q(budget_period=kind, period_index__gte=index)
+            for kind, index in period_indexes(now).items()
+        ],
+        Q(budget_period=BudgetPeriod.NONE),
+    )
+    candidates = key_list(tenant=tenant, status=ClientKey.Status.ACTIVE).filter(
+        Q(funding=ClientKey.Funding.PREPAID, client_budget_nanos__gt=0)
+        | (Q(funding=ClientKey.Funding.WALLET, spend_cap_nanos__gt=0) & current_period)
+    )
+    near = []
+    for pk, funding, spent, budget, period_spent, cap in candidates.order_by().values_list(
+        "pk",
+        "funding",
+        "client_spent_nanos",
+        "client_budget_nanos",
+        "period_client_spent_nanos",
+        "spend_cap_nanos",
+    ):
+        used, of = (spent, budget) if funding == ClientKey.Funding.PREPAID else (period_spent, cap)
+        if of and used * 100 >= of * NEAR_LIMIT_PERCENT:  # ``of``: the filter's positive one
+            near.append((Fraction(used, of), pk))
+    near.sort(reverse=True)
+    shown = [pk for _, pk in near[:limit]]
+    keys = ClientKey.objects.for_tenant(tenant).in_bulk(shown)
+    result = []
+    for pk in shown:
+        figures = key_figures(key=keys[pk], now=now)
+        key = figures.key
+        if key.is_prepaid:
+            result.append(
+                KeyNearLimit(
+                    figures=figures,
+                    used_nanos=key.client_spent_nanos,
+                    limit_nanos=key.client_budget_nanos,
+                    is_cap=False,
+                )
+            )
+        else:
+            assert key.spend_cap_nanos is not None  # noqa: S101 - candidates have a cap
+            result.append(
+                KeyNearLimit(
+                    figures=figures,
+                    used_nanos=figures.period_spent_nanos,
+                    limit_nanos=key.spend_cap_nanos,
+                    is_cap=True,
+                )
+            )
+    return KeysNearLimit(keys=result, count=len(near))
 
 
 # ----------------------------------------------------------------------------- ledger audit

@@ -11,7 +11,7 @@ sub-account API, as its JSON), figures exactly as the JSON's:
   untagged) after ``day``;
 * usage by tag: one row per tag (``""`` untagged);
 * earnings: one row per key (window and all-time figures side by side); the tenant's
-  totals are the columns' sums;
+  totals are the columns' sums; or one row per month (the dashboard's second table);
 * requests: one row per trace, newest first, with its key (``key_id``, ``key_label``,
   ``key_prefix``), all of them: no pages, streamed (:func:`trace_pages`).
 """
@@ -30,6 +30,7 @@ from config.exports import CsvTable, Row
 from usage.models import Trace
 from usage.selectors import (
     Earnings,
+    MonthUsage,
     Statement,
     TagUsage,
     TenantUsageReport,
@@ -153,6 +154,26 @@ def earnings_table(earnings: Earnings) -> CsvTable:
         for k in earnings.by_key
     ]
     return CsvTable(EARNINGS_COLUMNS, rows, CLIENT_TEXT)
+
+
+EARNINGS_MONTH_COLUMNS = ("month", "requests", "revenue", "cost", "profit", "margin_percent")
+
+
+def earnings_month_table(months: Iterable[MonthUsage]) -> CsvTable:
+    """Earnings per month (``Earnings.by_month``, or those months with the empty ones of a
+    range filled in): ``month`` is its first day (ISO 8601)."""
+    rows = [
+        {
+            "month": m.month.isoformat(),
+            "requests": m.requests,
+            "revenue": format_usd(m.client_nanos),
+            "cost": format_usd(m.cost_nanos),
+            "profit": format_usd(m.profit_nanos),
+            "margin_percent": None if m.margin_percent is None else str(m.margin_percent),
+        }
+        for m in months
+    ]
+    return CsvTable(EARNINGS_MONTH_COLUMNS, rows)
 
 
 # ------------------------------------------------------------------ the sub-account API

@@ -337,6 +337,18 @@ def tenant_usage(
     )
 
 
+def tenant_daily_usage(
+    *, tenant: Tenant, since: datetime, until: datetime, zone: ZoneInfo | None = None
+) -> list[DayUsage]:
+    """The usage of all the tenant's keys per local day with traffic in a window, oldest
+    first: ``tenant_usage``'s ``by_day`` (the same grouping of the same sources) without
+    its other breakdowns, for a page that charts days alone."""
+    window = usage_window(tenant=tenant, since=since, until=until, zone=zone)
+    with ledger_snapshot():
+        by_day = window.grouped_by_day()
+    return [DayUsage(date=day, **by_day[day]) for day in sorted(by_day)]
+
+
 def tag_usage(
     *, tenant: Tenant, since: datetime, until: datetime, sub_accounts_only: bool = False
 ) -> list[TagUsage]:
@@ -530,6 +542,39 @@ def earnings_summary(
         all_time_cost_nanos=sum(k.figures.cost_spent_nanos for k in by_key),
         by_key=by_key,
         by_month=[MonthUsage(month=m, **per_month[m]) for m in sorted(per_month)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EarningsTotals:
+    """``Earnings`` without its breakdowns: the window's totals and all-time money."""
+
+    window: UsageTotals
+    all_time_client_nanos: int
+    all_time_cost_nanos: int
+
+    @property
+    def all_time_profit_nanos(self) -> int:
+        return self.all_time_client_nanos - self.all_time_cost_nanos
+
+
+def earnings_totals(
+    *, tenant: Tenant, since: datetime, until: datetime, zone: ZoneInfo | None = None
+) -> EarningsTotals:
+    """``earnings_summary``'s window totals and all-time figures without its rows per key
+    and per month: the window from the same sources (the daily rows' level for totals),
+    all time as the sum of every key's settled counters (a key without spend adds 0)."""
+    window = usage_window(tenant=tenant, since=since, until=until, zone=zone)
+    with ledger_snapshot():
+        # The window's days from their tenant-wide level, summed.
+        totals = functools.reduce(_added, window.grouped("day").values(), NO_USAGE)
+    all_time = ClientKey.objects.for_tenant(tenant).aggregate(
+        client=Sum("client_spent_nanos", default=0), cost=Sum("cost_spent_nanos", default=0)
+    )
+    return EarningsTotals(
+        window=UsageTotals(**totals),
+        all_time_client_nanos=int(all_time["client"]),
+        all_time_cost_nanos=int(all_time["cost"]),
     )
 
 
