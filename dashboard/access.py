@@ -15,17 +15,18 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
 from accounts.models import Tenant
 from accounts.selectors import tenant_for_user
 
-View = Callable[..., HttpResponse]
+# Streamed downloads (``StreamingHttpResponse``) are views too: any HttpResponseBase.
+View = Callable[..., HttpResponseBase]
 
 
 def reseller_page(view: View) -> View:
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
