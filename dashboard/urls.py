@@ -1,6 +1,13 @@
 from django.urls import path
 
-from dashboard import account_views, key_views, money_views, security_views, settings_views
+from dashboard import (
+    account_views,
+    key_reports,
+    key_views,
+    money_views,
+    security_views,
+    settings_views,
+)
 
 app_name = "dashboard"
 
@@ -52,4 +59,13 @@ urlpatterns = [
     path("tokens/", settings_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", settings_views.token_revoke, name="token-revoke"),
     path("settings/", settings_views.account_settings, name="settings"),
+    # A key's reports (dashboard/key_reports.py).
+    path("keys/<int:key_id>/usage/", key_reports.key_usage_page, name="key-usage"),
+    path("keys/<int:key_id>/requests/", key_reports.key_requests_page, name="key-requests"),
+    path("keys/<int:key_id>/statements/", key_reports.key_statements, name="key-statements"),
+    path(
+        "keys/<int:key_id>/statements/<str:month>/",
+        key_reports.key_statement_page,
+        name="key-statement",
+    ),
 ]

@@ -21,7 +21,6 @@ local to that zone.
 from __future__ import annotations
 
 import dataclasses
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -69,9 +68,12 @@ from usage.selectors import (
 )
 from usage.services import key_traces_delete
 from usage.windows import (
+    MONTH_PATTERN,
+    MonthInvalid,
     SpanSerializer,
     WindowSerializer,
     by_tag_in_window,
+    month_parse,
     request_span,
     window_fields,
 )
@@ -546,27 +548,12 @@ class EarningsApi(CsvApiView):
         return Response({**window_fields(span), **body})
 
 
-# Where a statement's month may start: no reseller's traffic is older.
-FIRST_STATEMENT_YEAR = 2000
-MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
-MONTH_TEXT = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
-
-
 def statement_month(text: str, *, zone: ZoneInfo) -> tuple[int, int]:
-    """``YYYY-MM`` as (year, month): a month from 2000-01 to the current one in ``zone``,
-    else a 400 saying which."""
-    match = MONTH_TEXT.fullmatch(text)
-    if match is None or int(match[1]) < FIRST_STATEMENT_YEAR:
-        raise serializers.ValidationError(
-            {"month": [f"Give a month as YYYY-MM, from {FIRST_STATEMENT_YEAR}-01 (e.g. 2025-01)."]}
-        )
-    year, month = int(match[1]), int(match[2])
-    today = timezone.now().astimezone(zone).date()
-    if (year, month) > (today.year, today.month):
-        raise serializers.ValidationError(
-            {"month": [f"{text} has not begun yet (time zone {zone.key})."]}
-        )
-    return year, month
+    """``YYYY-MM`` as (year, month) (``usage.windows.month_parse``), else a 400 saying why."""
+    try:
+        return month_parse(text, zone=zone)
+    except MonthInvalid as exc:
+        raise serializers.ValidationError({"month": [str(exc)]}) from exc
 
 
 class KeyStatementApi(CsvApiView):

@@ -14,6 +14,10 @@ reads its query through ``request_span``, the one place these rules live:
 
 The answer puts ``window`` (null for a ``since``/``until`` range), ``since``, ``until`` (with
 the zone's offset) and ``timezone`` before the report.
+
+A calendar month of a zone (a statement's, the dashboard's month picker) is ``YYYY-MM``, from
+``2000-01`` to the current month there (``month_parse``); the dashboard's pages build their
+spans with ``window_span`` and ``month_span``, the same rules without a query string.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from rest_framework.request import Request
 from accounts.authentication import request_tenant
 from accounts.models import ZONE_NAME_MAX_LENGTH, zone_validate
 from config.serializers import StrictQuerySerializer
+from usage.selectors import month_bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +111,34 @@ class MomentField(serializers.CharField):
         super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data: Any) -> date | datetime:  # type: ignore[override]
-        text = super().to_internal_value(data)
-        if MOMENT_TEXT.fullmatch(text) is None:
-            self.fail("invalid")
         try:
-            moment: date | datetime = (
-                date.fromisoformat(text)
-                if DATE_ONLY.fullmatch(text)
-                else datetime.fromisoformat(text)
-            )
-        except ValueError:
-            self.fail("invalid")
-        if moment.year not in MOMENT_YEARS:
-            self.fail("year")
-        return moment
+            return moment_parse(super().to_internal_value(data))
+        except MomentInvalid as exc:
+            self.fail(exc.code)
+
+
+class MomentInvalid(ValueError):
+    """A moment ``moment_parse`` cannot read; ``code``: ``invalid`` or ``year``."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def moment_parse(text: str) -> date | datetime:
+    """``?since=``/``?until=`` text as a date, or a date and time (with or without an
+    offset; ``placed`` puts it in a zone), else ``MomentInvalid``."""
+    if MOMENT_TEXT.fullmatch(text) is None:
+        raise MomentInvalid("invalid")
+    try:
+        moment: date | datetime = (
+            date.fromisoformat(text) if DATE_ONLY.fullmatch(text) else datetime.fromisoformat(text)
+        )
+    except ValueError:
+        raise MomentInvalid("invalid") from None
+    if moment.year not in MOMENT_YEARS:
+        raise MomentInvalid("year")
+    return moment
 
 
 def placed(moment: date | datetime, zone: ZoneInfo) -> datetime:
@@ -230,13 +249,7 @@ def request_span(request: Request) -> Span:
     zone: ZoneInfo = asked.get("tz") or request_tenant(request).zone
     now = timezone.now()
     if "since" not in asked:
-        window: Window = asked.get("window", DEFAULT_WINDOW)
-        return Span(
-            label=window.label,
-            since=(now - window.length).astimezone(zone),
-            until=now.astimezone(zone),
-            zone=zone,
-        )
+        return window_span(asked.get("window", DEFAULT_WINDOW), zone=zone, now=now)
     since = placed(asked["since"], zone).astimezone(zone)
     until = placed(asked["until"], zone).astimezone(zone) if "until" in asked else now
     if since >= until:
@@ -250,6 +263,64 @@ def request_span(request: Request) -> Span:
     if until - since > SPAN_MAX:
         raise serializers.ValidationError({"since": ["At most 10 years before until."]})
     return Span(label=None, since=since, until=until.astimezone(zone), zone=zone)
+
+
+def window_span(window: Window, *, zone: ZoneInfo, now: datetime | None = None) -> Span:
+    """The look-back ``window`` ending ``now`` (the current time by default), in ``zone``."""
+    now = now or timezone.now()
+    return Span(
+        label=window.label,
+        since=(now - window.length).astimezone(zone),
+        until=now.astimezone(zone),
+        zone=zone,
+    )
+
+
+def month_span(*, year: int, month: int, zone: ZoneInfo) -> Span:
+    """The calendar month of ``zone``, from its first local midnight to the next month's
+    (what ``?since=YYYY-MM-01&until=`` the next month's first day asks for)."""
+    since, until = month_bounds(zone=zone, year=year, month=month)
+    return Span(label=None, since=since.astimezone(zone), until=until.astimezone(zone), zone=zone)
+
+
+# ---------------------------------------------------------------------------------- months
+
+# Where a statement's month may start: no reseller's traffic is older.
+FIRST_STATEMENT_YEAR = 2000
+MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
+MONTH_TEXT = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+class MonthInvalid(ValueError):
+    """A month no statement can be for: malformed, before 2000-01, or not begun yet in the
+    zone (the message says which)."""
+
+
+def month_parse(text: str, *, zone: ZoneInfo, now: datetime | None = None) -> tuple[int, int]:
+    """``YYYY-MM`` as (year, month): a month from 2000-01 to the current one in ``zone``,
+    else ``MonthInvalid``."""
+    match = MONTH_TEXT.fullmatch(text)
+    if match is None or int(match[1]) < FIRST_STATEMENT_YEAR:
+        raise MonthInvalid(
+            f"Give a month as YYYY-MM, from {FIRST_STATEMENT_YEAR}-01 (e.g. 2025-01)."
+        )
+    year, month = int(match[1]), int(match[2])
+    today = (now or timezone.now()).astimezone(zone).date()
+    if (year, month) > (today.year, today.month):
+        raise MonthInvalid(f"{text} has not begun yet (time zone {zone.key}).")
+    return year, month
+
+
+def months_since(start: datetime, *, zone: ZoneInfo, now: datetime | None = None) -> list[date]:
+    """The months of ``zone`` from the one ``start`` falls in to the current one, newest
+    first, each named by its first day (a key's statements: none before it existed)."""
+    first = start.astimezone(zone).date().replace(day=1)
+    month = (now or timezone.now()).astimezone(zone).date().replace(day=1)
+    months = []
+    while month >= first:
+        months.append(month)
+        month = (month - timedelta(days=1)).replace(day=1)
+    return months
 
 
 def window_fields(span: Span) -> dict[str, Any]:

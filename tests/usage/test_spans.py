@@ -3,12 +3,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.keys.factories import WalletKeyFactory
 from tests.usage.conftest import BY_TAG, EARNINGS, SUB_ACCOUNT_BY_TAG, trace, usage_url
+from usage.windows import (
+    MomentInvalid,
+    MonthInvalid,
+    Window,
+    moment_parse,
+    month_parse,
+    month_span,
+    months_since,
+    window_span,
+)
 
 pytestmark = pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 
@@ -160,3 +172,64 @@ def test_earnings_by_month_in_the_zone(api, tenant, outsider, key):
             "margin_percent": "66.67",
         },
     ]
+
+
+# ------------------------------------------- the same rules without a query (the dashboard)
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+def test_a_month_is_its_local_midnights_and_a_window_ends_now():
+    month = month_span(year=2025, month=3, zone=KOLKATA)
+    assert (month.since.isoformat(), month.until.isoformat()) == (
+        "2025-03-01T00:00:00+05:30",
+        "2025-04-01T00:00:00+05:30",
+    )
+    assert month.label is None and month.zone is KOLKATA
+    now = datetime(2025, 3, 10, 12, tzinfo=UTC)
+    window = window_span(Window(label="7d", length=timedelta(days=7)), zone=KOLKATA, now=now)
+    assert (window.label, window.until, window.until - window.since) == ("7d", now, timedelta(7))
+    assert window.until.utcoffset() == timedelta(hours=5, minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2025-13", "Give a month as YYYY-MM"),
+        ("2025-3", "Give a month as YYYY-MM"),
+        ("1999-12", "from 2000-01"),
+        ("2025-04", "2025-04 has not begun yet (time zone Asia/Kolkata)"),
+    ],
+)
+def test_a_month_that_cannot_have_a_statement_says_why(text, message):
+    # 31 March 17:00 UTC is 22:30 in Kolkata: April begins there at 18:30 UTC.
+    now = datetime(2025, 3, 31, 17, tzinfo=UTC)
+    with pytest.raises(MonthInvalid, match=re.escape(message)):
+        month_parse(text, zone=KOLKATA, now=now)
+    assert month_parse("2025-04", zone=KOLKATA, now=now + timedelta(hours=2)) == (2025, 4)
+
+
+def test_a_keys_months_run_from_its_creation_to_now_in_the_zone():
+    created = datetime(2024, 11, 30, 19, tzinfo=UTC)  # 1 December in Kolkata
+    now = datetime(2025, 2, 3, tzinfo=UTC)
+    assert [f"{m:%Y-%m}" for m in months_since(created, zone=KOLKATA, now=now)] == [
+        "2025-02",
+        "2025-01",
+        "2024-12",
+    ]
+    assert [f"{m:%Y-%m}" for m in months_since(created, zone=ZoneInfo("UTC"), now=now)] == [
+        "2025-02",
+        "2025-01",
+        "2024-12",
+        "2024-11",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("yesterday", "invalid"), ("2026-02-30", "invalid"), ("0001-01-01", "year")],
+)
+def test_a_moment_that_cannot_be_read_says_which_rule(text, code):
+    with pytest.raises(MomentInvalid) as refused:
+        moment_parse(text)
+    assert refused.value.code == code

@@ -92,3 +92,21 @@
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();
+
+// <button data-print hidden>: shown only with JavaScript, prints the page (its print
+// stylesheet leaves out the navigation and the controls).
+(function () {
+  "use strict";
+
+  function wirePrint(root) {
+    root.querySelectorAll("button[data-print]").forEach(function (button) {
+      if (button.dataset.printWired) return;
+      button.dataset.printWired = "1";
+      button.hidden = false;
+      button.addEventListener("click", function () { window.print(); });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { wirePrint(document); });
+  document.addEventListener("htmx:load", function (event) { wirePrint(event.target); });
+})();
