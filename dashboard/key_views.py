@@ -23,7 +23,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotAllowed,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -79,12 +85,12 @@ def _key_or_404(request: HttpRequest, key_id: int) -> ClientKey:
 KeyView = Callable[[HttpRequest, ClientKey], HttpResponse]
 
 
-def key_page_view(*methods: str) -> Callable[[KeyView], Callable[..., HttpResponse]]:
+def key_page_view(*methods: str) -> Callable[[KeyView], Callable[..., HttpResponseBase]]:
     """A page of one of the tenant's keys, taking ``methods``: the view gets the key. The
     key is looked up first, so another tenant's key id answers 404 whatever the method
     (never a 405 that would tell a key's pages from a missing one's)."""
 
-    def decorate(view: KeyView) -> Callable[..., HttpResponse]:
+    def decorate(view: KeyView) -> Callable[..., HttpResponseBase]:
         @wraps(view)
         def wrapped(request: HttpRequest, key_id: int) -> HttpResponse:
             key = _key_or_404(request, key_id)

@@ -44,11 +44,11 @@ from dashboard.forms.money import EarningsRangeForm, LedgerFilterForm
 from keys.selectors import NEAR_LIMIT_PERCENT, key_list, keys_near_limit, prepaid_set_aside_nanos
 from usage.exports import earnings_month_table, earnings_table
 from usage.selectors import (
-    day_start,
     earnings_summary,
     earnings_totals,
     tenant_daily_usage,
 )
+from usage.sums import day_start
 
 # The overview's chart: the last 30 local days, today included.
 OVERVIEW_DAYS = 30
