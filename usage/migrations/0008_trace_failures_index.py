@@ -2,11 +2,9 @@
 request list filtered to failures reads them alone instead of every success before them.
 Built ``CONCURRENTLY`` on PostgreSQL (the proxy keeps writing), as 0007's indexes."""
 
-import importlib
-
 from django.db import migrations, models
 
-AddIndexOnline = importlib.import_module("usage.migrations.0007_trace_list_indexes").AddIndexOnline
+from config.online_indexes import AddIndexOnline
 
 
 class Migration(migrations.Migration):
