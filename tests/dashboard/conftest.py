@@ -11,7 +11,7 @@ from accounts.models import Tenant
 def sign_in(tenant: Tenant, *, enforce_csrf_checks: bool = False) -> Client:
     """A client signed in as the tenant's owner (a session, as the sign-in form opens)."""
     client = Client(enforce_csrf_checks=enforce_csrf_checks)
-    client.force_login(tenant.owner, backend="django.contrib.auth.backends.ModelBackend")
+    client.force_login(tenant.owner, backend="accounts.backends.EmailBackend")
     return client
 
 
