@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 
 from billing.models import LedgerEntry
+from usage.windows import MOMENT_YEARS
 
 # The earliest month a report may start (no reseller's traffic is older), and the longest
 # range: ten years, as the REST API's reports allow.
@@ -44,6 +45,13 @@ class LedgerFilterForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
+        for name in ("since", "until"):
+            day = data.get(name)
+            if day is not None and day.year not in MOMENT_YEARS:
+                # A day's midnight must stay on the calendar in every zone (as the API's).
+                self.add_error(
+                    name, f"Give a day from {MOMENT_YEARS.start} to {MOMENT_YEARS.stop - 1}."
+                )
         since, until = data.get("since"), data.get("until")
         if since is not None and until is not None and since > until:
             self.add_error("until", "Must be on or after the first day.")
