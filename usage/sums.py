@@ -168,6 +168,9 @@ class UsageWindow:
         return not retention or start >= now - timedelta(days=retention)
 
     def _plan(self) -> _Plan:
+        """Which rows of each source hold the window's requests (see the module's
+        docstring); the choice between a partial day's two readings only weighs their
+        cost, both are exact."""
         since, until, zone = self.since, self.until, self.zone
         first, last = bucket_ceiling(since), bucket_floor(until)
         if first >= last:  # no whole bucket inside: every request is still a trace (or purged)
