@@ -201,7 +201,7 @@ def test_the_usage_charts_draw_every_day_of_the_window(browser, busy_key):
     for chart in ("money-by-day", "requests-by-day", "tokens-by-day", "money-by-model"):
         assert f'data-chart-data="key-usage-{chart}"' in page
         # Not a <script>: htmx drops those from the fragments it swaps in.
-        assert f'<div id="key-usage-{chart}" class="json-data" hidden>{{&quot;labels' in page
+        assert f'<div hidden id="key-usage-{chart}" class="chart-data">{{&quot;labels' in page
     assert "vendor/chart.js-4.6.1/chart.umd.min.js" in page
 
 
