@@ -11,10 +11,14 @@ register = template.Library()
 
 @register.filter
 def usd(nanos: int | None) -> str:
-    """``$1,234.56``: whole cents, half up (as statements and ``*_cents`` fields round)."""
+    """``$1,234.56``: whole cents, half up (as statements and ``*_cents`` fields round). An
+    amount that is not zero but under half a cent is shown exactly (``$0.000975``): a first
+    request's charge must not read as nothing."""
     if nanos is None:
         return "—"
     cents = nanos_to_cents(int(nanos))
+    if cents == 0 and nanos:
+        return usd_exact(nanos)
     sign = "−" if cents < 0 else ""
     dollars, rest = divmod(abs(cents), 100)
     return f"{sign}${dollars:,}.{rest:02d}"
