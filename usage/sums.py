@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Model, QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -160,14 +160,29 @@ class UsageWindow:
             return _TOTALS_LEVEL
         return _LEVEL_OF.get(by, UsageDay)
 
+    def _state(self) -> tuple[str, datetime | None]:
+        """The zone the tenant's daily rows are complete for ("" if none), and the end of
+        its last request to delete a key's traces (``TraceDeletion.traces_before``; None if
+        none), in one statement, read once per window (and the windows narrowed from it): a
+        report's reads share one snapshot, so neither can change between them."""
+        if "state" not in self.memo:
+            quote = connection.ops.quote_name
+            tenant = quote("tenant_id")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT (SELECT {quote('zone')} FROM {quote(UsageDayState._meta.db_table)} "  # noqa: S608 (names are ours)
+                    f"WHERE {tenant} = %s), (SELECT MAX({quote('traces_before')}) "
+                    f"FROM {quote(TraceDeletion._meta.db_table)} WHERE {tenant} = %s)",
+                    [self.tenant.pk, self.tenant.pk],
+                )
+                zone, deleted_before = cursor.fetchone()
+            if isinstance(deleted_before, str):  # SQLite's times are text, in UTC
+                deleted_before = datetime.fromisoformat(deleted_before).replace(tzinfo=UTC)
+            self.memo["state"] = (zone or NO_DAILY_ZONE, deleted_before)
+        return self.memo["state"]
+
     def _daily_zone(self) -> str:
-        """The zone the tenant's daily rows are complete for ("" if none), read once per
-        window (and the windows narrowed from it): a report's reads share one snapshot, so
-        the state cannot change between them."""
-        if "daily_zone" not in self.memo:
-            state = UsageDayState.objects.filter(tenant=self.tenant).values_list("zone", flat=True)
-            self.memo["daily_zone"] = state.first() or NO_DAILY_ZONE
-        return self.memo["daily_zone"]
+        return self._state()[0]
 
     def _subtracts(self, start: datetime, now: datetime) -> bool:
         """Whether a day starting at ``start`` may be read as its daily row minus 15-minute
@@ -185,10 +200,7 @@ class UsageWindow:
         any trace goes)."""
         if bucket_start < now - timedelta(days=settings.TRACE_RETENTION_DAYS):
             return False
-        if "deleted_before" not in self.memo:
-            deletions = TraceDeletion.objects.filter(tenant=self.tenant)
-            self.memo["deleted_before"] = deletions.aggregate(before=Max("traces_before"))["before"]
-        deleted_before = self.memo["deleted_before"]
+        deleted_before = self._state()[1]
         return deleted_before is None or bucket_start >= deleted_before
 
     def _plan(self) -> _Plan:
