@@ -69,6 +69,9 @@ from usage.models import (
 )
 
 ONE_DAY = timedelta(days=1)
+# How far ahead of this server's clock another server's may run: a purge there, at its own
+# time, may have taken that much more than a purge here would have.
+CLOCK_MARGIN = timedelta(hours=1)
 
 # What a report can break a window down by: a column of every source, the local date
 # (``day``) or the local month, named by its first day (``month``).
@@ -190,7 +193,7 @@ class UsageWindow:
         of the day the cutoff falls in outlives them)."""
         retention = settings.USAGE_ROLLUP_RETENTION_DAYS
         # A purge deletes the 15-minute rows before its cutoff, at most ``now - retention``.
-        return not retention or start >= now - timedelta(days=retention)
+        return not retention or start >= now - timedelta(days=retention) + CLOCK_MARGIN
 
     def _traces_kept(self, bucket_start: datetime, now: datetime) -> bool:
         """Whether every rolled trace of the bucket starting at ``bucket_start`` is still
@@ -198,7 +201,7 @@ class UsageWindow:
         ``now - TRACE_RETENTION_DAYS`` at most), and after the last of the tenant's
         requests to delete a key's traces (``TraceDeletion.traces_before``, set before
         any trace goes)."""
-        if bucket_start < now - timedelta(days=settings.TRACE_RETENTION_DAYS):
+        if bucket_start < now - timedelta(days=settings.TRACE_RETENTION_DAYS) + CLOCK_MARGIN:
             return False
         deleted_before = self._state()[1]
         return deleted_before is None or bucket_start >= deleted_before
