@@ -20,7 +20,11 @@ minutes left of the current quarter-hour, not the hours since midnight. Every bu
 inside the window is then counted once and every one outside it nets to zero, so the sums
 stay exact; a group whose requests net to zero had none in the window and is left out.
 A month the days cover in part is read the same way from its monthly row less its other
-days. Not across rows a retention purge may have thinned (``USAGE_ROLLUP_RETENTION_DAYS``).
+days, and a partial bucket at an edge from its 15-minute rows less its rolled traces
+outside the window (plus its unrolled ones inside): for a window ending now, the current
+quarter-hour is its rows, less no trace, where reading its traces meant every request of
+the last minutes. Never across rows a retention purge or a key's trace deletion may have
+thinned (``USAGE_ROLLUP_RETENTION_DAYS``, ``TRACE_RETENTION_DAYS``, ``TraceDeletion``).
 
 Every breakdown a report shows is read in one statement per source, each source once (on
 PostgreSQL ``GROUPING SETS``; elsewhere grouped by all the columns at once and regrouped
@@ -52,6 +56,7 @@ from usage.models import (
     ERROR_STATUSES,
     NO_DAILY_ZONE,
     Trace,
+    TraceDeletion,
     UsageDay,
     UsageDayLevel,
     UsageDayState,
@@ -64,6 +69,9 @@ from usage.models import (
 )
 
 ONE_DAY = timedelta(days=1)
+# How far ahead of this server's clock another server's may run: a purge there, at its own
+# time, may have taken that much more than a purge here would have.
+CLOCK_MARGIN = timedelta(hours=1)
 
 # What a report can break a window down by: a column of every source, the local date
 # (``day``) or the local month, named by its first day (``month``).
@@ -102,15 +110,20 @@ def day_start(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
 
+# Which traces of a range a plan reads: all of them, or only the rolled or unrolled ones.
+ALL, ROLLED, UNROLLED = "all", "rolled", "unrolled"
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Which rows of each source a window reads: the local dates ``days`` (``[first, end)``,
     or None) from the daily rows; ``buckets``, ``(sign, start, end)``, from the 15-minute
-    rows, added or (sign -1) taken off; ``traces``, ``(start, end, only_unrolled)``."""
+    rows, added or (sign -1) taken off; ``traces``, ``(sign, start, end, which)``, the
+    traces of a range (``which``: ``ALL``, ``ROLLED``, ``UNROLLED``), added or taken off."""
 
     days: tuple[date, date] | None
     buckets: tuple[tuple[int, datetime, datetime], ...]
-    traces: tuple[tuple[datetime, datetime, bool], ...]
+    traces: tuple[tuple[int, datetime, datetime, str], ...]
 
 
 def _span_seconds(ranges: list[tuple[datetime, datetime]], horizon: datetime) -> float:
@@ -150,14 +163,29 @@ class UsageWindow:
             return _TOTALS_LEVEL
         return _LEVEL_OF.get(by, UsageDay)
 
+    def _state(self) -> tuple[str, datetime | None]:
+        """The zone the tenant's daily rows are complete for ("" if none), and the end of
+        its last request to delete a key's traces (``TraceDeletion.traces_before``; None if
+        none), in one statement, read once per window (and the windows narrowed from it): a
+        report's reads share one snapshot, so neither can change between them."""
+        if "state" not in self.memo:
+            quote = connection.ops.quote_name
+            tenant = quote("tenant_id")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT (SELECT {quote('zone')} FROM {quote(UsageDayState._meta.db_table)} "  # noqa: S608 (names are ours)
+                    f"WHERE {tenant} = %s), (SELECT MAX({quote('traces_before')}) "
+                    f"FROM {quote(TraceDeletion._meta.db_table)} WHERE {tenant} = %s)",
+                    [self.tenant.pk, self.tenant.pk],
+                )
+                zone, deleted_before = cursor.fetchone()
+            if isinstance(deleted_before, str):  # SQLite's times are text, in UTC
+                deleted_before = datetime.fromisoformat(deleted_before).replace(tzinfo=UTC)
+            self.memo["state"] = (zone or NO_DAILY_ZONE, deleted_before)
+        return self.memo["state"]
+
     def _daily_zone(self) -> str:
-        """The zone the tenant's daily rows are complete for ("" if none), read once per
-        window (and the windows narrowed from it): a report's reads share one snapshot, so
-        the state cannot change between them."""
-        if "daily_zone" not in self.memo:
-            state = UsageDayState.objects.filter(tenant=self.tenant).values_list("zone", flat=True)
-            self.memo["daily_zone"] = state.first() or NO_DAILY_ZONE
-        return self.memo["daily_zone"]
+        return self._state()[0]
 
     def _subtracts(self, start: datetime, now: datetime) -> bool:
         """Whether a day starting at ``start`` may be read as its daily row minus 15-minute
@@ -165,40 +193,70 @@ class UsageWindow:
         of the day the cutoff falls in outlives them)."""
         retention = settings.USAGE_ROLLUP_RETENTION_DAYS
         # A purge deletes the 15-minute rows before its cutoff, at most ``now - retention``.
-        return not retention or start >= now - timedelta(days=retention)
+        return not retention or start >= now - timedelta(days=retention) + CLOCK_MARGIN
+
+    def _traces_kept(self, bucket_start: datetime, now: datetime) -> bool:
+        """Whether every rolled trace of the bucket starting at ``bucket_start`` is still
+        there: within the trace retention (a purge deletes rolled traces from before
+        ``now - TRACE_RETENTION_DAYS`` at most), and after the last of the tenant's
+        requests to delete a key's traces (``TraceDeletion.traces_before``, set before
+        any trace goes)."""
+        if bucket_start < now - timedelta(days=settings.TRACE_RETENTION_DAYS) + CLOCK_MARGIN:
+            return False
+        deleted_before = self._state()[1]
+        return deleted_before is None or bucket_start >= deleted_before
 
     def _plan(self) -> _Plan:
         """Which rows of each source hold the window's requests (see the module's
-        docstring); the choice between a partial day's two readings only weighs their
-        cost, both are exact."""
+        docstring); where there are two exact readings, the choice only weighs their cost."""
         since, until, zone = self.since, self.until, self.zone
         first, last = bucket_ceiling(since), bucket_floor(until)
         if first >= last:  # no whole bucket inside: every request is still a trace (or purged)
-            return _Plan(days=None, buckets=(), traces=((since, until, False),))
-        traces = [(first, last, True)]
-        if since < first:
-            traces.insert(0, (since, first, False))
-        if last < until:
-            traces.append((last, until, False))
-        if self._daily_zone() != zone.key:
-            return _Plan(days=None, buckets=((1, first, last),), traces=tuple(traces))
+            return _Plan(days=None, buckets=(), traces=((1, since, until, ALL),))
         now = timezone.now()
         horizon = now + BUCKET  # later buckets hold no row (but a trace dated ahead)
-        # The local days of the first and last whole buckets, and each one's choice: its
-        # 15-minute rows inside the window, or its daily row less those outside.
-        first_day = first.astimezone(zone).date()
-        last_day = (last - BUCKET).astimezone(zone).date()
+        # A partial bucket at an edge: its traces in the window, or its rollup rows less its
+        # rolled traces outside the window plus its unrolled ones inside (the current
+        # quarter-hour of a window ending now: its rows, less no trace).
+        start, end = first, last
+        traces: list[tuple[int, datetime, datetime, str]] = []
+        if since < first:
+            opened = first - BUCKET
+            if self._traces_kept(opened, now) and _span_seconds(
+                [(opened, since)], horizon
+            ) < _span_seconds([(since, first)], horizon):
+                start = opened
+                traces += [(-1, opened, since, ROLLED), (1, since, first, UNROLLED)]
+            else:
+                traces.append((1, since, first, ALL))
+        traces.append((1, first, last, UNROLLED))
+        if last < until:
+            closed = last + BUCKET
+            if self._traces_kept(last, now) and _span_seconds(
+                [(until, closed)], horizon
+            ) < _span_seconds([(last, until)], horizon):
+                end = closed
+                traces += [(1, last, until, UNROLLED), (-1, until, closed, ROLLED)]
+            else:
+                traces.append((1, last, until, ALL))
+        traces = _joined(traces)
+        if self._daily_zone() != zone.key:
+            return _Plan(days=None, buckets=((1, start, end),), traces=tuple(traces))
+        # The local days of the first and last rolled-up buckets, and each one's choice:
+        # its 15-minute rows inside the window, or its daily row less those outside.
+        first_day = start.astimezone(zone).date()
+        last_day = (end - BUCKET).astimezone(zone).date()
         from_days: set[date] = set()
         buckets: list[tuple[int, datetime, datetime]] = []
         for day in sorted({first_day, last_day}):
-            start, end = day_start(day, zone), day_start(day + ONE_DAY, zone)
-            inside = (max(first, start), min(last, end))
-            outside = [(a, b) for a, b in ((start, inside[0]), (inside[1], end)) if a < b]
+            day_begins, day_ends = day_start(day, zone), day_start(day + ONE_DAY, zone)
+            inside = (max(start, day_begins), min(end, day_ends))
+            outside = [(a, b) for a, b in ((day_begins, inside[0]), (inside[1], day_ends)) if a < b]
             if not outside:
                 from_days.add(day)
-            elif self._subtracts(start, now) and _span_seconds(outside, horizon) < _span_seconds(
-                [inside], horizon
-            ):
+            elif self._subtracts(day_begins, now) and _span_seconds(
+                outside, horizon
+            ) < _span_seconds([inside], horizon):
                 from_days.add(day)
                 buckets += [(-1, a, b) for a, b in outside]
             else:
@@ -304,23 +362,25 @@ class UsageWindow:
                 )
             )
         errors = ", ".join(["%s"] * len(ERROR_STATUSES))
-        trace_sums = ", ".join(
-            [
-                f"1 AS {quote('requests')}",
-                f"CASE WHEN {quote('status')} IN ({errors}) THEN 1 ELSE 0 END AS {quote('errors')}",
-                *(f"{quote(n)}" for n in SUMS[2:]),
-            ]
-        )
-        for start, end, only_unrolled in plan.traces:
+        trace_sum_parts = [
+            f"1 AS {quote('requests')}",
+            f"(CASE WHEN {quote('status')} IN ({errors}) THEN 1 ELSE 0 END) AS {quote('errors')}",
+            *(f"{quote(n)} AS {quote(n)}" for n in SUMS[2:]),
+        ]
+        trace_sums = ", ".join(trace_sum_parts)
+        for sign, start, end, which in plan.traces:
             select, select_params = self._select(columns, "created_at")
             conditions = [f"{quote('created_at')} >= %s", f"{quote('created_at')} < %s"]
-            if only_unrolled:
+            if which == UNROLLED:
                 # The partial index of unrolled traces (``usage_trace_unrolled``).
                 conditions.append(f"NOT {quote('is_rolled')}")
+            elif which == ROLLED:
+                conditions.append(quote("is_rolled"))
             where = self._where(*conditions)
+            sums = trace_sums if sign > 0 else ", ".join(f"-{e}" for e in trace_sum_parts)
             branches.append(
                 (
-                    f"SELECT {select}, {trace_sums} "  # noqa: S608
+                    f"SELECT {select}, {sums} "  # noqa: S608
                     f"FROM {quote(Trace._meta.db_table)} WHERE {where}",
                     [
                         *select_params,
@@ -406,6 +466,21 @@ def usage_window(
 ) -> UsageWindow:
     """The usage in ``[since, until)``, its days in ``zone`` (the tenant's by default)."""
     return UsageWindow(tenant=tenant, since=since, until=until, zone=zone or tenant.zone)
+
+
+def _joined(
+    pieces: list[tuple[int, datetime, datetime, str]],
+) -> list[tuple[int, datetime, datetime, str]]:
+    """Trace ranges in order, each run of adjacent ones of the same sign and kind as one."""
+    joined: list[tuple[int, datetime, datetime, str]] = []
+    for sign, start, end, which in pieces:
+        if start >= end:
+            continue
+        if joined and joined[-1][0] == sign and joined[-1][3] == which and joined[-1][2] == start:
+            joined[-1] = (sign, joined[-1][1], end, which)
+        else:
+            joined.append((sign, start, end, which))
+    return joined
 
 
 def _next_month(month: date) -> date:
