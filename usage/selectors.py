@@ -658,6 +658,15 @@ def key_statement(*, tenant: Tenant, key_id: int, year: int, month: int) -> Stat
 # ------------------------------------------------------------------------ rollup audit
 
 
+def _differences(expected: dict[str, int], actual: dict[str, int], source: str) -> str:
+    """An audit problem's sums that disagree: ``name actual (source say expected)``."""
+    return ", ".join(
+        f"{name} {actual[name]} ({source} say {expected[name]})"
+        for name in expected
+        if expected[name] != actual[name]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RollupProblem:
     """One bucket whose rollup row disagrees with the sums of its rolled traces."""
@@ -672,11 +681,7 @@ class RollupProblem:
 
     @property
     def message(self) -> str:
-        differences = ", ".join(
-            f"{name} {self.actual[name]} (traces say {self.expected[name]})"
-            for name in self.expected
-            if self.expected[name] != self.actual[name]
-        )
+        differences = _differences(self.expected, self.actual, "traces")
         return (
             f"bucket {self.bucket_start.isoformat()} tenant {self.tenant_id} "
             f"key {self.client_key_id} model {self.model!r} tag {self.tag!r}: {differences}"
@@ -710,11 +715,7 @@ class DayProblem:
 
     @property
     def message(self) -> str:
-        differences = ", ".join(
-            f"{name} {self.actual[name]} (15-minute rows say {self.expected[name]})"
-            for name in self.expected
-            if self.expected[name] != self.actual[name]
-        )
+        differences = _differences(self.expected, self.actual, "15-minute rows")
         return (
             f"day {self.day.isoformat()} ({self.zone or 'no zone'}) tenant {self.tenant_id} "
             f"key {self.client_key_id} model {self.model!r} tag {self.tag!r}: {differences}"
@@ -821,11 +822,7 @@ class DayLevelProblem:
 
     @property
     def message(self) -> str:
-        differences = ", ".join(
-            f"{name} {self.actual[name]} (daily rows say {self.expected[name]})"
-            for name in self.expected
-            if self.expected[name] != self.actual[name]
-        )
+        differences = _differences(self.expected, self.actual, "daily rows")
         return (
             f"{self.level} {self.day.isoformat()} ({self.zone or 'no zone'}) "
             f"tenant {self.tenant_id} {self.value!r}: {differences}"
