@@ -107,6 +107,7 @@ INSTALLED_APPS = [
     "keys",
     "usage",
     "proxy",
+    "pages",
     "portal",
     "dashboard",
     "demo",

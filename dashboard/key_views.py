@@ -40,7 +40,6 @@ from billing.exceptions import InsufficientFunds
 from dashboard.access import page_actor, page_tenant, reseller_page
 from dashboard.confirmation import preview_confirmed, preview_token
 from dashboard.forms.keys import KeyCreateForm, KeyFilterForm, KeyLimitsForm, KeyTopUpForm
-from dashboard.templatetags.money import usd
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from keys.models import ClientKey
 from keys.selectors import (
@@ -60,6 +59,7 @@ from keys.services import (
     key_top_up_quote,
     key_update,
 )
+from pages.templatetags.money import usd
 from usage.selectors import RUNWAY_WINDOW_DAYS, KeyRunway, key_runways
 
 KEYS_PER_PAGE = 50

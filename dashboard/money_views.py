@@ -32,7 +32,9 @@ from billing.selectors import (
 )
 from config.exports import CSV_CONTENT_TYPE, attachment, csv_stream
 from dashboard.access import page_tenant, reseller_page
-from dashboard.charts import (
+from dashboard.forms.money import EarningsRangeForm, LedgerFilterForm
+from keys.selectors import NEAR_LIMIT_PERCENT, key_list, keys_near_limit, prepaid_set_aside_nanos
+from pages.charts import (
     balance_chart,
     daily_spend_chart,
     every_day,
@@ -40,8 +42,6 @@ from dashboard.charts import (
     monthly_earnings_chart,
     next_month,
 )
-from dashboard.forms.money import EarningsRangeForm, LedgerFilterForm
-from keys.selectors import NEAR_LIMIT_PERCENT, key_list, keys_near_limit, prepaid_set_aside_nanos
 from usage.exports import earnings_month_table, earnings_table
 from usage.selectors import (
     earnings_summary,

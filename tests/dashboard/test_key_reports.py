@@ -23,9 +23,9 @@ from accounts.models import Tenant
 from billing.models import ModelPrice, Upstream
 from billing.money import parse_usd
 from billing.services import price_set
-from dashboard.templatetags.dashboard import thousands
-from dashboard.templatetags.money import usd, usd_exact
 from keys.models import ClientKey
+from pages.templatetags.money import usd, usd_exact
+from pages.templatetags.numbers import thousands
 from tests.dashboard.key_reports import api_url, page_url, signed_in
 from tests.dashboard.pages import Node, parse, stat_notes, stats, table_rows
 from tests.dashboard.traffic import failed, refused, served

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from billing.money import parse_usd
-from dashboard.templatetags.money import usd, usd_exact, usd_input
+from pages.templatetags.money import usd, usd_exact, usd_input
 
 
 @pytest.mark.parametrize(

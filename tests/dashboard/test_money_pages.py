@@ -26,9 +26,9 @@ from accounts.services import tenant_update
 from billing.models import LedgerEntry
 from billing.money import Usage, format_usd, parse_usd
 from billing.services import wallet_credit
-from dashboard.templatetags.money import usd
 from keys.models import ClientKey
 from keys.services import key_create
+from pages.templatetags.money import usd
 from tests.dashboard.conftest import sign_in
 from tests.keys.apis.conftest import prepaid_key
 from tests.keys.factories import WalletKeyFactory

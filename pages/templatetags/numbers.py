@@ -1,4 +1,4 @@
-"""Small helpers for the dashboard's templates."""
+"""Counts as the pages show them."""
 
 from __future__ import annotations
 
