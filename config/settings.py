@@ -145,6 +145,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context.portal_client",
             ],
         },
     },
@@ -411,6 +412,24 @@ OTP_TOTP_ISSUER = env_str("TOTP_ISSUER", "Tollgate")
 # a failed sign-in of the account (axes above), so LOGIN_FAILURE_LIMIT locks it.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
+
+# ---- Client portal (/portal/): email one-time codes, sessions, key binding ----
+# A sign-in code: 6 digits, valid this long, single use; this many wrong codes kill it (a
+# new one must be sent), and each wrong code makes the next try wait 1, 2, 4 … seconds times
+# the factor (django-otp's throttle; 0 turns the wait off).
+PORTAL_CODE_SECONDS = env_int("PORTAL_CODE_SECONDS", 600)
+PORTAL_CODE_MAX_ATTEMPTS = env_int("PORTAL_CODE_MAX_ATTEMPTS", 5)
+PORTAL_CODE_THROTTLE_FACTOR = env_int("PORTAL_CODE_THROTTLE_FACTOR", 1)
+# Sending: at least this long between two codes to one address, and at most so many codes
+# per address and per client IP address an hour. A refused send gets the same page as a sent
+# one (no one learns whether an address is known).
+PORTAL_CODE_COOLDOWN_SECONDS = env_int("PORTAL_CODE_COOLDOWN_SECONDS", 60)
+PORTAL_CODES_PER_EMAIL_PER_HOUR = env_int("PORTAL_CODES_PER_EMAIL_PER_HOUR", 5)
+PORTAL_CODES_PER_IP_PER_HOUR = env_int("PORTAL_CODES_PER_IP_PER_HOUR", 20)
+# Binding a key by its secret: attempts per signed-in client and per IP address an hour.
+PORTAL_BINDS_PER_HOUR = env_int("PORTAL_BINDS_PER_HOUR", 20)
+# A portal session ends after this long without a request (and at sign-out).
+PORTAL_SESSION_IDLE_SECONDS = env_int("PORTAL_SESSION_IDLE_SECONDS", 12 * 3600)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))

@@ -47,6 +47,7 @@ urlpatterns = [
     path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
+    path("portal/", include("portal.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("keys.urls")),
     path("api/v1/", include("billing.urls")),

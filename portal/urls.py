@@ -1,0 +1,14 @@
+"""The client portal, ``/portal/``: sign-in by emailed code, bound keys and their reports."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from portal import sign_in_views
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", sign_in_views.home, name="home"),
+    path("sign-out/", sign_in_views.sign_out, name="sign-out"),
+]
