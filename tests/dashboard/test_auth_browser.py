@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,28 +22,16 @@ from django.core.management import call_command
 from django_otp.oath import TOTP
 from playwright.sync_api import Page, sync_playwright
 
+from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery-9"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-WIDE, PHONE = 1280, 390
 LOCKOUT_LIMIT = 3
 LINK = re.compile(r"https?://\S+/dashboard/verify-email/\S+/")
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
-)
-
-# Collects what the browser reports, from before any page script runs.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +79,7 @@ def javascript(request: pytest.FixtureRequest) -> bool:
 def browser_page(transactional_db: None, javascript: bool) -> Iterator[Page]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        context = browser.new_context(
-            viewport={"width": WIDE, "height": 900}, java_script_enabled=javascript
-        )
+        context = browser.new_context(viewport=DESKTOP, java_script_enabled=javascript)
         page = context.new_page()
         page.add_init_script(RECORD_VIOLATIONS)
         yield page
@@ -120,14 +105,14 @@ def test_sign_up_verify_turn_on_two_factor_and_sign_in_with_a_code(
         if not javascript:
             return
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        for width in (WIDE, PHONE):
+        for width in (DESKTOP["width"], PHONE["width"]):
             page.set_viewport_size({"width": width, "height": 900})
             page.screenshot(path=str(SCREENSHOTS / f"account-{name}-{width}.png"), full_page=True)
             sideways = page.evaluate(
                 "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
             )
             assert sideways <= width, (name, width, sideways)
-        page.set_viewport_size({"width": WIDE, "height": 900})
+        page.set_viewport_size(DESKTOP)
 
     # Sign up.
     page.goto(f"{server.url}/dashboard/sign-in/")
@@ -210,7 +195,7 @@ def test_a_locked_out_sign_in_shows_a_page(server: ProxyServer, browser_page: Pa
     page.locator("h1:has-text('Too many failed sign-ins')").wait_for()
     assert page.locator("a[href='/dashboard/password-reset/']").count() == 1
     assert page.evaluate("window.__violations") == []
-    for width in (WIDE, PHONE):
+    for width in (DESKTOP["width"], PHONE["width"]):
         page.set_viewport_size({"width": width, "height": 900})
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"account-locked-out-{width}.png"), full_page=True)

@@ -13,19 +13,18 @@ scroll inside their ``.table-wrap``); with JavaScript off the links and forms st
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from playwright.sync_api import Page, ViewportSize, sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from accounts.services import user_password_ensure
 from keys.models import ClientKey
+from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.dashboard.key_reports import page_url
 from tests.dashboard.traffic import failed, served
 from tests.proxy.conftest import (
@@ -44,25 +43,12 @@ from tests.proxy.upstream_fake import FakeUpstream
 # The fixtures of tests/proxy, used here as there.
 __all__ = ["closed_port", "fake_upstream", "start_proxy_server"]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery-9"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-PHONE = ViewportSize(width=390, height=844)
-DESKTOP = ViewportSize(width=1280, height=900)
 PROXY_CALLS = 4
 HISTORY = 60  # requests over the last 30 days, a third of them to claude-fake
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
-# Collects what the browser reports, from before any page script runs.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
 
 # Every chart canvas of the page: drawn by Chart.js (an instance) and of a visible size.
 CHARTS_DRAWN = """

@@ -12,18 +12,16 @@ px wide into var/screenshots/, and at 390 px nothing may scroll sideways.
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from playwright.sync_api import BrowserContext, Page, ViewportSize, sync_playwright
+from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from accounts.models import Tenant
 from accounts.services import user_password_ensure
@@ -31,6 +29,7 @@ from billing.models import LedgerEntry
 from billing.money import Usage, parse_usd
 from keys.models import ClientKey
 from keys.services import key_create
+from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.keys.apis.conftest import prepaid_key
 from tests.metering import charge
 from tests.proxy.conftest import ProxyServer, start_proxy_server
@@ -38,27 +37,14 @@ from tests.usage.conftest import trace
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EMAIL = "alice@example.com"
 PASSWORD = "correct-horse-battery-9"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-PHONE: ViewportSize = {"width": 390, "height": 844}
-DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 
 pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
-    ),
+    needs_chromium,
     pytest.mark.usefixtures("books_balance"),
 ]
 
-# Collects what the browser reports, from before any page script runs.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
 
 # What sticks out past the viewport's right edge (to say why a page scrolls sideways).
 WIDEST = """

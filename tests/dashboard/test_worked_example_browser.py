@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import openai
 import pytest
 from django.core.management import call_command
-from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from accounts.models import Tenant
 from accounts.services import user_password_ensure
@@ -33,17 +31,14 @@ from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import price_set, upstream_save
 from keys.models import ClientKey
+from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.proxy.conftest import UPSTREAM_SECRET, ProxyServer, fake_upstream, start_proxy_server
 from tests.proxy.upstream_fake import FakeUpstream
 
 __all__ = ["fake_upstream", "start_proxy_server"]  # fixtures, used here as in tests/proxy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EMAIL = "reseller@example.com"
 PASSWORD = "correct-horse-battery-9"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 
 # The client's spend: 3 requests of 1,000 prompt tokens (the fake counts 4 characters a
 # token) at $6,840 per 1M input tokens cost $6.84 each, $11.40 at the key's ratio 0.6:
@@ -55,23 +50,13 @@ PROMPT = "x" * 4_000
 REQUESTS = 3
 
 pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
-    ),
+    needs_chromium,
     pytest.mark.usefixtures("books_balance"),
 ]
 
 # The machine that runs the suite may be busy: wait longer than Playwright's 5 s for what a
 # page shows (a live preview waits 400 ms for the typing to stop, then asks the server).
 expect.set_options(timeout=15_000)
-
-# Collects what the browser reports, from before any page script runs.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
 
 
 @pytest.fixture(scope="module")

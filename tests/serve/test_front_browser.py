@@ -10,9 +10,7 @@ Skipped where Debian's ``chromium`` is not installed (``apt-get install chromium
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,25 +19,14 @@ from playwright.sync_api import Page, sync_playwright
 
 from accounts.models import Tenant
 from accounts.services import IssuedToken
+from tests.browser import CHROMIUM, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 WIDTHS = {"desktop": 1280, "phone": 390}
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)"
-)
-
-# Collects what the browser reports, from before any page script runs.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__violations.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
