@@ -17,10 +17,12 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
 
 from accounts.models import Tenant
 from accounts.selectors import tenant_for_user, two_factor_enabled
+from keys.models import ClientKey
+from keys.selectors import key_get
 
 # A page, or a download streamed (``StreamingHttpResponse``) as a CSV export is.
 View = Callable[..., HttpResponseBase]
@@ -67,3 +69,12 @@ def page_actor(request: HttpRequest) -> User:
     user = request.user
     assert isinstance(user, User)  # noqa: S101 - reseller_page let only users through
     return user
+
+
+def page_key(request: HttpRequest, key_id: int) -> ClientKey:
+    """The page tenant's key ``key_id`` (deleted ones too, as the API reads them); any
+    other id, another tenant's included, is a 404."""
+    try:
+        return key_get(tenant=page_tenant(request), key_id=key_id)
+    except ClientKey.DoesNotExist:
+        raise Http404("No such key.") from None

@@ -32,14 +32,11 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
-from accounts.models import Tenant
 from billing.money import format_usd
 from billing.selectors import known_models
 from config.exports import csv_download, csv_stream
-from dashboard.access import page_tenant, reseller_page
+from dashboard.access import page_key, page_tenant, reseller_page
 from dashboard.forms.key_reports import USAGE_WINDOWS, RequestFilterForm, UsageSpanForm
-from keys.models import ClientKey
-from keys.selectors import key_get
 from usage.exports import (
     TRACE_TABLE,
     key_usage_table,
@@ -55,14 +52,6 @@ from usage.windows import MonthInvalid, Span, month_parse, months_since
 REQUESTS_PAGE_SIZE = 50
 CSV_FORMAT = "csv"
 FRAGMENT = "report"
-
-
-def _key(tenant: Tenant, key_id: int) -> ClientKey:
-    """The tenant's key (deleted ones too, as the API reads them); another tenant's: 404."""
-    try:
-        return key_get(tenant=tenant, key_id=key_id)
-    except ClientKey.DoesNotExist:
-        raise Http404("No such key.") from None
 
 
 def _wants_csv(request: HttpRequest) -> bool:
@@ -196,7 +185,7 @@ def key_usage_page(request: HttpRequest, key_id: int) -> HttpResponse:
     """``/dashboard/keys/<id>/usage/?window=7d|30d|90d`` or ``?month=YYYY-MM``: the key's
     usage by day and by model (``GET /api/v1/keys/{id}/usage``'s report, and its CSV)."""
     tenant = page_tenant(request)
-    key = _key(tenant, key_id)
+    key = page_key(request, key_id)
     form = UsageSpanForm(request.GET, zone=tenant.zone)
     span = form.span()
     report = key_usage(
@@ -259,7 +248,7 @@ def key_requests_page(request: HttpRequest, key_id: int) -> HttpResponse | Strea
     &since= &until= &page=``); ``?format=csv``: every matching request, streamed, the
     API's CSV."""
     tenant = page_tenant(request)
-    key = _key(tenant, key_id)
+    key = page_key(request, key_id)
     form = RequestFilterForm(request.GET, zone=tenant.zone)
     valid = form.is_valid()
     traces = trace_list(tenant=tenant, key_id=key.pk, **(form.filters() if valid else {}))
@@ -315,7 +304,7 @@ def key_statements(request: HttpRequest, key_id: int) -> HttpResponse:
     """``/dashboard/keys/<id>/statements/`` (``?month=YYYY-MM``, the month picker without
     JavaScript): to that month's statement, or to the current month's."""
     tenant = page_tenant(request)
-    key = _key(tenant, key_id)
+    key = page_key(request, key_id)
     month = request.GET.get("month", "")
     try:
         month_parse(month, zone=tenant.zone)
@@ -333,7 +322,7 @@ def key_statement_page(request: HttpRequest, key_id: int, month: str) -> HttpRes
     zone, client prices only, printable (``GET /api/v1/keys/{id}/statements/YYYY-MM``;
     ``?format=csv``: its CSV). A month the API refuses (malformed, not begun) is a 404."""
     tenant = page_tenant(request)
-    key = _key(tenant, key_id)
+    key = page_key(request, key_id)
     try:
         year, number = month_parse(month, zone=tenant.zone)
     except MonthInvalid:

@@ -24,7 +24,6 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
@@ -37,7 +36,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from billing.exceptions import InsufficientFunds
-from dashboard.access import page_actor, page_tenant, reseller_page
+from dashboard.access import page_actor, page_key, page_tenant, reseller_page
 from dashboard.confirmation import preview_confirmed, preview_token
 from dashboard.forms.keys import KeyCreateForm, KeyFilterForm, KeyLimitsForm, KeyTopUpForm
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
@@ -45,7 +44,6 @@ from keys.models import ClientKey
 from keys.selectors import (
     KeyFigures,
     key_figures,
-    key_get,
     key_list,
     key_tags,
     ratio_is_internal_share,
@@ -75,13 +73,6 @@ BAR_BAD_PERCENT = 95
 UNNAMED_LABEL = "(no label yet)"
 
 
-def _key_or_404(request: HttpRequest, key_id: int) -> ClientKey:
-    try:
-        return key_get(tenant=page_tenant(request), key_id=key_id)
-    except ClientKey.DoesNotExist:
-        raise Http404("No such key.") from None
-
-
 KeyView = Callable[[HttpRequest, ClientKey], HttpResponse]
 
 
@@ -93,7 +84,7 @@ def key_page_view(*methods: str) -> Callable[[KeyView], Callable[..., HttpRespon
     def decorate(view: KeyView) -> Callable[..., HttpResponseBase]:
         @wraps(view)
         def wrapped(request: HttpRequest, key_id: int) -> HttpResponse:
-            key = _key_or_404(request, key_id)
+            key = page_key(request, key_id)
             if request.method not in methods:
                 return HttpResponseNotAllowed(methods)
             return view(request, key)
