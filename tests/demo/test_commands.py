@@ -146,6 +146,7 @@ def test_seed_demo_banner_has_urls_logins_token_and_curl(var_dir):
     assert "http://localhost:9000/\n" in text  # the front page, where to start
     assert "http://localhost:9000/admin/" in text
     assert "http://localhost:9000/dashboard/" in text
+    assert "Client portal    http://localhost:9000/portal/" in text
     assert f"admin@example.com / {password}" in text
     assert "demo@example.com / " in text
     assert f"{token.prefix}" in text

@@ -133,6 +133,7 @@ class Command(BaseCommand):
                 "demo_model": DEMO_MODEL,
                 "demo_model_on": seed.demo_model.is_on,
                 "demo_curl": try_demo,
+                "portal_url": f"{url}/portal/",
             }
             self.stdout.write(json.dumps(payload))
             return
@@ -164,6 +165,9 @@ class Command(BaseCommand):
             f"                   login {DEMO_RESELLER_EMAIL} / {reseller_password}"
             f"   (wallet {balance} USD)",
             f"  Demo client key  {client_key or '(none)'}   (kept in var/{CLIENT_KEY_FILE})",
+            f"  Client portal    {url}/portal/",
+            "                   any email; the sign-in code appears in this console (no mail is",
+            "                   sent in development); then paste the demo client key",
             "  Reseller API token (new on every run; the previous one is revoked):",
             f"                   {token}",
             *try_demo_lines,
