@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import openai
 import pytest
 from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
@@ -34,20 +33,13 @@ from keys.models import ClientKey
 from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.proxy.conftest import UPSTREAM_SECRET, ProxyServer, fake_upstream, start_proxy_server
 from tests.proxy.upstream_fake import FakeUpstream
+from tests.worked_example import INPUT_PRICE, MODEL, spend_34_20
 
 __all__ = ["fake_upstream", "start_proxy_server"]  # fixtures, used here as in tests/proxy
 
 EMAIL = "reseller@example.com"
 PASSWORD = "correct-horse-battery-9"
 
-# The client's spend: 3 requests of 1,000 prompt tokens (the fake counts 4 characters a
-# token) at $6,840 per 1M input tokens cost $6.84 each, $11.40 at the key's ratio 0.6:
-# $20.52 and $34.20 in all. A request's hold (its body's bytes as tokens, at the input rate)
-# stays well inside what the key has left, so none is refused.
-MODEL = "acme-model"
-INPUT_PRICE = parse_usd("6840")
-PROMPT = "x" * 4_000
-REQUESTS = 3
 
 pytestmark = [
     needs_chromium,
@@ -140,16 +132,6 @@ def stat(page: Page, label: str) -> str:
     that loads below them with the same labels)."""
     card = page.locator(".stat", has=page.locator(".stat-label", has_text=re.compile(f"^{label}$")))
     return card.locator(".stat-value").first.inner_text()
-
-
-def spend_34_20(base_url: str, secret: str) -> None:
-    """The client's calls, through the official SDK with the secret the page showed."""
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0, timeout=20)
-    for _ in range(REQUESTS):
-        answer = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=1
-        )
-        assert answer.usage is not None and answer.usage.prompt_tokens == 1_000
 
 
 def run_worked_example(visit: Visit) -> str:
