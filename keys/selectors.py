@@ -13,7 +13,7 @@ from fractions import Fraction
 from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
-from accounts.hashing import secret_matches, secret_prefix
+from accounts.hashing import CLIENT_KEY_PREFIX, secret_matches, secret_prefix
 from accounts.models import Tenant
 from billing.models import LedgerEntry, Reservation
 from billing.money import PriceRatio
@@ -83,6 +83,22 @@ def key_for_secret(*, tenant: Tenant, secret: str) -> ClientKey | None:
     """The tenant's key whose secret is ``secret`` (in any state), or None: no such key, or
     another tenant's."""
     key = ClientKey.objects.for_tenant(tenant).filter(prefix=secret_prefix(secret)).first()
+    if key is None or not secret_matches(secret, key.digest):
+        return None
+    return key
+
+
+def key_for_any_secret(*, secret: str) -> ClientKey | None:
+    """Whichever tenant's key has the secret ``secret`` (in any state), with its tenant
+    loaded, or None. Not tenant-scoped on purpose: holding the secret is the authority, as
+    it is on the proxy, so this serves only a holder proving it (the portal binding a
+    key). Looked up by the indexed prefix, then the keyed hash compared in constant time."""
+    prefix = secret_prefix(secret)
+    if not secret.startswith(CLIENT_KEY_PREFIX) or not prefix.isprintable():
+        # No key's prefix has a control character, and PostgreSQL refuses a NUL in a
+        # parameter: such a secret is unknown, not a failed query.
+        return None
+    key = ClientKey.objects.select_related("tenant").filter(prefix=prefix).first()
     if key is None or not secret_matches(secret, key.digest):
         return None
     return key

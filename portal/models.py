@@ -19,7 +19,7 @@ class PortalClient(models.Model):
     """An email address that has signed in to the portal at least once. Made at its first
     sign-in, never when a code is asked for, so asking reveals nothing and costs no row."""
 
-    # Lower-cased (``portal.services.normalize_email``): one client per mailbox.
+    # Lower-cased (``portal.services.email_normalize``): one client per mailbox.
     email = models.EmailField(max_length=254, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_sign_in_at = models.DateTimeField(null=True, blank=True)
@@ -31,7 +31,23 @@ class PortalClient(models.Model):
         return self.email
 
 
-class PortalCode(CooldownMixin, ThrottlingMixin, models.Model):
+class _ChecksEnd(models.Model):
+    """Where django-otp's mixins end their checks. Each mixin's ``generate_is_allowed`` and
+    ``verify_is_allowed`` says no, or passes on to ``super()``: on a django-otp ``Device``
+    that is the device's own "yes", on a plain model nothing (AttributeError). This is that
+    "yes" for a row that is not a device."""
+
+    class Meta:
+        abstract = True
+
+    def generate_is_allowed(self) -> tuple[bool, dict[str, object] | None]:
+        return True, None
+
+    def verify_is_allowed(self) -> tuple[bool, dict[str, object] | None]:
+        return True, None
+
+
+class PortalCode(CooldownMixin, ThrottlingMixin, _ChecksEnd):
     """The one-time sign-in code of an email address, built on django-otp's device mixins:
     ``CooldownMixin`` spaces the sends (``PORTAL_CODE_COOLDOWN_SECONDS``) and
     ``ThrottlingMixin`` makes wrong codes wait 1, 2, 4 … seconds

@@ -10,5 +10,7 @@ app_name = "portal"
 
 urlpatterns = [
     path("", sign_in_views.home, name="home"),
+    path("code/", sign_in_views.code, name="code"),
+    path("keys/bind/", sign_in_views.bind, name="bind"),
     path("sign-out/", sign_in_views.sign_out, name="sign-out"),
 ]
