@@ -4,7 +4,7 @@ A portal session is two values in Django's session (beside, and independent of, 
 reseller's dashboard sign-in in the same browser): the signed-in client's id and when it
 last made a request. ``client_page`` wraps every page behind the sign-in: a visitor who is
 not signed in, or whose session has been idle longer than ``PORTAL_SESSION_IDLE_SECONDS``,
-is sent to ``/portal/`` to ask for a code; the view reads the client with
+is sent to ``/portal/?next=<path>`` to ask for a code; the view reads the client with
 ``page_client(request)``. Every key a page shows is one the client bound
 (``portal.selectors.binding_get``), so any other key id answers 404.
 """
@@ -19,7 +19,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponseBase
+from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from portal.models import PortalClient
 
@@ -32,8 +35,11 @@ SEEN_RESOLUTION_SECONDS = 60
 
 
 def portal_sign_in(request: HttpRequest, client: PortalClient) -> None:
-    """Start a portal session for ``client`` under a new session key (no fixation)."""
+    """Start a portal session for ``client`` under a new session key (no fixation) and a
+    new CSRF secret, as ``django.contrib.auth.login`` gives: a token planted before the
+    sign-in must not work after it."""
     request.session.cycle_key()
+    rotate_token(request)
     request.session[SESSION_CLIENT] = client.pk
     request.session[SESSION_SEEN] = int(time.time())
 
@@ -71,7 +77,10 @@ def client_page(view: View) -> View:
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         client = session_client(request)
         if client is None:
-            return redirect("portal:home")
+            # Back here after the code (a link from an alert email, a bookmark); the
+            # sign-in honours only paths under /portal/.
+            query = urlencode({"next": request.get_full_path()})
+            return redirect(f"{reverse('portal:home')}?{query}")
         request.portal_client = client  # type: ignore[attr-defined]
         return view(request, *args, **kwargs)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -215,9 +214,6 @@ def code(request: HttpRequest) -> HttpResponse:
             else:
                 next_url = request.session.get(PENDING_NEXT) or reverse("portal:home")
                 portal_sign_in(request, client)
-                # A new CSRF secret too, as django.contrib.auth.login gives one: a token
-                # planted before the sign-in must not work after it.
-                rotate_token(request)
                 request.session.pop(PENDING_EMAIL, None)
                 request.session.pop(PENDING_NEXT, None)
                 return redirect(next_url)

@@ -45,3 +45,11 @@ def test_sign_out_ends_the_portal_session() -> None:
     assert browser.post("/portal/sign-out/").status_code == 302
     assert b"ann@example.com" not in browser.get("/portal/").content
     assert browser.get("/portal/sign-out/").status_code == 405
+
+
+def test_a_page_behind_the_sign_in_sends_a_visitor_to_it_and_back() -> None:
+    answer = Client().post("/portal/keys/bind/?x=1", {"key": "tg-anything"})
+    assert answer.status_code == 302
+    assert answer["Location"] == "/portal/?next=%2Fportal%2Fkeys%2Fbind%2F%3Fx%3D1"
+    form = Client().get("/portal/?next=%2Fportal%2Fkeys%2F7%2F%3Fwindow%3D7d")
+    assert b'name="next" value="/portal/keys/7/?window=7d"' in form.content

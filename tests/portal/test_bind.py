@@ -209,7 +209,8 @@ def test_a_reseller_s_other_keys_stay_out_of_sight(
 
 def test_the_bind_form_needs_a_signed_in_client_and_a_post() -> None:
     answer = Client().post("/portal/keys/bind/", {"key": "tg-whatever-it-is-123"})
-    assert answer.status_code == 302 and answer["Location"] == "/portal/"
+    assert answer.status_code == 302
+    assert answer["Location"] == "/portal/?next=%2Fportal%2Fkeys%2Fbind%2F"
     browser, _ = portal_session("ann@example.com")
     assert browser.get("/portal/keys/bind/").status_code == 405
     empty = browser.post("/portal/keys/bind/", {"key": "  "})
