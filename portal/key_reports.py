@@ -171,9 +171,8 @@ def usage_charts(report: UsageReport, span: Span) -> dict[str, dict[str, Any]]:
 
 
 def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
-    """The usage fragment's context for the query ``params`` (the key's page passes an
-    empty one: the last 30 days); ``report`` is None when the query cannot be read (the
-    form's errors say why)."""
+    """The usage fragment's context for the query ``params`` (the last 30 days when it is
+    empty); ``report`` is None when the query cannot be read (the form's errors say why)."""
     zone = key.tenant.zone
     form = UsageSpanForm(params, zone=zone)
     context: dict[str, Any] = {

@@ -13,16 +13,20 @@ bound it keep seeing it, and pasting its secret binds it again.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponseBase, QueryDict
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
+from billing.periods import period_start
 from keys.models import EXPIRED, ClientKey
+from pages.charts import next_month
+from pages.templatetags.money import usd
 from portal.access import page_client
 from portal.figures import ClientKeyFigures, client_key_figures
 from portal.key_reports import bound_key_page, month_text, shown_requests, usage_context
@@ -73,6 +77,42 @@ def _bar_class(percent: int | None) -> str:
     return ""
 
 
+def _cap_resets_at(key: ClientKey, now: datetime) -> datetime | None:
+    """When a wallet-funded key's spend cap starts again (None: it never resets)."""
+    start = period_start(key.budget_period, now)
+    if start is None:
+        return None
+    if key.budget_period == ClientKey.BudgetPeriod.DAILY:
+        return start + timedelta(days=1)
+    if key.budget_period == ClientKey.BudgetPeriod.WEEKLY:
+        return start + timedelta(days=7)
+    return datetime.combine(next_month(start.date()), start.timetz())
+
+
+def runway_note(figures: ClientKeyFigures, now: datetime) -> str:
+    """How long what is left lasts at the last days' pace, in a sentence (empty for a key
+    that no longer works: its pace means nothing)."""
+    f = figures
+    window = f.runway_window_days
+    pace = f"at the last {window} days' pace ({usd(f.window_spent_nanos)} spent)"
+    if f.status != ClientKey.Status.ACTIVE:
+        return ""
+    if f.budget_nanos is not None and f.remaining_nanos == 0:
+        if f.is_prepaid:
+            return f"Nothing left: requests are refused until {f.reseller_name} tops the key up."
+        return "Nothing left: requests are refused until the cap starts again or is raised."
+    if f.runway_days is not None:
+        resets_at = None if f.is_prepaid else _cap_resets_at(f.key, now)
+        if resets_at is not None and now + timedelta(days=f.runway_days) >= resets_at:
+            return f"At the last {window} days' pace ({usd(f.window_spent_nanos)} spent), the cap lasts until it starts again."
+        if f.runway_days == 0:
+            return f"Less than a day left {pace}."
+        return f"About {f.runway_days} day{pluralize(f.runway_days)} left {pace}."
+    if f.window_spent_nanos:
+        return f"{usd(f.window_spent_nanos)} spent in the last {window} days."
+    return f"No spend in the last {window} days."
+
+
 def _statement_months(key: ClientKey) -> dict[str, Any]:
     """This month's and last month's statements (in the reseller's zone), and every month
     since the key was made, for the picker."""
@@ -90,20 +130,22 @@ def _statement_months(key: ClientKey) -> dict[str, Any]:
 def key_page(request: HttpRequest, binding: PortalBinding) -> HttpResponseBase:
     """``/portal/keys/<id>/``: the key's figures, limits, last 30 days and latest requests."""
     key = binding.key
-    figures: ClientKeyFigures = client_key_figures(keys=[key])[0]
+    now = timezone.now()
+    figures: ClientKeyFigures = client_key_figures(keys=[key], now=now)[0]
     recent = requests_page(client_requests(key=key), before=None, after=None, size=RECENT_REQUESTS)
+    last_30_days = usage_context(key, QueryDict())  # the usage page's default window
     context: dict[str, Any] = {
-        **usage_context(key, QueryDict()),
+        **{name: last_30_days[name] for name in ("zone", "usage_url", "report", "charts")},
         **_statement_months(key),
         "binding": binding,
         "key": key,
         "figures": figures,
         "status_badge": STATUS_BADGES.get(figures.status, ""),
         "bar_class": _bar_class(figures.used_percent),
+        "runway_note": runway_note(figures, now),
         "cap_period": CAP_PERIODS.get(key.budget_period, CAP_PERIODS[ClientKey.BudgetPeriod.NONE]),
         "recent_requests": shown_requests(recent.rows),
         "more_requests": recent.older is not None,
-        "pushes_url": False,
     }
     return render(request, "portal/keys/detail.html", context)
 

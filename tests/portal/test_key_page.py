@@ -127,8 +127,10 @@ def test_the_page_embeds_the_last_30_days_and_the_latest_requests(traffic):
     }
     assert "Caching saved you $0.87" in text_of(page, "key-usage")
     assert table_rows(page, "key-usage-by-model") == [
-        ["mock-gpt", "3", "1", "20,000,000", "0", "1,040,000", f"${CLIENT_SPENT}", "$0.87"]
+        ["mock-gpt", "3", "1,040,000", f"${CLIENT_SPENT}", "$0.87"]
     ]
+    links = {a.attrs["href"] for a in page.by_id("key-usage").find_all("a")}
+    assert links == {f"/portal/keys/{traffic.key.pk}/usage/"}
     assert page.has_id("key-usage-spend-by-day") and page.has_id("key-usage-spend-by-model")
     rows = table_rows(page, "key-recent-table")
     assert [row[1:] for row in rows] == [
@@ -206,6 +208,40 @@ def test_a_wallet_funded_key_shows_its_cap_and_what_it_spent_this_period(tenant,
     assert "Cap resets On the 1st of each month, midnight UTC" in text_of(page, "key-limits")
 
 
+def test_a_daily_cap_that_outlasts_its_day_says_so(tenant, price):
+    acme(tenant)
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("50"), reason="test funds")
+    key = key_create(
+        tenant=tenant,
+        actor=None,
+        label="daily",
+        funding=ClientKey.Funding.WALLET,
+        spend_cap_nanos=parse_usd("25"),
+        budget_period=ClientKey.BudgetPeriod.DAILY,
+    ).key
+    served(key, price, request_id="d-1", at=timezone.now(), input_tokens=5_000_000)
+    page = page_of(key)
+    assert text_of(page, "key-remaining") == "$20.00"
+    # $20 left at $5 a week is 28 days: more than the day the cap lasts
+    assert text_of(page, "key-runway") == (
+        "At the last 7 days' pace ($5.00 spent), the cap lasts until it starts again."
+    )
+    assert "Cap resets Every day at midnight UTC" in text_of(page, "key-limits")
+
+
+def test_a_key_with_nothing_left_says_requests_are_refused(tenant, price):
+    key = prepaid_key(acme(tenant))
+    # $60 of cost at $1/MTok: the whole $100 budget
+    served(key, price, request_id="all", at=timezone.now(), input_tokens=60_000_000)
+    page = page_of(ClientKey.objects.get(pk=key.pk))
+    assert text_of(page, "key-remaining") == "$0.00"
+    assert text_of(page, "key-runway") == (
+        f"Nothing left: requests are refused until {RESELLER_NAME} tops the key up."
+    )
+    (bar,) = page.by_id("key-money").find_all("progress")
+    assert bar.attrs["value"] == "100" and "bar-bad" in bar.classes
+
+
 def test_a_wallet_funded_key_without_a_cap_says_no_cap(tenant, price):
     acme(tenant)
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("50"), reason="test funds")
@@ -227,7 +263,7 @@ def test_a_revoked_key_is_still_readable_and_says_it_is_off(traffic):
     assert "every request made with it is refused" in page.text
     assert f"Ask {RESELLER_NAME} at {SUPPORT_EMAIL}" in page.text
     assert text_of(page, "key-remaining") == f"${CLIENT_LEFT}"
-    assert text_of(page, "key-runway") == ""
+    assert not page.has_id("key-runway")  # a pace means nothing for a key that is off
 
 
 def test_a_deleted_key_is_still_readable_with_its_history(traffic):
