@@ -82,6 +82,16 @@ def test_the_page_speaks_for_the_reseller_with_its_support_address(traffic):
     assert text_of(page, "key-status") == "Active"
 
 
+def test_a_reseller_without_a_support_address_shows_none(tenant):
+    tenant.name = "Quiet Reseller"
+    tenant.save()
+    page = page_of(prepaid_key(tenant))
+    head = page.find_all("header", cls="portal-key-head")[0]
+    assert "Provided by Quiet Reseller" in head.text
+    assert "Questions" not in head.text
+    assert not [a for a in page.find_all("a") if a.attrs.get("href", "").startswith("mailto:")]
+
+
 def test_the_page_lists_the_keys_limits(tenant, price):
     acme(tenant)
     key = prepaid_key(tenant)

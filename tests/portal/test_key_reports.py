@@ -11,7 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -288,6 +290,23 @@ def test_keyset_pages_walk_the_requests_both_ways(tenant, price, monkeypatch):
     TraceFactory.create(client_key=key, created_at=timezone.now(), request_id="req-page-new")
     again, _, _ = walk(older)
     assert again == expected[8:]
+
+
+def test_a_page_of_requests_costs_the_same_queries_however_many_there_are(tenant):
+    key = prepaid_key(acme(tenant))
+    browser, client = portal_session("ann@example.com")
+    bound(client, key)
+
+    def queries(count: int) -> int:
+        now = timezone.now()
+        for n in range(count):
+            TraceFactory.create(client_key=key, created_at=now - timedelta(seconds=n))
+        with CaptureQueriesContext(connection) as captured:
+            assert browser.get(url(key, "requests")).status_code == 200
+            assert browser.get(f"/portal/keys/{key.pk}/").status_code == 200
+        return len(captured)
+
+    assert queries(3) == queries(70)
 
 
 def test_the_requests_csv_streams_every_request_with_the_clients_columns(browser, traffic):

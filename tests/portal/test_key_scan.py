@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.models import ModelPrice
+from portal.key_forms import Cursor
 from tests.dashboard.pages import Node, parse
 from tests.portal.conftest import bound, portal_session
 from tests.portal.key_traffic import (
@@ -46,6 +47,9 @@ def urls(traffic: Traffic) -> list[tuple[str, dict[str, str]]]:
     key = traffic.key
     base = f"/portal/keys/{key.pk}"
     month = f"{timezone.now().astimezone(key.tenant.zone):%Y-%m}"
+    oldest = key.traces.order_by("created_at", "id").first()
+    assert oldest is not None
+    cursor = str(Cursor(at=oldest.created_at, trace_id=oldest.pk))
     htmx = {"HX-Request": "true"}
     embedded = {**htmx, "HX-Current-URL": f"http://testserver{base}/"}
     pages = [
@@ -61,6 +65,8 @@ def urls(traffic: Traffic) -> list[tuple[str, dict[str, str]]]:
         f"{base}/requests/?status=error",
         f"{base}/requests/?model=mock-gpt",
         f"{base}/requests/?status=bogus",
+        f"{base}/requests/?before={cursor}",
+        f"{base}/requests/?after={cursor}",
         f"{base}/statements/{month}/",
         f"{base}/statements/2024-01/",
     ]
