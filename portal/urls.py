@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from portal import sign_in_views
+from portal import key_reports, key_views, sign_in_views
 
 app_name = "portal"
 
@@ -13,4 +13,15 @@ urlpatterns = [
     path("code/", sign_in_views.code, name="code"),
     path("keys/bind/", sign_in_views.bind, name="bind"),
     path("sign-out/", sign_in_views.sign_out, name="sign-out"),
+    # A bound key's page and reports (portal/key_views.py, portal/key_reports.py).
+    path("keys/<int:key_id>/", key_views.key_page, name="key"),
+    path("keys/<int:key_id>/unbind/", key_views.key_unbind, name="key-unbind"),
+    path("keys/<int:key_id>/usage/", key_reports.key_usage_page, name="key-usage"),
+    path("keys/<int:key_id>/requests/", key_reports.key_requests_page, name="key-requests"),
+    path("keys/<int:key_id>/statements/", key_reports.key_statements, name="key-statements"),
+    path(
+        "keys/<int:key_id>/statements/<str:month>/",
+        key_reports.key_statement_page,
+        name="key-statement",
+    ),
 ]
