@@ -32,6 +32,7 @@ from portal.figures import ClientKeyFigures, client_key_figures
 from portal.key_reports import bound_key_page, month_text, shown_requests, usage_context
 from portal.key_selectors import client_requests, requests_page
 from portal.models import PortalBinding
+from portal.services import key_unbind as key_unbind_service
 from usage.windows import months_since
 
 # The latest requests the key's page lists (the requests page has them all).
@@ -156,9 +157,8 @@ def key_unbind(request: HttpRequest, binding: PortalBinding) -> HttpResponseBase
     key = binding.key
     if request.method == "GET":
         return render(request, "portal/keys/unbind.html", {"binding": binding, "key": key})
-    # This client's row only (binding_get found it through the client): the key, and every
-    # other address's binding of it, stay as they are.
-    PortalBinding.objects.filter(pk=binding.pk, client=page_client(request)).delete()
+    # This client's binding only: the key, and every other address's binding of it, stay.
+    key_unbind_service(client=page_client(request), key_id=key.pk)
     messages.success(
         request,
         f"Removed {key.label} from your keys. It still works; paste it again to add it back.",

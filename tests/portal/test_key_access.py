@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from accounts.models import Tenant
 from billing.models import ModelPrice
@@ -102,7 +103,7 @@ def test_the_pages_are_for_signed_in_clients_only(traffic):
     for url in every_url(traffic.key.pk):
         response = Client().get(url)
         assert response.status_code == 302, url
-        assert response["Location"] == "/portal/"
+        assert response["Location"] == "/portal/?" + urlencode({"next": url}), url
 
 
 def test_a_client_of_another_reseller_sees_that_key_and_nothing_else_of_it(
