@@ -34,7 +34,9 @@ def client_alerts_task() -> int:
     return len(client_alerts_check())
 
 
-class AlertSendTask(Task):  # type: ignore[misc]
+class AlertSendTask(Task):
+    """``client_alert_send_task``'s class: what its last failed try leaves behind."""
+
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
