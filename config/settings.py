@@ -265,6 +265,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.usage_rollup_task",
         "schedule": float(env_int("USAGE_ROLLUP_SECONDS", 60)),
     },
+    # The portal's client alerts: keys that crossed a client's alert, or are back below it.
+    "client-alerts": {
+        "task": "portal.tasks.client_alerts_task",
+        "schedule": float(env_int("CLIENT_ALERTS_SECONDS", 60)),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -430,6 +435,11 @@ PORTAL_CODES_PER_IP_PER_HOUR = env_int("PORTAL_CODES_PER_IP_PER_HOUR", 20)
 PORTAL_BINDS_PER_HOUR = env_int("PORTAL_BINDS_PER_HOUR", 20)
 # A portal session ends after this long without a request (and at sign-out).
 PORTAL_SESSION_IDLE_SECONDS = env_int("PORTAL_SESSION_IDLE_SECONDS", 12 * 3600)
+# Client alerts (emails when a bound key passes a share of its budget, or runs out) are
+# checked every CLIENT_ALERTS_SECONDS by Celery beat (CELERY_BEAT_SCHEDULE above).
+# The address of this server as its users reach it (scheme, host, port; no trailing
+# slash): emails sent outside a request (client alerts) link to it.
+PUBLIC_URL = env_str("PUBLIC_URL", "http://localhost:8000").rstrip("/")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from portal import key_reports, key_views, sign_in_views
+from portal import alerts_views, key_reports, key_views, sign_in_views
 
 app_name = "portal"
 
@@ -24,4 +24,5 @@ urlpatterns = [
         key_reports.key_statement_page,
         name="key-statement",
     ),
+    path("keys/<int:key_id>/alerts/", alerts_views.key_alerts, name="key-alerts"),
 ]
