@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
+from django.utils.http import urlencode
 
 from accounts.models import Tenant
 from accounts.services import IssuedToken
@@ -159,7 +160,7 @@ def test_a_visitor_not_signed_in_is_sent_to_sign_in(acme):
     key = prepaid_key(acme)
     for answer in (Client().get(url(key)), Client().post(url(key), {"alert_percent": "80"})):
         assert answer.status_code == 302
-        assert answer["Location"] == "/portal/"
+        assert answer["Location"] == "/portal/?" + urlencode({"next": url(key)})
 
 
 def test_a_key_without_a_budget_or_cap_says_no_alert_can_be_sent(acme):
