@@ -243,6 +243,17 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "emails"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tollgate <noreply@localhost>")
+# The mail server of EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend (Django's
+# settings, read from the environment): sign-in codes, alerts and account emails go there.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# Seconds before a mail server that does not answer counts as failed (a request sending a
+# sign-in code waits at most this long).
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 
 # Celery: a real broker with REDIS_URL; without it, tasks run in-process (development only).
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -106,7 +106,15 @@ class PortalBinding(models.Model):
                 name="portal_binding_alert_percent_range",
             ),
         ]
-        indexes = [models.Index(fields=["key"], name="portal_binding_key")]
+        indexes = [
+            models.Index(fields=["key"], name="portal_binding_key"),
+            # The alert check reads only the bindings with an alert on.
+            models.Index(
+                fields=["key", "id"],
+                condition=models.Q(alert_percent__isnull=False) | models.Q(alert_exhausted=True),
+                name="portal_binding_alerts_on",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.client} → key {self.key_id}"
