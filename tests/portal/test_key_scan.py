@@ -1,6 +1,6 @@
 """No response of a key's pages carries the reseller's side of the key.
 
-Every URL the key's pages serve (the page, each report as a page and as the htmx fragment,
+Every URL the key's pages serve (the client's list of keys, the page, its alerts, each report as a page and as the htmx fragment,
 every window, month, filter and page, every CSV, the 400 pages) is fetched for the worked
 example's key ($34.20 spent of $100 at a cost of $60) and scanned:
 
@@ -53,7 +53,9 @@ def urls(traffic: Traffic) -> list[tuple[str, dict[str, str]]]:
     htmx = {"HX-Request": "true"}
     embedded = {**htmx, "HX-Current-URL": f"http://testserver{base}/"}
     pages = [
+        "/portal/",
         f"{base}/",
+        f"{base}/alerts/",
         f"{base}/unbind/",
         f"{base}/usage/",
         f"{base}/usage/?window=7d",

@@ -108,6 +108,15 @@ def latest_code(outbox: Path, email: str) -> str:
     raise AssertionError(f"no code emailed to {email}")
 
 
+def traced(page: Page) -> None:
+    """Reload the key's page until its latest requests show the model called."""
+    deadline = time.monotonic() + 15
+    while "acme-model" not in page.locator("main").inner_text():
+        assert time.monotonic() < deadline, "the requests never reached the key's page"
+        time.sleep(0.5)
+        page.reload()
+
+
 @contextmanager
 def chromium_page(*, javascript: bool) -> Iterator[Page]:
     with sync_playwright() as playwright:
@@ -198,9 +207,13 @@ def test_a_client_signs_in_binds_the_key_and_follows_its_balance(
 
         spend_34_20(server.url, sold_key)
 
+        # The balance moves with each request; its traces reach the reports a moment
+        # later (the proxy writes them in batches).
         page.reload()
         expect(main).to_contain_text("$34.20")
         expect(main).to_contain_text("$65.80")
+        traced(page)
+        expect(page.locator("#key-recent-table tbody tr")).to_have_count(3)
         ann.shoot("key")
         page.goto(f"{server.url}/portal/")
         expect(main).to_contain_text("$65.80")
