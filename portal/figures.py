@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from keys.models import ClientKey
 from keys.selectors import key_figures
+from pages.templatetags.numbers import RUNWAY_SHOWN_DAYS, days_left
 from usage.selectors import RUNWAY_WINDOW_DAYS, key_runways
 
 # The share of a budget drawn on the bars: whole percents, never past 100.
@@ -55,6 +56,16 @@ class ClientKeyFigures:
     @property
     def runway_window_days(self) -> int:
         return RUNWAY_WINDOW_DAYS
+
+    @property
+    def runway_text(self) -> str | None:
+        """``runway_days`` as a person says it: "About 13 days", "Less than a day", "More
+        than a year"; None without a runway."""
+        days = self.runway_days
+        if days is None:
+            return None
+        text = days_left(days)
+        return f"About {text}" if 0 < days <= RUNWAY_SHOWN_DAYS else text
 
 
 def _used_percent(spent: int, budget: int | None) -> int | None:

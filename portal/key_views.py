@@ -19,7 +19,6 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponseBase, QueryDict
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -106,9 +105,7 @@ def runway_note(figures: ClientKeyFigures, now: datetime) -> str:
         resets_at = None if f.is_prepaid else _cap_resets_at(f.key, now)
         if resets_at is not None and now + timedelta(days=f.runway_days) >= resets_at:
             return f"At the last {window} days' pace ({usd(f.window_spent_nanos)} spent), the cap lasts until it starts again."
-        if f.runway_days == 0:
-            return f"Less than a day left {pace}."
-        return f"About {f.runway_days} day{pluralize(f.runway_days)} left {pace}."
+        return f"{f.runway_text} left {pace}."
     if f.window_spent_nanos:
         return f"{usd(f.window_spent_nanos)} spent in the last {window} days."
     return f"No spend in the last {window} days."

@@ -6,6 +6,7 @@ import pytest
 
 from billing.money import parse_usd
 from pages.templatetags.money import usd, usd_exact, usd_input
+from pages.templatetags.numbers import days_left
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,18 @@ def test_usd_exact_and_input() -> None:
     assert usd_input(parse_usd("0.0001")) == "0.0001"
     assert usd(None) == usd_exact(None) == "—"
     assert usd_input(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [
+        (None, "—"),
+        (0, "Less than a day"),
+        (1, "1 day"),
+        (365, "365 days"),
+        (366, "More than a year"),
+        (76_705, "More than a year"),
+    ],
+)
+def test_a_runway_reads_in_days_up_to_a_year(days: int | None, text: str) -> None:
+    assert days_left(days) == text

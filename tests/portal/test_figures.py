@@ -44,3 +44,33 @@ def test_a_prepaid_key_shows_its_client_budget_and_not_its_cost(
     # Nothing of the reseller's side is carried at all.
     names = [f.name for f in fields(ClientKeyFigures)]
     assert not [n for n in names if n.startswith(("cost", "profit", "margin", "ratio"))]
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [
+        (None, None),
+        (0, "Less than a day"),
+        (1, "About 1 day"),
+        (13, "About 13 days"),
+        (365, "About 365 days"),
+        (366, "More than a year"),
+        (76_705, "More than a year"),
+    ],
+)
+def test_a_runway_reads_as_a_person_says_it(days: int | None, text: str | None) -> None:
+    shown = ClientKeyFigures(
+        key=ClientKey(),
+        status="active",
+        reseller_name="Acme AI",
+        support_email="",
+        budget_nanos=None,
+        spent_nanos=0,
+        total_spent_nanos=0,
+        reserved_nanos=0,
+        remaining_nanos=None,
+        used_percent=None,
+        window_spent_nanos=0,
+        runway_days=days,
+    )
+    assert shown.runway_text == text
