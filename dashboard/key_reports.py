@@ -36,7 +36,8 @@ from billing.money import format_usd
 from billing.selectors import known_models
 from config.exports import csv_download, csv_stream
 from dashboard.access import page_key, page_tenant, reseller_page
-from dashboard.forms.key_reports import USAGE_WINDOWS, RequestFilterForm, UsageSpanForm
+from dashboard.forms.key_reports import RequestFilterForm
+from pages.forms import USAGE_WINDOWS, UsageSpanForm
 from usage.exports import (
     TRACE_TABLE,
     key_usage_table,

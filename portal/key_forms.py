@@ -16,67 +16,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django import forms
 
 from usage.models import ERROR_STATUSES, MODEL_MAX_LENGTH, Trace
-from usage.windows import MonthInvalid, Span, Window, month_parse, month_span, window_span
-
-# The windows the usage page offers.
-USAGE_WINDOWS = {
-    "7d": Window(label="7d", length=timedelta(days=7)),
-    "30d": Window(label="30d", length=timedelta(days=30)),
-    "90d": Window(label="90d", length=timedelta(days=90)),
-}
-DEFAULT_USAGE_WINDOW = "30d"
-
-
-class UsageSpanForm(forms.Form):
-    """``?window=7d|30d|90d`` (30 days by default) or ``?month=YYYY-MM`` (a calendar month
-    of the reseller's zone, which wins when both are given)."""
-
-    window = forms.ChoiceField(
-        choices=[(name, f"{window.length.days} days") for name, window in USAGE_WINDOWS.items()],
-        required=False,
-        error_messages={"invalid_choice": "Choose 7, 30 or 90 days."},
-    )
-    month = forms.CharField(required=False, max_length=7)
-
-    def __init__(self, data: Any, *, zone: ZoneInfo) -> None:
-        super().__init__(data)
-        self.zone = zone
-
-    def clean_month(self) -> tuple[int, int] | None:
-        text = self.cleaned_data["month"]
-        if not text:
-            return None
-        try:
-            return month_parse(text, zone=self.zone)
-        except MonthInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
-
-    def span(self) -> Span:
-        """The span asked for (a valid form's)."""
-        asked = self.cleaned_data
-        if asked.get("month"):
-            year, month = asked["month"]
-            return month_span(year=year, month=month, zone=self.zone)
-        return window_span(USAGE_WINDOWS[self.window_name or DEFAULT_USAGE_WINDOW], zone=self.zone)
-
-    @property
-    def window_name(self) -> str | None:
-        """The window shown (None when a month is)."""
-        asked = self.cleaned_data if self.is_valid() else {}
-        if asked.get("month"):
-            return None
-        return asked.get("window") or DEFAULT_USAGE_WINDOW
-
-    @property
-    def month_value(self) -> str:
-        asked = self.cleaned_data.get("month") if self.is_valid() else None
-        return f"{asked[0]:04d}-{asked[1]:02d}" if asked else ""
-
 
 # ------------------------------------------------------------------------------ requests
 

@@ -42,9 +42,10 @@ from billing.money import format_usd
 from config.exports import csv_download, csv_stream
 from keys.models import ClientKey
 from pages.charts import every_day
+from pages.forms import USAGE_WINDOWS, UsageSpanForm
 from portal.access import client_page, page_client
 from portal.exports import REQUEST_TABLE, request_row, usage_table
-from portal.key_forms import USAGE_WINDOWS, Cursor, Outcome, RequestFilterForm, UsageSpanForm
+from portal.key_forms import Cursor, Outcome, RequestFilterForm
 from portal.key_selectors import Row, client_requests, requests_after, requests_page
 from portal.models import PortalBinding
 from portal.selectors import binding_get

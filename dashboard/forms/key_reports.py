@@ -8,7 +8,7 @@ Times a person types (``datetime-local`` inputs) are read in the tenant's time z
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,65 +19,9 @@ from usage.models import MODEL_MAX_LENGTH, Trace
 from usage.windows import (
     MOMENT_YEARS,
     MomentInvalid,
-    MonthInvalid,
-    Span,
-    Window,
     moment_parse,
-    month_parse,
-    month_span,
     placed,
-    window_span,
 )
-
-# The windows the usage page offers; the API takes any from 1h to 366d.
-USAGE_WINDOWS = {
-    "7d": Window(label="7d", length=timedelta(days=7)),
-    "30d": Window(label="30d", length=timedelta(days=30)),
-    "90d": Window(label="90d", length=timedelta(days=90)),
-}
-DEFAULT_USAGE_WINDOW = "30d"
-
-
-class UsageSpanForm(forms.Form):
-    """``?window=7d|30d|90d`` (30 days by default) or ``?month=YYYY-MM`` (a calendar month
-    of the tenant's zone, which wins when both are given)."""
-
-    window = forms.ChoiceField(
-        choices=[(name, f"{window.length.days} days") for name, window in USAGE_WINDOWS.items()],
-        required=False,
-    )
-    month = forms.CharField(required=False, max_length=7)
-
-    def __init__(self, data: Any, *, zone: ZoneInfo) -> None:
-        super().__init__(data)
-        self.zone = zone
-
-    def clean_month(self) -> tuple[int, int] | None:
-        text = self.cleaned_data["month"]
-        if not text:
-            return None
-        try:
-            return month_parse(text, zone=self.zone)
-        except MonthInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
-
-    def span(self) -> Span:
-        """The span asked for; the default window where the query could not be read (the
-        form's errors say why)."""
-        asked = self.cleaned_data if self.is_valid() else {}
-        if asked.get("month"):
-            year, month = asked["month"]
-            return month_span(year=year, month=month, zone=self.zone)
-        window = USAGE_WINDOWS[asked.get("window") or DEFAULT_USAGE_WINDOW]
-        return window_span(window, zone=self.zone)
-
-    @property
-    def window_name(self) -> str | None:
-        """The window shown (None when a month is)."""
-        asked = self.cleaned_data if self.is_valid() else {}
-        if asked.get("month"):
-            return None
-        return asked.get("window") or DEFAULT_USAGE_WINDOW
 
 
 class MomentField(forms.CharField):
