@@ -288,6 +288,36 @@ def test_the_webhook_takes_only_post(web: Client, stripe_fake: StripeFake):
     assert web.get(WEBHOOK_PATH).status_code == 405
 
 
+def test_stripe_needs_no_csrf_token_or_session(stripe_fake: StripeFake, tenant):
+    top_up = open_top_up(tenant)
+    completed = event(COMPLETED, stripe_fake.complete(top_up.stripe_session_id))
+
+    response = deliver(Client(enforce_csrf_checks=True), completed)
+
+    assert response.status_code == 200
+    assert balance(tenant) == parse_usd("50")
+
+
+def test_while_the_secret_is_rolled_either_signature_is_taken(
+    stripe_fake: StripeFake, web: Client, tenant
+):
+    """Stripe signs with every secret of the endpoint while one is being rolled: a header
+    with an old signature and the current one is genuine."""
+    top_up = open_top_up(tenant)
+    body, header = signed(event(COMPLETED, stripe_fake.complete(top_up.stripe_session_id)))
+    old = signature(body, secret="whsec_old").split(",")[1]
+
+    response = web.post(
+        WEBHOOK_PATH,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=f"{header},{old}",
+    )
+
+    assert response.status_code == 200
+    assert balance(tenant) == parse_usd("50")
+
+
 # ----------------------------------------------------------- sessions that are not the row's
 
 
