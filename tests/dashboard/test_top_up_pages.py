@@ -203,3 +203,19 @@ def test_the_form_needs_its_csrf_token(stripe_fake: StripeFake, tenant):
     client = sign_in(tenant, enforce_csrf_checks=True)
     assert client.post(FORM, {"amount": "20"}).status_code == 403
     assert not TopUp.objects.exists()
+
+
+def test_an_expired_top_up_offers_to_try_again_with_its_amount(
+    stripe_fake: StripeFake, page: Client, tenant
+):
+    top_up = top_up_create(tenant=tenant, actor=None, amount_nanos=parse_usd("40"))
+    session = {**stripe_fake.session(top_up.stripe_session_id), "status": "expired"}
+    deliver(Client(), event("checkout.session.expired", session))
+
+    response = page.get(f"/dashboard/wallet/top-ups/{top_up.pk}/")
+
+    assert "Expired The checkout expired before it was paid; nothing was charged." in text(response)
+    assert f'href="{FORM}?amount=40.00" role="button">Try again</a>' in response.content.decode()
+    assert "hx-trigger" not in response.content.decode()
+    form = page.get(f"{FORM}?amount=40.00")
+    assert 'value="40.00"' in form.content.decode()
