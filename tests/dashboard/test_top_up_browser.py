@@ -178,7 +178,9 @@ def test_a_reseller_tops_up_by_card_and_sees_it_credited(
     page.get_by_label("Amount ($)").fill("50")
     expect(page.locator("#top-up-preview")).to_contain_text("You pay")
     preview = page.locator("#top-up-preview").inner_text()
-    assert re.search(r"To your wallet\s+\$50\.00\s+Card fee\s+\$1\.75\s+You pay\s+\$51\.75", preview)
+    assert re.search(
+        r"To your wallet\s+\$50\.00\s+Card fee\s+\$1\.75\s+You pay\s+\$51\.75", preview
+    )
     b.check("form")
 
     page.get_by_role("button", name="Top up").click()
@@ -190,7 +192,9 @@ def test_a_reseller_tops_up_by_card_and_sees_it_credited(
 
     assert webhook(server, stripe_fake_server, session_id).status_code == 200
     # htmx asks every 2 seconds: the page turns to credited by itself.
-    expect(status).to_contain_text("Your wallet was credited $50.00. It now holds $60.00.", timeout=10_000)
+    expect(status).to_contain_text(
+        "Your wallet was credited $50.00. It now holds $60.00.", timeout=10_000
+    )
     b.check("credited")
 
     page.get_by_role("link", name="Back to the wallet").click()
