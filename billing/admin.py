@@ -483,3 +483,7 @@ class ReservationAdmin(ReadOnlyAdmin):
     @admin.display(description="Charged client price (USD)")
     def charged_client_price(self, reservation: Reservation) -> str:
         return usd(reservation.charged_client_nanos)
+
+
+# Card top-ups and Stripe's events: a module of their own (this one is long enough).
+from billing import top_up_admin  # noqa: E402, F401 - registers TopUpAdmin, StripeEventAdmin

@@ -67,3 +67,47 @@ class UpstreamInvalid(BillingError):
 
 class PriceInvalid(BillingError):
     code = "invalid_price"
+
+
+# ------------------------------------------------------------------- card top-ups (Stripe)
+
+
+class TopUpsNotConfigured(BillingError):
+    """No ``STRIPE_SECRET_KEY``: card top-ups are off (the API answers 503)."""
+
+    code = "top_ups_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Card top-ups are not configured on this server; ask the operator to credit "
+            "your wallet."
+        )
+
+
+class TopUpInvalid(BillingError):
+    """An amount a card top-up cannot take (below the minimum, above the maximum, or not
+    whole cents). ``field`` names the input it belongs to."""
+
+    code = "invalid_amount"
+    field = "amount"
+
+
+class TopUpCheckoutFailed(BillingError):
+    """Stripe refused to open the Checkout Session, or did not answer (the API answers 502);
+    the top-up's row is left ``failed`` with Stripe's error."""
+
+    code = "stripe_error"
+
+
+class StripeEventRejected(BillingError):
+    """A webhook event names one of Tollgate's top-ups but disagrees with it (another
+    session, amount, currency or tenant): nothing is credited, and no retry can fix it."""
+
+    code = "stripe_event_rejected"
+
+
+class StripeWebhookRefused(BillingError):
+    """A webhook request that is not a genuine, recent Stripe event (no or a bad signature,
+    a stale timestamp, a body that is not an event), or no webhook secret configured."""
+
+    code = "webhook_refused"

@@ -1,4 +1,5 @@
-"""Wallets, the append-only ledger, upstreams, routes, versioned prices and reservations.
+"""Wallets, the append-only ledger, card top-ups and the Stripe events behind them,
+upstreams, routes, versioned prices and reservations.
 
 Invariants (checked by ``manage.py check_ledger``):
 * ``Wallet.balance_nanos == SUM(LedgerEntry.amount_nanos)`` for the wallet; the cached
@@ -8,6 +9,8 @@ Invariants (checked by ``manage.py check_ledger``):
 """
 
 from __future__ import annotations
+
+import uuid
 
 from django.db import models
 from django.db.models import Q
@@ -59,6 +62,12 @@ class LedgerEntry(models.Model):
 
     class Kind(models.TextChoices):
         TOP_UP = "top_up", "Top-up"
+        # A card top-up's fee (billing.top_ups): posted beside the card payment's full
+        # amount, so the ledger shows what the card paid and what the fee took.
+        TOP_UP_FEE = "top_up_fee", "Top-up fee"
+        # A card top-up taken back: refunded by the operator, or disputed by the cardholder.
+        TOP_UP_REFUND = "top_up_refund", "Top-up refund"
+        TOP_UP_DISPUTE = "top_up_dispute", "Top-up dispute"
         MANUAL_CREDIT = "manual_credit", "Manual credit"
         KEY_FUNDING = "key_funding", "Key funding"
         KEY_REFUND = "key_refund", "Key refund"
@@ -278,3 +287,144 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class TopUp(models.Model):
+    """A card top-up of a wallet through a Stripe Checkout Session (``billing.top_ups``).
+
+    Made ``pending`` before Stripe is called; the Checkout Session's id and URL are stored
+    once Stripe answers. Only a signed webhook of that very session, paid, for exactly
+    ``amount + fee`` in ``currency``, credits the wallet, once (``stripe_session_id`` is
+    unique and the ledger entry's idempotency key is derived from it). Refunds and disputes
+    take back what they can (see ``reversed_nanos``); the status stays ``credited``.
+    """
+
+    class Status(models.TextChoices):
+        # The row exists; the reseller has a Checkout Session to pay (or Stripe is being asked).
+        PENDING = "pending", "Pending"
+        # Paid: the wallet was credited ``amount_nanos`` (once).
+        CREDITED = "credited", "Credited"
+        # Stripe refused to open the session, or a delayed payment (bank debit) failed.
+        FAILED = "failed", "Failed"
+        # The Checkout Session expired unpaid (Stripe's default: after 24 hours).
+        EXPIRED = "expired", "Expired"
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="top_ups")
+    # What the wallet is credited; the card pays amount + fee.
+    amount_nanos = models.BigIntegerField()
+    fee_nanos = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, default="usd")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The Idempotency-Key of the Checkout Session's creation is "top-up-<id>-<this>": a
+    # retried create gets the same session, and two databases that share a Stripe account
+    # (staging and production) never reuse each other's keys.
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    stripe_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # Known once the session is completed; refunds and disputes name the payment intent.
+    stripe_payment_intent = models.CharField(max_length=255, blank=True, default="")
+    checkout_url = models.TextField(blank=True, default="")
+    # Cumulative, as Stripe reports them (a charge's amount_refunded; a dispute's amount).
+    refunded_nanos = models.BigIntegerField(default=0)
+    disputed_nanos = models.BigIntegerField(default=0)
+    # What refunds and disputes took back from the wallet (a positive sum of their debits).
+    # Never more than the wallet had available; the rest is ``shortfall_nanos``.
+    reversed_nanos = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    actor = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    credited_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-id"], name="top_up_tenant_recent"),
+            models.Index(
+                fields=["stripe_payment_intent"],
+                condition=~Q(stripe_payment_intent=""),
+                name="top_up_payment_intent",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount_nanos__gt=0) & Q(fee_nanos__gte=0),
+                name="top_up_amounts_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(reversed_nanos__gte=0)
+                & Q(reversed_nanos__lte=models.F("amount_nanos")),
+                name="top_up_reversal_within_credit",
+            ),
+            # Credited exactly when it has a credit time: the one transition that moves money.
+            models.CheckConstraint(
+                condition=Q(status="credited", credited_at__isnull=False)
+                | (~Q(status="credited") & Q(credited_at__isnull=True)),
+                name="top_up_credited_at_iff_credited",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.pk} ({self.status})"
+
+    @property
+    def total_nanos(self) -> int:
+        """What the card pays: the amount credited and the fee."""
+        return self.amount_nanos + self.fee_nanos
+
+    @property
+    def owed_nanos(self) -> int:
+        """What refunds and disputes should take back from the wallet: what Stripe gave
+        back or holds, up to the amount the top-up credited (a refunded fee is the
+        operator's, never the wallet's)."""
+        return min(self.refunded_nanos + self.disputed_nanos, self.amount_nanos)
+
+    @property
+    def shortfall_nanos(self) -> int:
+        """What a refund or dispute could not take back: the wallet no longer had it."""
+        return max(self.owed_nanos - self.reversed_nanos, 0)
+
+    @property
+    def checkout_key(self) -> str:
+        """The Idempotency-Key of this top-up's Checkout Session creation."""
+        return f"top-up-{self.pk}-{self.idempotency_key}"
+
+
+class StripeEvent(models.Model):
+    """A Stripe webhook event, stored (under Stripe's unique id) before it is handled, so a
+    redelivery is recognised, a failure stays visible with its error, and the operator can
+    run it again from the admin (``billing.stripe_webhooks``)."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        # A handler raised: ``error`` says why; Stripe's retries and the admin run it again.
+        FAILED = "failed", "Failed"
+        # Nothing to do: a type Tollgate does not handle, or an object that is not its own.
+        IGNORED = "ignored", "Ignored"
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    # Why the last attempt failed (the handler's error); emptied when an attempt succeeds.
+    error = models.TextField(blank=True, default="")
+    # What handling concluded ("credited top-up 12", "not a Tollgate session"…).
+    note = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    is_livemode = models.BooleanField(default=False)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["received_at"], condition=Q(status="failed"), name="stripe_event_failed"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

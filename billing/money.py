@@ -21,7 +21,10 @@ Design overview
   sends (the REST API, the operator's commands and admin forms): a plain decimal, exact,
   at most 9 decimal places; :func:`format_usd` writes it ("140.00", "0.000123456").
   Stripe and the sub-account API speak integer cents (:func:`cents_to_nanos`,
-  :func:`nanos_to_cents`).
+  :func:`nanos_to_cents`); an amount sent to Stripe must be whole cents
+  (:func:`whole_cents` refuses the rest instead of rounding it).
+* A card top-up's optional fee (:func:`top_up_fee_nanos`) is the one amount rounded to
+  the cent, not the nano-dollar, by the same half-up rule: the card is charged in cents.
 """
 
 from __future__ import annotations
@@ -147,6 +150,43 @@ def format_usd(nanos: int) -> str:
 
 def cents_to_nanos(cents: int) -> int:
     return int(cents) * NANOS_PER_CENT
+
+
+def whole_cents(nanos: int) -> int:
+    """Nano-dollars as whole cents, exactly (what Stripe charges); MoneyError for an amount
+    with a fraction of a cent, which is refused rather than rounded."""
+    cents, rest = divmod(nanos, NANOS_PER_CENT)
+    if rest:
+        raise MoneyError("must be a whole number of cents")
+    return cents
+
+
+# A percentage as an operator writes it: "2.9", "0", "12.5"; no sign, no exponent.
+PERCENT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_percent(text: str) -> Decimal:
+    """A percentage from 0 up to (not including) 100, exactly; MoneyError otherwise."""
+    if not PERCENT_TEXT.fullmatch(text.strip()):
+        raise MoneyError("not a percentage (digits and an optional point, e.g. 2.9)")
+    percent = Decimal(text.strip())
+    if percent >= 100:
+        raise MoneyError("a percentage must be below 100")
+    return percent
+
+
+def top_up_fee_nanos(amount_nanos: int, *, percent: Decimal, fixed_nanos: int) -> int:
+    """The fee on a card top-up of ``amount_nanos``: ``percent`` % of it, rounded once,
+    half up, to a whole cent (cards are charged in cents), plus ``fixed_nanos`` (whole
+    cents). Exact until that one rounding: the percentage is read as the fraction it is.
+
+    >>> top_up_fee_nanos(10 * NANOS_PER_USD, percent=Decimal("2.9"), fixed_nanos=30 * NANOS_PER_CENT)
+    590000000
+    """
+    whole_cents(fixed_nanos)
+    numerator, denominator = percent.as_integer_ratio()
+    cents = div_round_half_up(amount_nanos * numerator, denominator * 100 * NANOS_PER_CENT)
+    return cents * NANOS_PER_CENT + fixed_nanos
 
 
 def nanos_to_cents(nanos: int) -> int:

@@ -14,7 +14,15 @@ from django.db.models import F, QuerySet, Sum, Window
 from django.utils import timezone
 
 from accounts.models import Tenant
-from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
+from billing.models import (
+    LedgerEntry,
+    ModelPrice,
+    ModelRoute,
+    Reservation,
+    TopUp,
+    Upstream,
+    Wallet,
+)
 from billing.money import div_round_half_up, format_usd
 
 
@@ -39,6 +47,20 @@ def ledger_entries(
     if until is not None:
         entries = entries.filter(created_at__lt=until)
     return entries.select_related("client_key").order_by("-id")
+
+
+# ----------------------------------------------------------------------------- card top-ups
+
+
+def top_up_list(*, tenant: Tenant) -> QuerySet[TopUp]:
+    """The tenant's card top-ups, newest first."""
+    return TopUp.objects.filter(tenant=tenant).order_by("-id")
+
+
+def top_up_get(*, tenant: Tenant, top_up_id: int) -> TopUp:
+    """One of the tenant's top-ups; TopUp.DoesNotExist (a 404) for any other id, another
+    tenant's included."""
+    return TopUp.objects.get(tenant=tenant, pk=top_up_id)
 
 
 # ------------------------------------------------------------------------ the wallet's course
@@ -267,11 +289,16 @@ def ledger_audit() -> list[LedgerProblem]:
     * each entry's ``balance_after`` is the running sum of its wallet's entries in id order
       (ids are drawn while the wallet row is locked, so id order is posting order).
 
+    * each card top-up's entries (found by their ``stripe:<session id>`` idempotency keys)
+      are what its row says: the card's payment and the fee once if it is credited, none
+      otherwise, and refund and dispute debits adding up to what it took back, never more
+      than it owes.
+
     The keys' counters are audited by ``keys.selectors.key_ledger_audit``; ``check_ledger``
     runs both in one snapshot (``keys.selectors.books_audit``).
     """
     with ledger_snapshot():
-        return [*_audit_wallets(), *_audit_running_balances()]
+        return [*_audit_wallets(), *_audit_running_balances(), *_audit_top_ups()]
 
 
 def _audit_wallets() -> list[LedgerProblem]:
@@ -325,3 +352,54 @@ def _audit_running_balances() -> list[LedgerProblem]:
         )
         for pk, expected, after in wrong
     ]
+
+
+# The ledger entries a top-up posts, by kind: its idempotency keys start "stripe:<session>".
+TOP_UP_ENTRY_KINDS: dict[str, str] = {
+    LedgerEntry.Kind.TOP_UP: "credit",
+    LedgerEntry.Kind.TOP_UP_FEE: "fee",
+    LedgerEntry.Kind.TOP_UP_REFUND: "reversed",
+    LedgerEntry.Kind.TOP_UP_DISPUTE: "reversed",
+}
+
+
+def _audit_top_ups() -> list[LedgerProblem]:
+    posted: dict[str, dict[str, int]] = {}
+    for key, kind, amount in LedgerEntry.objects.filter(
+        kind__in=list(TOP_UP_ENTRY_KINDS), idempotency_key__startswith="stripe:"
+    ).values_list("idempotency_key", "kind", "amount_nanos"):
+        session = str(key).split(":")[1]
+        sums = posted.setdefault(session, {"credit": 0, "fee": 0, "reversed": 0})
+        sums[TOP_UP_ENTRY_KINDS[kind]] += amount
+    problems = []
+    for top_up in TopUp.objects.exclude(stripe_session_id=None).order_by("pk"):
+        sums = posted.get(str(top_up.stripe_session_id), {"credit": 0, "fee": 0, "reversed": 0})
+        credited = top_up.status == TopUp.Status.CREDITED
+        expected = {
+            "credit": top_up.total_nanos if credited else 0,
+            "fee": -top_up.fee_nanos if credited else 0,
+            "reversed": -top_up.reversed_nanos,
+        }
+        for part, what in (
+            ("credit", "the card payment posted"),
+            ("fee", "the fee posted"),
+            ("reversed", "what refunds and disputes took back"),
+        ):
+            if sums[part] != expected[part]:
+                problems.append(
+                    ledger_problem(
+                        f"top_up_{part}", "top_up", top_up.pk, expected[part], sums[part], what
+                    )
+                )
+        if top_up.reversed_nanos > top_up.owed_nanos:
+            problems.append(
+                ledger_problem(
+                    "top_up_reversed_owed",
+                    "top_up",
+                    top_up.pk,
+                    top_up.owed_nanos,
+                    top_up.reversed_nanos,
+                    "taken back (more than refunds and disputes owe)",
+                )
+            )
+    return problems

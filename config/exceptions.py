@@ -30,7 +30,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.exceptions import AccountError, TenantInvalid
-from billing.exceptions import BillingError, InsufficientFunds
+from billing.exceptions import (
+    BillingError,
+    InsufficientFunds,
+    TopUpCheckoutFailed,
+    TopUpInvalid,
+    TopUpsNotConfigured,
+)
 from billing.money import MoneyError
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from proxy.wire import error_wire
@@ -54,6 +60,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, InsufficientFunds):
         return Response(
             {"detail": str(exc), "code": exc.code}, status=status.HTTP_402_PAYMENT_REQUIRED
+        )
+    if isinstance(exc, TopUpInvalid):
+        return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, TopUpCheckoutFailed):
+        return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_502_BAD_GATEWAY)
+    if isinstance(exc, TopUpsNotConfigured):
+        return Response(
+            {"detail": str(exc), "code": exc.code}, status=status.HTTP_503_SERVICE_UNAVAILABLE
         )
     if isinstance(exc, ClientKeyStateConflict):
         return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_409_CONFLICT)

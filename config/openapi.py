@@ -186,6 +186,8 @@ ERROR_DESCRIPTIONS = {
     404: "Not found: no such id for this tenant (never 403), or a page past the last one.",
     409: "Not possible in the key's state (deleted, wallet-funded…): `{detail, code: conflict}`.",
     429: "Too many requests: the REST API's courtesy throttle.",
+    502: "Stripe refused or did not answer: `{detail, code: stripe_error}`; nothing charged.",
+    503: "Card top-ups are not configured on this server: `{detail, code: top_ups_not_configured}`.",
 }
 
 

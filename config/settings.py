@@ -452,6 +452,28 @@ PORTAL_SESSION_IDLE_SECONDS = env_int("PORTAL_SESSION_IDLE_SECONDS", 12 * 3600)
 # slash): emails sent outside a request (client alerts) link to it.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://localhost:8000").rstrip("/")
 
+# ---- Card top-ups through Stripe Checkout (billing.top_ups, billing.stripe_webhooks) ----
+# Without a secret key, card top-ups are off: the API answers 503 and the wallet page has no
+# "Top up" button. Without a webhook secret, the webhook refuses every event (400), so no
+# top-up is ever credited: both are needed.
+STRIPE_SECRET_KEY = env_secret("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_secret("STRIPE_WEBHOOK_SECRET")
+# Where the Stripe SDK sends its API calls (its default; a local fake of the API in tests).
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+# Where Stripe's hosted checkout pages live (a custom checkout domain, or the fake's): the
+# top-up form posts and is redirected there, which its Content-Security-Policy must allow.
+STRIPE_CHECKOUT_ORIGIN = env_str("STRIPE_CHECKOUT_ORIGIN", "https://checkout.stripe.com")
+# Seconds a call to Stripe may take (the SDK retries a failed one twice, same idempotency key).
+STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30)
+# A top-up's amount (what the wallet is credited) in USD, and the operator's optional fee on
+# it, paid on top by the card: TOP_UP_FEE_PERCENT % of the amount rounded half up to the
+# cent, plus TOP_UP_FEE_FIXED USD. Read by billing.top_ups.top_up_terms (a bad value is an
+# ImproperlyConfigured error at the first top-up).
+TOP_UP_MIN = env_str("TOP_UP_MIN", "5")
+TOP_UP_MAX = env_str("TOP_UP_MAX", "10000")
+TOP_UP_FEE_PERCENT = env_str("TOP_UP_FEE_PERCENT", "0")
+TOP_UP_FEE_FIXED = env_str("TOP_UP_FEE_FIXED", "0")
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and bool(DATABASE_URL))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

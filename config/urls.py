@@ -9,6 +9,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.views import stripe_webhook
 from dashboard.landing_views import landing
 from keys.urls import sub_account_urlpatterns as sub_accounts
 from usage.urls import sub_account_urlpatterns as sub_account_usage
@@ -48,6 +49,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     path("portal/", include("portal.urls")),
+    # Stripe's webhook (card top-ups): signed by Stripe, no session.
+    path("billing/stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("keys.urls")),
     path("api/v1/", include("billing.urls")),

@@ -26,10 +26,12 @@ from billing.exports import LEDGER_TABLE, ledger_pages, ledger_row
 from billing.models import LedgerEntry
 from billing.selectors import (
     ledger_entries,
+    top_up_list,
     wallet_daily_balances,
     wallet_for_tenant,
     wallet_runway,
 )
+from billing.stripe_api import is_configured as card_top_ups_configured
 from config.exports import CSV_CONTENT_TYPE, attachment, csv_stream
 from dashboard.access import page_tenant, reseller_page
 from dashboard.forms.money import EarningsRangeForm, LedgerFilterForm
@@ -60,6 +62,8 @@ EARNINGS_KEYS_SHOWN = 50
 # Ledger entries per page, and the days the balance chart shows when no range is asked.
 LEDGER_PAGE_SIZE = 50
 BALANCE_DEFAULT_DAYS = 90
+# The wallet page lists this many of the latest card top-ups (each links to its page).
+RECENT_TOP_UPS = 5
 
 
 def _results(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
@@ -140,7 +144,8 @@ def _day_bounds(
 def wallet(request: HttpRequest) -> HttpResponseBase:
     """The ledger (``billing.selectors.ledger_entries``, as ``GET /api/v1/wallet/ledger``)
     filtered by kind and local days, 50 entries a page, or all of them as CSV
-    (``?format=csv``); and the balance at the end of each day of the range."""
+    (``?format=csv``); the balance at the end of each day of the range; the latest card
+    top-ups and the "Top up" button (when Stripe is configured)."""
     tenant = page_tenant(request)
     zone = tenant.zone
     now = timezone.now()
@@ -188,6 +193,8 @@ def wallet(request: HttpRequest) -> HttpResponseBase:
             "balance_first": balances[0].day if balances else None,
             "balance_last": balances[-1].day if balances else None,
             "balance_chart": balance_chart(balances),
+            "can_top_up": card_top_ups_configured(),
+            "top_ups": list(top_up_list(tenant=tenant)[:RECENT_TOP_UPS]),
         },
     )
 

@@ -7,6 +7,7 @@ from dashboard import (
     money_views,
     security_views,
     settings_views,
+    top_up_views,
 )
 
 app_name = "dashboard"
@@ -55,6 +56,9 @@ urlpatterns = [
     path("keys/<int:key_id>/delete/", key_views.key_delete_page, name="key-delete"),
     # Money and settings: the wallet's ledger, earnings, API tokens, the account's settings.
     path("wallet/", money_views.wallet, name="wallet"),
+    # Card top-ups: the form (its preview, then Stripe), a top-up's page Stripe returns to.
+    path("wallet/top-up/", top_up_views.top_up_create_page, name="top-up"),
+    path("wallet/top-ups/<int:top_up_id>/", top_up_views.top_up_page, name="top-up-detail"),
     path("earnings/", money_views.earnings, name="earnings"),
     path("tokens/", settings_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", settings_views.token_revoke, name="token-revoke"),

@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.usefixtures("api_throttle_reset")
 
-# Under /api/ and the sub-account API: none of these is a route (a key id is a whole
-# number; /wallet/top-ups is not served by this build).
+# Under /api/ and the sub-account API: none of these is a route (a key or top-up id is a
+# whole number).
 REST_API_UNKNOWN = [
     ("get", "/api/v1/keys/-1"),
     ("get", "/api/v1/keys/abc"),
@@ -29,7 +29,7 @@ REST_API_UNKNOWN = [
     ("get", "/api/v1/keys/1/nope"),
     ("get", "/api/v1/key"),
     ("get", "/api/v1/keys/"),
-    ("post", "/api/v1/wallet/top-ups"),
+    ("get", "/api/v1/wallet/top-ups/abc"),
     ("get", "/api/v2/keys"),
     ("get", "/api/"),
     ("get", "/api"),

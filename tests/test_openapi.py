@@ -23,9 +23,12 @@ from rest_framework.test import APIClient
 from billing.money import Usage, parse_usd
 from billing.services import wallet_credit
 from keys.models import ClientKey
+from tests.billing.stripe_fake import stripe_fake, stripe_fake_server
 from tests.keys.factories import WalletKeyFactory
 from tests.metering import charge
 from tests.usage.factories import TraceFactory
+
+__all__ = ["stripe_fake", "stripe_fake_server"]  # fixtures: card top-ups against the fake Stripe
 
 SCHEMA_URL = "/api/v1/schema/"
 # The reference page over the schema (tests/test_api_docs.py): no operation of its own.
@@ -36,6 +39,8 @@ OPERATIONS = {
     "/api/v1/account": {"get", "patch"},
     "/api/v1/wallet": {"get"},
     "/api/v1/wallet/ledger": {"get"},
+    "/api/v1/wallet/top-ups": {"get", "post"},
+    "/api/v1/wallet/top-ups/{top_up_id}": {"get"},
     "/api/v1/keys": {"get", "post"},
     "/api/v1/keys/{key_id}": {"get", "patch", "delete"},
     "/api/v1/keys/{key_id}/top-up": {"post"},
@@ -413,6 +418,13 @@ def test_money_inputs_are_documented_as_decimal_strings(schema):
 # --------------------------------------------------------------- documented = answered
 
 
+def call_as(reseller: Any, schema: dict[str, Any]) -> Session:
+    """A Session with another reseller's token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {reseller[1].secret}")
+    return Session(schema, client)
+
+
 class Session:
     """Calls the API and checks each answer against what its operation documents."""
 
@@ -450,7 +462,7 @@ class Session:
 
 @pytest.mark.usefixtures("books_balance", "api_throttle_reset")
 def test_every_answer_has_exactly_the_documented_fields_and_types(
-    schema, api, tenant, outsider, upstream, price
+    schema, api, tenant, outsider, upstream, price, stripe_fake, settings
 ):
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("200"), reason="test funds")
     call = Session(schema, api)
@@ -528,6 +540,17 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     deleted = call("delete", "/api/v1/keys/{key_id}", 200, key_id=key_id)
     assert deleted["refunded"] != "0.00"
     call("get", "/api/v1/wallet/ledger", 200, query={"kind": "key_funding"})
+    # Card top-ups, against the fake Stripe (tests/billing/stripe_fake.py).
+    top_up = call("post", "/api/v1/wallet/top-ups", 201, {"amount": "20"})
+    call("get", "/api/v1/wallet/top-ups", 200)
+    call("get", "/api/v1/wallet/top-ups/{top_up_id}", 200, top_up_id=top_up["id"])
+    call("post", "/api/v1/wallet/top-ups", 400, {"amount": "1"})
+    stripe_fake.fail_next(400, "invalid_request_error", "No such price.")
+    call("post", "/api/v1/wallet/top-ups", 502, {"amount": "20"})
+    theirs = call_as(outsider, schema)("post", "/api/v1/wallet/top-ups", 201, {"amount": "9"})
+    call("get", "/api/v1/wallet/top-ups/{top_up_id}", 404, top_up_id=theirs["id"])
+    settings.STRIPE_SECRET_KEY = ""
+    call("post", "/api/v1/wallet/top-ups", 503, {"amount": "20"})
 
     # The errors, in their documented shapes.
     call("post", "/api/v1/keys", 400, {"label": "", "rpm": "many"})

@@ -38,8 +38,12 @@ from accounts.models import Tenant
 from accounts.services import IssuedToken
 from billing.money import parse_usd
 from billing.services import wallet_credit
+from billing.top_ups import top_up_create
 from keys.models import ClientKey
 from keys.services import key_create
+from tests.billing.stripe_fake import StripeFake, stripe_fake, stripe_fake_server
+
+__all__ = ["stripe_fake", "stripe_fake_server"]  # fixtures
 
 SCHEMA_URL = "/api/v1/schema/"
 # Per operation and generation phase: enough to meet every documented error of each
@@ -78,8 +82,11 @@ def keep_test_connection(db: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def reseller_with_keys(reseller: tuple[Tenant, IssuedToken]) -> dict[str, Any]:
-    """A funded reseller, its token, and one key of each kind for the paths with an id."""
+def reseller_with_keys(
+    reseller: tuple[Tenant, IssuedToken], stripe_fake: StripeFake
+) -> dict[str, Any]:
+    """A funded reseller, its token, one key of each kind and a card top-up for the paths
+    with an id. Card top-ups go to the local fake of Stripe's API (never the network)."""
     tenant, token = reseller
     wallet_credit(tenant=tenant, amount_nanos=parse_usd("1000"), reason="test funds")
     prepaid = key_create(
@@ -96,10 +103,12 @@ def reseller_with_keys(reseller: tuple[Tenant, IssuedToken]) -> dict[str, Any]:
         funding=ClientKey.Funding.WALLET,
         spend_cap_nanos=parse_usd("10"),
     ).key
+    top_up = top_up_create(tenant=tenant, actor=None, amount_nanos=parse_usd("20"))
     return {
         "tenant": tenant,
         "headers": {"Authorization": f"Bearer {token.secret}"},
         "ids": {"/api/v1/keys/": prepaid.pk, "/v1/sub-accounts/": sub_account.pk},
+        "top_up_id": top_up.pk,
     }
 
 
@@ -122,6 +131,9 @@ def test_generated_requests_get_documented_answers(
         # that are not (text, negative numbers) stay as generated: JSON 404s.
         ids = given["ids"]
         case.path_parameters["key_id"] = next(ids[p] for p in ids if case.path.startswith(p))
+    top_up_id = (case.path_parameters or {}).get("top_up_id")
+    if isinstance(top_up_id, int) and not isinstance(top_up_id, bool) and top_up_id >= 0:
+        case.path_parameters["top_up_id"] = given["top_up_id"]
     # The REST API's courtesy throttle would turn a long run into 429s.
     owner = given["tenant"].owner_id
     cache.delete(UserRateThrottle.cache_format % {"scope": "user", "ident": owner})

@@ -1,0 +1,241 @@
+"""Stripe webhooks: verified on the raw body, stored under the event's id, then handled
+through an explicit map of event types to the top-up services (``billing.top_ups``).
+
+Design overview
+---------------
+* **Verify** (:func:`stripe_webhook_verify`). Without ``STRIPE_WEBHOOK_SECRET`` every event
+  is refused, so nobody can credit a wallet by posting to the endpoint. Otherwise the SDK
+  (``stripe.WebhookSignature.verify_header``, the check ``stripe.Webhook.construct_event``
+  makes) checks the ``Stripe-Signature`` header
+  (``t=<timestamp>,v1=<HMAC-SHA256(secret, "<timestamp>.<raw body>")>``) on the raw body
+  and refuses a timestamp more than 300 seconds old (Stripe's default tolerance), so a
+  captured event cannot be replayed later.
+* **Store** (:func:`stripe_event_store`). One ``StripeEvent`` row per Stripe event id (a
+  unique column), written before anything is handled. A redelivery of an event already
+  processed or ignored answers 200 and does nothing; one that failed runs again.
+* **Dispatch** through :data:`HANDLERS`, ``{event type: handler}``; no signals. A type not in
+  the map is stored as ``ignored`` and answered 200. Checkout events are handled from the
+  session as Stripe's API reports it *now* (Stripe's fulfilment recipe), so a stale or
+  out-of-order event acts on the current state; charges and disputes from the event's
+  object, whose refund figures are cumulative.
+* **Outcome.** ``processed``, or ``ignored`` (a type or an object that is not Tollgate's), or
+  ``failed`` with the error on the row. A handler that raises ``StripeEventRejected`` (the
+  event names one of our top-ups but disagrees with it) answers 200: no retry can fix it,
+  and it is logged as an error for the operator. Any other failure (Stripe's API or the
+  database unreachable, a bug) answers **500**, as Stripe's guide asks of a delivery that
+  was not handled: Stripe then sends it again with backoff for up to three days, and each
+  delivery runs it again. The admin's "Reprocess" action runs failed (and ignored) events
+  again at any time (:func:`stripe_event_process`).
+
+Every handler is idempotent on its own (see ``billing.top_ups``), so the same event run
+twice, concurrently or not, or two events about the same session, move money once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import stripe
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from billing.exceptions import StripeEventRejected, StripeWebhookRefused
+from billing.models import StripeEvent, TopUp
+from billing.stripe_api import CheckoutSession, checkout_session_retrieve
+from billing.top_ups import (
+    Handled,
+    named_top_up_id,
+    top_up_dispute_record,
+    top_up_refund_record,
+    top_up_session_close,
+    top_up_session_settle,
+)
+
+logger = logging.getLogger(__name__)
+
+StripeObject = dict[str, Any]
+Handler = Callable[[StripeObject], Handled]
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+def _session_now(event_object: StripeObject) -> CheckoutSession | None:
+    """The event's Checkout Session as Stripe's API reports it now, or None when the event's
+    copy names no Tollgate top-up (a session of something else on the same account: no
+    call to Stripe for it)."""
+    session = CheckoutSession.from_stripe(event_object)
+    if named_top_up_id(session) is None:
+        return None
+    try:
+        return checkout_session_retrieve(session_id=session.id)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            raise StripeEventRejected(f"Stripe knows no session {session.id}.") from exc
+        raise
+
+
+def _session_paid(event_object: StripeObject) -> Handled:
+    """``checkout.session.completed`` and ``…async_payment_succeeded``: credit if paid."""
+    session = _session_now(event_object)
+    if session is None:
+        return Handled(None, f"session {event_object.get('id')} is not a Tollgate top-up")
+    return top_up_session_settle(session=session)
+
+
+def _session_expired(event_object: StripeObject) -> Handled:
+    return top_up_session_close(
+        session=CheckoutSession.from_stripe(event_object),
+        status=TopUp.Status.EXPIRED,
+        error="The checkout expired before it was paid.",
+    )
+
+
+def _session_payment_failed(event_object: StripeObject) -> Handled:
+    return top_up_session_close(
+        session=CheckoutSession.from_stripe(event_object),
+        status=TopUp.Status.FAILED,
+        error="The payment failed after checkout (a delayed method, such as a bank debit).",
+    )
+
+
+def _charge_refunded(event_object: StripeObject) -> Handled:
+    return top_up_refund_record(
+        payment_intent=str(event_object.get("payment_intent") or ""),
+        refunded_cents=int(event_object["amount_refunded"]),
+        currency=str(event_object["currency"]),
+        reference=str(event_object["id"]),
+    )
+
+
+def _dispute_created(event_object: StripeObject) -> Handled:
+    return top_up_dispute_record(
+        payment_intent=str(event_object.get("payment_intent") or ""),
+        disputed_cents=int(event_object["amount"]),
+        currency=str(event_object["currency"]),
+        reference=str(event_object["id"]),
+    )
+
+
+# The events to subscribe the endpoint to (README), and what each does.
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _session_paid,
+    "checkout.session.async_payment_succeeded": _session_paid,
+    "checkout.session.async_payment_failed": _session_payment_failed,
+    "checkout.session.expired": _session_expired,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_created,
+}
+
+
+# ------------------------------------------------------------------------ receive an event
+
+
+def stripe_webhook_verify(*, payload: bytes, signature: str | None) -> StripeObject:
+    """The event in ``payload`` if ``signature`` is Stripe's for it, recent, under
+    ``STRIPE_WEBHOOK_SECRET``; StripeWebhookRefused otherwise (and always, with no secret)."""
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if not secret:
+        raise StripeWebhookRefused(
+            "STRIPE_WEBHOOK_SECRET is not set: every Stripe event is refused."
+        )
+    try:
+        # The check stripe.Webhook.construct_event makes, without building the SDK's Event
+        # object: the raw JSON is what is stored and dispatched (and construct_event fails
+        # with an AttributeError on a signed body that is JSON but not an object).
+        stripe.WebhookSignature.verify_header(
+            payload, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE
+        )
+        event = orjson.loads(payload)
+    except stripe.SignatureVerificationError as exc:
+        raise StripeWebhookRefused(f"Signature refused: {exc.user_message or exc}") from exc
+    except ValueError as exc:  # not UTF-8 (before the check), or not JSON though signed
+        raise StripeWebhookRefused("The body is not a JSON event.") from exc
+    if not (
+        isinstance(event, dict)
+        and event.get("object") == "event"
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance((event.get("data") or {}).get("object"), dict)
+    ):
+        raise StripeWebhookRefused("The body is not a Stripe event.")
+    return event
+
+
+def stripe_event_store(*, event: StripeObject) -> StripeEvent:
+    """The event's row, made on its first delivery (a unique event id: a redelivery, even
+    one racing the first, finds the first's row)."""
+    row, _ = StripeEvent.objects.get_or_create(
+        event_id=event["id"],
+        defaults={
+            "type": event["type"][:100],
+            "payload": event,
+            "is_livemode": bool(event.get("livemode")),
+        },
+    )
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What became of a delivery: the event's row, and whether Stripe should send it again
+    (the webhook's 500)."""
+
+    event: StripeEvent
+    is_retry_wanted: bool = False
+
+
+def stripe_webhook_receive(*, payload: bytes, signature: str | None) -> Received:
+    """A webhook delivery: verify, store, handle (unless it was handled before)."""
+    event = stripe_event_store(event=stripe_webhook_verify(payload=payload, signature=signature))
+    if event.status in (StripeEvent.Status.PROCESSED, StripeEvent.Status.IGNORED):
+        return Received(event)
+    return stripe_event_process(event=event)
+
+
+def stripe_event_process(*, event: StripeEvent) -> Received:
+    """Handle a stored event through :data:`HANDLERS` and record the outcome on its row
+    (the webhook, and the admin's "Reprocess")."""
+    StripeEvent.objects.filter(pk=event.pk).update(attempts=F("attempts") + 1)
+    handler = HANDLERS.get(event.type)
+    if handler is None:
+        return Received(
+            _finish(event, StripeEvent.Status.IGNORED, note="not a type Tollgate handles")
+        )
+    try:
+        handled = handler(event.payload["data"]["object"])
+    except StripeEventRejected as exc:
+        logger.error("Stripe event %s (%s) rejected: %s", event.event_id, event.type, exc)
+        return Received(_finish(event, StripeEvent.Status.FAILED, error=str(exc)))
+    except Exception as exc:  # noqa: BLE001 - any failure stays on the row; Stripe retries
+        logger.exception("Stripe event %s (%s) failed", event.event_id, event.type)
+        error = f"{type(exc).__name__}: {exc}"
+        return Received(_finish(event, StripeEvent.Status.FAILED, error=error), True)
+    status = StripeEvent.Status.IGNORED if handled.top_up is None else StripeEvent.Status.PROCESSED
+    return Received(_finish(event, status, note=handled.note))
+
+
+def _finish(event: StripeEvent, status: str, *, note: str = "", error: str = "") -> StripeEvent:
+    rows = StripeEvent.objects.filter(pk=event.pk)
+    if status == StripeEvent.Status.FAILED:
+        # A delivery racing this one that succeeded has the last word.
+        rows.exclude(status=StripeEvent.Status.PROCESSED).update(status=status, error=error[:5000])
+    else:
+        rows.update(status=status, note=note[:500], error="", processed_at=timezone.now())
+    event.refresh_from_db()
+    return event
+
+
+def stripe_events_reprocess(*, events: Iterable[StripeEvent]) -> list[Received]:
+    """Run again the events that are not processed (failed, ignored, or left ``received``
+    by a crash); processed ones are skipped."""
+    return [
+        stripe_event_process(event=event)
+        for event in events
+        if event.status != StripeEvent.Status.PROCESSED
+    ]

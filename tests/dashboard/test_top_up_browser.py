@@ -1,0 +1,233 @@
+"""A card top-up in a real browser (Debian's Chromium, headless) against the real server,
+which talks to the fake Stripe (tests/billing/stripe_fake.py) over HTTP.
+
+The reseller clicks "Top up" on the wallet page, sees the fee and the total, submits, lands
+on the fake's checkout page (the server's form posts through to it: its
+Content-Security-Policy must allow that), pays, comes back to the top-up's page, which says
+pending; a signed webhook is posted to the server, and the page turns to credited by itself
+(htmx) or on "Reload" (without JavaScript). Any CSP violation fails the test; each of our
+pages is photographed at 1280 and 390 px into var/screenshots/, and at 390 px nothing may
+scroll sideways.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+from accounts.models import Tenant
+from accounts.services import user_password_ensure
+from billing.money import parse_usd
+from billing.services import wallet_credit
+from tests.billing.stripe_fake import (
+    SECRET_KEY,
+    WEBHOOK_PATH,
+    WEBHOOK_SECRET,
+    StripeFake,
+    event,
+    signed,
+    stripe_fake_server,
+)
+from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
+from tests.proxy.conftest import ProxyServer, start_proxy_server
+
+__all__ = ["start_proxy_server", "stripe_fake_server"]  # fixtures
+
+EMAIL = "alice@example.com"
+PASSWORD = "correct-horse-battery-9"
+
+pytestmark = [needs_chromium, pytest.mark.usefixtures("books_balance")]
+
+WIDEST = """
+Array.from(document.querySelectorAll("body *"))
+  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .filter((el) => !el.closest(".table-wrap"))
+  .slice(0, 5)
+  .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(
+    start_proxy_server: Callable[..., ProxyServer], stripe_fake_server: StripeFake
+) -> ProxyServer:
+    call_command("collectstatic", "--noinput", verbosity=0, stdout=io.StringIO())
+    return start_proxy_server(
+        STRIPE_SECRET_KEY=SECRET_KEY,
+        STRIPE_API_BASE=stripe_fake_server.url,
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_CHECKOUT_ORIGIN=stripe_fake_server.url,
+        TOP_UP_FEE_PERCENT="2.9",
+        TOP_UP_FEE_FIXED="0.30",
+    )
+
+
+@pytest.fixture
+def reseller_tenant(transactional_db: None, reseller: Any) -> Tenant:
+    """Made before the browser starts (Playwright's sync API runs an event loop in this
+    thread, where Django refuses database calls)."""
+    tenant = reseller[0]
+    user_password_ensure(user=tenant.owner, password=PASSWORD)
+    wallet_credit(tenant=tenant, amount_nanos=parse_usd("10"), reason="opening credit")
+    return tenant
+
+
+@dataclass
+class Browser:
+    context: BrowserContext
+    page: Page
+    console: list[str]
+    server: ProxyServer
+    tag: str
+
+    def violations(self) -> list[str]:
+        try:
+            found = list(self.page.evaluate("window.__violations || []"))
+        except Exception:  # noqa: BLE001 - JavaScript is off: the console still reports
+            found = []
+        return found + [text for text in self.console if "Content Security Policy" in text]
+
+    def check(self, name: str) -> None:
+        """One of our pages: no CSP violation; photographed at 1280 px and at 390 px, where
+        nothing may scroll sideways."""
+        assert self.page.url.startswith(self.server.url), self.page.url
+        assert self.violations() == [], (name, self.violations())
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page = self.page
+        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-1280.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(150)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (name, width, page.evaluate(WIDEST))
+        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-390.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
+
+    def sign_in(self) -> None:
+        self.page.goto(f"{self.server.url}/dashboard/")
+        self.page.fill("input[type=email]", EMAIL)
+        self.page.fill("input[type=password]", PASSWORD)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url(f"{self.server.url}/dashboard/")
+
+
+@pytest.fixture
+def browser(server: ProxyServer) -> Iterator[Callable[..., Browser]]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+
+        def open_browser(*, javascript: bool) -> Browser:
+            context = chromium.new_context(viewport=DESKTOP, java_script_enabled=javascript)
+            context.add_init_script(RECORD_VIOLATIONS)
+            page = context.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            tag = "top-up" if javascript else "top-up-nojs"
+            return Browser(context=context, page=page, console=console, server=server, tag=tag)
+
+        yield open_browser
+        chromium.close()
+
+
+def webhook(server: ProxyServer, fake: StripeFake, session_id: str) -> httpx.Response:
+    """Stripe telling the server the session completed, signed as Stripe signs it."""
+    body, header = signed(event("checkout.session.completed", fake.session(session_id)))
+    return httpx.post(
+        f"{server.url}{WEBHOOK_PATH}",
+        content=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+def pay_at_the_fake(b: Browser, fake: StripeFake) -> str:
+    """On the fake's checkout page: pay, and come back. Returns the session id."""
+    page = b.page
+    page.wait_for_url(f"{fake.url}/c/pay/cs_test_*")
+    session_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#amount")).to_have_text("Pay $51.75")
+    page.get_by_role("button", name="Pay").click()
+    page.wait_for_url(re.compile(rf"{re.escape(b.server.url)}/dashboard/wallet/top-ups/\d+/$"))
+    return session_id
+
+
+def test_a_reseller_tops_up_by_card_and_sees_it_credited(
+    reseller_tenant: Tenant,
+    browser: Callable[..., Browser],
+    server: ProxyServer,
+    stripe_fake_server: StripeFake,
+) -> None:
+    b = browser(javascript=True)
+    page = b.page
+    b.sign_in()
+
+    page.get_by_role("navigation").get_by_role("link", name="Wallet", exact=True).click()
+    page.wait_for_url(f"{server.url}/dashboard/wallet/")
+    page.get_by_role("button", name="Top up").click()
+    page.wait_for_url(f"{server.url}/dashboard/wallet/top-up/")
+    assert "card fee: 2.9 % + $0.30" in page.locator("article").inner_text()
+
+    # The fee and the total follow the typing (htmx), before anything is paid.
+    page.get_by_label("Amount ($)").fill("50")
+    expect(page.locator("#top-up-preview")).to_contain_text("You pay")
+    preview = page.locator("#top-up-preview").inner_text()
+    assert re.search(
+        r"To your wallet\s+\$50\.00\s+Card fee\s+\$1\.75\s+You pay\s+\$51\.75", preview
+    )
+    b.check("form")
+
+    page.get_by_role("button", name="Top up").click()
+    session_id = pay_at_the_fake(b, stripe_fake_server)
+
+    status = page.locator("#top-up-status")
+    expect(status).to_contain_text("Waiting for Stripe to confirm the payment.")
+    b.check("pending")
+
+    assert webhook(server, stripe_fake_server, session_id).status_code == 200
+    # htmx asks every 2 seconds: the page turns to credited by itself.
+    expect(status).to_contain_text(
+        "Your wallet was credited $50.00. It now holds $60.00.", timeout=10_000
+    )
+    b.check("credited")
+
+    page.get_by_role("link", name="Back to the wallet").click()
+    page.wait_for_url(f"{server.url}/dashboard/wallet/")
+    assert "$60.00" in page.locator(".stats").inner_text()
+    assert "Credited" in page.locator("table.top-ups").inner_text()
+    b.check("wallet")
+    b.context.close()
+
+
+def test_without_javascript_the_preview_then_the_reload_link(
+    reseller_tenant: Tenant,
+    browser: Callable[..., Browser],
+    server: ProxyServer,
+    stripe_fake_server: StripeFake,
+) -> None:
+    b = browser(javascript=False)
+    page = b.page
+    b.sign_in()
+    page.goto(f"{server.url}/dashboard/wallet/top-up/")
+
+    page.get_by_label("Amount ($)").fill("50")
+    page.get_by_role("button", name="Top up").click()  # the preview
+    preview = page.locator("#top-up-preview").inner_text()
+    assert re.search(r"You pay\s+\$51\.75", preview)
+    b.check("preview")
+    page.get_by_role("button", name="Top up").click()  # confirmed: off to Stripe
+    session_id = pay_at_the_fake(b, stripe_fake_server)
+
+    assert "Waiting for Stripe" in page.locator("#top-up-status").inner_text()
+    b.check("pending")
+    assert webhook(server, stripe_fake_server, session_id).status_code == 200
+    page.get_by_role("link", name="Reload").click()
+    expect(page.locator("#top-up-status")).to_contain_text("Your wallet was credited $50.00.")
+    b.check("credited")
+    b.context.close()
