@@ -5,8 +5,8 @@ beat runs it, and a local HTTP receiver standing in for a reseller's webhook end
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import hmac
+import ipaddress
 import json
 import socket
 import threading
@@ -117,7 +117,7 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]
     state.url = f"http://127.0.0.1:{state.port}/hooks/tollgate"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state
@@ -145,7 +145,9 @@ def resolving(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> list[st
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         address = names[host]
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sockaddr: tuple[Any, ...] = (address, port or 0, 0, 0) if ":" in address else (address, port or 0)
+        sockaddr: tuple[Any, ...] = (
+            (address, port or 0, 0, 0) if ":" in address else (address, port or 0)
+        )
         return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

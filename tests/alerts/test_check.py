@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("tasks_in_process")
 
 
 def subjects() -> list[str]:
-    return [message.subject for message in mail.outbox]
+    return [str(message.subject) for message in mail.outbox]
 
 
 # ------------------------------------------------------------------- once per crossing
@@ -100,8 +100,9 @@ def test_the_email_speaks_in_the_resellers_terms_and_links_the_dashboard(
     assert "Your cost so far: $51.00" in body  # the reseller's own figure
     assert f"{PUBLIC_URL}/dashboard/keys/{key.pk}/" in body
     assert f"{PUBLIC_URL}/dashboard/settings/#alerts" in body
-    ((html, mimetype),) = message.alternatives  # type: ignore[attr-defined]
-    assert mimetype == "text/html" and "$85.00" in html
+    assert isinstance(message, mail.EmailMultiAlternatives)
+    ((html, mimetype),) = message.alternatives
+    assert mimetype == "text/html" and "$85.00" in str(html)
     assert message.extra_headers["X-Tollgate-Event-Id"].startswith("evt_")
 
 
@@ -152,9 +153,7 @@ def test_a_raised_cap_rearms_a_wallet_funded_keys_alert(
     assert subjects() == ["Key “Client W” has used 80 % of its spend cap for this month"]
     assert event.data["limit_kind"] == "spend_cap"
 
-    key_update(
-        tenant=acme, actor=None, key_id=key.pk, changes={"spend_cap": parse_usd("100")}
-    )
+    key_update(tenant=acme, actor=None, key_id=key.pk, changes={"spend_cap": parse_usd("100")})
     assert check(django_capture_on_commit_callbacks) == []
     assert key_states(key) == {80: False}
 
