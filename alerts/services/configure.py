@@ -88,9 +88,10 @@ def thresholds_validate(value: object, *, field: str) -> list[int]:
     return sorted(value)
 
 
-def _validated(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``changes`` (the API's names) as model fields, every value checked: the webhook
-    URL's host is resolved here, before any row is locked."""
+def _validated(changes: Mapping[str, Any], *, current_url: str) -> dict[str, Any]:
+    """``changes`` (the API's names) as model fields, every value checked: a new webhook
+    URL's host is resolved here, before any row is locked (the URL saved already is not
+    looked up again: every delivery checks it)."""
     unknown = sorted(set(changes) - SETTINGS_FIELDS)
     if unknown:
         raise AlertSettingsInvalid(unknown[0], "This field cannot be changed.")
@@ -134,7 +135,7 @@ def _validated(changes: Mapping[str, Any]) -> dict[str, Any]:
         fields["email_to"] = address
     if "webhook_url" in changes:
         url = changes["webhook_url"] or ""
-        fields["webhook_url"] = webhook_url_check(url) if url else ""
+        fields["webhook_url"] = webhook_url_check(url) if url and url != current_url else url
     return fields
 
 
@@ -160,11 +161,12 @@ def alert_settings_update(
     names them; money in nano-dollars) change. Every value is checked before anything is
     written, so a bad one raises AlertSettingsInvalid naming it and changes nothing.
 
-    A webhook URL is checked by ``alerts.webhooks`` (https, public addresses only; its
+    A new webhook URL is checked by ``alerts.webhooks`` (https, public addresses only; its
     host resolved). The first URL set makes the signing secret, returned this once.
     Changing a threshold does not re-send an alert already claimed; a new one is armed.
     """
-    fields = _validated(changes)
+    current = AlertSettings.objects.filter(tenant=tenant).values_list("webhook_url", flat=True)
+    fields = _validated(changes, current_url=current.first() or "")
     with transaction.atomic():
         row = _settings_locked(tenant)
         new_secret = None
