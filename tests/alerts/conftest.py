@@ -105,7 +105,12 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             state.requests.append(
-                {"path": self.path, "headers": dict(self.headers.items()), "body": body}
+                {
+                    "path": self.path,
+                    "headers": dict(self.headers.items()),
+                    "body": body,
+                    "at": time.monotonic(),
+                }
             )
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
