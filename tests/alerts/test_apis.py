@@ -236,3 +236,18 @@ def test_the_delivery_log_lists_the_tenants_own_newest_first(api, outsider_api, 
     assert api.get(DELIVERIES, {"status": "lost"}).status_code == 400
     assert api.get(DELIVERIES, {"page": 2}).status_code == 404
     assert outsider_api.get(DELIVERIES).json()["count"] == 1
+
+
+def test_the_saved_webhook_url_is_not_looked_up_again_when_other_settings_change(api, monkeypatch):
+    resolving(monkeypatch, {"hooks.example.com": "93.184.216.34"})
+    url = "https://hooks.example.com/in"
+    assert patch(api, SETTINGS, {"webhook_url": url}).status_code == 200
+    looked_up = resolving(monkeypatch, {})  # the name server is down now
+
+    # The form sends every field back, the URL unchanged: saved (every try checks it).
+    response = patch(api, SETTINGS, {"webhook_url": url, "wallet_runway_days_below": 2})
+    assert response.status_code == 200
+    assert looked_up == []
+    # A new URL is looked up, and refused when it does not resolve.
+    assert patch(api, SETTINGS, {"webhook_url": url + "/v2"}).status_code == 400
+    assert looked_up == ["hooks.example.com"]

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from alerts.models import AlertDelivery, AlertEvent, AlertKind, AlertState
@@ -326,6 +327,28 @@ def test_a_suspended_reseller_and_other_tenants_are_left_alone(
     outsider[0].save()
     assert check(django_capture_on_commit_callbacks) == []
     assert key_states(theirs) == {}
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_the_check_costs_the_same_queries_however_many_keys(make_reseller, price):
+    tenants = [acme_reseller(make_reseller)] + [make_reseller(balance="500")[0] for _ in range(2)]
+    for tenant in tenants:
+        alert_settings_update(
+            tenant=tenant,
+            actor=None,
+            changes={"wallet_balance_below": parse_usd("1"), "wallet_runway_days_below": 1},
+        )
+
+    def queries_with(keys_each: int) -> int:
+        for tenant in tenants:
+            for _ in range(keys_each):
+                spend(prepaid_key(tenant, budget="10", cost="1"), price, "1")  # 10 %
+        with CaptureQueriesContext(connection) as queries:
+            assert alerts_check() == []
+        return len(queries)
+
+    # Tenants, states, settings, overrides, keys, wallets, one runway per wallet watched.
+    assert queries_with(1) == queries_with(5) <= 5 + 1 + len(tenants)
 
 
 def test_the_beat_schedule_runs_the_check(settings):
