@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.exceptions import AccountError, TenantInvalid
+from alerts.exceptions import AlertSettingsInvalid, KeyAlertsConflict
 from billing.exceptions import (
     BillingError,
     InsufficientFunds,
@@ -51,7 +52,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
         )
-    if isinstance(exc, ClientKeyInvalid | TenantInvalid):
+    if isinstance(exc, ClientKeyInvalid | TenantInvalid | AlertSettingsInvalid):
         return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, MoneyError):
         return Response(
@@ -69,7 +70,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": str(exc), "code": exc.code}, status=status.HTTP_503_SERVICE_UNAVAILABLE
         )
-    if isinstance(exc, ClientKeyStateConflict):
+    if isinstance(exc, ClientKeyStateConflict | KeyAlertsConflict):
         return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, BillingError | AccountError):
         return Response(

@@ -99,3 +99,17 @@ class StrictIntegerField(serializers.IntegerField):
         if not isinstance(data, int) or isinstance(data, bool):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true or false, only as JSON booleans (DRF's own also takes ``"yes"``, ``1``, ``"on"``)."""
+
+    default_error_messages = {
+        **serializers.BooleanField.default_error_messages,
+        "invalid": "Must be true or false, as a JSON boolean.",
+    }
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data

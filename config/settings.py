@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "usage",
     "proxy",
     "pages",
+    "alerts",
     "portal",
     "dashboard",
     "demo",
@@ -281,6 +282,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.tasks.client_alerts_task",
         "schedule": float(env_int("CLIENT_ALERTS_SECONDS", 60)),
     },
+    # The resellers' alerts: keys past a share of their budget or cap, wallets running low;
+    # deliveries whose task was lost are sent again.
+    "alerts": {
+        "task": "alerts.tasks.alerts_check_task",
+        "schedule": float(env_int("ALERTS_CHECK_SECONDS", 60)),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -448,8 +455,19 @@ PORTAL_BINDS_PER_HOUR = env_int("PORTAL_BINDS_PER_HOUR", 20)
 PORTAL_SESSION_IDLE_SECONDS = env_int("PORTAL_SESSION_IDLE_SECONDS", 12 * 3600)
 # Client alerts (emails when a bound key passes a share of its budget, or runs out) are
 # checked every CLIENT_ALERTS_SECONDS by Celery beat (CELERY_BEAT_SCHEDULE above).
+# ---- The resellers' alerts (alerts app), checked every ALERTS_CHECK_SECONDS (beat) ----
+# A webhook URL must be https and reach only public addresses; this lifts both rules, for
+# development and tests only (a receiver on 127.0.0.1).
+ALERT_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERT_WEBHOOK_ALLOW_PRIVATE", False)
+# Seconds a webhook's receiver has to connect and answer before the try counts as failed.
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5)
+# A failed delivery is tried again this many times, after about 1, 2, 4 … × the backoff
+# (each wait drawn between half and all of it, at most the max); then it is failed.
+ALERT_DELIVERY_MAX_RETRIES = env_int("ALERT_DELIVERY_MAX_RETRIES", 5)
+ALERT_DELIVERY_BACKOFF_SECONDS = env_int("ALERT_DELIVERY_BACKOFF_SECONDS", 60)
+ALERT_DELIVERY_BACKOFF_MAX_SECONDS = env_int("ALERT_DELIVERY_BACKOFF_MAX_SECONDS", 3600)
 # The address of this server as its users reach it (scheme, host, port; no trailing
-# slash): emails sent outside a request (client alerts) link to it.
+# slash): emails sent outside a request (client and reseller alerts) link to it.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://localhost:8000").rstrip("/")
 
 # ---- Card top-ups through Stripe Checkout (billing.top_ups, billing.stripe_webhooks) ----

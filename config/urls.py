@@ -55,6 +55,7 @@ urlpatterns = [
     path("api/v1/", include("keys.urls")),
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("usage.urls")),
+    path("api/v1/", include("alerts.urls")),
     # The sub-account API: /v1/ paths the proxy's ASGI router does not take (proxy.asgi).
     path("v1/", include(sub_accounts)),
     path("v1/", include(sub_account_usage)),

@@ -35,9 +35,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from alerts.selectors import key_alerts_get
 from billing.exceptions import InsufficientFunds
 from dashboard.access import page_actor, page_key, page_tenant, reseller_page
 from dashboard.confirmation import preview_confirmed, preview_token
+from dashboard.forms.alerts import KeyAlertsForm
 from dashboard.forms.keys import KeyCreateForm, KeyFilterForm, KeyLimitsForm, KeyTopUpForm
 from keys.exceptions import ClientKeyInvalid, ClientKeyStateConflict
 from keys.models import ClientKey
@@ -280,6 +282,9 @@ def key_page(request: HttpRequest, key: ClientKey) -> HttpResponse:
         "top_up_form": KeyTopUpForm(),
         "statement_month": _statement_month(request),
     }
+    key_alerts = key_alerts_get(tenant=tenant, key=key)
+    context["key_alerts"] = key_alerts
+    context["key_alerts_form"] = KeyAlertsForm.for_key(key_alerts)
     return render(request, "dashboard/keys/detail.html", context)
 
 

@@ -1,4 +1,5 @@
-"""The reseller's account pages: its REST API tokens and the settings its clients see.
+"""The reseller's account pages: its REST API tokens, the settings its clients see, and
+(below them, posting to ``dashboard.alert_views``) its alert settings.
 
 Writes go through ``accounts.services`` (``api_token_create``, ``api_token_revoke``,
 ``tenant_update``), as the REST API's do; a token id of another tenant answers 404 and
@@ -19,7 +20,9 @@ from accounts.exceptions import TenantInvalid
 from accounts.models import ApiToken
 from accounts.selectors import api_token_get, api_token_list
 from accounts.services import api_token_create, api_token_revoke, tenant_update
+from alerts.selectors import alert_settings_get, email_recipient
 from dashboard.access import page_actor, page_tenant, reseller_page
+from dashboard.forms.alerts import AlertSettingsForm
 from dashboard.forms.settings import SettingsForm, TokenCreateForm
 
 
@@ -95,9 +98,37 @@ def account_settings(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, "Settings saved.")
                 return redirect("dashboard:settings")
-    return render(
+    return settings_page(request, form=form, status=400 if form.errors else 200)
+
+
+def settings_page(
+    request: HttpRequest,
+    *,
+    form: SettingsForm | None = None,
+    alerts_form: AlertSettingsForm | None = None,
+    status: int = 200,
+    new_secret: str | None = None,
+) -> HttpResponse:
+    """The settings page: the account's form and the alerts' (each as saved, unless given
+    as posted with its errors). ``new_secret``: a webhook signing secret just made, shown
+    this once (the answer is never stored by the browser)."""
+    tenant = page_tenant(request)
+    alert_settings = alert_settings_get(tenant=tenant)
+    if alerts_form is None:
+        alerts_form = AlertSettingsForm.for_settings(alert_settings, owner_email=tenant.owner.email)
+    response = render(
         request,
         "dashboard/settings/settings.html",
-        {"tenant": tenant, "form": form},
-        status=400 if form.errors else 200,
+        {
+            "tenant": tenant,
+            "form": form or SettingsForm.for_tenant(tenant),
+            "alerts_form": alerts_form,
+            "alert_settings": alert_settings,
+            "alert_recipient": email_recipient(alert_settings=alert_settings, tenant=tenant),
+            "new_secret": new_secret,
+        },
+        status=status,
     )
+    if new_secret is not None:
+        add_never_cache_headers(response)  # Cache-Control: no-store (and no-cache, private)
+    return response

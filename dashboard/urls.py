@@ -2,6 +2,7 @@ from django.urls import path
 
 from dashboard import (
     account_views,
+    alert_views,
     key_reports,
     key_views,
     money_views,
@@ -63,6 +64,12 @@ urlpatterns = [
     path("tokens/", settings_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", settings_views.token_revoke, name="token-revoke"),
     path("settings/", settings_views.account_settings, name="settings"),
+    # Alerts: the delivery log, the settings' alert section and a key's own shares.
+    path("alerts/", alert_views.alerts_log, name="alerts"),
+    path("settings/alerts/", alert_views.alert_settings_save, name="alert-settings"),
+    path("settings/alerts/secret/", alert_views.webhook_secret_new, name="alert-webhook-secret"),
+    path("settings/alerts/test/", alert_views.webhook_test, name="alert-webhook-test"),
+    path("keys/<int:key_id>/alerts/", alert_views.key_alerts_save, name="key-alerts"),
     # A key's reports (dashboard/key_reports.py).
     path("keys/<int:key_id>/usage/", key_reports.key_usage_page, name="key-usage"),
     path("keys/<int:key_id>/requests/", key_reports.key_requests_page, name="key-requests"),

@@ -196,6 +196,62 @@ def key_figures(*, key: ClientKey, now: datetime | None = None) -> KeyFigures:
     )
 
 
+# A share of a budget or cap in whole percent: compared exactly, in integers (used × 100 ≥
+# limit × percent), never as a rounded float.
+FULL_PERCENT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """What a key has used of what bounds it, in client nano-dollars: a prepaid key's
+    spend and budget (``is_cap`` false), or a wallet-funded key's spend this period and its
+    spend cap (``is_cap`` true). What the alerts measure, the reseller's and the client's."""
+
+    used_nanos: int
+    limit_nanos: int
+    is_cap: bool
+
+    def has_reached(self, percent: int) -> bool:
+        """Whether ``percent`` % of the limit is used (exactly; a zero limit has no share)."""
+        return self.limit_nanos > 0 and self.used_nanos * FULL_PERCENT >= (
+            self.limit_nanos * percent
+        )
+
+    @property
+    def is_exhausted(self) -> bool:
+        """Nothing remains (``KeyFigures.client_remaining_nanos`` is 0)."""
+        return self.used_nanos >= self.limit_nanos
+
+    @property
+    def used_percent(self) -> int:
+        """Whole percent used, rounded down (a zero limit counts as wholly used)."""
+        if self.limit_nanos <= 0:
+            return FULL_PERCENT
+        return self.used_nanos * FULL_PERCENT // self.limit_nanos
+
+    @property
+    def remaining_nanos(self) -> int:
+        return max(self.limit_nanos - self.used_nanos, 0)
+
+
+def key_use(*, key: ClientKey, now: datetime | None = None) -> KeyUse | None:
+    """The key's use of its budget or cap as ``key_figures`` counts it (a capped key's
+    spend restarts with its period), or None for a wallet-funded key without a spend cap:
+    nothing but the wallet bounds it, so it has no share to pass."""
+    figures = key_figures(key=key, now=now)
+    if key.is_prepaid:
+        return KeyUse(
+            used_nanos=figures.client_spent_nanos,
+            limit_nanos=key.client_budget_nanos,
+            is_cap=False,
+        )
+    if key.spend_cap_nanos is None:
+        return None
+    return KeyUse(
+        used_nanos=figures.period_spent_nanos, limit_nanos=key.spend_cap_nanos, is_cap=True
+    )
+
+
 # ------------------------------------------------------------------ the tenant's keys at a glance
 
 
@@ -298,27 +354,16 @@ def keys_near_limit(
     keys = ClientKey.objects.for_tenant(tenant).in_bulk(shown)
     result = []
     for pk in shown:
-        figures = key_figures(key=keys[pk], now=now)
-        key = figures.key
-        if key.is_prepaid:
-            result.append(
-                KeyNearLimit(
-                    figures=figures,
-                    used_nanos=key.client_spent_nanos,
-                    limit_nanos=key.client_budget_nanos,
-                    is_cap=False,
-                )
+        use = key_use(key=keys[pk], now=now)
+        assert use is not None  # noqa: S101 - candidates have a budget or a cap
+        result.append(
+            KeyNearLimit(
+                figures=key_figures(key=keys[pk], now=now),
+                used_nanos=use.used_nanos,
+                limit_nanos=use.limit_nanos,
+                is_cap=use.is_cap,
             )
-        else:
-            assert key.spend_cap_nanos is not None  # noqa: S101 - candidates have a cap
-            result.append(
-                KeyNearLimit(
-                    figures=figures,
-                    used_nanos=figures.period_spent_nanos,
-                    limit_nanos=key.spend_cap_nanos,
-                    is_cap=True,
-                )
-            )
+        )
     return KeysNearLimit(keys=result, count=len(near))
 
 

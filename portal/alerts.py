@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -50,19 +49,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keys.models import ClientKey
-from keys.selectors import key_figures
+from keys.selectors import KeyUse, key_use
 from portal.figures import ClientKeyFigures, client_key_figures
 from portal.models import PortalBinding
 
 logger = logging.getLogger(__name__)
 
 # The share the client may choose, in whole percent of the budget (or cap); the model's
-# check constraint says the same. (The form suggests 50, 80 and 90.)
+# check constraint says the same. (The form suggests 50, 80 and 90.) What a key has used
+# is ``keys.selectors.key_use``, compared exactly (``KeyUse.has_reached``).
 PERCENT_MIN = 1
 PERCENT_MAX = 100
-# A share is compared exactly, in integers (spent × 100 ≥ budget × percent), never as a
-# rounded float.
-FULL = 100
 
 # Bindings read per round trip by the check (the scan streams, it never holds all rows).
 CHECK_CHUNK_SIZE = 500
@@ -101,35 +98,6 @@ class AlertChoiceInvalid(ValueError):
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUse:
-    """What a key has used of what bounds it, in client nano-dollars: a prepaid key's
-    spend and budget, or a wallet-funded key's spend this period and its spend cap."""
-
-    used_nanos: int
-    limit_nanos: int
-
-    def has_reached(self, percent: int) -> bool:
-        """Whether ``percent`` % of the limit is used (exactly; a zero limit has no share)."""
-        return self.limit_nanos > 0 and self.used_nanos * FULL >= self.limit_nanos * percent
-
-    @property
-    def is_exhausted(self) -> bool:
-        """Nothing remains (``ClientKeyFigures.remaining_nanos`` is 0)."""
-        return self.used_nanos >= self.limit_nanos
-
-
-def key_use(*, key: ClientKey, now: datetime) -> KeyUse | None:
-    """The key's use as the portal shows it (``portal.figures``), or None for a
-    wallet-funded key without a spend cap (no budget of its own: no alert applies)."""
-    figures = key_figures(key=key, now=now)
-    if key.is_prepaid:
-        return KeyUse(used_nanos=figures.client_spent_nanos, limit_nanos=key.client_budget_nanos)
-    if key.spend_cap_nanos is None:
-        return None
-    return KeyUse(used_nanos=figures.period_spent_nanos, limit_nanos=key.spend_cap_nanos)
 
 
 def _has_reached(binding: PortalBinding, kind: AlertKind, use: KeyUse | None) -> bool:

@@ -20,6 +20,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from alerts.services import alert_test_send
 from billing.money import Usage, parse_usd
 from billing.services import wallet_credit
 from keys.models import ClientKey
@@ -51,6 +52,10 @@ OPERATIONS = {
     "/api/v1/usage": {"get"},
     "/api/v1/usage/by-tag": {"get"},
     "/api/v1/earnings": {"get"},
+    "/api/v1/alerts/settings": {"get", "patch"},
+    "/api/v1/alerts/webhook-secret": {"post"},
+    "/api/v1/alerts/deliveries": {"get"},
+    "/api/v1/keys/{key_id}/alerts": {"get", "patch"},
     "/v1/sub-accounts": {"get", "post"},
     "/v1/sub-accounts/{key_id}": {"get", "patch", "delete"},
     "/v1/sub-accounts/{key_id}/usage": {"get"},
@@ -356,6 +361,7 @@ def test_sub_account_api_documents_integer_cents(schema):
         ("/api/v1/usage", {"format", *SPAN}),
         ("/api/v1/usage/by-tag", {"format", *SPAN}),
         ("/api/v1/earnings", {"format", *SPAN}),
+        ("/api/v1/alerts/deliveries", {"status", "channel", "page", "page_size"}),
         ("/v1/sub-accounts", {"page", "page_size"}),
         ("/v1/sub-accounts/{key_id}/usage", {"key_id", "format", *SPAN}),
         ("/v1/usage/by-tag", {"format", *SPAN}),
@@ -514,6 +520,28 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     call("get", "/api/v1/earnings", 200, query={"window": "24h"})
     call("get", "/api/v1/earnings", 200, query={"since": "2025-01-01", "until": "2026-01-01"})
 
+    call("get", "/api/v1/alerts/settings", 200)
+    alerts = call(
+        "patch",
+        "/api/v1/alerts/settings",
+        200,
+        {
+            "key_thresholds": [50, 100],
+            "wallet_balance_below": "50",
+            "wallet_runway_days_below": 3,
+            "email": True,
+            "email_to": "ops@example.com",
+            "webhook_url": "https://93.184.216.34/hook",
+        },
+    )
+    assert alerts["webhook_secret"].startswith("whsec_")
+    assert call("post", "/api/v1/alerts/webhook-secret", 200)["webhook_secret"]
+    call("get", "/api/v1/keys/{key_id}/alerts", 200, key_id=key_id)
+    call("patch", "/api/v1/keys/{key_id}/alerts", 200, {"thresholds": [90]}, key_id=key_id)
+    alert_test_send(tenant=tenant, actor=None)
+    listed = call("get", "/api/v1/alerts/deliveries", 200, query={"channel": "webhook"})
+    assert listed["count"] == 1
+
     sub_account = call(
         "post",
         "/v1/sub-accounts",
@@ -564,8 +592,10 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
         ("/api/v1/keys/{key_id}/top-up", {"key_id": key_id}),
         ("/v1/sub-accounts", {}),
         ("/v1/sub-accounts/{key_id}", {"key_id": sub_id}),
+        ("/api/v1/alerts/settings", {}),
+        ("/api/v1/keys/{key_id}/alerts", {"key_id": key_id}),
     ]:
-        method = "patch" if path.endswith(("{key_id}", "account")) else "post"
+        method = "patch" if path.endswith(("{key_id}", "account", "settings", "alerts")) else "post"
         for body in NOT_JSON:
             answer = call(method, path, 400, body, **ids)
             assert answer["code"] == "parse_error", (path, body, answer)
@@ -590,6 +620,17 @@ def test_every_answer_has_exactly_the_documented_fields_and_types(
     call("get", "/api/v1/keys", 404, query={"page": 99})
     call("delete", "/api/v1/keys/{key_id}", 409, key_id=key_id)
     call("patch", "/v1/sub-accounts/{key_id}", 409, {"name": "b"}, key_id=sub_account["id"])
+    call("patch", "/api/v1/keys/{key_id}/alerts", 409, {"thresholds": [50]}, key_id=key_id)
+    call("patch", "/api/v1/alerts/settings", 400, {"webhook_url": "http://127.0.0.1/hook"})
+    call("patch", "/api/v1/keys/{key_id}/alerts", 400, {"thresholds": [0, "x"]}, key_id=key_id)
+    call("get", "/api/v1/alerts/deliveries", 400, query={"status": "lost"})
+    call("get", "/api/v1/alerts/deliveries", 404, query={"page": 9})
+    call(
+        "get",
+        "/api/v1/keys/{key_id}/alerts",
+        404,
+        key_id=WalletKeyFactory.create(tenant=outsider[0]).pk,
+    )
     Session(schema, APIClient())("get", "/api/v1/wallet", 401)
 
     succeeded = {(path, method) for path, method, status in call.answered if 200 <= status < 300}

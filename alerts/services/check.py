@@ -1,0 +1,342 @@
+"""The periodic check: claims each alert whose subject has crossed it, once per crossing,
+and re-arms each whose subject is back on the safe side.
+
+Design overview
+---------------
+What is measured (every ``ALERTS_CHECK_SECONDS``, active tenants only):
+
+* a key alert: the share of an active key's limit it has used (``keys.selectors.key_use``:
+  a prepaid key's client spend of its client budget, a wallet-funded key's spend this
+  budget period of its spend cap; a wallet key without a cap has no share), at each of the
+  key's thresholds (its ``KeyAlertOverride``, else the tenant's ``key_thresholds``),
+  compared exactly in integers;
+* the wallet balance alert: available money (balance less holds) under the threshold;
+* the wallet runway alert: whole days the available money lasts at the last 7 days' draw
+  (``billing.selectors.wallet_runway``, the overview's runway) under the threshold; a
+  wallet that drew nothing has no runway and is never under it.
+
+Where each alert stands is an ``AlertState`` row: ``crossed_at`` None (armed) or the time
+its current crossing was claimed. An alert reached while armed is **claimed**: by the
+insert of its state (the first time; a unique constraint lets one of two checks insert
+it) or by a conditional update that sets ``crossed_at`` only where it is None (one of two
+checks matches the row). The claim, its ``AlertEvent`` and one ``AlertDelivery`` per
+channel (email when on, the webhook when set) commit together, and the deliveries are
+enqueued once they have (``transaction.on_commit``): one event per crossing, whoever runs
+the check and however often. An alert claimed whose subject is no longer past it (a
+top-up, a raised cap, a new budget period, a wallet topped up) is **re-armed**: its
+``crossed_at`` cleared by a conditional update on the stamp this check read, so a claim
+made since is left alone. The next crossing is a new one.
+
+States are read *before* the figures: a check that finds a claim and then a key below it
+knows the key went below after that claim was made, so it may re-arm it. (Figures read
+first could be older than a claim another check made from newer ones.)
+
+When several of a key's thresholds are claimed at once (a key that went from 50 % to
+100 % between two checks), only the highest is delivered; the lower ones are claimed
+without a word, so the reseller gets one email, not a stack of stale ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import Tenant
+from alerts.events import (
+    balance_event_data,
+    event_id_new,
+    key_event_data,
+    runway_event_data,
+)
+from alerts.models import (
+    AlertDelivery,
+    AlertEvent,
+    AlertKind,
+    AlertSettings,
+    AlertState,
+    KeyAlertOverride,
+)
+from billing.models import Wallet
+from billing.selectors import Runway, wallet_runway
+from keys.models import ClientKey
+from keys.selectors import KeyUse, key_use
+
+logger = logging.getLogger(__name__)
+
+# Tenants measured per round of queries, and keys read per round trip (the keys stream).
+TENANT_CHUNK_SIZE = 200
+KEY_CHUNK_SIZE = 2000
+
+# (kind, tenant id, key id or None): what an alert watches.
+Subject = tuple[str, int, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    pk: int
+    crossed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyMeasure:
+    key: ClientKey
+    use: KeyUse
+
+    def reached(self, threshold: int) -> bool:
+        return self.use.has_reached(threshold)
+
+    def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
+        data = key_event_data(key=self.key, use=self.use, threshold=threshold)
+        return AlertEvent.Type.KEY_THRESHOLD, data
+
+
+@dataclass(frozen=True, slots=True)
+class _BalanceMeasure:
+    wallet: Wallet
+
+    def reached(self, threshold: int) -> bool:
+        return self.wallet.available_nanos < threshold
+
+    def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
+        data = balance_event_data(wallet=self.wallet, threshold_nanos=threshold)
+        return AlertEvent.Type.WALLET_BALANCE, data
+
+
+@dataclass(frozen=True, slots=True)
+class _RunwayMeasure:
+    runway: Runway
+
+    def reached(self, threshold: int) -> bool:
+        days = self.runway.days
+        return days is not None and days < threshold
+
+    def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
+        data = runway_event_data(runway=self.runway, threshold_days=threshold)
+        return AlertEvent.Type.WALLET_RUNWAY, data
+
+
+_Measure = _KeyMeasure | _BalanceMeasure | _RunwayMeasure
+
+
+def alerts_check(
+    *, tenant_ids: Collection[int] | None = None, now: datetime | None = None
+) -> list[AlertEvent]:
+    """Claim every armed alert that its subject has reached, with its event and
+    deliveries (enqueued once committed), and re-arm every claimed alert whose subject is
+    back on the safe side. Active tenants only, ``tenant_ids`` when given; figures at
+    ``now`` (default: now). Returns the events this run created.
+
+    Safe to re-run and to run twice at once: each crossing is claimed by one insert or
+    one conditional update, so it is delivered once whoever runs the check.
+    """
+    now = now or timezone.now()
+    tenants = Tenant.objects.active().order_by("pk")
+    if tenant_ids is not None:
+        tenants = tenants.filter(pk__in=list(tenant_ids))
+    ids = list(tenants.values_list("pk", flat=True))
+    events: list[AlertEvent] = []
+    for start in range(0, len(ids), TENANT_CHUNK_SIZE):
+        events += _check_tenants(ids[start : start + TENANT_CHUNK_SIZE], now)
+    return events
+
+
+def _check_tenants(tenant_ids: list[int], now: datetime) -> list[AlertEvent]:
+    # The states first (see the module's doc): the figures below are newer than them.
+    states: dict[Subject, dict[int, _State]] = defaultdict(dict)
+    for pk, kind, tenant_id, key_id, threshold, crossed_at in AlertState.objects.filter(
+        tenant_id__in=tenant_ids
+    ).values_list("pk", "kind", "tenant_id", "key_id", "threshold", "crossed_at"):
+        states[(kind, tenant_id, key_id)][threshold] = _State(pk=pk, crossed_at=crossed_at)
+    configured = {s.tenant_id: s for s in AlertSettings.objects.filter(tenant_id__in=tenant_ids)}
+    configs = {tid: configured.get(tid) or AlertSettings(tenant_id=tid) for tid in tenant_ids}
+    overrides = dict(
+        KeyAlertOverride.objects.filter(key__tenant_id__in=tenant_ids).values_list(
+            "key_id", "thresholds"
+        )
+    )
+    events: list[AlertEvent] = []
+
+    keys = ClientKey.objects.filter(
+        tenant_id__in=tenant_ids, status=ClientKey.Status.ACTIVE
+    ).filter(
+        Q(funding=ClientKey.Funding.PREPAID, client_budget_nanos__gt=0)
+        | Q(funding=ClientKey.Funding.WALLET, spend_cap_nanos__gt=0)
+    )
+    for key in keys.order_by("pk").iterator(chunk_size=KEY_CHUNK_SIZE):
+        use = key_use(key=key, now=now)
+        if use is None:
+            continue
+        config = configs[key.tenant_id]
+        thresholds = overrides.get(key.pk, config.key_thresholds)
+        subject: Subject = (AlertKind.KEY_USAGE.value, key.tenant_id, key.pk)
+        events += _judge(
+            subject, _KeyMeasure(key=key, use=use), thresholds, states[subject], config, now
+        )
+
+    # The wallets of the tenants that watch theirs, or have a wallet alert to re-arm.
+    watching = {
+        tid
+        for tid, config in configs.items()
+        if config.wallet_balance_below_nanos is not None
+        or config.wallet_runway_days_below is not None
+    }
+    watching |= {
+        tid
+        for (kind, tid, _), by_threshold in states.items()
+        if kind != AlertKind.KEY_USAGE and any(s.crossed_at for s in by_threshold.values())
+    }
+    for wallet in Wallet.objects.filter(tenant_id__in=watching).select_related("tenant"):
+        config = configs[wallet.tenant_id]
+        balance = config.wallet_balance_below_nanos
+        balance_subject: Subject = (AlertKind.WALLET_BALANCE.value, wallet.tenant_id, None)
+        events += _judge(
+            balance_subject,
+            _BalanceMeasure(wallet=wallet),
+            [] if balance is None else [balance],
+            states[balance_subject],
+            config,
+            now,
+        )
+        days = config.wallet_runway_days_below
+        runway_subject: Subject = (AlertKind.WALLET_RUNWAY.value, wallet.tenant_id, None)
+        if days is None and not states[runway_subject]:
+            continue  # no runway to measure (one query): none asked for, none to re-arm
+        runway = wallet_runway(tenant=wallet.tenant, wallet=wallet, now=now)
+        events += _judge(
+            runway_subject,
+            _RunwayMeasure(runway=runway),
+            [] if days is None else [days],
+            states[runway_subject],
+            config,
+            now,
+        )
+    return events
+
+
+def _judge(
+    subject: Subject,
+    measure: _Measure,
+    thresholds: Collection[int],
+    states: dict[int, _State],
+    config: AlertSettings,
+    now: datetime,
+) -> list[AlertEvent]:
+    """Claim the thresholds of ``subject`` it has reached (delivering the highest), and
+    re-arm its claimed ones (configured or not any more) that it is back from."""
+    newly = [
+        t
+        for t in thresholds
+        if measure.reached(t) and (t not in states or states[t].crossed_at is None)
+    ]
+    events = []
+    # The most severe first: the highest share of a key; a wallet has one threshold a kind.
+    for index, threshold in enumerate(sorted(newly, reverse=True)):
+        event = _claim(
+            subject,
+            threshold,
+            states.get(threshold),
+            measure.event(threshold) if index == 0 else None,
+            config,
+            now,
+        )
+        if event is not None:
+            events.append(event)
+    for threshold, state in states.items():
+        if state.crossed_at is not None and not measure.reached(threshold):
+            # Re-armed only if the claim is still the one read before the figures, which
+            # shows the subject came back after it was made; a claim made since (another
+            # check's, another crossing's) is left alone.
+            AlertState.objects.filter(pk=state.pk, crossed_at=state.crossed_at).update(
+                crossed_at=None
+            )
+    return events
+
+
+def _claim(
+    subject: Subject,
+    threshold: int,
+    state: _State | None,
+    event: tuple[str, dict[str, Any]] | None,
+    config: AlertSettings,
+    now: datetime,
+) -> AlertEvent | None:
+    """Claim ``threshold`` of ``subject`` for this crossing; with ``event``, also create
+    the event and its deliveries, enqueued on commit. The event, or None (lost the claim
+    to another check, or claimed without a word)."""
+    kind, tenant_id, key_id = subject
+    with transaction.atomic():
+        if state is None:
+            try:
+                # The first claim of this alert is its state's insert: of two checks
+                # inserting it at once, the unique constraint lets one through.
+                with transaction.atomic():
+                    row = AlertState.objects.create(
+                        tenant_id=tenant_id,
+                        key_id=key_id,
+                        kind=kind,
+                        threshold=threshold,
+                        crossed_at=now,
+                        crossings=1,
+                    )
+            except IntegrityError:
+                return None
+            state_id = row.pk
+        else:
+            # The claim: only an armed state (crossed_at None) becomes claimed. Two checks
+            # that both saw the subject cross race here and one update matches the row.
+            claimed = AlertState.objects.filter(pk=state.pk, crossed_at__isnull=True).update(
+                crossed_at=now, crossings=F("crossings") + 1
+            )
+            if claimed != 1:
+                return None
+            state_id = state.pk
+        if event is None:
+            return None
+        event_type, data = event
+        created = AlertEvent.objects.create(
+            public_id=event_id_new(),
+            tenant_id=tenant_id,
+            state_id=state_id,
+            key_id=key_id,
+            type=event_type,
+            data=data,
+            created_at=now,
+        )
+        delivery_ids = [
+            AlertDelivery.objects.create(
+                event=created,
+                tenant_id=tenant_id,
+                channel=channel,
+                created_at=now,
+                next_attempt_at=now,
+            ).pk
+            for channel in _channels(config)
+        ]
+        if delivery_ids:
+            transaction.on_commit(partial(_enqueue, delivery_ids))
+    logger.info("alert %s claimed: %s at %s", created.public_id, event_type, threshold)
+    return created
+
+
+def _channels(config: AlertSettings) -> list[str]:
+    channels = []
+    if config.is_email_on:
+        channels.append(AlertDelivery.Channel.EMAIL.value)
+    if config.webhook_url:
+        channels.append(AlertDelivery.Channel.WEBHOOK.value)
+    return channels
+
+
+def _enqueue(delivery_ids: list[int]) -> None:
+    from alerts.services.deliver import deliveries_enqueue
+
+    deliveries_enqueue(delivery_ids)
