@@ -3,7 +3,9 @@ and re-arms each whose subject is back on the safe side.
 
 Design overview
 ---------------
-What is measured (every ``ALERTS_CHECK_SECONDS``, active tenants only):
+What is measured (every ``ALERTS_CHECK_SECONDS``, active tenants only; a key only when it
+may have something to say: past the lowest default share in SQL, with shares of its own,
+or with a claim to re-arm, see ``_key_candidates``):
 
 * a key alert: the share of an active key's limit it has used (``keys.selectors.key_use``:
   a prepaid key's client spend of its client budget, a wallet-funded key's spend this
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -48,6 +50,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -68,7 +71,7 @@ from alerts.models import (
 from billing.models import Wallet
 from billing.selectors import Runway, wallet_runway
 from keys.models import ClientKey
-from keys.selectors import KeyUse, key_use
+from keys.selectors import FULL_PERCENT, KeyUse, key_use
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +170,7 @@ def _check_tenants(tenant_ids: list[int], now: datetime) -> list[AlertEvent]:
 
     keys = ClientKey.objects.filter(
         tenant_id__in=tenant_ids, status=ClientKey.Status.ACTIVE
-    ).filter(
-        Q(funding=ClientKey.Funding.PREPAID, client_budget_nanos__gt=0)
-        | Q(funding=ClientKey.Funding.WALLET, spend_cap_nanos__gt=0)
-    )
+    ).filter(_key_candidates(configs.values(), overrides, states))
     for key in keys.order_by("pk").iterator(chunk_size=KEY_CHUNK_SIZE):
         use = key_use(key=key, now=now)
         if use is None:
@@ -220,6 +220,41 @@ def _check_tenants(tenant_ids: list[int], now: datetime) -> list[AlertEvent]:
             now,
         )
     return events
+
+
+def _key_candidates(
+    configs: Iterable[AlertSettings],
+    overrides: dict[int, list[int]],
+    states: dict[Subject, dict[int, _State]],
+) -> Q:
+    """The keys worth measuring, in SQL: those with a budget or a cap that have used at
+    least the lowest default share of the tenants checked, those with shares of their own,
+    and those with a claim to re-arm. Most keys are under every share: they are not read.
+    (A capped key's stored period spend may belong to a period gone by: it is read, and
+    ``key_use`` counts it as nothing.)"""
+    claimed = [
+        key_id
+        for (kind, _, key_id), by_threshold in states.items()
+        if kind == AlertKind.KEY_USAGE and any(s.crossed_at for s in by_threshold.values())
+    ]
+    candidates = Q(pk__in=[*overrides, *claimed])
+    lowest = min((min(c.key_thresholds) for c in configs if c.key_thresholds), default=None)
+    if lowest is not None:
+        # used × 100 ≥ limit × lowest, in integers: at most 10^17, far inside 64 bits.
+        candidates |= Q(
+            GreaterThanOrEqual(
+                F("client_spent_nanos") * FULL_PERCENT, F("client_budget_nanos") * lowest
+            ),
+            funding=ClientKey.Funding.PREPAID,
+            client_budget_nanos__gt=0,
+        ) | Q(
+            GreaterThanOrEqual(
+                F("period_client_spent_nanos") * FULL_PERCENT, F("spend_cap_nanos") * lowest
+            ),
+            funding=ClientKey.Funding.WALLET,
+            spend_cap_nanos__gt=0,
+        )
+    return candidates
 
 
 def _judge(

@@ -24,6 +24,7 @@ from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import wallet_credit
 from keys.models import ClientKey
+from keys.selectors import key_use
 from keys.services import key_create, key_delete, key_update
 from tests.alerts.conftest import (
     OWNER_EMAIL,
@@ -349,6 +350,31 @@ def test_the_check_costs_the_same_queries_however_many_keys(make_reseller, price
 
     # Tenants, states, settings, overrides, keys, wallets, one runway per wallet watched.
     assert queries_with(1) == queries_with(5) <= 5 + 1 + len(tenants)
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_only_keys_that_may_have_something_to_say_are_measured(
+    acme, price, django_capture_on_commit_callbacks, monkeypatch
+):
+    quiet = prepaid_key(acme)
+    spend(quiet, price, "79.99")  # under 80 %, the lowest default share
+    own = prepaid_key(acme)
+    key_alerts_set(tenant=acme, actor=None, key_id=own.pk, thresholds=[5])
+    topped_up = prepaid_key(acme)
+    spend(topped_up, price, "85")
+    check(django_capture_on_commit_callbacks)
+    top_up(topped_up, "100")  # claimed, now under: to be re-armed
+    measured: list[int] = []
+
+    def counting_key_use(*, key, now):
+        measured.append(key.pk)
+        return key_use(key=key, now=now)
+
+    monkeypatch.setattr("alerts.services.check.key_use", counting_key_use)
+    assert check(django_capture_on_commit_callbacks) == []
+
+    assert sorted(measured) == sorted([own.pk, topped_up.pk])
+    assert key_states(topped_up) == {80: False}
 
 
 def test_the_beat_schedule_runs_the_check(settings):
