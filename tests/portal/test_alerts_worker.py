@@ -40,9 +40,13 @@ MESSAGE_END = "\n" + "-" * 79 + "\n"
 
 
 def inbox(mailbox: Path) -> list[email.message.EmailMessage]:
-    """Every message the worker's file backend wrote, oldest file first."""
+    """Every message the worker's file backend wrote, oldest file first.
+
+    By the time each file was written: the backend names a file by the second it opened it
+    and a number of its own, so two files of the same second would sort by chance.
+    """
     messages = []
-    for path in sorted(mailbox.glob("*.log")):
+    for path in sorted(mailbox.glob("*.log"), key=lambda path: (path.stat().st_mtime_ns, path.name)):
         for raw in path.read_text().split(MESSAGE_END):
             if raw.strip():
                 messages.append(email.message_from_string(raw, policy=policy.default))
