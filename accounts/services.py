@@ -419,3 +419,19 @@ def two_factor_disable(*, user: User, password: str = "", code: str = "") -> Non
         AuthenticatorDevice.objects.filter(user=user).delete()
         BackupCodeDevice.objects.filter(user=user).delete()
     logger.info("user %s turned two-factor sign-in off", user.pk)
+
+
+@transaction.atomic
+def two_factor_reset(*, user: AbstractBaseUser, actor: AbstractBaseUser | None) -> bool:
+    """The operator turns ``user``'s two-factor sign-in off (a reseller who lost both the
+    phone and the backup codes): the authenticator and the backup codes are removed. True
+    when there was something to remove."""
+    removed, _ = AuthenticatorDevice.objects.filter(user_id=user.pk).delete()
+    codes, _ = BackupCodeDevice.objects.filter(user_id=user.pk).delete()
+    if removed or codes:
+        logger.info(
+            "two-factor sign-in of user %s turned off by %s",
+            user.pk,
+            getattr(actor, "email", None) or "the operator",
+        )
+    return bool(removed or codes)

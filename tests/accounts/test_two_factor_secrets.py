@@ -6,7 +6,7 @@ django-otp's TOTPDevice / StaticDevice move to these on migration."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -154,7 +154,7 @@ BEFORE = [("accounts", "0004_two_factor_devices")]
 OTP_STATE = [*BEFORE, ("otp_totp", "0003_add_timestamps"), ("otp_static", "0003_add_timestamps")]
 
 
-def migrate(targets: list[tuple[str, str | None]]) -> MigrationExecutor:
+def migrate(targets: Sequence[tuple[str, str | None]]) -> MigrationExecutor:
     executor = MigrationExecutor(connection)
     executor.migrate(targets)
     return MigrationExecutor(connection)
