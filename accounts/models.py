@@ -189,7 +189,8 @@ class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
             verified = totp.verify(number, self.tolerance, self.last_t + 1)
             if verified:
                 self.last_t = totp.t()
-                self.drift = totp.drift
+                if getattr(settings, "OTP_TOTP_SYNC", True):
+                    self.drift = totp.drift
                 self.throttle_reset(commit=False)
                 self.set_last_used_timestamp(commit=False)
                 self.save()

@@ -3,7 +3,8 @@ with TOTP codes, and single-use backup codes). Thin: the accounts services decid
 
 Secrets are shown once: the authenticator's while it is being set up (QR code and text),
 the backup codes on the page right after they are made (kept in the session only until
-that page is shown, and never cached by the browser).
+that page is shown, and never cached by the browser). Neither is stored in clear: the
+authenticator's key is encrypted, the backup codes are keyed hashes (``accounts.models``).
 """
 
 from __future__ import annotations
