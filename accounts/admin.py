@@ -4,24 +4,30 @@ Tenants are created with ``manage.py create_reseller`` (user, tenant, wallet and
 token in one transaction); here the operator renames, suspends and reinstates them, through
 ``tenant_suspend`` / ``tenant_reinstate`` whether from the actions or from the "is active"
 box of the change form, so the proxy workers always hear of it. Tokens are read-only (only
-their keyed hash is stored) and revoked through ``api_token_revoke``.
+their keyed hash is stored) and revoked through ``api_token_revoke``. Authenticators are
+listed (never their key) and can be removed, with the user's backup codes, for someone who
+lost both (``two_factor_reset``); django-otp's own device admins, which would show keys and
+codes in clear, are not offered (their tables stay empty).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.models import ApiToken, Tenant
+from accounts.models import ApiToken, AuthenticatorDevice, Tenant
 from accounts.services import (
     TenantActivation,
     api_token_revoke,
     tenant_reinstate,
     tenant_suspend,
+    two_factor_reset,
 )
 
 
@@ -123,3 +129,45 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 api_token_revoke(tenant=token.tenant, token_id=token.pk)
                 revoked += 1
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+
+
+@admin.register(AuthenticatorDevice)
+class AuthenticatorDeviceAdmin(admin.ModelAdmin):
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_filter = ["confirmed"]
+    list_select_related = ["user"]
+    search_fields = ["user__email"]
+    fields = readonly_fields = ("user", "name", "confirmed", "created_at", "last_used_at")
+    actions = ["reset"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_reset_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.delete_authenticatordevice")
+
+    @admin.action(
+        description="Turn two-factor sign-in off for these users (authenticator and backup "
+        "codes removed)",
+        permissions=["reset"],
+    )
+    def reset(self, request: HttpRequest, queryset: QuerySet[AuthenticatorDevice]) -> None:
+        users = {device.user for device in queryset.select_related("user")}
+        done = sum(two_factor_reset(user=user, actor=_operator(request)) for user in users)
+        self.message_user(
+            request, f"Two-factor sign-in turned off for {done} user(s).", messages.SUCCESS
+        )
+
+
+# django-otp's admins of its own devices (keys and codes in clear); nothing uses them here.
+for _model in ("otp_totp.TOTPDevice", "otp_static.StaticDevice"):
+    try:
+        admin.site.unregister(apps.get_model(_model))
+    except (LookupError, NotRegistered):
+        pass

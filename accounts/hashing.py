@@ -50,3 +50,10 @@ def secret_generate(kind_prefix: str) -> NewSecret:
         last4=secret[-4:],
         digest=secret_digest(secret),
     )
+
+
+def backup_code_digest(code: str) -> str:
+    """The keyed hash a backup code is stored as: HMAC-SHA256(TOKEN_HASH_KEY, purpose +
+    code), the code as ``accounts.services.code_normalize`` writes it. The purpose keeps a
+    backup code's hash from ever equalling an API secret's."""
+    return secret_digest("backup-code:" + code)

@@ -6,11 +6,16 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import User
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.hashing import secret_prefix
-from accounts.models import ApiToken, SignUp, Tenant
+from accounts.models import (
+    ApiToken,
+    AuthenticatorDevice,
+    BackupCode,
+    BackupCodeDevice,
+    SignUp,
+    Tenant,
+)
 
 
 def api_token_authenticate(*, secret: str) -> ApiToken | None:
@@ -59,24 +64,30 @@ def users_for_password_reset(*, email: str) -> list[User]:
     )
 
 
-def two_factor_device(*, user: AbstractBaseUser, confirmed: bool = True) -> TOTPDevice | None:
+def two_factor_device(
+    *, user: AbstractBaseUser, confirmed: bool = True
+) -> AuthenticatorDevice | None:
     """The user's authenticator (TOTP) device: the confirmed one that sign-in asks a code
     of, or (``confirmed=False``) the one being set up."""
-    return TOTPDevice.objects.filter(user_id=user.pk, confirmed=confirmed).order_by("-pk").first()
+    return (
+        AuthenticatorDevice.objects.filter(user_id=user.pk, confirmed=confirmed)
+        .order_by("-pk")
+        .first()
+    )
 
 
 def two_factor_enabled(*, user: AbstractBaseUser) -> bool:
     """Whether signing in as ``user`` needs a code after the password (one query)."""
-    return TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists()
+    return AuthenticatorDevice.objects.filter(user_id=user.pk, confirmed=True).exists()
 
 
 def backup_codes_left(*, user: AbstractBaseUser) -> int:
     """How many of the user's single-use backup codes are still unused."""
-    return StaticToken.objects.filter(device__user_id=user.pk, device__confirmed=True).count()
+    return BackupCode.objects.filter(device__user_id=user.pk, device__confirmed=True).count()
 
 
-def backup_device(*, user: AbstractBaseUser) -> StaticDevice | None:
-    return StaticDevice.objects.filter(user_id=user.pk, confirmed=True).order_by("-pk").first()
+def backup_device(*, user: AbstractBaseUser) -> BackupCodeDevice | None:
+    return BackupCodeDevice.objects.filter(user_id=user.pk, confirmed=True).order_by("-pk").first()
 
 
 def api_token_list(*, tenant: Tenant) -> list[ApiToken]:

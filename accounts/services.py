@@ -4,6 +4,8 @@ their two-factor devices."""
 from __future__ import annotations
 
 import logging
+import secrets
+from base64 import b32encode
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -15,8 +17,6 @@ from django.db import models, transaction
 from django.db.models import Field
 from django.utils import timezone
 from django_otp.models import Device
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.events import config_changed
 from accounts.exceptions import (
@@ -26,8 +26,15 @@ from accounts.exceptions import (
     PasswordRefused,
     TenantInvalid,
 )
-from accounts.hashing import RESELLER_TOKEN_PREFIX, secret_generate
-from accounts.models import ApiToken, SignUp, Tenant
+from accounts.hashing import RESELLER_TOKEN_PREFIX, backup_code_digest, secret_generate
+from accounts.models import (
+    ApiToken,
+    AuthenticatorDevice,
+    BackupCode,
+    BackupCodeDevice,
+    SignUp,
+    Tenant,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -311,24 +318,34 @@ def _code_outcome(matched: bool, throttled_until: datetime | None) -> None:
     raise CodeRefused("that code does not match")
 
 
+def backup_code_new() -> str:
+    """A backup code: 8 base32 characters (40 random bits), lower case as typed back."""
+    return b32encode(secrets.token_bytes(5)).decode().lower()
+
+
 def _backup_codes_replace(*, user: User) -> list[str]:
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name=BACKUP_CODES_NAME, confirmed=True)
-    codes = [StaticToken.random_token() for _ in range(BACKUP_CODE_COUNT)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
-    return codes
+    """A new set of codes, returned to be shown once; only their keyed hashes are kept."""
+    BackupCodeDevice.objects.filter(user=user).delete()
+    device = BackupCodeDevice.objects.create(user=user, name=BACKUP_CODES_NAME, confirmed=True)
+    codes: set[str] = set()
+    while len(codes) < BACKUP_CODE_COUNT:
+        codes.add(backup_code_new())
+    BackupCode.objects.bulk_create(
+        BackupCode(device=device, digest=backup_code_digest(code)) for code in codes
+    )
+    return sorted(codes)
 
 
 @transaction.atomic(durable=True)
-def two_factor_start(*, user: User) -> TOTPDevice:
+def two_factor_start(*, user: User) -> AuthenticatorDevice:
     """A new authenticator for ``user``, unconfirmed (sign-in does not ask for it yet) until
     a code from it is given to ``two_factor_confirm``; any earlier unconfirmed one is
     dropped. Its secret is shown to the user (QR code and text) on the setup page."""
-    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-    return TOTPDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=False)
+    AuthenticatorDevice.objects.filter(user=user, confirmed=False).delete()
+    return AuthenticatorDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=False)
 
 
-def two_factor_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[str]]:
+def two_factor_confirm(*, user: User, code: str) -> tuple[AuthenticatorDevice, list[str]]:
     """Turn two-factor sign-in on: ``code`` from the authenticator being set up proves the
     app has its secret. The device is confirmed (it replaces any earlier one) and a fresh
     set of backup codes is made; they are returned to be shown once. Raises CodeRefused
@@ -336,7 +353,7 @@ def two_factor_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[str]]
     with transaction.atomic(durable=True):
         # Locked: two concurrent confirmations (a double submit) cannot both succeed.
         device = (
-            TOTPDevice.objects.select_for_update()
+            AuthenticatorDevice.objects.select_for_update()
             .filter(user=user, confirmed=False)
             .order_by("-pk")
             .first()
@@ -346,7 +363,7 @@ def two_factor_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[str]]
         matched, throttled_until = _device_verify(device, code_normalize(code))
         codes: list[str] = []
         if matched:
-            TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+            AuthenticatorDevice.objects.filter(user=user, confirmed=True).delete()
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             codes = _backup_codes_replace(user=user)
@@ -361,7 +378,7 @@ def two_factor_verify(*, user: User, code: str) -> Device:
     CodeThrottled; each wrong code makes that device's throttle longer."""
     normalized = code_normalize(code)
     is_totp = normalized.isdigit() and len(normalized) == TOTP_DIGITS
-    model: type[Device] = TOTPDevice if is_totp else StaticDevice
+    model: type[Device] = AuthenticatorDevice if is_totp else BackupCodeDevice
     with transaction.atomic(durable=True):
         # Locked: one code is accepted once, even by two concurrent requests.
         device = (
@@ -382,7 +399,7 @@ def two_factor_verify(*, user: User, code: str) -> Device:
 def backup_codes_regenerate(*, user: User) -> list[str]:
     """A new set of backup codes for a user with two-factor sign-in on; the old ones stop
     working. Returned to be shown once."""
-    if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+    if not AuthenticatorDevice.objects.filter(user=user, confirmed=True).exists():
         raise CodeRefused("two-factor sign-in is off")
     return _backup_codes_replace(user=user)
 
@@ -399,6 +416,22 @@ def two_factor_disable(*, user: User, password: str = "", code: str = "") -> Non
     else:
         raise PasswordRefused("give the account's password or a code")
     with transaction.atomic(durable=True):
-        TOTPDevice.objects.filter(user=user).delete()
-        StaticDevice.objects.filter(user=user).delete()
+        AuthenticatorDevice.objects.filter(user=user).delete()
+        BackupCodeDevice.objects.filter(user=user).delete()
     logger.info("user %s turned two-factor sign-in off", user.pk)
+
+
+@transaction.atomic
+def two_factor_reset(*, user: AbstractBaseUser, actor: AbstractBaseUser | None) -> bool:
+    """The operator turns ``user``'s two-factor sign-in off (a reseller who lost both the
+    phone and the backup codes): the authenticator and the backup codes are removed. True
+    when there was something to remove."""
+    removed, _ = AuthenticatorDevice.objects.filter(user_id=user.pk).delete()
+    codes, _ = BackupCodeDevice.objects.filter(user_id=user.pk).delete()
+    if removed or codes:
+        logger.info(
+            "two-factor sign-in of user %s turned off by %s",
+            user.pk,
+            getattr(actor, "email", None) or "the operator",
+        )
+    return bool(removed or codes)

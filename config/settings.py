@@ -85,7 +85,8 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with a second factor for operators (config/admin_site.py).
+    "config.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -435,6 +436,11 @@ OTP_TOTP_ISSUER = env_str("TOTP_ISSUER", "Tollgate")
 # a failed sign-in of the account (axes above), so LOGIN_FAILURE_LIMIT locks it.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
+# The admin (/admin/): an operator who has an authenticator (``manage.py otp_enrol <email>``)
+# always gives a code after the password. True: every operator must, and one without an
+# authenticator is refused until they enrol one. Production should set it True; off by
+# default so that ``make run``'s demo operator signs in with the password alone.
+ADMIN_REQUIRE_2FA = env_bool("ADMIN_REQUIRE_2FA", False)
 
 # ---- Client portal (/portal/): email one-time codes, sessions, key binding ----
 # A sign-in code: 6 digits, valid this long, single use; this many wrong codes kill it (a

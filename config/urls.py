@@ -14,10 +14,6 @@ from dashboard.landing_views import landing
 from keys.urls import sub_account_urlpatterns as sub_accounts
 from usage.urls import sub_account_urlpatterns as sub_account_usage
 
-admin.site.site_header = "Tollgate operator"
-admin.site.site_title = "Tollgate"
-admin.site.index_title = "Upstreams, prices, resellers and their money"
-
 
 class JsonErrors(APIView):
     """Errors (a wrong method, a throttled caller) in JSON like every answer under

@@ -24,10 +24,10 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
-from django_otp.plugins.otp_static.models import StaticDevice
 
 from accounts import lockout
 from accounts.exceptions import CodeRefused, CodeThrottled
+from accounts.models import BackupCodeDevice
 from accounts.selectors import (
     backup_codes_left,
     two_factor_enabled,
@@ -171,7 +171,7 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
             # A new session id for the now fully signed-in session (no fixation).
             request.session.cycle_key()
             otp_login(request, device)
-            if isinstance(device, StaticDevice):
+            if isinstance(device, BackupCodeDevice):
                 left = backup_codes_left(user=user)
                 messages.warning(
                     request,

@@ -3,7 +3,8 @@ with TOTP codes, and single-use backup codes). Thin: the accounts services decid
 
 Secrets are shown once: the authenticator's while it is being set up (QR code and text),
 the backup codes on the page right after they are made (kept in the session only until
-that page is shown, and never cached by the browser).
+that page is shown, and never cached by the browser). Neither is stored in clear: the
+authenticator's key is encrypted, the backup codes are keyed hashes (``accounts.models``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.exceptions import CodeRefused, CodeThrottled, PasswordRefused
+from accounts.models import AuthenticatorDevice
 from accounts.selectors import backup_codes_left, two_factor_device
 from accounts.services import (
     backup_codes_regenerate,
@@ -102,12 +103,12 @@ def two_factor_begin(request: HttpRequest) -> HttpResponse:
     return redirect("dashboard:two-factor")
 
 
-def _secret_text(device: TOTPDevice) -> str:
+def _secret_text(device: AuthenticatorDevice) -> str:
     secret = b32encode(device.bin_key).decode()
     return " ".join(secret[i : i + SECRET_GROUP] for i in range(0, len(secret), SECRET_GROUP))
 
 
-def _qr_svg(device: TOTPDevice) -> SafeString:
+def _qr_svg(device: AuthenticatorDevice) -> SafeString:
     """The otpauth:// URL as an inline <svg> (the CSP allows no image from elsewhere, and
     an inline element needs no data: URL)."""
     code = segno.make(device.config_url, error="m")

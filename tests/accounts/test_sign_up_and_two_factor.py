@@ -8,11 +8,16 @@ import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.cache import cache
 from django.test import RequestFactory
-from django_otp.plugins.otp_static.models import StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.exceptions import CodeRefused, CodeThrottled, PasswordRefused
-from accounts.models import ApiToken, SignUp, Tenant
+from accounts.hashing import backup_code_digest
+from accounts.models import (
+    ApiToken,
+    AuthenticatorDevice,
+    BackupCode,
+    SignUp,
+    Tenant,
+)
 from accounts.selectors import two_factor_enabled, user_awaits_verification
 from accounts.services import (
     SignUpOutcome,
@@ -133,12 +138,12 @@ def test_two_factor_is_on_only_once_a_code_confirms_it(user) -> None:
     throttle_forget(device)
     confirmed, codes = two_factor_confirm(user=user, code=totp_code(device))
     assert confirmed.pk == device.pk and confirmed.confirmed
-    assert len(codes) == 10 and StaticToken.objects.count() == 10
+    assert len(codes) == 10 and BackupCode.objects.count() == 10
     assert two_factor_enabled(user=user)
     # A later setup (a new phone) replaces the device once confirmed.
     newer = two_factor_start(user=user)
     two_factor_confirm(user=user, code=totp_code(newer))
-    assert list(TOTPDevice.objects.values_list("pk", flat=True)) == [newer.pk]
+    assert list(AuthenticatorDevice.objects.values_list("pk", flat=True)) == [newer.pk]
 
 
 def test_confirming_without_a_setup_is_refused(user) -> None:
@@ -160,7 +165,7 @@ def test_codes_at_sign_in_are_throttled_after_a_wrong_one(user) -> None:
     assert two_factor_verify(user=user, code=fresh_code(device)).pk == device.pk
 
     backup = two_factor_verify(user=user, code=f" {codes[0].upper()} ")
-    assert backup.__class__.__name__ == "StaticDevice"
+    assert backup.__class__.__name__ == "BackupCodeDevice"
     with pytest.raises(CodeRefused):
         two_factor_verify(user=user, code=codes[0])
 
@@ -172,7 +177,9 @@ def test_backup_codes_are_regenerated_only_with_two_factor_on(user) -> None:
     _, old = two_factor_confirm(user=user, code=totp_code(device))
     new = backup_codes_regenerate(user=user)
     assert not set(new) & set(old)
-    assert set(StaticToken.objects.values_list("token", flat=True)) == set(new)
+    assert set(BackupCode.objects.values_list("digest", flat=True)) == {
+        backup_code_digest(code) for code in new
+    }
 
 
 def test_turning_two_factor_off_needs_a_proof(user) -> None:
@@ -187,7 +194,7 @@ def test_turning_two_factor_off_needs_a_proof(user) -> None:
     assert two_factor_enabled(user=user)
     two_factor_disable(user=user, password=PASSWORD)
     assert not two_factor_enabled(user=user)
-    assert not StaticToken.objects.exists()
+    assert not BackupCode.objects.exists()
 
 
 def test_the_courtesy_throttle_counts_per_scope_and_who() -> None:

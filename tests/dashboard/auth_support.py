@@ -12,8 +12,9 @@ from django.core.cache import cache
 from django.test import Client
 from django_otp.models import Device
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from pytest_django.fixtures import Settings
+
+from accounts.models import AuthenticatorDevice
 
 PASSWORD = "correct-horse-battery-9"
 NEW_PASSWORD = "stapled-violet-lantern-4"
@@ -42,7 +43,7 @@ def path_of(url: str) -> str:
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
 
 
-def totp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
+def totp_code(device: AuthenticatorDevice, *, steps_ahead: int = 0) -> str:
     """The code an authenticator app with ``device``'s key shows now (or ``steps_ahead``
     periods later), worked out from the key as the app does (RFC 6238)."""
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
@@ -50,10 +51,10 @@ def totp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
-def fresh_code(device: TOTPDevice) -> str:
+def fresh_code(device: AuthenticatorDevice) -> str:
     """A code the device will take now: django-otp refuses a code of a period it already
     accepted one from (no replay), so tests that sign in twice within 30 s forget it."""
-    TOTPDevice.objects.filter(pk=device.pk).update(last_t=-1)
+    AuthenticatorDevice.objects.filter(pk=device.pk).update(last_t=-1)
     device.refresh_from_db()
     return totp_code(device)
 

@@ -156,9 +156,9 @@ def test_every_signed_in_form_needs_the_csrf_token(
     assert response.status_code == 403
     # Nothing happened: still signed in, no device started.
     assert client.get("/dashboard/").status_code == 200
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from accounts.models import AuthenticatorDevice
 
-    assert not TOTPDevice.objects.exists()
+    assert not AuthenticatorDevice.objects.exists()
 
 
 def test_a_form_with_its_token_goes_through(bob: Tenant) -> None:

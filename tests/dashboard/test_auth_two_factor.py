@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from django.test import Client
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import Tenant
+from accounts.models import AuthenticatorDevice, BackupCode, BackupCodeDevice, Tenant
 from accounts.services import IssuedToken, user_password_ensure
 from tests.dashboard.auth_support import (
     LIMIT,
@@ -43,10 +41,10 @@ def signed_in(password: str = PASSWORD) -> Client:
     return client
 
 
-def turn_on(client: Client) -> tuple[TOTPDevice, list[str]]:
+def turn_on(client: Client) -> tuple[AuthenticatorDevice, list[str]]:
     """Turn two-factor sign-in on through the pages; the device and the backup codes."""
     assert client.post("/dashboard/security/two-factor/start/").status_code == 302
-    device = TOTPDevice.objects.get(confirmed=False)
+    device = AuthenticatorDevice.objects.get(confirmed=False)
     response = client.post("/dashboard/security/two-factor/", {"code": totp_code(device)})
     assert response["Location"] == "/dashboard/security/backup-codes/"
     page = client.get("/dashboard/security/backup-codes/").content.decode()
@@ -65,7 +63,7 @@ def test_turning_it_on_shows_a_qr_code_and_the_key_then_backup_codes_once(
     client.post("/dashboard/security/two-factor/start/")
     setup = client.get("/dashboard/security/two-factor/")
     page = setup.content.decode()
-    device = TOTPDevice.objects.get(user=erin.owner)
+    device = AuthenticatorDevice.objects.get(user=erin.owner)
     assert not device.confirmed
     # The QR code is inline SVG markup (the CSP allows no image from elsewhere), and the
     # key is there as text for typing in.
@@ -162,7 +160,7 @@ def test_a_backup_code_works_once(erin: Tenant) -> None:
     assert response["Location"] == "/dashboard/"
     page = client.get("/dashboard/").content.decode()
     assert "backup code; 9 left" in page
-    assert StaticToken.objects.count() == 9
+    assert BackupCode.objects.count() == 9
 
     client.post("/dashboard/sign-out/")
     client = signed_in()
@@ -183,7 +181,7 @@ def test_new_backup_codes_replace_the_old_ones(erin: Tenant) -> None:
 
     other = signed_in()
     assert other.post(CODE_STEP, {"code": old[0]}).status_code == 200
-    throttle_forget(StaticDevice.objects.get())
+    throttle_forget(BackupCodeDevice.objects.get())
     assert other.post(CODE_STEP, {"code": new[0]})["Location"] == "/dashboard/"
 
 
@@ -195,11 +193,11 @@ def test_turning_it_off_needs_the_password_or_a_code(erin: Tenant) -> None:
     assert "Give your password or a code" in nothing.content.decode()
     wrong = client.post("/dashboard/security/two-factor/off/", {"password": "nope"})
     assert "That is not your password" in wrong.content.decode()
-    assert TOTPDevice.objects.filter(confirmed=True).exists()
+    assert AuthenticatorDevice.objects.filter(confirmed=True).exists()
 
     done = client.post("/dashboard/security/two-factor/off/", {"code": codes[0]})
     assert done["Location"] == "/dashboard/security/"
-    assert not TOTPDevice.objects.exists() and not StaticDevice.objects.exists()
+    assert not AuthenticatorDevice.objects.exists() and not BackupCodeDevice.objects.exists()
     # Signing in is the password alone again.
     assert (
         Client().post("/dashboard/sign-in/", {"username": EMAIL, "password": PASSWORD})["Location"]
@@ -208,7 +206,7 @@ def test_turning_it_off_needs_the_password_or_a_code(erin: Tenant) -> None:
 
     device, _ = turn_on(client)
     client.post("/dashboard/security/two-factor/off/", {"password": PASSWORD})
-    assert not TOTPDevice.objects.exists()
+    assert not AuthenticatorDevice.objects.exists()
 
 
 def test_changing_the_password_keeps_this_session_and_ends_the_others(erin: Tenant) -> None:
