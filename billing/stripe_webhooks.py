@@ -18,6 +18,11 @@ Design overview
   session as Stripe's API reports it *now* (Stripe's fulfilment recipe), so a stale or
   out-of-order event acts on the current state; charges and disputes from the event's
   object, whose refund figures are cumulative.
+* **Mode.** An event whose ``livemode`` disagrees with ``STRIPE_SECRET_KEY``'s mode
+  (``sk_live_``/``rk_live_`` against ``sk_test_``/``rk_test_``) is refused before any
+  handler runs: stored ``failed`` with the mismatch, logged as an error, answered 200 (no
+  retry can fix it). A test event reaching a live endpoint (or the reverse) never moves
+  money. With no key, or a key of neither prefix, the mode is not checked.
 * **Outcome.** ``processed``, or ``ignored`` (a type or an object that is not Tollgate's), or
   ``failed`` with the error on the row. A handler that raises ``StripeEventRejected`` (the
   event names one of our top-ups but disagrees with it) answers 200: no retry can fix it,
@@ -46,10 +51,11 @@ from django.utils import timezone
 
 from billing.exceptions import StripeEventRejected, StripeWebhookRefused
 from billing.models import StripeEvent, TopUp
-from billing.stripe_api import CheckoutSession, checkout_session_retrieve
+from billing.stripe_api import CheckoutSession, checkout_session_retrieve, is_live_key
 from billing.top_ups import (
     Handled,
     named_top_up_id,
+    top_up_dispute_close,
     top_up_dispute_record,
     top_up_refund_record,
     top_up_session_close,
@@ -122,6 +128,18 @@ def _dispute_created(event_object: StripeObject) -> Handled:
     )
 
 
+def _dispute_closed(event_object: StripeObject) -> Handled:
+    """``charge.dispute.closed`` and ``charge.dispute.funds_reinstated``: a won dispute
+    gives the wallet back what it took (once, whichever arrives first); any other outcome
+    moves no money."""
+    return top_up_dispute_close(
+        payment_intent=str(event_object.get("payment_intent") or ""),
+        status=str(event_object.get("status") or ""),
+        currency=str(event_object["currency"]),
+        reference=str(event_object["id"]),
+    )
+
+
 # The events to subscribe the endpoint to (README), and what each does.
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _session_paid,
@@ -130,6 +148,8 @@ HANDLERS: dict[str, Handler] = {
     "checkout.session.expired": _session_expired,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
+    "charge.dispute.funds_reinstated": _dispute_closed,
 }
 
 
@@ -202,6 +222,10 @@ def stripe_event_process(*, event: StripeEvent) -> Received:
     """Handle a stored event through :data:`HANDLERS` and record the outcome on its row
     (the webhook, and the admin's "Reprocess")."""
     StripeEvent.objects.filter(pk=event.pk).update(attempts=F("attempts") + 1)
+    mismatch = _mode_mismatch(event)
+    if mismatch:
+        logger.error("Stripe event %s (%s) refused: %s", event.event_id, event.type, mismatch)
+        return Received(_finish(event, StripeEvent.Status.FAILED, error=mismatch))
     handler = HANDLERS.get(event.type)
     if handler is None:
         return Received(
@@ -218,6 +242,17 @@ def stripe_event_process(*, event: StripeEvent) -> Received:
         return Received(_finish(event, StripeEvent.Status.FAILED, error=error), True)
     status = StripeEvent.Status.IGNORED if handled.top_up is None else StripeEvent.Status.PROCESSED
     return Received(_finish(event, status, note=handled.note))
+
+
+def _mode_mismatch(event: StripeEvent) -> str:
+    """Why ``event`` is of the other mode than this server's Stripe key, or ""."""
+    is_live = is_live_key()
+    if is_live is None or event.is_livemode == is_live:
+        return ""
+    return (
+        f"Mode mismatch: a {'live' if event.is_livemode else 'test'}-mode event, but "
+        f"STRIPE_SECRET_KEY is a {'live' if is_live else 'test'}-mode key; nothing was done."
+    )
 
 
 def _finish(event: StripeEvent, status: str, *, note: str = "", error: str = "") -> StripeEvent:
