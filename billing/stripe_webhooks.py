@@ -32,6 +32,12 @@ Design overview
   delivery runs it again. The admin's "Reprocess" action runs failed (and ignored) events
   again at any time (:func:`stripe_event_process`).
 
+* **Retention** (:func:`stripe_events_purge`, hourly from Celery beat). Processed and
+  ignored events older than ``STRIPE_EVENT_RETENTION_DAYS`` are deleted; failed ones (and
+  any left ``received``) stay until they are reprocessed. A redelivery of a purged event id
+  is stored and handled again: it moves no money twice, since every handler is idempotent
+  by its own keys (the top-up's status and lock, the ledger's unique idempotency keys).
+
 Every handler is idempotent on its own (see ``billing.top_ups``), so the same event run
 twice, concurrently or not, or two events about the same session, move money once.
 """
@@ -41,6 +47,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -274,3 +281,31 @@ def stripe_events_reprocess(*, events: Iterable[StripeEvent]) -> list[Received]:
         for event in events
         if event.status != StripeEvent.Status.PROCESSED
     ]
+
+
+# Events deleted per statement by the purge: each batch commits on its own.
+PURGE_BATCH_SIZE = 1_000
+# What the purge may delete: the events that need nothing more.
+DONE_STATUSES = (StripeEvent.Status.PROCESSED, StripeEvent.Status.IGNORED)
+
+
+def stripe_events_purge(*, now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete processed and ignored events received more than
+    ``STRIPE_EVENT_RETENTION_DAYS`` ago, oldest first, in batches of ``batch_size``; return
+    how many. Failed events (and any left ``received`` by a crash) are kept until they are
+    reprocessed. Idempotent and safe to run twice at once (it deletes by age; a row the
+    other run deleted is not counted again). Money is untouched: the ledger and the top-up
+    rows hold it, and a redelivery of a purged event moves none twice."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.STRIPE_EVENT_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(
+            StripeEvent.objects.filter(received_at__lt=cutoff, status__in=DONE_STATUSES)
+            .order_by("received_at")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        # The status again: an event reprocessed into "failed" meanwhile is kept.
+        count, _ = StripeEvent.objects.filter(pk__in=ids, status__in=DONE_STATUSES).delete()
+        deleted += count

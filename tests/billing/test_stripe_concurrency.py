@@ -6,14 +6,17 @@ would prove nothing), so the module is skipped on it. Each test ends with ``chec
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from billing.models import LedgerEntry, StripeEvent, TopUp
 from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
+from billing.stripe_webhooks import stripe_events_purge
 from billing.top_ups import top_up_create
 from keys.services import key_create
 from tests.billing.stripe_fake import (
@@ -142,4 +145,23 @@ def test_top_ups_credited_at_once_pay_a_shortfall_once(
     assert sum(paid_by) == parse_usd("45")
     short = TopUp.objects.get(stripe_session_id=paid["id"])
     assert (short.reversed_nanos, short.shortfall_nanos) == (parse_usd("50"), 0)
+    assert_books_balance()
+
+
+def test_a_purged_event_delivered_again_while_the_purge_runs_credits_once(
+    paid: dict[str, Any], tenant, settings
+):
+    completed = event("checkout.session.completed", paid)
+    assert post(completed) == 200
+    settings.STRIPE_EVENT_RETENTION_DAYS = 1
+    StripeEvent.objects.update(received_at=timezone.now() - timedelta(days=2))
+
+    outcomes = run_together(
+        DELIVERIES, lambda i: stripe_events_purge() if i == 0 else post(completed)
+    )
+
+    assert outcomes[0][0] == "ok"
+    assert outcomes[1:] == [("ok", 200)] * (DELIVERIES - 1)
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("50")
+    assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.TOP_UP).count() == 1
     assert_books_balance()
