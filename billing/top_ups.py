@@ -49,7 +49,8 @@ Design overview
    at most this top-up's amount and never more than the wallet has available; each adds to
    the earlier row's ``reversed_nanos`` and to this row's ``earlier_shortfall_paid_nanos``.
    The earlier rows are locked right after this one and before the wallet (the order every
-   refund and dispute takes too: top-up, then wallet), so no two flows wait on each other.
+   refund and dispute takes too: top-up rows, then the wallet), so two flows may wait for
+   each other but never in a circle.
 
 Nothing here calls Stripe inside a transaction that holds a lock.
 """
