@@ -82,7 +82,10 @@ class TopUpOutputSerializer(serializers.Serializer):
     """A card top-up. ``amount`` is what the wallet is credited, ``fee`` the operator's fee
     on it, ``total`` what the card pays. ``status``: ``pending`` until Stripe's webhook says
     the checkout was paid (``credited``), or it expired or failed. ``refunded`` and
-    ``disputed`` are Stripe's figures; ``taken_back`` what they took from the wallet."""
+    ``disputed`` are Stripe's figures; ``taken_back`` what they took from the wallet,
+    ``dispute_returned`` what a won dispute gave back, ``shortfall`` what they could not
+    take yet (collected from the next top-up), and ``to_earlier_shortfall`` what this
+    top-up's credit paid towards earlier top-ups' shortfall."""
 
     id = serializers.IntegerField()
     amount = UsdField(source="amount_nanos")
@@ -98,6 +101,23 @@ class TopUpOutputSerializer(serializers.Serializer):
     refunded = UsdField(source="refunded_nanos")
     disputed = UsdField(source="disputed_nanos")
     taken_back = UsdField(source="reversed_nanos")
+    dispute_returned = UsdField(
+        source="reinstated_nanos",
+        help_text="What a won dispute gave back to the wallet.",
+    )
+    shortfall = UsdField(
+        source="shortfall_nanos",
+        help_text=(
+            "What a refund or dispute could not take back (the wallet no longer had it); "
+            "collected from the next top-up."
+        ),
+    )
+    to_earlier_shortfall = UsdField(
+        source="earlier_shortfall_paid_nanos",
+        help_text=(
+            "What this top-up's credit paid towards earlier top-ups' shortfall, out of amount."
+        ),
+    )
     created_at = serializers.DateTimeField()
     credited_at = serializers.DateTimeField(allow_null=True)
 

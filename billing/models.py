@@ -68,6 +68,12 @@ class LedgerEntry(models.Model):
         # A card top-up taken back: refunded by the operator, or disputed by the cardholder.
         TOP_UP_REFUND = "top_up_refund", "Top-up refund"
         TOP_UP_DISPUTE = "top_up_dispute", "Top-up dispute"
+        # A disputed card top-up whose dispute the operator won: what the dispute had taken
+        # from the wallet, given back.
+        TOP_UP_DISPUTE_WON = "top_up_dispute_won", "Top-up dispute won"
+        # What an earlier top-up's refund or dispute could not take back (its shortfall),
+        # collected from the tenant's next card top-up when that is credited.
+        TOP_UP_SHORTFALL = "top_up_shortfall", "Top-up shortfall collected"
         MANUAL_CREDIT = "manual_credit", "Manual credit"
         KEY_FUNDING = "key_funding", "Key funding"
         KEY_REFUND = "key_refund", "Key refund"
@@ -296,7 +302,9 @@ class TopUp(models.Model):
     once Stripe answers. Only a signed webhook of that very session, paid, for exactly
     ``amount + fee`` in ``currency``, credits the wallet, once (``stripe_session_id`` is
     unique and the ledger entry's idempotency key is derived from it). Refunds and disputes
-    take back what they can (see ``reversed_nanos``); the status stays ``credited``.
+    take back what they can (see ``reversed_nanos``); the status stays ``credited``. A won
+    dispute gives back what the dispute took (``reinstated_nanos``); what could not be taken
+    back (``shortfall_nanos``) is collected from the tenant's next credited top-up.
     """
 
     class Status(models.TextChoices):
@@ -327,9 +335,19 @@ class TopUp(models.Model):
     # Cumulative, as Stripe reports them (a charge's amount_refunded; a dispute's amount).
     refunded_nanos = models.BigIntegerField(default=0)
     disputed_nanos = models.BigIntegerField(default=0)
-    # What refunds and disputes took back from the wallet (a positive sum of their debits).
-    # Never more than the wallet had available; the rest is ``shortfall_nanos``.
+    # What refunds and disputes took back from the wallet (a positive sum of their debits,
+    # and of the shortfall later collected from other top-ups). Never more than the wallet
+    # had available; the rest is ``shortfall_nanos``.
     reversed_nanos = models.BigIntegerField(default=0)
+    # Stripe closed the payment's dispute as won (``charge.dispute.closed`` or
+    # ``…funds_reinstated`` with status ``won``): the dispute no longer counts as owed.
+    is_dispute_won = models.BooleanField(default=False)
+    # What the won dispute gave back to the wallet (a ``top_up_dispute_won`` credit): what
+    # the dispute had actually taken, never what it could not take.
+    reinstated_nanos = models.BigIntegerField(default=0)
+    # What this top-up's credit paid towards the shortfalls of the tenant's earlier top-ups
+    # (``top_up_shortfall`` debits), out of ``amount_nanos``.
+    earlier_shortfall_paid_nanos = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     actor = models.ForeignKey(
         "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -353,10 +371,18 @@ class TopUp(models.Model):
                 condition=Q(amount_nanos__gt=0) & Q(fee_nanos__gte=0),
                 name="top_up_amounts_positive",
             ),
+            # Net of what a won dispute gave back, never more taken back than was credited.
             models.CheckConstraint(
                 condition=Q(reversed_nanos__gte=0)
-                & Q(reversed_nanos__lte=models.F("amount_nanos")),
-                name="top_up_reversal_within_credit",
+                & Q(reinstated_nanos__gte=0)
+                & Q(reinstated_nanos__lte=models.F("reversed_nanos"))
+                & Q(reversed_nanos__lte=models.F("amount_nanos") + models.F("reinstated_nanos")),
+                name="top_up_taken_back_within_credit",
+            ),
+            models.CheckConstraint(
+                condition=Q(earlier_shortfall_paid_nanos__gte=0)
+                & Q(earlier_shortfall_paid_nanos__lte=models.F("amount_nanos")),
+                name="top_up_shortfall_paid_within_amount",
             ),
             # Credited exactly when it has a credit time: the one transition that moves money.
             models.CheckConstraint(
@@ -378,13 +404,20 @@ class TopUp(models.Model):
     def owed_nanos(self) -> int:
         """What refunds and disputes should take back from the wallet: what Stripe gave
         back or holds, up to the amount the top-up credited (a refunded fee is the
-        operator's, never the wallet's)."""
-        return min(self.refunded_nanos + self.disputed_nanos, self.amount_nanos)
+        operator's, never the wallet's). A won dispute holds nothing any more."""
+        disputed = 0 if self.is_dispute_won else self.disputed_nanos
+        return min(self.refunded_nanos + disputed, self.amount_nanos)
+
+    @property
+    def taken_back_nanos(self) -> int:
+        """What the wallet has given up for this top-up, net: taken back, less what a won
+        dispute gave back."""
+        return self.reversed_nanos - self.reinstated_nanos
 
     @property
     def shortfall_nanos(self) -> int:
         """What a refund or dispute could not take back: the wallet no longer had it."""
-        return max(self.owed_nanos - self.reversed_nanos, 0)
+        return max(self.owed_nanos - self.taken_back_nanos, 0)
 
     @property
     def checkout_key(self) -> str:

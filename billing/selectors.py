@@ -291,8 +291,9 @@ def ledger_audit() -> list[LedgerProblem]:
 
     * each card top-up's entries (found by their ``stripe:<session id>`` idempotency keys)
       are what its row says: the card's payment and the fee once if it is credited, none
-      otherwise, and refund and dispute debits adding up to what it took back, never more
-      than it owes.
+      otherwise, refund, dispute and shortfall-collection debits adding up to what it took
+      back, a won dispute's credit to what it gave back, never more taken back (net) than
+      it owes, and the shortfall debits it paid for earlier top-ups to what it says it paid.
 
     The keys' counters are audited by ``keys.selectors.key_ledger_audit``; ``check_ledger``
     runs both in one snapshot (``keys.selectors.books_audit``).
@@ -360,30 +361,45 @@ TOP_UP_ENTRY_KINDS: dict[str, str] = {
     LedgerEntry.Kind.TOP_UP_FEE: "fee",
     LedgerEntry.Kind.TOP_UP_REFUND: "reversed",
     LedgerEntry.Kind.TOP_UP_DISPUTE: "reversed",
+    LedgerEntry.Kind.TOP_UP_DISPUTE_WON: "reinstated",
+    # "stripe:<paying session>:shortfall-of:<owing session>": counted twice, as what the
+    # paying top-up paid and as what the owing one took back (see _audit_top_ups).
+    LedgerEntry.Kind.TOP_UP_SHORTFALL: "shortfall_paid",
 }
+TOP_UP_PARTS = ("credit", "fee", "reversed", "reinstated", "shortfall_paid")
 
 
 def _audit_top_ups() -> list[LedgerProblem]:
     posted: dict[str, dict[str, int]] = {}
+
+    def sums_of(session: str) -> dict[str, int]:
+        return posted.setdefault(session, dict.fromkeys(TOP_UP_PARTS, 0))
+
     for key, kind, amount in LedgerEntry.objects.filter(
         kind__in=list(TOP_UP_ENTRY_KINDS), idempotency_key__startswith="stripe:"
     ).values_list("idempotency_key", "kind", "amount_nanos"):
-        session = str(key).split(":")[1]
-        sums = posted.setdefault(session, {"credit": 0, "fee": 0, "reversed": 0})
-        sums[TOP_UP_ENTRY_KINDS[kind]] += amount
+        parts = str(key).split(":")
+        sums_of(parts[1])[TOP_UP_ENTRY_KINDS[kind]] += amount
+        if kind == LedgerEntry.Kind.TOP_UP_SHORTFALL:
+            # The owing top-up gave this up too: part of what it took back.
+            sums_of(parts[-1])["reversed"] += amount
     problems = []
     for top_up in TopUp.objects.exclude(stripe_session_id=None).order_by("pk"):
-        sums = posted.get(str(top_up.stripe_session_id), {"credit": 0, "fee": 0, "reversed": 0})
+        sums = posted.get(str(top_up.stripe_session_id), dict.fromkeys(TOP_UP_PARTS, 0))
         credited = top_up.status == TopUp.Status.CREDITED
         expected = {
             "credit": top_up.total_nanos if credited else 0,
             "fee": -top_up.fee_nanos if credited else 0,
             "reversed": -top_up.reversed_nanos,
+            "reinstated": top_up.reinstated_nanos,
+            "shortfall_paid": -top_up.earlier_shortfall_paid_nanos,
         }
         for part, what in (
             ("credit", "the card payment posted"),
             ("fee", "the fee posted"),
-            ("reversed", "what refunds and disputes took back"),
+            ("reversed", "what refunds and disputes took back (and shortfall collected)"),
+            ("reinstated", "what a won dispute gave back"),
+            ("shortfall_paid", "what it paid towards earlier top-ups' shortfall"),
         ):
             if sums[part] != expected[part]:
                 problems.append(
@@ -391,14 +407,14 @@ def _audit_top_ups() -> list[LedgerProblem]:
                         f"top_up_{part}", "top_up", top_up.pk, expected[part], sums[part], what
                     )
                 )
-        if top_up.reversed_nanos > top_up.owed_nanos:
+        if top_up.taken_back_nanos > top_up.owed_nanos:
             problems.append(
                 ledger_problem(
                     "top_up_reversed_owed",
                     "top_up",
                     top_up.pk,
                     top_up.owed_nanos,
-                    top_up.reversed_nanos,
+                    top_up.taken_back_nanos,
                     "taken back (more than refunds and disputes owe)",
                 )
             )

@@ -70,6 +70,23 @@ def is_configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
 
 
+# A secret or restricted key's prefix says which of the account's two modes it acts in.
+LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+
+
+def is_live_key() -> bool | None:
+    """Whether ``STRIPE_SECRET_KEY`` is a live-mode key (``sk_live_``/``rk_live_``), a
+    test-mode one (``sk_test_``/``rk_test_``: False), or None when there is no key or its
+    prefix says neither."""
+    key = settings.STRIPE_SECRET_KEY or ""
+    if key.startswith(LIVE_KEY_PREFIXES):
+        return True
+    if key.startswith(TEST_KEY_PREFIXES):
+        return False
+    return None
+
+
 def stripe_client() -> stripe.StripeClient:
     """A client for this server's Stripe account; TopUpsNotConfigured without a key."""
     if not is_configured():

@@ -18,6 +18,11 @@ Design overview
   session as Stripe's API reports it *now* (Stripe's fulfilment recipe), so a stale or
   out-of-order event acts on the current state; charges and disputes from the event's
   object, whose refund figures are cumulative.
+* **Mode.** An event whose ``livemode`` disagrees with ``STRIPE_SECRET_KEY``'s mode
+  (``sk_live_``/``rk_live_`` against ``sk_test_``/``rk_test_``) is refused before any
+  handler runs: stored ``failed`` with the mismatch, logged as an error, answered 200 (no
+  retry can fix it). A test event reaching a live endpoint (or the reverse) never moves
+  money. With no key, or a key of neither prefix, the mode is not checked.
 * **Outcome.** ``processed``, or ``ignored`` (a type or an object that is not Tollgate's), or
   ``failed`` with the error on the row. A handler that raises ``StripeEventRejected`` (the
   event names one of our top-ups but disagrees with it) answers 200: no retry can fix it,
@@ -26,6 +31,12 @@ Design overview
   was not handled: Stripe then sends it again with backoff for up to three days, and each
   delivery runs it again. The admin's "Reprocess" action runs failed (and ignored) events
   again at any time (:func:`stripe_event_process`).
+
+* **Retention** (:func:`stripe_events_purge`, hourly from Celery beat). Processed and
+  ignored events older than ``STRIPE_EVENT_RETENTION_DAYS`` are deleted; failed ones (and
+  any left ``received``) stay until they are reprocessed. A redelivery of a purged event id
+  is stored and handled again: it moves no money twice, since every handler is idempotent
+  by its own keys (the top-up's status and lock, the ledger's unique idempotency keys).
 
 Every handler is idempotent on its own (see ``billing.top_ups``), so the same event run
 twice, concurrently or not, or two events about the same session, move money once.
@@ -36,6 +47,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -46,10 +58,11 @@ from django.utils import timezone
 
 from billing.exceptions import StripeEventRejected, StripeWebhookRefused
 from billing.models import StripeEvent, TopUp
-from billing.stripe_api import CheckoutSession, checkout_session_retrieve
+from billing.stripe_api import CheckoutSession, checkout_session_retrieve, is_live_key
 from billing.top_ups import (
     Handled,
     named_top_up_id,
+    top_up_dispute_close,
     top_up_dispute_record,
     top_up_refund_record,
     top_up_session_close,
@@ -122,6 +135,18 @@ def _dispute_created(event_object: StripeObject) -> Handled:
     )
 
 
+def _dispute_closed(event_object: StripeObject) -> Handled:
+    """``charge.dispute.closed`` and ``charge.dispute.funds_reinstated``: a won dispute
+    gives the wallet back what it took (once, whichever arrives first); any other outcome
+    moves no money."""
+    return top_up_dispute_close(
+        payment_intent=str(event_object.get("payment_intent") or ""),
+        status=str(event_object.get("status") or ""),
+        currency=str(event_object["currency"]),
+        reference=str(event_object["id"]),
+    )
+
+
 # The events to subscribe the endpoint to (README), and what each does.
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _session_paid,
@@ -130,6 +155,8 @@ HANDLERS: dict[str, Handler] = {
     "checkout.session.expired": _session_expired,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
+    "charge.dispute.funds_reinstated": _dispute_closed,
 }
 
 
@@ -202,6 +229,10 @@ def stripe_event_process(*, event: StripeEvent) -> Received:
     """Handle a stored event through :data:`HANDLERS` and record the outcome on its row
     (the webhook, and the admin's "Reprocess")."""
     StripeEvent.objects.filter(pk=event.pk).update(attempts=F("attempts") + 1)
+    mismatch = _mode_mismatch(event)
+    if mismatch:
+        logger.error("Stripe event %s (%s) refused: %s", event.event_id, event.type, mismatch)
+        return Received(_finish(event, StripeEvent.Status.FAILED, error=mismatch))
     handler = HANDLERS.get(event.type)
     if handler is None:
         return Received(
@@ -218,6 +249,17 @@ def stripe_event_process(*, event: StripeEvent) -> Received:
         return Received(_finish(event, StripeEvent.Status.FAILED, error=error), True)
     status = StripeEvent.Status.IGNORED if handled.top_up is None else StripeEvent.Status.PROCESSED
     return Received(_finish(event, status, note=handled.note))
+
+
+def _mode_mismatch(event: StripeEvent) -> str:
+    """Why ``event`` is of the other mode than this server's Stripe key, or ""."""
+    is_live = is_live_key()
+    if is_live is None or event.is_livemode == is_live:
+        return ""
+    return (
+        f"Mode mismatch: a {'live' if event.is_livemode else 'test'}-mode event, but "
+        f"STRIPE_SECRET_KEY is a {'live' if is_live else 'test'}-mode key; nothing was done."
+    )
 
 
 def _finish(event: StripeEvent, status: str, *, note: str = "", error: str = "") -> StripeEvent:
@@ -239,3 +281,31 @@ def stripe_events_reprocess(*, events: Iterable[StripeEvent]) -> list[Received]:
         for event in events
         if event.status != StripeEvent.Status.PROCESSED
     ]
+
+
+# Events deleted per statement by the purge: each batch commits on its own.
+PURGE_BATCH_SIZE = 1_000
+# What the purge may delete: the events that need nothing more.
+DONE_STATUSES = (StripeEvent.Status.PROCESSED, StripeEvent.Status.IGNORED)
+
+
+def stripe_events_purge(*, now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete processed and ignored events received more than
+    ``STRIPE_EVENT_RETENTION_DAYS`` ago, oldest first, in batches of ``batch_size``; return
+    how many. Failed events (and any left ``received`` by a crash) are kept until they are
+    reprocessed. Idempotent and safe to run twice at once (it deletes by age; a row the
+    other run deleted is not counted again). Money is untouched: the ledger and the top-up
+    rows hold it, and a redelivery of a purged event moves none twice."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.STRIPE_EVENT_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(
+            StripeEvent.objects.filter(received_at__lt=cutoff, status__in=DONE_STATUSES)
+            .order_by("received_at")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        # The status again: an event reprocessed into "failed" meanwhile is kept.
+        count, _ = StripeEvent.objects.filter(pk__in=ids, status__in=DONE_STATUSES).delete()
+        deleted += count

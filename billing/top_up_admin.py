@@ -60,7 +60,10 @@ class TopUpAdmin(ReadOnlyAdmin):
         "refunded",
         "disputed",
         "taken_back",
+        "is_dispute_won",
+        "dispute_returned",
         "shortfall",
+        "earlier_shortfall_paid",
         "error",
         "actor",
         "created_at",
@@ -92,10 +95,18 @@ class TopUpAdmin(ReadOnlyAdmin):
     def taken_back(self, top_up: TopUp) -> str:
         return usd(top_up.reversed_nanos)
 
+    @admin.display(description="Given back by a won dispute (USD)")
+    def dispute_returned(self, top_up: TopUp) -> str:
+        return usd(top_up.reinstated_nanos)
+
     @admin.display(description="Shortfall (USD)")
     def shortfall(self, top_up: TopUp) -> str:
-        """What a refund or dispute could not take back: the operator settles it."""
+        """What a refund or dispute could not take back: the next top-up pays it."""
         return usd(top_up.shortfall_nanos) if top_up.shortfall_nanos else "—"
+
+    @admin.display(description="Paid towards earlier shortfalls (USD)")
+    def earlier_shortfall_paid(self, top_up: TopUp) -> str:
+        return usd(top_up.earlier_shortfall_paid_nanos)
 
 
 @admin.register(StripeEvent)

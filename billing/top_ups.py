@@ -35,6 +35,22 @@ Design overview
    adjustment, or suspending the reseller). The next refund or dispute event of the same
    payment tries again to take what is still owed. A refund recorded before the credit
    lands (events out of order) is taken back when it does.
+5. **A won dispute** (:func:`top_up_dispute_close` with status ``won``, from
+   ``charge.dispute.closed`` or ``charge.dispute.funds_reinstated``) stops counting the
+   dispute as owed: the wallet gets back, as one ``top_up_dispute_won`` credit, what it had
+   given up beyond what refunds still owe, and the part of the shortfall the dispute caused
+   simply ends (it was never collected). Once per top-up: the row is locked,
+   ``is_dispute_won`` flips by a conditional update, the entry's key is
+   ``stripe:<session>:dispute-won``. A lost dispute moves no money (it was taken at
+   ``charge.dispute.created``).
+6. **Shortfalls are collected from the next top-up.** When a top-up is credited, what the
+   tenant's earlier top-ups still fall short of is taken from it first, oldest first, as
+   ``top_up_shortfall`` debits (key ``stripe:<this session>:shortfall-of:<that session>``),
+   at most this top-up's amount and never more than the wallet has available; each adds to
+   the earlier row's ``reversed_nanos`` and to this row's ``earlier_shortfall_paid_nanos``.
+   The earlier rows are locked right after this one and before the wallet (the order every
+   refund and dispute takes too: top-up rows, then the wallet), so two flows may wait for
+   each other but never in a circle.
 
 Nothing here calls Stripe inside a transaction that holds a lock.
 """
@@ -51,7 +67,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -352,6 +368,9 @@ def _top_up_credit(*, top_up_id: int, session: CheckoutSession) -> Handled:
             top_up, f"top-up {top_up.pk} not paid yet (payment_status {session.payment_status})"
         )
     reference = session.id
+    # The earlier top-ups whose shortfall this credit pays, locked now: before the credit
+    # below locks the wallet row, as a refund or dispute of theirs (top-up, then wallet) does.
+    owing = _shortfalls_lock(top_up)
     run_sync(
         ledger_post_op(
             wallet_id=top_up.wallet_id,
@@ -391,7 +410,80 @@ def _top_up_credit(*, top_up_id: int, session: CheckoutSession) -> Handled:
     top_up.refresh_from_db()
     # A refund or dispute recorded before this credit (events out of order) is owed now.
     _take_back(top_up, kind=_reversal_kind(top_up), reference=reference, now=now)
-    return Handled(top_up, f"credited top-up {top_up.pk}: {format_usd(top_up.amount_nanos)}")
+    paid = _shortfalls_collect(top_up, owing=owing, now=now)
+    note = f"credited top-up {top_up.pk}: {format_usd(top_up.amount_nanos)}"
+    if paid:
+        note += f"; {format_usd(paid)} of it paid earlier top-ups' shortfall"
+    return Handled(top_up, note)
+
+
+def _shortfalls_lock(top_up: TopUp) -> list[TopUp]:
+    """The tenant's other credited top-ups that a refund or dispute touched, locked in
+    ``pk`` order (so two credits of one wallet racing take them in the same order): the
+    ones that may have a shortfall this credit pays."""
+    return list(
+        TopUp.objects.select_for_update()
+        .filter(wallet_id=top_up.wallet_id, status=TopUp.Status.CREDITED)
+        .filter(Q(refunded_nanos__gt=0) | Q(disputed_nanos__gt=0))
+        .exclude(pk=top_up.pk)
+        .order_by("pk")
+    )
+
+
+def _shortfalls_collect(top_up: TopUp, *, owing: list[TopUp], now: datetime) -> int:
+    """Take from the wallet, oldest first, what the ``owing`` top-ups (locked) still fall
+    short of, out of what ``top_up`` (just credited, locked) brought in and never more
+    than the wallet has available; returns what was paid. Runs once per top-up: inside its
+    one ``pending → credited`` transaction."""
+    budget = top_up.amount_nanos - top_up.taken_back_nanos
+    short = [other for other in owing if other.shortfall_nanos > 0]
+    if budget <= 0 or not short:
+        return 0
+    # Locked so that the available balance read here is still there for the debits (the
+    # proxy holds on this wallet meanwhile; the CHECK constraint would refuse a debit a
+    # hold got to first).
+    wallet = Wallet.objects.select_for_update().get(pk=top_up.wallet_id)
+    left = min(budget, wallet.available_nanos)
+    paid = 0
+    for other in short:
+        take = min(other.shortfall_nanos, left - paid)
+        if take <= 0:
+            break
+        run_sync(
+            ledger_post_op(
+                wallet_id=top_up.wallet_id,
+                kind=LedgerEntry.Kind.TOP_UP_SHORTFALL,
+                amount_nanos=-take,
+                reason=(
+                    f"Shortfall of card top-up #{other.pk}, collected from card top-up #{top_up.pk}"
+                ),
+                reference=str(top_up.stripe_session_id),
+                idempotency_key=(
+                    f"stripe:{top_up.stripe_session_id}:shortfall-of:{other.stripe_session_id}"
+                ),
+                now=now,
+            )
+        )
+        TopUp.objects.filter(pk=other.pk).update(
+            reversed_nanos=F("reversed_nanos") + take, updated_at=now
+        )
+        paid += take
+        logger.info(
+            "top-up %s: collected %s of top-up %s's shortfall",
+            top_up.pk,
+            format_usd(take),
+            other.pk,
+        )
+    if paid:
+        # Only from nothing: a second collection for one top-up would be a bug, and rolls
+        # the whole credit back.
+        changed = TopUp.objects.filter(pk=top_up.pk, earlier_shortfall_paid_nanos=0).update(
+            earlier_shortfall_paid_nanos=paid, updated_at=now
+        )
+        if changed != 1:
+            raise LedgerError(f"top-up {top_up.pk} already paid earlier shortfalls")
+        top_up.earlier_shortfall_paid_nanos = paid
+    return paid
 
 
 def top_up_session_close(*, session: CheckoutSession, status: str, error: str = "") -> Handled:
@@ -489,6 +581,79 @@ def _top_up_reverse(
     return Handled(top_up, note)
 
 
+# The dispute status that gives the money back (Stripe's ``dispute.status``); ``lost``,
+# ``warning_closed`` and the rest move no money.
+DISPUTE_WON = "won"
+
+
+def top_up_dispute_close(
+    *, payment_intent: str, status: str, currency: str, reference: str
+) -> Handled:
+    """A dispute of a charge of ``payment_intent`` was closed (``charge.dispute.closed``) or
+    its funds reinstated (``charge.dispute.funds_reinstated``), Stripe's dispute ``status``
+    now being ``status``. Won: the wallet gets back what the dispute took from it, and the
+    part of the shortfall it caused ends, once whatever the number, order or concurrency
+    of deliveries (see the module's doc). Any other status moves no money: a lost
+    dispute's amount was taken when it was opened, and funds Stripe reinstates on a lost
+    dispute of a partly refunded payment are the refunded part, which the wallet gave up
+    once only (``owed_nanos`` caps refunds and disputes together at the amount)."""
+    return _top_up_dispute_close(
+        payment_intent=payment_intent, status=status, currency=currency, reference=reference
+    )
+
+
+@transaction.atomic(durable=True)
+def _top_up_dispute_close(
+    *, payment_intent: str, status: str, currency: str, reference: str
+) -> Handled:
+    top_up = _top_up_lock(payment_intent=payment_intent) if payment_intent else None
+    if top_up is None:
+        return Handled(None, f"no top-up was paid with {payment_intent or 'this charge'}")
+    if currency.lower() != top_up.currency:
+        raise StripeEventRejected(
+            f"{reference} is in {currency!r}; top-up {top_up.pk} is in {top_up.currency!r}."
+        )
+    if status != DISPUTE_WON:
+        return Handled(
+            top_up,
+            f"dispute of top-up {top_up.pk} is {status or 'without a status'}: no money moves",
+        )
+    if top_up.is_dispute_won:
+        return Handled(top_up, f"the dispute of top-up {top_up.pk} was already won")
+    now = timezone.now()
+    shortfall_before = top_up.shortfall_nanos
+    taken_before = top_up.taken_back_nanos
+    top_up.is_dispute_won = True
+    # What the wallet gave up beyond what is still owed without the dispute (refunds):
+    # what the dispute actually took. Nothing before the credit, when nothing was taken.
+    returned = max(taken_before - top_up.owed_nanos, 0)
+    # The one transition of a win, only from "not won": under the lock above it cannot
+    # miss, and if it ever did, the whole win rolls back.
+    changed = TopUp.objects.filter(pk=top_up.pk, is_dispute_won=False).update(
+        is_dispute_won=True, reinstated_nanos=F("reinstated_nanos") + returned, updated_at=now
+    )
+    if changed != 1:
+        raise LedgerError(f"top-up {top_up.pk} changed under its lock")
+    if returned:
+        run_sync(
+            ledger_post_op(
+                wallet_id=top_up.wallet_id,
+                kind=LedgerEntry.Kind.TOP_UP_DISPUTE_WON,
+                amount_nanos=returned,
+                reason=f"Dispute of card top-up #{top_up.pk} won",
+                reference=reference,
+                idempotency_key=f"stripe:{top_up.stripe_session_id}:dispute-won",
+                now=now,
+            )
+        )
+    top_up.refresh_from_db()
+    note = f"dispute of top-up {top_up.pk} won: {format_usd(returned)} back to the wallet"
+    cleared = shortfall_before - top_up.shortfall_nanos
+    if cleared > 0:
+        note += f"; {format_usd(cleared)} of its shortfall cleared"
+    return Handled(top_up, note)
+
+
 def _reversal_kind(top_up: TopUp) -> str:
     if top_up.refunded_nanos:
         return LedgerEntry.Kind.TOP_UP_REFUND
@@ -498,7 +663,7 @@ def _reversal_kind(top_up: TopUp) -> str:
 def _take_back(top_up: TopUp, *, kind: str, reference: str, now: datetime) -> int:
     """Debit what ``top_up`` still owes (``owed - reversed``), at most what its wallet has
     available; returns what was taken. Runs under the top-up's lock (the caller's)."""
-    wanted = top_up.owed_nanos - top_up.reversed_nanos
+    wanted = top_up.owed_nanos - top_up.taken_back_nanos
     if wanted <= 0:
         return 0
     # Locked so that the available balance read here is still there for the debit: the

@@ -274,6 +274,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("RESERVATION_SWEEP_SECONDS", 30)),
     },
     "purge-traces": {"task": "usage.tasks.traces_purge_task", "schedule": 3600.0},
+    # Handled Stripe webhook events past STRIPE_EVENT_RETENTION_DAYS (failed ones stay).
+    "purge-stripe-events": {"task": "billing.tasks.stripe_events_purge_task", "schedule": 3600.0},
     "roll-up-usage": {
         "task": "usage.tasks.usage_rollup_task",
         "schedule": float(env_int("USAGE_ROLLUP_SECONDS", 60)),
@@ -489,6 +491,14 @@ STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/
 STRIPE_CHECKOUT_ORIGIN = env_str("STRIPE_CHECKOUT_ORIGIN", "https://checkout.stripe.com")
 # Seconds a call to Stripe may take (the SDK retries a failed one twice, same idempotency key).
 STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30)
+# Days a processed or ignored Stripe event is kept (the hourly purge deletes older ones; a
+# failed one stays until it is reprocessed). Stripe retries an event for three days, and a
+# redelivery of a purged event is handled again, harmlessly (the handlers are idempotent).
+STRIPE_EVENT_RETENTION_DAYS = env_int("STRIPE_EVENT_RETENTION_DAYS", 90)
+if STRIPE_EVENT_RETENTION_DAYS < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("STRIPE_EVENT_RETENTION_DAYS must be at least 1.")
 # A top-up's amount (what the wallet is credited) in USD, and the operator's optional fee on
 # it, paid on top by the card: TOP_UP_FEE_PERCENT % of the amount rounded half up to the
 # cent, plus TOP_UP_FEE_FIXED USD. Read by billing.top_ups.top_up_terms (a bad value is an

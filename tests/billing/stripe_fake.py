@@ -349,17 +349,24 @@ def charge(session: dict[str, Any], *, amount_refunded: int = 0) -> dict[str, An
     }
 
 
-def dispute(session: dict[str, Any], *, amount: int | None = None) -> dict[str, Any]:
-    """The cardholder disputed the charge that paid ``session`` (all of it by default)."""
+def dispute(
+    session: dict[str, Any],
+    *,
+    amount: int | None = None,
+    status: str = "needs_response",
+    dispute_id: str | None = None,
+) -> dict[str, Any]:
+    """The cardholder disputed the charge that paid ``session`` (all of it by default);
+    ``status`` ``won`` or ``lost`` once Stripe closed it."""
     return {
-        "id": f"dp_test_{_token(24)}",
+        "id": dispute_id or f"dp_test_{_token(24)}",
         "object": "dispute",
         "amount": session["amount_total"] if amount is None else amount,
         "charge": f"ch_test_{_token(24)}",
         "currency": session["currency"],
         "payment_intent": session["payment_intent"],
         "reason": "fraudulent",
-        "status": "needs_response",
+        "status": status,
     }
 
 

@@ -15,10 +15,12 @@ from billing.models import LedgerEntry, TopUp
 from billing.money import parse_usd
 from billing.top_ups import top_up_create
 from keys.selectors import books_audit
+from keys.services import key_create
 from tests.billing.stripe_fake import (
     StripeFake,
     charge,
     deliver,
+    dispute,
     event,
     stripe_fake,
     stripe_fake_server,
@@ -82,3 +84,44 @@ def test_taking_back_more_than_is_owed_is_named(credited: TopUp):
 def test_a_fee_entry_of_the_wrong_amount_is_named(credited: TopUp):
     LedgerEntry.objects.filter(kind="top_up_fee").update(amount_nanos=-parse_usd("2"))
     assert ("top_up_fee", credited.pk) in checks()
+
+
+def test_a_won_disputes_figure_that_disagrees_with_its_entry_is_named(
+    credited: TopUp, stripe_fake: StripeFake
+):
+    session = stripe_fake.session(credited.stripe_session_id)
+    opened = dispute(session, amount=2000)
+    web = Client()
+    deliver(web, event("charge.dispute.created", opened))
+    deliver(web, event("charge.dispute.closed", {**opened, "status": "won"}))
+    assert books_audit() == []
+
+    TopUp.objects.filter(pk=credited.pk).update(reinstated_nanos=parse_usd("25"))
+
+    assert checks() == {("top_up_reinstated", credited.pk)}
+
+
+def test_a_shortfall_paid_figure_that_disagrees_with_its_entries_is_named(
+    credited: TopUp, stripe_fake: StripeFake, tenant: Any
+):
+    key_create(
+        tenant=tenant,
+        actor=None,
+        label="spent",
+        client_budget_nanos=parse_usd("40"),
+        your_cost_nanos=parse_usd("40"),
+    )
+    web = Client()
+    session = stripe_fake.session(credited.stripe_session_id)
+    deliver(web, event("charge.refunded", charge(session, amount_refunded=5000)))
+    later = top_up_create(tenant=tenant, actor=None, amount_nanos=parse_usd("20"))
+    deliver(web, event("checkout.session.completed", stripe_fake.complete(later.stripe_session_id)))
+    later.refresh_from_db()
+    assert later.earlier_shortfall_paid_nanos == parse_usd("20")
+    assert books_audit() == []
+
+    TopUp.objects.filter(pk=later.pk).update(earlier_shortfall_paid_nanos=parse_usd("19"))
+    assert checks() == {("top_up_shortfall_paid", later.pk)}
+    TopUp.objects.filter(pk=later.pk).update(earlier_shortfall_paid_nanos=parse_usd("20"))
+    TopUp.objects.filter(pk=credited.pk).update(reversed_nanos=parse_usd("40"))
+    assert checks() == {("top_up_reversed", credited.pk)}

@@ -6,19 +6,24 @@ would prove nothing), so the module is skipped on it. Each test ends with ``chec
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from billing.models import LedgerEntry, StripeEvent, TopUp
 from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
+from billing.stripe_webhooks import stripe_events_purge
 from billing.top_ups import top_up_create
+from keys.services import key_create
 from tests.billing.stripe_fake import (
     WEBHOOK_PATH,
     StripeFake,
     charge,
+    dispute,
     event,
     signed,
     stripe_fake,
@@ -84,4 +89,79 @@ def test_refund_events_at_once_take_back_once(paid: dict[str, Any], tenant):
     assert outcomes == [("ok", 200)] * DELIVERIES
     assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("30")
     assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.TOP_UP_REFUND).count() == 1
+    assert_books_balance()
+
+
+def test_won_dispute_events_at_once_give_back_once(paid: dict[str, Any], tenant):
+    assert post(event("checkout.session.completed", paid)) == 200
+    opened = dispute(paid, amount=2000)
+    assert post(event("charge.dispute.created", opened)) == 200
+    won = {**opened, "status": "won"}
+    kinds = ["charge.dispute.closed"] * 3 + ["charge.dispute.funds_reinstated"] * 2
+    events = [event(kind, won) for kind in kinds]
+
+    outcomes = run_together(DELIVERIES, lambda i: post(events[i]))
+
+    assert outcomes == [("ok", 200)] * DELIVERIES
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("50")
+    assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.TOP_UP_DISPUTE_WON).count() == 1
+    assert StripeEvent.objects.filter(status=StripeEvent.Status.PROCESSED).count() == 2 + DELIVERIES
+    assert TopUp.objects.get().reinstated_nanos == parse_usd("20")
+    assert_books_balance()
+
+
+def test_top_ups_credited_at_once_pay_a_shortfall_once(
+    paid: dict[str, Any], stripe_fake: StripeFake, tenant
+):
+    """A $45 shortfall; two top-ups of $30 completed at once, with the short top-up's
+    refund delivered again meanwhile: $45 collected in all, never twice."""
+    assert post(event("checkout.session.completed", paid)) == 200
+    key_create(
+        tenant=tenant,
+        actor=None,
+        label="spent",
+        client_budget_nanos=parse_usd("45"),
+        your_cost_nanos=parse_usd("45"),
+    )
+    refund = charge(paid, amount_refunded=5000)
+    assert post(event("charge.refunded", refund)) == 200
+    sessions = []
+    for _ in range(2):
+        top_up = top_up_create(tenant=tenant, actor=None, amount_nanos=parse_usd("30"))
+        sessions.append(stripe_fake.complete(top_up.stripe_session_id))
+    events = [
+        event("checkout.session.completed", sessions[0]),
+        event("checkout.session.completed", sessions[1]),
+        event("checkout.session.completed", sessions[0]),
+        event("charge.refunded", refund),
+        event("checkout.session.async_payment_succeeded", sessions[1]),
+    ]
+
+    outcomes = run_together(DELIVERIES, lambda i: post(events[i]))
+
+    assert outcomes == [("ok", 200)] * DELIVERIES
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("15")
+    paid_by = sorted(TopUp.objects.values_list("earlier_shortfall_paid_nanos", flat=True))
+    assert sum(paid_by) == parse_usd("45")
+    short = TopUp.objects.get(stripe_session_id=paid["id"])
+    assert (short.reversed_nanos, short.shortfall_nanos) == (parse_usd("50"), 0)
+    assert_books_balance()
+
+
+def test_a_purged_event_delivered_again_while_the_purge_runs_credits_once(
+    paid: dict[str, Any], tenant, settings
+):
+    completed = event("checkout.session.completed", paid)
+    assert post(completed) == 200
+    settings.STRIPE_EVENT_RETENTION_DAYS = 1
+    StripeEvent.objects.update(received_at=timezone.now() - timedelta(days=2))
+
+    outcomes = run_together(
+        DELIVERIES, lambda i: stripe_events_purge() if i == 0 else post(completed)
+    )
+
+    assert outcomes[0][0] == "ok"
+    assert outcomes[1:] == [("ok", 200)] * (DELIVERIES - 1)
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("50")
+    assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.TOP_UP).count() == 1
     assert_books_balance()

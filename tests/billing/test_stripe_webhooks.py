@@ -32,6 +32,7 @@ from tests.billing.stripe_fake import (
     stripe_fake,
     stripe_fake_server,
 )
+from tests.dashboard.conftest import sign_in
 
 __all__ = ["stripe_fake", "stripe_fake_server"]  # fixtures
 
@@ -601,6 +602,305 @@ def test_a_dispute_recorded_before_the_credit_is_taken_back_when_it_lands(
     ]
 
 
+# ---------------------------------------------------------------------- disputes closed
+
+CLOSED = "charge.dispute.closed"
+REINSTATED = "charge.dispute.funds_reinstated"
+
+
+def spend(tenant: Any, amount: str) -> None:
+    """Put ``amount`` of the wallet into a prepaid key: money the wallet no longer has."""
+    key_create(
+        tenant=tenant,
+        actor=None,
+        label="spent",
+        client_budget_nanos=parse_usd(amount),
+        your_cost_nanos=parse_usd(amount),
+    )
+
+
+def test_a_won_dispute_gives_back_what_it_took_once(credited: dict[str, Any], web: Client, tenant):
+    opened = dispute(credited, amount=2000)
+    deliver(web, event("charge.dispute.created", opened))
+    assert balance(tenant) == parse_usd("30")
+    won = {**opened, "status": "won"}
+    closed = event(CLOSED, won)
+
+    assert deliver(web, closed).status_code == 200
+    assert balance(tenant) == parse_usd("50")
+    # Stripe's other event of the win, the same one again, and the opening again: nothing.
+    for again in (event(REINSTATED, won), closed, event(CLOSED, won)):
+        assert deliver(web, again).status_code == 200
+    assert deliver(web, event("charge.dispute.created", opened)).status_code == 200
+
+    assert balance(tenant) == parse_usd("50")
+    assert top_up_entries(tenant) == [
+        ("top_up", parse_usd("50")),
+        ("top_up_dispute", -parse_usd("20")),
+        ("top_up_dispute_won", parse_usd("20")),
+    ]
+    top_up = TopUp.objects.get()
+    assert top_up.is_dispute_won
+    assert (top_up.reversed_nanos, top_up.reinstated_nanos, top_up.shortfall_nanos) == (
+        parse_usd("20"),
+        parse_usd("20"),
+        0,
+    )
+    assert stored(closed).note == f"dispute of top-up {top_up.pk} won: 20.00 back to the wallet"
+    entry = LedgerEntry.objects.get(kind="top_up_dispute_won")
+    assert entry.idempotency_key == f"stripe:{top_up.stripe_session_id}:dispute-won"
+    assert entry.reference == opened["id"]
+
+
+def test_funds_reinstated_before_the_close_gives_back_once(
+    credited: dict[str, Any], web: Client, tenant
+):
+    opened = dispute(credited)
+    deliver(web, event("charge.dispute.created", opened))
+    assert balance(tenant) == 0
+
+    deliver(web, event(REINSTATED, {**opened, "status": "won"}))
+    deliver(web, event(CLOSED, {**opened, "status": "won"}))
+
+    assert balance(tenant) == parse_usd("50")
+    assert [k for k, _ in top_up_entries(tenant)].count("top_up_dispute_won") == 1
+
+
+def test_a_won_dispute_clears_the_shortfall_it_never_collected(
+    credited: dict[str, Any], web: Client, tenant
+):
+    spend(tenant, "45")
+    opened = dispute(credited)
+    deliver(web, event("charge.dispute.created", opened))
+    top_up = TopUp.objects.get()
+    assert (top_up.reversed_nanos, top_up.shortfall_nanos) == (parse_usd("5"), parse_usd("45"))
+    assert balance(tenant) == 0
+
+    closed = event(CLOSED, {**opened, "status": "won"})
+    deliver(web, closed)
+
+    # Only the $5 the dispute took comes back; the $45 it could not take is simply not owed.
+    assert balance(tenant) == parse_usd("5")
+    top_up.refresh_from_db()
+    assert (top_up.reinstated_nanos, top_up.shortfall_nanos) == (parse_usd("5"), 0)
+    assert stored(closed).note == (
+        f"dispute of top-up {top_up.pk} won: 5.00 back to the wallet; 45.00 of its shortfall cleared"
+    )
+
+
+def test_a_won_dispute_leaves_what_refunds_owe_taken(credited: dict[str, Any], web: Client, tenant):
+    """$30 refunded, then the whole $50 disputed (the wallet gives up $50 at most); the
+    won dispute gives back only the $20 beyond the refund."""
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=3000)))
+    opened = dispute(credited)
+    deliver(web, event("charge.dispute.created", opened))
+    assert balance(tenant) == 0
+
+    deliver(web, event(CLOSED, {**opened, "status": "won"}))
+
+    assert balance(tenant) == parse_usd("20")
+    top_up = TopUp.objects.get()
+    assert (top_up.owed_nanos, top_up.taken_back_nanos) == (parse_usd("30"), parse_usd("30"))
+    # A later, larger refund is still taken back.
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=5000)))
+    assert balance(tenant) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [(CLOSED, "lost"), (CLOSED, "warning_closed"), (REINSTATED, "lost")],
+)
+def test_a_dispute_not_won_moves_no_money(
+    credited: dict[str, Any], web: Client, tenant, kind, status
+):
+    """A lost dispute was taken when it opened. Funds Stripe reinstates on a lost dispute
+    of a partly refunded payment are the refunded part, given up once already."""
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=1000)))
+    opened = dispute(credited)
+    deliver(web, event("charge.dispute.created", opened))
+    assert balance(tenant) == 0
+
+    closed = event(kind, {**opened, "status": status})
+    assert deliver(web, closed).status_code == 200
+
+    assert balance(tenant) == 0
+    top_up = TopUp.objects.get()
+    assert not top_up.is_dispute_won
+    assert stored(closed).status == "processed"
+    assert stored(closed).note == f"dispute of top-up {top_up.pk} is {status}: no money moves"
+
+
+def test_a_win_recorded_before_the_dispute_moves_nothing(
+    credited: dict[str, Any], web: Client, tenant
+):
+    """Out of order: the close arrives before the opening (say, its delivery failed and was
+    retried later). The wallet never gives anything up."""
+    opened = dispute(credited)
+    deliver(web, event(CLOSED, {**opened, "status": "won"}))
+    deliver(web, event("charge.dispute.created", opened))
+
+    assert balance(tenant) == parse_usd("50")
+    assert len(top_up_entries(tenant)) == 1
+
+
+def test_a_won_dispute_of_a_payment_that_is_not_a_top_up_is_ignored(
+    credited: dict[str, Any], web: Client, tenant
+):
+    other = {**credited, "payment_intent": "pi_test_someone_elses"}
+    closed = event(CLOSED, dispute(other, status="won"))
+
+    assert deliver(web, closed).json()["status"] == "ignored"
+    assert balance(tenant) == parse_usd("50")
+
+
+def test_a_won_dispute_in_another_currency_is_rejected(
+    credited: dict[str, Any], web: Client, tenant
+):
+    deliver(web, event("charge.dispute.created", dispute(credited)))
+    closed = event(CLOSED, {**dispute(credited, status="won"), "currency": "eur"})
+
+    assert deliver(web, closed).status_code == 200
+    assert stored(closed).status == "failed"
+    assert balance(tenant) == 0
+
+
+# ------------------------------------------------------- shortfalls paid by the next top-up
+
+
+def top_up_paid(stripe_fake: StripeFake, web: Client, tenant: Any, amount: str) -> TopUp:
+    top_up = open_top_up(tenant, amount)
+    session = stripe_fake.complete(top_up.stripe_session_id)
+    assert deliver(web, event(COMPLETED, session)).status_code == 200
+    top_up.refresh_from_db()
+    return top_up
+
+
+@pytest.fixture
+def short(credited: dict[str, Any], web: Client, tenant) -> TopUp:
+    """The $50 top-up refunded in full after $45 of it went into a key: $45 short."""
+    spend(tenant, "45")
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=5000)))
+    top_up = TopUp.objects.get()
+    assert top_up.shortfall_nanos == parse_usd("45") and balance(tenant) == 0
+    return top_up
+
+
+def test_the_next_top_up_pays_the_shortfall_first_once(
+    short: TopUp, stripe_fake: StripeFake, web: Client, tenant, outsider
+):
+    outsiders = top_up_paid(stripe_fake, web, outsider[0], "10")
+    assert outsiders.earlier_shortfall_paid_nanos == 0
+
+    top_up = top_up_paid(stripe_fake, web, tenant, "100")
+
+    assert balance(tenant) == parse_usd("55")
+    assert top_up.earlier_shortfall_paid_nanos == parse_usd("45")
+    short.refresh_from_db()
+    assert (short.reversed_nanos, short.shortfall_nanos) == (parse_usd("50"), 0)
+    entry = LedgerEntry.objects.get(kind="top_up_shortfall")
+    assert (entry.amount_nanos, entry.reference, entry.idempotency_key) == (
+        -parse_usd("45"),
+        top_up.stripe_session_id,
+        f"stripe:{top_up.stripe_session_id}:shortfall-of:{short.stripe_session_id}",
+    )
+    assert (
+        entry.reason
+        == f"Shortfall of card top-up #{short.pk}, collected from card top-up #{top_up.pk}"
+    )
+    completed = StripeEvent.objects.order_by("id").last()
+    assert completed is not None
+    assert completed.note == (
+        f"credited top-up {top_up.pk}: 100.00; 45.00 of it paid earlier top-ups' shortfall"
+    )
+    # Its completion again, and the first top-up's refund again: nothing more.
+    deliver(web, event(COMPLETED, stripe_fake.session(top_up.stripe_session_id)))
+    deliver(
+        web,
+        event(
+            "charge.refunded",
+            charge(stripe_fake.session(short.stripe_session_id), amount_refunded=5000),
+        ),
+    )
+    assert balance(tenant) == parse_usd("55")
+    assert LedgerEntry.objects.filter(kind="top_up_shortfall").count() == 1
+
+
+def test_a_top_up_smaller_than_the_shortfall_pays_what_it_brings(
+    short: TopUp, stripe_fake: StripeFake, web: Client, tenant
+):
+    first = top_up_paid(stripe_fake, web, tenant, "20")
+    assert (first.earlier_shortfall_paid_nanos, balance(tenant)) == (parse_usd("20"), 0)
+    short.refresh_from_db()
+    assert short.shortfall_nanos == parse_usd("25")
+
+    second = top_up_paid(stripe_fake, web, tenant, "30")
+
+    assert (second.earlier_shortfall_paid_nanos, balance(tenant)) == (
+        parse_usd("25"),
+        parse_usd("5"),
+    )
+    short.refresh_from_db()
+    assert short.shortfall_nanos == 0
+
+
+def test_shortfalls_are_paid_oldest_first(
+    credited: dict[str, Any], stripe_fake: StripeFake, web: Client, tenant
+):
+    spend(tenant, "50")
+    second = top_up_paid(stripe_fake, web, tenant, "10")
+    spend(tenant, "10")
+    second_session = stripe_fake.session(second.stripe_session_id)
+    deliver(web, event("charge.refunded", charge(second_session, amount_refunded=1000)))
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=5000)))
+    first = TopUp.objects.get(stripe_session_id=credited["id"])
+    assert (first.shortfall_nanos, TopUp.objects.get(pk=second.pk).shortfall_nanos) == (
+        parse_usd("50"),
+        parse_usd("10"),
+    )
+
+    third = top_up_paid(stripe_fake, web, tenant, "55")
+
+    assert third.earlier_shortfall_paid_nanos == parse_usd("55")
+    assert TopUp.objects.get(pk=first.pk).shortfall_nanos == 0
+    assert TopUp.objects.get(pk=second.pk).shortfall_nanos == parse_usd("5")
+    assert balance(tenant) == 0
+
+
+def test_a_won_dispute_gives_back_the_shortfall_a_later_top_up_paid(
+    credited: dict[str, Any], stripe_fake: StripeFake, web: Client, tenant
+):
+    spend(tenant, "45")
+    opened = dispute(credited)
+    deliver(web, event("charge.dispute.created", opened))
+    top_up_paid(stripe_fake, web, tenant, "100")
+    assert balance(tenant) == parse_usd("55")
+
+    deliver(web, event(CLOSED, {**opened, "status": "won"}))
+
+    # The disputed top-up's $50 stays the wallet's: $5 left of it, and the $100.
+    assert balance(tenant) == parse_usd("105")
+    first = TopUp.objects.get(stripe_session_id=credited["id"])
+    assert (first.reinstated_nanos, first.shortfall_nanos) == (parse_usd("50"), 0)
+
+
+def test_the_api_and_the_page_say_what_went_to_the_shortfall(
+    short: TopUp, stripe_fake: StripeFake, web: Client, tenant, api
+):
+    top_up = top_up_paid(stripe_fake, web, tenant, "100")
+
+    body = api.get(f"/api/v1/wallet/top-ups/{top_up.pk}").json()
+    assert (body["to_earlier_shortfall"], body["shortfall"], body["amount"]) == (
+        "45.00",
+        "0.00",
+        "100.00",
+    )
+    earlier = api.get(f"/api/v1/wallet/top-ups/{short.pk}").json()
+    assert (earlier["taken_back"], earlier["shortfall"]) == ("50.00", "0.00")
+    html = sign_in(tenant).get(f"/dashboard/wallet/top-ups/{top_up.pk}/").content.decode()
+    assert "Went to an earlier shortfall" in html
+    assert "of which $45.00 went to what an earlier top-up" in html
+
+
 # -------------------------------------------------------------------- other events, failures
 
 
@@ -637,7 +937,57 @@ def test_a_failed_handler_stays_on_the_row_asks_for_a_retry_and_a_retry_credits(
     assert balance(tenant) == parse_usd("50")
 
 
-def test_livemode_is_recorded(stripe_fake: StripeFake, web: Client):
+def test_livemode_is_recorded(stripe_fake: StripeFake, web: Client, settings):
+    settings.STRIPE_SECRET_KEY = "sk_live_tollgate"
     live = {**event("customer.created", {"id": "cus_1", "object": "customer"}), "livemode": True}
     deliver(web, live)
-    assert stored(live).is_livemode
+    assert stored(live).is_livemode and stored(live).status == "ignored"
+
+
+# --------------------------------------------------------------------------------- mode
+
+
+def test_a_live_event_at_a_test_key_is_refused_and_credits_nothing(
+    stripe_fake: StripeFake, web: Client, tenant, caplog
+):
+    top_up = open_top_up(tenant)
+    completed = {
+        **event(COMPLETED, stripe_fake.complete(top_up.stripe_session_id)),
+        "livemode": True,
+    }
+
+    response = deliver(web, completed)
+
+    assert response.status_code == 200  # no retry can fix it
+    row = stored(completed)
+    assert row.status == "failed" and row.is_livemode
+    assert row.error.startswith("Mode mismatch: a live-mode event")
+    assert "Mode mismatch" in caplog.text
+    assert stripe_fake.requests[-1].method == "POST"  # Stripe was not even asked
+    assert TopUp.objects.get().status == TopUp.Status.PENDING
+    assert balance(tenant) == 0
+    # Redelivered, or reprocessed: refused again.
+    assert deliver(web, completed).status_code == 200
+    assert stored(completed).attempts == 2 and balance(tenant) == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "is_refused"),
+    [
+        ("sk_live_tollgate", True),
+        ("rk_live_tollgate", True),
+        ("rk_test_tollgate", False),
+        ("sk_test_tollgate", False),
+        ("not_a_stripe_key", False),  # the mode is unknown: not checked
+    ],
+)
+def test_the_mode_is_the_secret_keys(
+    credited: dict[str, Any], web: Client, tenant, settings, key, is_refused
+):
+    settings.STRIPE_SECRET_KEY = key
+    refund = event("charge.refunded", charge(credited, amount_refunded=5000))
+
+    assert deliver(web, refund).status_code == 200
+
+    assert stored(refund).status == ("failed" if is_refused else "processed")
+    assert balance(tenant) == (parse_usd("50") if is_refused else 0)

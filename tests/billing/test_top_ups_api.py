@@ -42,6 +42,9 @@ def test_post_opens_a_top_up_and_answers_where_to_pay(
         "refunded": "0.00",
         "disputed": "0.00",
         "taken_back": "0.00",
+        "dispute_returned": "0.00",
+        "shortfall": "0.00",
+        "to_earlier_shortfall": "0.00",
         "created_at": body["created_at"],
         "credited_at": None,
     }

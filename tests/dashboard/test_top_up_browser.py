@@ -27,6 +27,9 @@ from accounts.models import Tenant
 from accounts.services import user_password_ensure
 from billing.money import parse_usd
 from billing.services import wallet_credit
+from billing.stripe_api import CheckoutSession
+from billing.top_ups import top_up_create, top_up_refund_record, top_up_session_settle
+from keys.services import key_create
 from tests.billing.stripe_fake import (
     SECRET_KEY,
     WEBHOOK_PATH,
@@ -34,12 +37,13 @@ from tests.billing.stripe_fake import (
     StripeFake,
     event,
     signed,
+    stripe_fake,
     stripe_fake_server,
 )
 from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
-__all__ = ["start_proxy_server", "stripe_fake_server"]  # fixtures
+__all__ = ["start_proxy_server", "stripe_fake", "stripe_fake_server"]  # fixtures
 
 EMAIL = "alice@example.com"
 PASSWORD = "correct-horse-battery-9"
@@ -229,5 +233,60 @@ def test_without_javascript_the_preview_then_the_reload_link(
     assert webhook(server, stripe_fake_server, session_id).status_code == 200
     page.get_by_role("link", name="Reload").click()
     expect(page.locator("#top-up-status")).to_contain_text("Your wallet was credited $50.00.")
+    b.check("credited")
+    b.context.close()
+
+
+@pytest.fixture
+def short_tenant(reseller_tenant: Tenant, stripe_fake: StripeFake) -> Tenant:
+    """The reseller's earlier $40 top-up, credited, spent into a key, then refunded in full:
+    the wallet could give back only the $10 it had, so $30 is short. Made through the
+    services before the browser starts."""
+    top_up = top_up_create(tenant=reseller_tenant, actor=None, amount_nanos=parse_usd("40"))
+    session = stripe_fake.complete(top_up.stripe_session_id)
+    top_up_session_settle(session=CheckoutSession.from_stripe(session))
+    key_create(
+        tenant=reseller_tenant,
+        actor=None,
+        label="spent",
+        client_budget_nanos=parse_usd("40"),
+        your_cost_nanos=parse_usd("40"),
+    )
+    top_up_refund_record(
+        payment_intent=str(session["payment_intent"]),
+        refunded_cents=4000,
+        currency="usd",
+        reference="ch_test_refund",
+    )
+    top_up.refresh_from_db()
+    assert top_up.shortfall_nanos == parse_usd("30")
+    return reseller_tenant
+
+
+def test_a_top_up_that_paid_an_earlier_shortfall_says_so(
+    short_tenant: Tenant,
+    browser: Callable[..., Browser],
+    server: ProxyServer,
+    stripe_fake_server: StripeFake,
+) -> None:
+    b = browser(javascript=True)
+    b.tag = "top-up-shortfall"
+    page = b.page
+    b.sign_in()
+    page.goto(f"{server.url}/dashboard/wallet/top-up/")
+    page.get_by_label("Amount ($)").fill("50")
+    expect(page.locator("#top-up-preview")).to_contain_text("You pay")
+    page.get_by_role("button", name="Top up").click()
+    session_id = pay_at_the_fake(b, stripe_fake_server)
+
+    assert webhook(server, stripe_fake_server, session_id).status_code == 200
+
+    status = page.locator("#top-up-status")
+    expect(status).to_contain_text(
+        "Your wallet was credited $50.00, of which $30.00 went to what an earlier top-up's "
+        "refund or dispute could not take back. It now holds $20.00.",
+        timeout=10_000,
+    )
+    assert re.search(r"Went to an earlier shortfall\s+\$30\.00", status.inner_text())
     b.check("credited")
     b.context.close()
