@@ -140,6 +140,10 @@ def usage_charts(report: UsageReport, span: Span) -> UsageCharts:
     )
 
 
+# The usage tables' columns beyond the fewest (``pages/usage_by_model.html``).
+USAGE_COLUMNS = ("traffic", "exact", "cost")
+
+
 @require_GET
 @reseller_page
 def key_usage_page(request: HttpRequest, key_id: int) -> HttpResponse:
@@ -169,6 +173,7 @@ def key_usage_page(request: HttpRequest, key_id: int) -> HttpResponse:
             "report": report,
             "charts": usage_charts(report, span),
             "windows": window_links(request.GET),
+            "usage_columns": USAGE_COLUMNS,
             "window_name": form.window_name,
             "month_value": form.month_value,
             "months": months_since(key.created_at, zone=tenant.zone),

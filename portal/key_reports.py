@@ -123,6 +123,11 @@ def usage_charts(report: UsageReport, span: Span) -> dict[str, dict[str, Any]]:
     }
 
 
+# The usage tables' columns beyond the fewest (``pages/usage_by_model.html``): never the
+# reseller's "cost".
+USAGE_COLUMNS = ("traffic", "exact", "totals", "model_links")
+
+
 def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
     """The usage fragment's context for the query ``params`` (the last 30 days when it is
     empty); ``report`` is None when the query cannot be read (the form's errors say why)."""
@@ -135,6 +140,7 @@ def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
         "usage_url": reverse("portal:key-usage", kwargs={"key_id": key.pk}),
         "requests_url": reverse("portal:key-requests", kwargs={"key_id": key.pk}),
         "windows": window_links(params),
+        "usage_columns": USAGE_COLUMNS,
         "window_name": form.window_name,
         "month_value": form.month_value,
         "months": months_since(key.created_at, zone=zone),
