@@ -46,7 +46,9 @@ def inbox(mailbox: Path) -> list[email.message.EmailMessage]:
     and a number of its own, so two files of the same second would sort by chance.
     """
     messages = []
-    for path in sorted(mailbox.glob("*.log"), key=lambda path: (path.stat().st_mtime_ns, path.name)):
+    for path in sorted(
+        mailbox.glob("*.log"), key=lambda path: (path.stat().st_mtime_ns, path.name)
+    ):
         for raw in path.read_text().split(MESSAGE_END):
             if raw.strip():
                 messages.append(email.message_from_string(raw, policy=policy.default))
