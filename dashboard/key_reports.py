@@ -14,7 +14,7 @@ and pages swap the fragment in place; they also work as plain links and forms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.http import (
@@ -33,6 +33,7 @@ from billing.selectors import known_models
 from config.exports import csv_download, csv_stream
 from dashboard.access import page_key, page_tenant, reseller_page
 from dashboard.forms.key_reports import RequestFilterForm
+from pages.charts import span_days
 from pages.forms import UsageSpanForm
 from pages.reports import (
     CSV_FORMAT,
@@ -53,7 +54,7 @@ from usage.exports import (
     trace_row,
 )
 from usage.models import Trace
-from usage.selectors import DayUsage, UsageReport, key_statement, key_usage, trace_list
+from usage.selectors import UsageReport, key_statement, key_usage, trace_list
 from usage.windows import MonthInvalid, Span, month_parse, months_since
 
 # Rows per page of the requests list (the API's default page size).
@@ -72,13 +73,6 @@ OUTPUT_COLOUR = "#7b4fbf"
 CACHED_COLOUR = "#5f6b7a"
 
 
-def _dates(span: Span) -> list[date]:
-    """Every local date the span touches, oldest first (a chart's days, traffic or not)."""
-    first = span.since.astimezone(span.zone).date()
-    last = (span.until - timedelta(microseconds=1)).astimezone(span.zone).date()
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
 @dataclass(frozen=True, slots=True)
 class UsageCharts:
     """What the usage page's Chart.js charts draw (``app.js``: labels and datasets, money
@@ -91,42 +85,31 @@ class UsageCharts:
 
 
 def usage_charts(report: UsageReport, span: Span) -> UsageCharts:
-    dates = _dates(span)
-    by_date: dict[date, DayUsage] = {day.date: day for day in report.by_day}
-    days = [by_date.get(day) for day in dates]
-    labels = [f"{day:%b} {day.day}" for day in dates]
-
-    def money(day: DayUsage | None, name: str) -> str:
-        return format_usd(getattr(day, name) if day is not None else 0)
-
-    def count(day: DayUsage | None, name: str) -> int:
-        return int(getattr(day, name)) if day is not None else 0
-
+    days = span_days(report.by_day, span)
+    labels = [f"{d.date:%b} {d.date.day}" for d in days]
     models = report.by_model
     return UsageCharts(
         money_by_day={
             "labels": labels,
             "datasets": [
-                series("Client spend", CLIENT_COLOUR, [money(d, "client_nanos") for d in days]),
-                series("Cost", COST_COLOUR, [money(d, "cost_nanos") for d in days]),
-                series("Profit", PROFIT_COLOUR, [money(d, "profit_nanos") for d in days]),
+                series("Client spend", CLIENT_COLOUR, [format_usd(d.client_nanos) for d in days]),
+                series("Cost", COST_COLOUR, [format_usd(d.cost_nanos) for d in days]),
+                series("Profit", PROFIT_COLOUR, [format_usd(d.profit_nanos) for d in days]),
             ],
         },
         requests_by_day={
             "labels": labels,
             "datasets": [
-                series("Requests", CLIENT_COLOUR, [count(d, "requests") for d in days]),
-                series("Errors", ERROR_COLOUR, [count(d, "errors") for d in days]),
+                series("Requests", CLIENT_COLOUR, [d.requests for d in days]),
+                series("Errors", ERROR_COLOUR, [d.errors for d in days]),
             ],
         },
         tokens_by_day={
             "labels": labels,
             "datasets": [
-                series("Input", INPUT_COLOUR, [count(d, "input_tokens") for d in days]),
-                series("Output", OUTPUT_COLOUR, [count(d, "output_tokens") for d in days]),
-                series(
-                    "Cached input", CACHED_COLOUR, [count(d, "cached_input_tokens") for d in days]
-                ),
+                series("Input", INPUT_COLOUR, [d.input_tokens for d in days]),
+                series("Output", OUTPUT_COLOUR, [d.output_tokens for d in days]),
+                series("Cached input", CACHED_COLOUR, [d.cached_input_tokens for d in days]),
             ],
         },
         money_by_model={

@@ -37,7 +37,7 @@ from django.utils import timezone
 from billing.money import format_usd
 from config.exports import csv_download, csv_stream
 from keys.models import ClientKey
-from pages.charts import every_day
+from pages.charts import span_days
 from pages.forms import UsageSpanForm
 from pages.reports import (
     CSV_FORMAT,
@@ -98,9 +98,7 @@ ERROR_COLOUR = "#b3261e"
 def usage_charts(report: UsageReport, span: Span) -> dict[str, dict[str, Any]]:
     """What the usage charts draw (``app.js``): the spend (dollars as decimal strings) and
     the requests of every day of the span, traffic or not, and the spend per model."""
-    first = span.since.astimezone(span.zone).date()
-    last = (span.until - timedelta(microseconds=1)).astimezone(span.zone).date()
-    days = every_day(report.by_day, first, last)
+    days = span_days(report.by_day, span)
     labels = [f"{d.date:%b} {d.date.day}" for d in days]
     return {
         "spend_by_day": {
