@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
@@ -38,6 +37,7 @@ from pages.forms import UsageSpanForm
 from pages.reports import (
     CSV_FORMAT,
     file_day,
+    month_statement,
     query_with,
     report_page,
     series,
@@ -54,8 +54,8 @@ from usage.exports import (
     trace_row,
 )
 from usage.models import Trace
-from usage.selectors import UsageReport, key_statement, key_usage, trace_list
-from usage.windows import MonthInvalid, Span, month_parse, months_since
+from usage.selectors import UsageReport, key_usage, trace_list
+from usage.windows import Span, months_since
 
 # Rows per page of the requests list (the API's default page size).
 REQUESTS_PAGE_SIZE = 50
@@ -284,11 +284,7 @@ def key_statement_page(request: HttpRequest, key_id: int, month: str) -> HttpRes
     ``?format=csv``: its CSV). A month the API refuses (malformed, not begun) is a 404."""
     tenant = page_tenant(request)
     key = page_key(request, key_id)
-    try:
-        year, number = month_parse(month, zone=tenant.zone)
-    except MonthInvalid:
-        raise Http404("No such month.") from None
-    statement = key_statement(tenant=tenant, key_id=key.pk, year=year, month=number)
+    statement = month_statement(tenant=tenant, key_id=key.pk, month=month)
     if wants_csv(request):
         return csv_download(
             statement_table(statement),

@@ -15,13 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 
+from accounts.models import Tenant
 from pages.forms import USAGE_WINDOWS
-from usage.selectors import Statement
+from usage.selectors import Statement, key_statement
 from usage.windows import MonthInvalid, month_parse, months_since
 
 CSV_FORMAT = "csv"
@@ -101,6 +102,16 @@ def statements_month(asked: str, *, zone: ZoneInfo) -> str:
     except MonthInvalid:
         return month_text(timezone.now().astimezone(zone).date())
     return asked
+
+
+def month_statement(*, tenant: Tenant, key_id: int, month: str) -> Statement:
+    """The key's statement of ``month`` (``YYYY-MM``, a URL's) in the tenant's time zone; a
+    month that cannot be (malformed, before 2000, not begun) is a 404."""
+    try:
+        year, number = month_parse(month, zone=tenant.zone)
+    except MonthInvalid:
+        raise Http404("No such month.") from None
+    return key_statement(tenant=tenant, key_id=key_id, year=year, month=number)
 
 
 def statement_months(

@@ -24,7 +24,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponseBase,
     HttpResponseNotAllowed,
@@ -42,6 +41,7 @@ from pages.forms import UsageSpanForm
 from pages.reports import (
     CSV_FORMAT,
     file_day,
+    month_statement,
     query_with,
     report_page,
     series,
@@ -57,8 +57,8 @@ from portal.key_selectors import Row, client_requests, requests_after, requests_
 from portal.models import PortalBinding
 from portal.selectors import binding_get
 from usage.models import Trace
-from usage.selectors import UsageReport, key_statement, key_usage
-from usage.windows import MonthInvalid, Span, month_parse, months_since
+from usage.selectors import UsageReport, key_usage
+from usage.windows import Span, months_since
 
 # Requests a page of the list shows, and how many the key's own page shows.
 REQUESTS_PAGE_SIZE = 50
@@ -290,11 +290,7 @@ def key_statement_page(
     its CSV. A month that cannot be (malformed, before 2000, not begun) is a 404."""
     key = binding.key
     tenant = key.tenant
-    try:
-        year, number = month_parse(month, zone=tenant.zone)
-    except MonthInvalid:
-        raise Http404("No such month.") from None
-    statement = key_statement(tenant=tenant, key_id=key.pk, year=year, month=number)
+    statement = month_statement(tenant=tenant, key_id=key.pk, month=month)
     if wants_csv(request):
         return csv_download(
             usage_table(statement), filename=f"statement-{key.prefix}-{statement.month}.csv"
