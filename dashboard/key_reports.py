@@ -14,22 +14,17 @@ and pages swap the fragment in place; they also work as plain links and forms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
-    QueryDict,
     StreamingHttpResponse,
 )
-from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from billing.money import format_usd
@@ -37,7 +32,20 @@ from billing.selectors import known_models
 from config.exports import csv_download, csv_stream
 from dashboard.access import page_key, page_tenant, reseller_page
 from dashboard.forms.key_reports import RequestFilterForm
-from pages.forms import USAGE_WINDOWS, UsageSpanForm
+from pages.charts import span_days
+from pages.forms import UsageSpanForm
+from pages.reports import (
+    CSV_FORMAT,
+    file_day,
+    month_statement,
+    query_with,
+    report_page,
+    series,
+    statement_months,
+    statements_month,
+    wants_csv,
+    window_links,
+)
 from usage.exports import (
     TRACE_TABLE,
     key_usage_table,
@@ -46,52 +54,11 @@ from usage.exports import (
     trace_row,
 )
 from usage.models import Trace
-from usage.selectors import DayUsage, UsageReport, key_statement, key_usage, trace_list
-from usage.windows import MonthInvalid, Span, month_parse, months_since
+from usage.selectors import UsageReport, key_usage, trace_list
+from usage.windows import Span, months_since
 
 # Rows per page of the requests list (the API's default page size).
 REQUESTS_PAGE_SIZE = 50
-CSV_FORMAT = "csv"
-FRAGMENT = "report"
-
-
-def _wants_csv(request: HttpRequest) -> bool:
-    return request.GET.get("format") == CSV_FORMAT
-
-
-def _day(at: datetime) -> str:
-    """A file name's date, as the API's downloads name theirs."""
-    return f"{at:%Y%m%d}"
-
-
-def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
-    """The whole page, or only its fragment for htmx (the answer varies on HX-Request, so
-    no cache hands the fragment to a page load)."""
-    context["pushes_url"] = _pushes_url(request)
-    name = f"{template}#{FRAGMENT}" if request.htmx else template  # type: ignore[attr-defined]
-    response = render(request, name, context)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
-
-
-def _pushes_url(request: HttpRequest) -> bool:
-    """Whether the fragment's links put their URL in the address bar: on its own page, yes
-    (a reload shows the same report); embedded in another page (the key page), no."""
-    htmx = request.htmx  # type: ignore[attr-defined]
-    if not htmx or not htmx.current_url:
-        return True
-    return bool(urlsplit(htmx.current_url).path == request.path)
-
-
-def _query(request: HttpRequest, **changes: str | None) -> str:
-    """This page's query string with ``changes`` made (None removes a parameter)."""
-    query: QueryDict = request.GET.copy()
-    for name, value in changes.items():
-        if value is None:
-            query.pop(name, None)
-        else:
-            query[name] = value
-    return f"?{query.urlencode()}" if query else ""
 
 
 # ---------------------------------------------------------------------------------- usage
@@ -106,17 +73,6 @@ OUTPUT_COLOUR = "#7b4fbf"
 CACHED_COLOUR = "#5f6b7a"
 
 
-def _series(label: str, colour: str, data: list[str] | list[int]) -> dict[str, Any]:
-    return {"label": label, "data": data, "borderColor": colour, "backgroundColor": colour}
-
-
-def _dates(span: Span) -> list[date]:
-    """Every local date the span touches, oldest first (a chart's days, traffic or not)."""
-    first = span.since.astimezone(span.zone).date()
-    last = (span.until - timedelta(microseconds=1)).astimezone(span.zone).date()
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
 @dataclass(frozen=True, slots=True)
 class UsageCharts:
     """What the usage page's Chart.js charts draw (``app.js``: labels and datasets, money
@@ -129,55 +85,46 @@ class UsageCharts:
 
 
 def usage_charts(report: UsageReport, span: Span) -> UsageCharts:
-    dates = _dates(span)
-    by_date: dict[date, DayUsage] = {day.date: day for day in report.by_day}
-    days = [by_date.get(day) for day in dates]
-    labels = [f"{day:%b} {day.day}" for day in dates]
-
-    def money(day: DayUsage | None, name: str) -> str:
-        return format_usd(getattr(day, name) if day is not None else 0)
-
-    def count(day: DayUsage | None, name: str) -> int:
-        return int(getattr(day, name)) if day is not None else 0
-
+    days = span_days(report.by_day, span)
+    labels = [f"{d.date:%b} {d.date.day}" for d in days]
     models = report.by_model
     return UsageCharts(
         money_by_day={
             "labels": labels,
             "datasets": [
-                _series("Client spend", CLIENT_COLOUR, [money(d, "client_nanos") for d in days]),
-                _series("Cost", COST_COLOUR, [money(d, "cost_nanos") for d in days]),
-                _series("Profit", PROFIT_COLOUR, [money(d, "profit_nanos") for d in days]),
+                series("Client spend", CLIENT_COLOUR, [format_usd(d.client_nanos) for d in days]),
+                series("Cost", COST_COLOUR, [format_usd(d.cost_nanos) for d in days]),
+                series("Profit", PROFIT_COLOUR, [format_usd(d.profit_nanos) for d in days]),
             ],
         },
         requests_by_day={
             "labels": labels,
             "datasets": [
-                _series("Requests", CLIENT_COLOUR, [count(d, "requests") for d in days]),
-                _series("Errors", ERROR_COLOUR, [count(d, "errors") for d in days]),
+                series("Requests", CLIENT_COLOUR, [d.requests for d in days]),
+                series("Errors", ERROR_COLOUR, [d.errors for d in days]),
             ],
         },
         tokens_by_day={
             "labels": labels,
             "datasets": [
-                _series("Input", INPUT_COLOUR, [count(d, "input_tokens") for d in days]),
-                _series("Output", OUTPUT_COLOUR, [count(d, "output_tokens") for d in days]),
-                _series(
-                    "Cached input", CACHED_COLOUR, [count(d, "cached_input_tokens") for d in days]
-                ),
+                series("Input", INPUT_COLOUR, [d.input_tokens for d in days]),
+                series("Output", OUTPUT_COLOUR, [d.output_tokens for d in days]),
+                series("Cached input", CACHED_COLOUR, [d.cached_input_tokens for d in days]),
             ],
         },
         money_by_model={
             "labels": [m.model for m in models],
             "datasets": [
-                _series(
-                    "Client spend", CLIENT_COLOUR, [format_usd(m.client_nanos) for m in models]
-                ),
-                _series("Cost", COST_COLOUR, [format_usd(m.cost_nanos) for m in models]),
-                _series("Profit", PROFIT_COLOUR, [format_usd(m.profit_nanos) for m in models]),
+                series("Client spend", CLIENT_COLOUR, [format_usd(m.client_nanos) for m in models]),
+                series("Cost", COST_COLOUR, [format_usd(m.cost_nanos) for m in models]),
+                series("Profit", PROFIT_COLOUR, [format_usd(m.profit_nanos) for m in models]),
             ],
         },
     )
+
+
+# The usage tables' columns beyond the fewest (``pages/usage_by_model.html``).
+USAGE_COLUMNS = ("traffic", "exact", "cost")
 
 
 @require_GET
@@ -192,13 +139,12 @@ def key_usage_page(request: HttpRequest, key_id: int) -> HttpResponse:
     report = key_usage(
         tenant=tenant, key_id=key.pk, since=span.since, until=span.until, zone=span.zone
     )
-    if _wants_csv(request):
+    if wants_csv(request):
         return csv_download(
             key_usage_table(report),
-            filename=f"key-{key.pk}-usage-{_day(span.since)}-{_day(span.until)}.csv",
+            filename=f"key-{key.pk}-usage-{file_day(span.since)}-{file_day(span.until)}.csv",
         )
-    shown_month = form.cleaned_data.get("month") if form.is_valid() else None
-    return _page(
+    return report_page(
         request,
         "dashboard/key_reports/usage.html",
         {
@@ -209,18 +155,12 @@ def key_usage_page(request: HttpRequest, key_id: int) -> HttpResponse:
             "last_instant": span.until - timedelta(microseconds=1),
             "report": report,
             "charts": usage_charts(report, span),
-            "windows": [
-                {
-                    "name": name,
-                    "days": window.length.days,
-                    "query": _query(request, window=name, month=None, format=None),
-                }
-                for name, window in USAGE_WINDOWS.items()
-            ],
+            "windows": window_links(request.GET),
+            "usage_columns": USAGE_COLUMNS,
             "window_name": form.window_name,
-            "month_value": f"{shown_month[0]:04d}-{shown_month[1]:02d}" if shown_month else "",
+            "month_value": form.month_value,
             "months": months_since(key.created_at, zone=tenant.zone),
-            "csv_query": _query(request, format=CSV_FORMAT),
+            "csv_query": query_with(request.GET, format=CSV_FORMAT),
         },
     )
 
@@ -241,6 +181,31 @@ STATUS_BADGES: dict[str, str] = {
 }
 
 
+# The requests table's columns beyond the client's (``pages/requests_table.html``).
+REQUEST_COLUMNS = ("cost", "error_class", "first_token", "tag")
+
+
+def _shown_trace(trace: Trace) -> dict[str, Any]:
+    """A request as the table shows it: the trace's figures, its status's label and badge."""
+    return {
+        "request_id": trace.request_id,
+        "created_at": trace.created_at,
+        "model": trace.model,
+        "status_code": trace.status_code,
+        "outcome": trace.get_status_display(),
+        "badge": STATUS_BADGES.get(trace.status, ""),
+        "error_class": trace.error_class,
+        "input_tokens": trace.input_tokens,
+        "output_tokens": trace.output_tokens,
+        "cached_input_tokens": trace.cached_input_tokens,
+        "client_nanos": trace.client_nanos,
+        "cost_nanos": trace.cost_nanos,
+        "latency_ms": trace.latency_ms,
+        "ttft_ms": trace.ttft_ms,
+        "tag": trace.tag,
+    }
+
+
 @require_GET
 @reseller_page
 def key_requests_page(request: HttpRequest, key_id: int) -> HttpResponse | StreamingHttpResponse:
@@ -253,7 +218,7 @@ def key_requests_page(request: HttpRequest, key_id: int) -> HttpResponse | Strea
     form = RequestFilterForm(request.GET, zone=tenant.zone)
     valid = form.is_valid()
     traces = trace_list(tenant=tenant, key_id=key.pk, **(form.filters() if valid else {}))
-    if _wants_csv(request) and valid:
+    if wants_csv(request) and valid:
         return csv_stream(
             TRACE_TABLE,
             trace_pages(traces),
@@ -271,32 +236,31 @@ def key_requests_page(request: HttpRequest, key_id: int) -> HttpResponse | Strea
     filtered = any(
         request.GET.get(name) for name in ("model", "status", "tag", "untagged", "since", "until")
     )
-    response = _page(
+    return report_page(
         request,
         "dashboard/key_reports/requests.html",
         {
             "tenant": tenant,
             "key": key,
             "form": form,
-            "rows": [(trace, STATUS_BADGES.get(trace.status, "")) for trace in rows],
+            "rows": [_shown_trace(trace) for trace in rows],
+            "request_columns": REQUEST_COLUMNS,
             "page_number": number,
-            "newer_query": None if number == 1 else _query(request, page=_page_param(number - 1)),
-            "older_query": _query(request, page=_page_param(number + 1)) if has_older else None,
+            "newer_query": None
+            if number == 1
+            else query_with(request.GET, page=_page_param(number - 1)),
+            "older_query": query_with(request.GET, page=_page_param(number + 1))
+            if has_older
+            else None,
             "filtered": filtered,
             "models": sorted(known_models()),
-            "csv_query": _query(request, page=None, format=CSV_FORMAT) if valid else None,
+            "csv_query": query_with(request.GET, page=None, format=CSV_FORMAT) if valid else None,
         },
+        status=200 if valid else 400,
     )
-    if not valid:
-        response.status_code = 400
-    return response
 
 
 # ----------------------------------------------------------------------------- statements
-
-
-def _month_text(first_day: date) -> str:
-    return f"{first_day:%Y-%m}"
 
 
 @require_GET
@@ -306,11 +270,7 @@ def key_statements(request: HttpRequest, key_id: int) -> HttpResponse:
     JavaScript): to that month's statement, or to the current month's."""
     tenant = page_tenant(request)
     key = page_key(request, key_id)
-    month = request.GET.get("month", "")
-    try:
-        month_parse(month, zone=tenant.zone)
-    except MonthInvalid:
-        month = _month_text(timezone.now().astimezone(tenant.zone).date())
+    month = statements_month(request.GET.get("month", ""), zone=tenant.zone)
     return HttpResponseRedirect(
         reverse("dashboard:key-statement", kwargs={"key_id": key.pk, "month": month})
     )
@@ -324,33 +284,20 @@ def key_statement_page(request: HttpRequest, key_id: int, month: str) -> HttpRes
     ``?format=csv``: its CSV). A month the API refuses (malformed, not begun) is a 404."""
     tenant = page_tenant(request)
     key = page_key(request, key_id)
-    try:
-        year, number = month_parse(month, zone=tenant.zone)
-    except MonthInvalid:
-        raise Http404("No such month.") from None
-    statement = key_statement(tenant=tenant, key_id=key.pk, year=year, month=number)
-    if _wants_csv(request):
+    statement = month_statement(tenant=tenant, key_id=key.pk, month=month)
+    if wants_csv(request):
         return csv_download(
             statement_table(statement),
             filename=f"statement-{key.prefix}-{statement.month}.csv",
         )
-    months = months_since(key.created_at, zone=tenant.zone)
-    if statement.first_day not in months:  # a month before the key (the API answers it too)
-        months = sorted({*months, statement.first_day}, reverse=True)
-    index = months.index(statement.first_day)
-    newer = months[index - 1] if index > 0 else None
-    older = months[index + 1] if index + 1 < len(months) else None
-    return _page(
+    return report_page(
         request,
         "dashboard/key_reports/statement.html",
         {
             "tenant": tenant,
             "key": key,
             "statement": statement,
-            "last_day": statement.next_first_day - timedelta(days=1),
-            "months": [(_month_text(m), m) for m in months],
-            "month_value": statement.month,
-            "newer_month": _month_text(newer) if newer else None,
-            "older_month": _month_text(older) if older else None,
+            # a month before the key is an empty statement (the API answers it too)
+            **statement_months(statement, key_created_at=key.created_at, zone=tenant.zone),
         },
     )

@@ -13,6 +13,7 @@ from typing import Any
 from billing.money import format_usd
 from billing.selectors import DayBalance
 from usage.selectors import NO_USAGE, DayUsage, MonthUsage
+from usage.windows import Span
 
 # One colour per series, the same on every page (Pico's primary blue for what clients
 # spent, the pages' green for profit, their muted grey for cost).
@@ -30,6 +31,14 @@ def every_day(by_day: Iterable[DayUsage], first: date, last: date) -> list[DayUs
         days.append(known.get(day) or DayUsage(date=day, **NO_USAGE))
         day += timedelta(days=1)
     return days
+
+
+def span_days(by_day: Iterable[DayUsage], span: Span) -> list[DayUsage]:
+    """One ``DayUsage`` per local date ``span`` touches, oldest first (a usage report's
+    chart days): the report's, or zeros."""
+    first = span.since.astimezone(span.zone).date()
+    last = (span.until - timedelta(microseconds=1)).astimezone(span.zone).date()
+    return every_day(by_day, first, last)
 
 
 def next_month(first: date) -> date:

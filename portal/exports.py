@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from billing.money import format_usd
 from config.exports import CsvTable, Row
 from portal.key_forms import Outcome
+from usage.exports import sectioned_rows
 from usage.selectors import Statement, UsageReport, UsageTotals
 
 USAGE_COLUMNS = (
@@ -55,13 +56,7 @@ def _spend(totals: UsageTotals) -> Row:
 
 def usage_table(report: UsageReport | Statement) -> CsvTable:
     """A usage report's or a statement's sections, at the client's prices."""
-    totals = report.totals if isinstance(report, Statement) else report.summary
-    rows = [
-        {"section": "total", **_spend(totals)},
-        *({"section": "model", "model": m.model, **_spend(m)} for m in report.by_model),
-        *({"section": "day", "date": d.date.isoformat(), **_spend(d)} for d in report.by_day),
-    ]
-    return CsvTable(USAGE_COLUMNS, rows, CALLER_TEXT)
+    return CsvTable(USAGE_COLUMNS, sectioned_rows(report, _spend), CALLER_TEXT)
 
 
 REQUEST_COLUMNS = (

@@ -17,32 +17,39 @@ filters and pages swap it in place, and work as plain links and forms without Ja
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial, wraps
 from typing import Any
-from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 from django.http import (
-    Http404,
     HttpRequest,
-    HttpResponse,
     HttpResponseBase,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
     QueryDict,
 )
-from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 
 from billing.money import format_usd
 from config.exports import csv_download, csv_stream
 from keys.models import ClientKey
-from pages.charts import every_day
-from pages.forms import USAGE_WINDOWS, UsageSpanForm
+from pages.charts import span_days
+from pages.forms import UsageSpanForm
+from pages.reports import (
+    CSV_FORMAT,
+    file_day,
+    month_statement,
+    query_with,
+    report_page,
+    series,
+    statement_months,
+    statements_month,
+    wants_csv,
+    window_links,
+)
 from portal.access import client_page, page_client
 from portal.exports import REQUEST_TABLE, request_row, usage_table
 from portal.key_forms import Cursor, Outcome, RequestFilterForm
@@ -50,11 +57,9 @@ from portal.key_selectors import Row, client_requests, requests_after, requests_
 from portal.models import PortalBinding
 from portal.selectors import binding_get
 from usage.models import Trace
-from usage.selectors import UsageReport, key_statement, key_usage
-from usage.windows import MonthInvalid, Span, month_parse, months_since
+from usage.selectors import UsageReport, key_usage
+from usage.windows import Span, months_since
 
-CSV_FORMAT = "csv"
-FRAGMENT = "report"
 # Requests a page of the list shows, and how many the key's own page shows.
 REQUESTS_PAGE_SIZE = 50
 # Rows per query of the streamed CSV of requests.
@@ -83,51 +88,6 @@ def bound_key_page(*methods: str) -> Callable[[KeyView], Callable[..., HttpRespo
     return decorate
 
 
-def _wants_csv(request: HttpRequest) -> bool:
-    return request.GET.get("format") == CSV_FORMAT
-
-
-def _page(
-    request: HttpRequest, template: str, context: dict[str, Any], *, status: int = 200
-) -> HttpResponse:
-    """The whole page, or only its fragment for htmx (the answer varies on HX-Request, so
-    no cache hands the fragment to a page load)."""
-    context["pushes_url"] = _pushes_url(request)
-    name = f"{template}#{FRAGMENT}" if request.htmx else template  # type: ignore[attr-defined]
-    response = render(request, name, context, status=status)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
-
-
-def _pushes_url(request: HttpRequest) -> bool:
-    """Whether the fragment's links put their URL in the address bar: on its own page, yes
-    (a reload shows the same report); embedded in the key's page, no."""
-    htmx = request.htmx  # type: ignore[attr-defined]
-    if not htmx or not htmx.current_url:
-        return True
-    return bool(urlsplit(htmx.current_url).path == request.path)
-
-
-def _query(params: QueryDict, **changes: str | None) -> str:
-    """``params`` as a query string with ``changes`` made (None removes a parameter)."""
-    query = params.copy()
-    for name, value in changes.items():
-        if value is None:
-            query.pop(name, None)
-        else:
-            query[name] = value
-    return f"?{query.urlencode()}" if query else ""
-
-
-def month_text(first_day: date) -> str:
-    return f"{first_day:%Y-%m}"
-
-
-def _day(moment: Any) -> str:
-    """A file name's date."""
-    return f"{moment:%Y%m%d}"
-
-
 # ---------------------------------------------------------------------------------- usage
 
 # Pico's primary blue (what the client spent) and the pages' red for errors.
@@ -135,40 +95,35 @@ SPEND_COLOUR = "#0172ad"
 ERROR_COLOUR = "#b3261e"
 
 
-def _series(label: str, colour: str, data: list[str] | list[int]) -> dict[str, Any]:
-    return {"label": label, "data": data, "borderColor": colour, "backgroundColor": colour}
-
-
 def usage_charts(report: UsageReport, span: Span) -> dict[str, dict[str, Any]]:
     """What the usage charts draw (``app.js``): the spend (dollars as decimal strings) and
     the requests of every day of the span, traffic or not, and the spend per model."""
-    first = span.since.astimezone(span.zone).date()
-    last = (span.until - timedelta(microseconds=1)).astimezone(span.zone).date()
-    days = every_day(report.by_day, first, last)
+    days = span_days(report.by_day, span)
     labels = [f"{d.date:%b} {d.date.day}" for d in days]
     return {
         "spend_by_day": {
             "labels": labels,
-            "datasets": [
-                _series("Spend", SPEND_COLOUR, [format_usd(d.client_nanos) for d in days])
-            ],
+            "datasets": [series("Spend", SPEND_COLOUR, [format_usd(d.client_nanos) for d in days])],
         },
         "requests_by_day": {
             "labels": labels,
             "datasets": [
-                _series("Requests", SPEND_COLOUR, [d.requests for d in days]),
-                _series("Errors", ERROR_COLOUR, [d.errors for d in days]),
+                series("Requests", SPEND_COLOUR, [d.requests for d in days]),
+                series("Errors", ERROR_COLOUR, [d.errors for d in days]),
             ],
         },
         "spend_by_model": {
             "labels": [m.model for m in report.by_model],
             "datasets": [
-                _series(
-                    "Spend", SPEND_COLOUR, [format_usd(m.client_nanos) for m in report.by_model]
-                )
+                series("Spend", SPEND_COLOUR, [format_usd(m.client_nanos) for m in report.by_model])
             ],
         },
     }
+
+
+# The usage tables' columns beyond the fewest (``pages/usage_by_model.html``): never the
+# reseller's "cost".
+USAGE_COLUMNS = ("traffic", "exact", "totals", "model_links")
 
 
 def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
@@ -182,14 +137,8 @@ def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
         "zone": zone,
         "usage_url": reverse("portal:key-usage", kwargs={"key_id": key.pk}),
         "requests_url": reverse("portal:key-requests", kwargs={"key_id": key.pk}),
-        "windows": [
-            {
-                "name": name,
-                "days": window.length.days,
-                "query": _query(params, window=name, month=None, format=None),
-            }
-            for name, window in USAGE_WINDOWS.items()
-        ],
+        "windows": window_links(params),
+        "usage_columns": USAGE_COLUMNS,
         "window_name": form.window_name,
         "month_value": form.month_value,
         "months": months_since(key.created_at, zone=zone),
@@ -206,7 +155,7 @@ def usage_context(key: ClientKey, params: QueryDict) -> dict[str, Any]:
         last_instant=span.until - timedelta(microseconds=1),
         report=report,
         charts=usage_charts(report, span),
-        csv_query=_query(params, format=CSV_FORMAT),
+        csv_query=query_with(params, format=CSV_FORMAT),
     )
     return context
 
@@ -219,15 +168,15 @@ def key_usage_page(request: HttpRequest, binding: PortalBinding) -> HttpResponse
     key = binding.key
     context = usage_context(key, request.GET)
     report = context["report"]
-    if report is not None and _wants_csv(request):
+    if report is not None and wants_csv(request):
         span = context["span"]
         return csv_download(
             usage_table(report),
-            filename=f"key-{key.prefix}-usage-{_day(span.since)}-{_day(span.until)}.csv",
+            filename=f"key-{key.prefix}-usage-{file_day(span.since)}-{file_day(span.until)}.csv",
         )
     context["report_title"] = "Usage"
     status = 200 if report is not None else 400
-    return _page(request, "portal/keys/usage.html", context, status=status)
+    return report_page(request, "portal/keys/usage.html", context, status=status)
 
 
 # ------------------------------------------------------------------------------- requests
@@ -271,7 +220,7 @@ def key_requests_page(request: HttpRequest, binding: PortalBinding) -> HttpRespo
         if valid
         else None
     )
-    if traces is not None and _wants_csv(request):
+    if traces is not None and wants_csv(request):
         return csv_stream(
             REQUEST_TABLE,
             _request_pages(traces),
@@ -301,19 +250,19 @@ def key_requests_page(request: HttpRequest, binding: PortalBinding) -> HttpRespo
             rows=shown_requests(page.rows),
             is_paged=bool(asked["before"] or asked["after"]),
             newer_query=(
-                _query(params, after=str(page.newer), before=None, format=None)
+                query_with(params, after=str(page.newer), before=None, format=None)
                 if page.newer
                 else None
             ),
             older_query=(
-                _query(params, before=str(page.older), after=None, format=None)
+                query_with(params, before=str(page.older), after=None, format=None)
                 if page.older
                 else None
             ),
-            newest_query=_query(params, before=None, after=None, format=None),
-            csv_query=_query(params, before=None, after=None, format=CSV_FORMAT),
+            newest_query=query_with(params, before=None, after=None, format=None),
+            csv_query=query_with(params, before=None, after=None, format=CSV_FORMAT),
         )
-    return _page(
+    return report_page(
         request, "portal/keys/requests.html", context, status=200 if traces is not None else 400
     )
 
@@ -326,12 +275,7 @@ def key_statements(request: HttpRequest, binding: PortalBinding) -> HttpResponse
     """``/portal/keys/<id>/statements/`` (``?month=YYYY-MM``: the month picker without
     JavaScript): to that month's statement, or to the current month's."""
     key = binding.key
-    zone = key.tenant.zone
-    month = request.GET.get("month", "")
-    try:
-        month_parse(month, zone=zone)
-    except MonthInvalid:
-        month = month_text(timezone.now().astimezone(zone).date())
+    month = statements_month(request.GET.get("month", ""), zone=key.tenant.zone)
     return HttpResponseRedirect(
         reverse("portal:key-statement", kwargs={"key_id": key.pk, "month": month})
     )
@@ -346,20 +290,12 @@ def key_statement_page(
     its CSV. A month that cannot be (malformed, before 2000, not begun) is a 404."""
     key = binding.key
     tenant = key.tenant
-    try:
-        year, number = month_parse(month, zone=tenant.zone)
-    except MonthInvalid:
-        raise Http404("No such month.") from None
-    statement = key_statement(tenant=tenant, key_id=key.pk, year=year, month=number)
-    if _wants_csv(request):
+    statement = month_statement(tenant=tenant, key_id=key.pk, month=month)
+    if wants_csv(request):
         return csv_download(
             usage_table(statement), filename=f"statement-{key.prefix}-{statement.month}.csv"
         )
-    months = months_since(key.created_at, zone=tenant.zone)
-    if statement.first_day not in months:  # a month before the key: an empty statement
-        months = sorted({*months, statement.first_day}, reverse=True)
-    index = months.index(statement.first_day)
-    return _page(
+    return report_page(
         request,
         "portal/keys/statement.html",
         {
@@ -367,10 +303,6 @@ def key_statement_page(
             "reseller": tenant,
             "statement": statement,
             "report_title": "Statements",
-            "last_day": statement.next_first_day - timedelta(days=1),
-            "months": [(month_text(m), m) for m in months],
-            "month_value": statement.month,
-            "newer_month": month_text(months[index - 1]) if index > 0 else None,
-            "older_month": month_text(months[index + 1]) if index + 1 < len(months) else None,
+            **statement_months(statement, key_created_at=key.created_at, zone=tenant.zone),
         },
     )

@@ -25,10 +25,11 @@ from django.utils import timezone
 from billing.periods import period_start
 from keys.models import EXPIRED, ClientKey
 from pages.charts import next_month
+from pages.reports import month_text
 from pages.templatetags.money import usd
 from portal.access import page_client
 from portal.figures import ClientKeyFigures, client_key_figures
-from portal.key_reports import bound_key_page, month_text, shown_requests, usage_context
+from portal.key_reports import bound_key_page, shown_requests, usage_context
 from portal.key_selectors import client_requests, requests_page
 from portal.models import PortalBinding
 from portal.services import key_unbind as key_unbind_service

@@ -18,7 +18,7 @@ sub-account API, as its JSON), figures exactly as the JSON's:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +76,12 @@ def _usage(totals: UsageTotals) -> Row:
     }
 
 
-def _sectioned(report: UsageReport | Statement, row: Any) -> list[Row]:
+def sectioned_rows(
+    report: UsageReport | TenantUsageReport | Statement, row: Callable[[UsageTotals], Row]
+) -> list[Row]:
+    """A report's ``total``, ``model`` and ``day`` sections, in that order, each row's
+    figures written by ``row``: the shape every usage CSV shares (the portal's too, with
+    the client's columns)."""
     totals = report.totals if isinstance(report, Statement) else report.summary
     return [
         {"section": "total", **row(totals)},
@@ -86,7 +91,7 @@ def _sectioned(report: UsageReport | Statement, row: Any) -> list[Row]:
 
 
 def key_usage_table(report: UsageReport) -> CsvTable:
-    return CsvTable((*SECTIONS, *USAGE_COLUMNS), _sectioned(report, _usage), CLIENT_TEXT)
+    return CsvTable((*SECTIONS, *USAGE_COLUMNS), sectioned_rows(report, _usage), CLIENT_TEXT)
 
 
 TENANT_SECTIONS = (*SECTIONS, "key_id", "key_label", "key_prefix", "tag")
@@ -94,9 +99,7 @@ TENANT_SECTIONS = (*SECTIONS, "key_id", "key_label", "key_prefix", "tag")
 
 def tenant_usage_table(report: TenantUsageReport) -> CsvTable:
     rows = [
-        {"section": "total", **_usage(report.summary)},
-        *({"section": "model", "model": m.model, **_usage(m)} for m in report.by_model),
-        *({"section": "day", "date": d.date.isoformat(), **_usage(d)} for d in report.by_day),
+        *sectioned_rows(report, _usage),
         *(
             {
                 "section": "key",
@@ -200,7 +203,7 @@ def _cents(totals: UsageTotals) -> Row:
 
 
 def sub_account_usage_table(report: UsageReport) -> CsvTable:
-    return CsvTable((*SECTIONS, *SUB_ACCOUNT_COLUMNS), _sectioned(report, _cents), CLIENT_TEXT)
+    return CsvTable((*SECTIONS, *SUB_ACCOUNT_COLUMNS), sectioned_rows(report, _cents), CLIENT_TEXT)
 
 
 def sub_account_tag_table(tags: Iterable[TagUsage]) -> CsvTable:
@@ -233,7 +236,7 @@ def _client_price(totals: UsageTotals) -> Row:
 
 def statement_table(statement: Statement) -> CsvTable:
     """Client prices only: never a cost or a profit."""
-    rows = _sectioned(statement, _client_price)
+    rows = sectioned_rows(statement, _client_price)
     return CsvTable((*SECTIONS, *STATEMENT_COLUMNS), rows, CLIENT_TEXT)
 
 

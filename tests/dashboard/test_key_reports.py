@@ -372,6 +372,7 @@ def test_requests_come_in_pages_of_fifty_newest_first(browser, api, acme):
         return shown, [request_row(r)[0] for r in listed["results"]]
 
     first, api_first = page(1)
+    second, _ = page(2)
     third, api_third = page(3)
 
     assert [r[0] for r in table_rows(first, "key-requests-table")] == api_first
@@ -381,6 +382,11 @@ def test_requests_come_in_pages_of_fifty_newest_first(browser, api, acme):
     pager = first.find_all("nav", cls="pager")[0]
     assert [a.attrs["href"] for a in pager.find_all("a")] == [
         f"/dashboard/keys/{key.pk}/requests/?page=2"
+    ]
+    pager = second.find_all("nav", cls="pager")[0]
+    assert [(a.text, a.attrs["href"]) for a in pager.find_all("a")] == [
+        ("← Newer", f"/dashboard/keys/{key.pk}/requests/"),  # the first page: no query at all
+        ("Older →", f"/dashboard/keys/{key.pk}/requests/?page=3"),
     ]
     pager = third.find_all("nav", cls="pager")[0]
     assert [a.text for a in pager.find_all("a")] == ["← Newer"]
