@@ -61,6 +61,7 @@ from billing.models import StripeEvent, TopUp
 from billing.stripe_api import CheckoutSession, checkout_session_retrieve, is_live_key
 from billing.top_ups import (
     Handled,
+    dispute_is_inquiry,
     named_top_up_id,
     top_up_dispute_close,
     top_up_dispute_record,
@@ -126,13 +127,31 @@ def _charge_refunded(event_object: StripeObject) -> Handled:
     )
 
 
-def _dispute_created(event_object: StripeObject) -> Handled:
+def _dispute_record(event_object: StripeObject, *, is_withdrawn: bool) -> Handled:
+    """The one handler of a dispute's money leaving: a chargeback's ``created`` and any
+    ``funds_withdrawn`` take the disputed amount once between them (the top-up's lock,
+    its cumulative ``disputed_nanos``, the ledger's keys); an inquiry takes nothing."""
     return top_up_dispute_record(
         payment_intent=str(event_object.get("payment_intent") or ""),
         disputed_cents=int(event_object["amount"]),
         currency=str(event_object["currency"]),
         reference=str(event_object["id"]),
+        is_withdrawn=is_withdrawn,
+        status=str(event_object.get("status") or ""),
     )
+
+
+def _dispute_created(event_object: StripeObject) -> Handled:
+    """``charge.dispute.created``: a chargeback's funds are withdrawn at once; an inquiry's
+    (a ``warning_*`` status) are not, and it is stored processed with a note."""
+    status = str(event_object.get("status") or "")
+    return _dispute_record(event_object, is_withdrawn=not dispute_is_inquiry(status))
+
+
+def _dispute_funds_withdrawn(event_object: StripeObject) -> Handled:
+    """``charge.dispute.funds_withdrawn``: Stripe took the disputed amount (a chargeback, or
+    an inquiry that escalated to one), whatever the dispute's status says."""
+    return _dispute_record(event_object, is_withdrawn=True)
 
 
 def _dispute_closed(event_object: StripeObject) -> Handled:
@@ -155,6 +174,7 @@ HANDLERS: dict[str, Handler] = {
     "checkout.session.expired": _session_expired,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.funds_withdrawn": _dispute_funds_withdrawn,
     "charge.dispute.closed": _dispute_closed,
     "charge.dispute.funds_reinstated": _dispute_closed,
 }

@@ -41,8 +41,18 @@ Design overview
    given up beyond what refunds still owe, and the part of the shortfall the dispute caused
    simply ends (it was never collected). Once per top-up: the row is locked,
    ``is_dispute_won`` flips by a conditional update, the entry's key is
-   ``stripe:<session>:dispute-won``. A lost dispute moves no money (it was taken at
-   ``charge.dispute.created``).
+   ``stripe:<session>:dispute-won``. A lost dispute moves no money (it was taken when
+   Stripe withdrew it).
+
+   An **inquiry** (a dispute whose status is ``warning_needs_response``,
+   ``warning_under_review`` or ``warning_closed``) withdraws nothing at Stripe, so its
+   ``charge.dispute.created`` moves no money and records nothing as disputed. If it
+   escalates to a chargeback, Stripe withdraws the funds and sends
+   ``charge.dispute.funds_withdrawn``, which takes the amount exactly as a chargeback's
+   ``charge.dispute.created`` does; for a chargeback announced by both, the wallet gives
+   it up once (Stripe's cumulative ``disputed_nanos``, the row lock, and the ledger key
+   ``stripe:<session>:reversed:<level>``). ``warning_closed`` gives nothing back, since
+   nothing was taken.
 6. **Shortfalls are collected from the next top-up.** When a top-up is credited, what the
    tenant's earlier top-ups still fall short of is taken from it first, oldest first, as
    ``top_up_shortfall`` debits (key ``stripe:<this session>:shortfall-of:<that session>``),
@@ -529,11 +539,36 @@ def top_up_refund_record(
     )
 
 
+# The statuses of an inquiry (Stripe's "warning" disputes): the issuer asks questions, and
+# no money leaves Stripe's balance unless it escalates to a chargeback
+# (``charge.dispute.funds_withdrawn``); ``warning_closed`` ends it with nothing to give back.
+INQUIRY_STATUS_PREFIX = "warning_"
+
+
+def dispute_is_inquiry(status: str) -> bool:
+    """Whether Stripe's dispute ``status`` is an inquiry's (``warning_needs_response``,
+    ``warning_under_review``, ``warning_closed``)."""
+    return status.startswith(INQUIRY_STATUS_PREFIX)
+
+
 def top_up_dispute_record(
-    *, payment_intent: str, disputed_cents: int, currency: str, reference: str
+    *,
+    payment_intent: str,
+    disputed_cents: int,
+    currency: str,
+    reference: str,
+    is_withdrawn: bool = True,
+    status: str = "",
 ) -> Handled:
-    """The cardholder disputed a charge of ``payment_intent`` for ``disputed_cents``: Stripe
-    takes that amount back at once, and so does the wallet (see the module's doc)."""
+    """The cardholder disputed a charge of ``payment_intent`` for ``disputed_cents``. When
+    Stripe withdrew the money (``is_withdrawn``: a chargeback's ``charge.dispute.created``,
+    or ``charge.dispute.funds_withdrawn``), the wallet gives it up too, once whichever of
+    the two events arrives first (see the module's doc). An inquiry (``is_withdrawn``
+    false, ``status`` a ``warning_*``) moves no money and is not recorded as disputed."""
+    if not is_withdrawn:
+        return _top_up_dispute_inquiry(
+            payment_intent=payment_intent, status=status, currency=currency, reference=reference
+        )
     return _top_up_reverse(
         payment_intent=payment_intent,
         currency=currency,
@@ -541,6 +576,27 @@ def top_up_dispute_record(
         disputed_nanos=cents_to_nanos(disputed_cents),
         kind=LedgerEntry.Kind.TOP_UP_DISPUTE,
         reference=reference,
+    )
+
+
+def _top_up_dispute_inquiry(
+    *, payment_intent: str, status: str, currency: str, reference: str
+) -> Handled:
+    top_up = (
+        TopUp.objects.filter(stripe_payment_intent=payment_intent).order_by("pk").first()
+        if payment_intent
+        else None
+    )
+    if top_up is None:
+        return Handled(None, f"no top-up was paid with {payment_intent or 'this charge'}")
+    if currency.lower() != top_up.currency:
+        raise StripeEventRejected(
+            f"{reference} is in {currency!r}; top-up {top_up.pk} is in {top_up.currency!r}."
+        )
+    return Handled(
+        top_up,
+        f"inquiry ({status or 'without a status'}) about top-up {top_up.pk}: Stripe withdrew "
+        "nothing, no money moves",
     )
 
 
@@ -582,7 +638,7 @@ def _top_up_reverse(
 
 
 # The dispute status that gives the money back (Stripe's ``dispute.status``); ``lost``,
-# ``warning_closed`` and the rest move no money.
+# ``warning_closed`` (an inquiry, which took nothing) and the rest move no money.
 DISPUTE_WON = "won"
 
 
@@ -593,8 +649,10 @@ def top_up_dispute_close(
     its funds reinstated (``charge.dispute.funds_reinstated``), Stripe's dispute ``status``
     now being ``status``. Won: the wallet gets back what the dispute took from it, and the
     part of the shortfall it caused ends, once whatever the number, order or concurrency
-    of deliveries (see the module's doc). Any other status moves no money: a lost
-    dispute's amount was taken when it was opened, and funds Stripe reinstates on a lost
+    of deliveries (see the module's doc); what comes back is what the wallet actually gave
+    up for the dispute, so nothing for one that took nothing (an inquiry, or a win before
+    the withdrawal). Any other status moves no money: a lost dispute's amount was taken
+    when Stripe withdrew it, and funds Stripe reinstates on a lost
     dispute of a partly refunded payment are the refunded part, which the wallet gave up
     once only (``owed_nanos`` caps refunds and disputes together at the amount)."""
     return _top_up_dispute_close(

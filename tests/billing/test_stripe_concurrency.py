@@ -110,6 +110,29 @@ def test_won_dispute_events_at_once_give_back_once(paid: dict[str, Any], tenant)
     assert_books_balance()
 
 
+@pytest.mark.parametrize("created_status", ["needs_response", "warning_needs_response"])
+def test_a_chargeback_created_and_withdrawn_at_once_takes_once(
+    paid: dict[str, Any], tenant, created_status
+):
+    """A chargeback (or an inquiry escalating to one) announced by ``created`` and
+    ``funds_withdrawn``, each delivered more than once, all at the same moment."""
+    assert post(event("checkout.session.completed", paid)) == 200
+    opened = dispute(paid, amount=2000, status=created_status)
+    withdrawn = {**opened, "status": "needs_response"}
+    events = [event("charge.dispute.created", opened) for _ in range(2)] + [
+        event("charge.dispute.funds_withdrawn", withdrawn) for _ in range(3)
+    ]
+
+    outcomes = run_together(DELIVERIES, lambda i: post(events[i]))
+
+    assert outcomes == [("ok", 200)] * DELIVERIES
+    assert wallet_for_tenant(tenant=tenant).balance_nanos == parse_usd("30")
+    assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.TOP_UP_DISPUTE).count() == 1
+    assert StripeEvent.objects.filter(status=StripeEvent.Status.PROCESSED).count() == 1 + DELIVERIES
+    assert TopUp.objects.get().reversed_nanos == parse_usd("20")
+    assert_books_balance()
+
+
 def test_top_ups_credited_at_once_pay_a_shortfall_once(
     paid: dict[str, Any], stripe_fake: StripeFake, tenant
 ):

@@ -764,6 +764,129 @@ def test_a_won_dispute_in_another_currency_is_rejected(
     assert balance(tenant) == 0
 
 
+# -------------------------------------------------------------------------- inquiries
+
+WITHDRAWN = "charge.dispute.funds_withdrawn"
+INQUIRY_STATUSES = ["warning_needs_response", "warning_under_review", "warning_closed"]
+
+
+@pytest.mark.parametrize("status", INQUIRY_STATUSES)
+def test_an_inquiry_moves_no_money(credited: dict[str, Any], web: Client, tenant, status):
+    """An inquiry withdraws nothing at Stripe: stored processed with a note, nothing taken,
+    nothing recorded as disputed."""
+    opened = event("charge.dispute.created", dispute(credited, amount=2000, status=status))
+
+    assert deliver(web, opened).status_code == 200
+
+    assert balance(tenant) == parse_usd("50")
+    assert len(top_up_entries(tenant)) == 1
+    top_up = TopUp.objects.get()
+    assert (top_up.disputed_nanos, top_up.reversed_nanos) == (0, 0)
+    assert stored(opened).status == "processed"
+    assert stored(opened).note == (
+        f"inquiry ({status}) about top-up {top_up.pk}: Stripe withdrew nothing, no money moves"
+    )
+
+
+def test_an_inquiry_that_escalates_takes_the_amount_once(
+    credited: dict[str, Any], web: Client, tenant
+):
+    inquiry = dispute(credited, amount=2000, status="warning_needs_response")
+    deliver(web, event("charge.dispute.created", inquiry))
+    assert balance(tenant) == parse_usd("50")
+
+    escalated = {**inquiry, "status": "needs_response"}
+    withdrawn = event(WITHDRAWN, escalated)
+    assert deliver(web, withdrawn).status_code == 200
+    # Redelivered, under another event id, and the inquiry's opening again: nothing more.
+    for again in (withdrawn, event(WITHDRAWN, escalated), event("charge.dispute.created", inquiry)):
+        assert deliver(web, again).status_code == 200
+
+    assert balance(tenant) == parse_usd("30")
+    assert top_up_entries(tenant) == [
+        ("top_up", parse_usd("50")),
+        ("top_up_dispute", -parse_usd("20")),
+    ]
+    top_up = TopUp.objects.get()
+    assert (top_up.disputed_nanos, top_up.reversed_nanos) == (parse_usd("20"), parse_usd("20"))
+    assert stored(withdrawn).status == "processed"
+
+
+@pytest.mark.parametrize("order", [("created", "withdrawn"), ("withdrawn", "created")])
+def test_a_chargeback_announced_twice_takes_once_in_either_order(
+    credited: dict[str, Any], web: Client, tenant, order
+):
+    """A chargeback sends both ``created`` and ``funds_withdrawn``: the wallet gives the
+    amount up once, whichever comes first."""
+    opened = dispute(credited, amount=2000)
+    kinds = {"created": "charge.dispute.created", "withdrawn": WITHDRAWN}
+
+    for name in order:
+        assert deliver(web, event(kinds[name], opened)).status_code == 200
+
+    assert balance(tenant) == parse_usd("30")
+    assert [k for k, _ in top_up_entries(tenant)].count("top_up_dispute") == 1
+
+
+def test_an_inquiry_closed_gives_nothing_back(credited: dict[str, Any], web: Client, tenant):
+    inquiry = dispute(credited, amount=2000, status="warning_needs_response")
+    deliver(web, event("charge.dispute.created", inquiry))
+
+    closed = event(CLOSED, {**inquiry, "status": "warning_closed"})
+    assert deliver(web, closed).status_code == 200
+
+    assert balance(tenant) == parse_usd("50")
+    assert len(top_up_entries(tenant)) == 1
+    top_up = TopUp.objects.get()
+    assert not top_up.is_dispute_won
+    assert stored(closed).note == f"dispute of top-up {top_up.pk} is warning_closed: no money moves"
+
+
+def test_a_won_dispute_gives_back_only_what_was_taken_after_an_inquiry(
+    credited: dict[str, Any], web: Client, tenant
+):
+    """$10 refunded, an inquiry (nothing taken), then a win: the refund stays taken and
+    nothing comes back. Escalated and won, exactly what funds_withdrawn took comes back."""
+    deliver(web, event("charge.refunded", charge(credited, amount_refunded=1000)))
+    inquiry = dispute(credited, amount=2000, status="warning_under_review")
+    deliver(web, event("charge.dispute.created", inquiry))
+    assert balance(tenant) == parse_usd("40")
+
+    closed = event(CLOSED, {**inquiry, "status": "won"})
+    deliver(web, closed)
+
+    assert balance(tenant) == parse_usd("40")
+    assert "top_up_dispute_won" not in [k for k, _ in top_up_entries(tenant)]
+    top_up = TopUp.objects.get()
+    assert stored(closed).note == f"dispute of top-up {top_up.pk} won: 0.00 back to the wallet"
+
+
+def test_an_escalated_inquiry_won_gives_back_what_it_took(
+    credited: dict[str, Any], web: Client, tenant
+):
+    inquiry = dispute(credited, amount=2000, status="warning_needs_response")
+    deliver(web, event("charge.dispute.created", inquiry))
+    deliver(web, event(WITHDRAWN, {**inquiry, "status": "needs_response"}))
+    assert balance(tenant) == parse_usd("30")
+
+    deliver(web, event(REINSTATED, {**inquiry, "status": "won"}))
+    deliver(web, event(CLOSED, {**inquiry, "status": "won"}))
+
+    assert balance(tenant) == parse_usd("50")
+    assert top_up_entries(tenant)[-1] == ("top_up_dispute_won", parse_usd("20"))
+    assert [k for k, _ in top_up_entries(tenant)].count("top_up_dispute_won") == 1
+
+
+def test_an_inquiry_about_a_payment_that_is_not_a_top_up_is_ignored(
+    credited: dict[str, Any], web: Client, tenant
+):
+    other = {**credited, "payment_intent": "pi_test_someone_elses"}
+    opened = event("charge.dispute.created", dispute(other, status="warning_needs_response"))
+
+    assert deliver(web, opened).json()["status"] == "ignored"
+    assert balance(tenant) == parse_usd("50")
+
+
 # ------------------------------------------------------- shortfalls paid by the next top-up
 
 
