@@ -5,8 +5,8 @@ test runs on 127.0.0.1 (allowed by ALERT_WEBHOOK_ALLOW_PRIVATE=1 in the worker's
 environment), retrying with the backoff its row records.
 
 Runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``), on the harness of
-``tests/keys/test_tasks.py``: a ``celery worker`` subprocess on the test database and a
-queue unique to the run, which the worker also sends its own tasks to (the check enqueues
+``tests/worker.py``: a ``celery worker`` subprocess on the test database and a queue unique
+to the run, which the worker also sends its own tasks to (the check enqueues
 each delivery as a task of its own, and a delivery its retries).
 """
 
@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 
 from alerts.models import AlertDelivery, AlertKind, AlertState
 from alerts.services import alert_settings_update
-from alerts.tasks import alerts_check_task
+from alerts.tasks import alert_delivery_task, alerts_check_task
 from alerts.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER
 from tests.alerts.conftest import (
     OWNER_EMAIL,
@@ -36,34 +31,24 @@ from tests.alerts.conftest import (
     top_up,
     verify,
 )
-from tests.keys.test_tasks import (
-    WORKER_WAIT_SECONDS,
+from tests.worker import (
     celery_worker,
+    file_email_env,
+    inbox,
+    plain_text,
     publishing_to,
+    run_queue,
+    runs,
+    wait_until,
     worker_broker_url,
     worker_database_url,
 )
-from tests.portal.test_alerts_worker import inbox, plain_text
 
 PUBLIC_URL = "https://tollgate.example"
 # Small waits for the test: 1 s × 2^(n−1), at most 2 s, drawn between half and all of it.
 MAX_RETRIES = 2
 BACKOFF_SECONDS = 1
 BACKOFF_MAX_SECONDS = 2
-
-
-def runs(log_path: Path, task: str, what: str) -> int:
-    """How many times the worker's log says ``task`` was ``what`` (received, succeeded)."""
-    return len(re.findall(rf"alerts\.tasks\.{task}\[[0-9a-f-]+\] {what}", log_path.read_text()))
-
-
-def wait_until(condition: Callable[[], bool], log_path: Path) -> None:
-    deadline = time.monotonic() + WORKER_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(log_path.read_text(errors="replace"))
 
 
 def open_deliveries() -> int:
@@ -86,17 +71,16 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
     spend(key, price, "85")
     mailbox = tmp_path / "mailbox"
     broker_url = worker_broker_url()
-    queue = f"tollgate-test-{uuid.uuid4().hex}"
 
     with (
+        run_queue(broker_url) as queue,
         celery_worker(
             database_url=worker_database_url(),
             broker_url=broker_url,
             queue=queue,
             log_path=tmp_path / "worker.log",
             extra_env={
-                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-                "EMAIL_FILE_PATH": str(mailbox),
+                **file_email_env(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
                 "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
                 "ALERT_WEBHOOK_ALLOW_PRIVATE": "1",
@@ -116,7 +100,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
             alerts_check_task.delay()
             wait_until(
                 lambda: (
-                    runs(log_path, "alerts_check_task", "succeeded") == count
+                    runs(log_path, alerts_check_task, "succeeded") == count
                     and open_deliveries() == 0
                 ),
                 log_path,
@@ -138,7 +122,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # The same crossing seen again: nothing, not even a delivery task.
         check_runs(2)
         assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
-        assert runs(log_path, "alert_delivery_task", "received") == 2
+        assert runs(log_path, alert_delivery_task, "received") == 2
 
         # A top-up brings the key back under 80 % ($85 of $200): re-armed, nothing sent.
         top_up(key, "100")
@@ -176,10 +160,6 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         check_runs(5)
         assert len(receiver.requests) == 1 + 1 + MAX_RETRIES
         assert len(inbox(mailbox)) == 2
-
-    broker = redis.Redis.from_url(broker_url)
-    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-    broker.close()
 
     first, second = inbox(mailbox)
     for message in (first, second):

@@ -21,13 +21,13 @@ from keys.models import ClientKey
 from proxy.traces import COLUMNS, TABLE
 from tests.keys.factories import WalletKeyFactory
 from tests.keys.test_concurrency import run_together, successes
-from tests.keys.test_tasks import (
+from tests.usage.factories import TraceFactory
+from tests.worker import (
     WORKER_WAIT_SECONDS,
     celery_worker,
     worker_broker_url,
     worker_database_url,
 )
-from tests.usage.factories import TraceFactory
 from usage.models import (
     ROLLUP_SUMS,
     Trace,

@@ -20,14 +20,14 @@ from django.utils import timezone
 
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
-from tests.keys.test_tasks import (
+from tests.usage.factories import TraceFactory
+from tests.worker import (
     WORKER_WAIT_SECONDS,
     celery_worker,
     publishing_to,
     worker_broker_url,
     worker_database_url,
 )
-from tests.usage.factories import TraceFactory
 from usage.models import Trace
 from usage.services import traces_purge
 from usage.tasks import traces_purge_task

@@ -1,0 +1,187 @@
+"""What every real-worker test shares: a ``celery worker`` subprocess on the *test* database
+and a Redis database of its own, a queue unique to the run, this process publishing to it,
+the worker's log read for its tasks' runs, and the mailbox its file email backend writes.
+
+These tests run only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``). The
+queue's name is unique to the run, so a concurrent run of the suite (another worker on the
+same Redis database, pointed at another test database) cannot take its messages.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import redis
+from celery import Task
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app
+
+# A Redis database for tests, away from development workers on the default one.
+TEST_BROKER_DB = 15
+WORKER_WAIT_SECONDS = 30
+WORKER_STOP_SECONDS = 15
+# Django's file email backend ends each message with a line of 79 dashes.
+MESSAGE_END = "\n" + "-" * 79 + "\n"
+
+
+def worker_database_url() -> str:
+    """A DATABASE_URL for the test database this process is using."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = db.get("HOST") or "localhost"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+def worker_broker_url() -> str:
+    return urlsplit(settings.REDIS_URL)._replace(path=f"/{TEST_BROKER_DB}").geturl()
+
+
+@contextmanager
+def run_queue(broker_url: str) -> Iterator[str]:
+    """A queue of this run's own; deleted from the broker afterwards (also on a failure)."""
+    queue = f"tollgate-test-{uuid.uuid4().hex}"
+    try:
+        yield queue
+    finally:
+        broker = redis.Redis.from_url(broker_url)
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        broker.close()
+
+
+def file_email_env(mailbox: Path) -> dict[str, str]:
+    """The worker's environment for sending email as files into ``mailbox`` (see ``inbox``)."""
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(mailbox),
+    }
+
+
+@contextmanager
+def celery_worker(
+    *,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    log_path: Path,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Path]:
+    """A real ``celery worker`` subprocess; stopped (warm shutdown) on exit."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": broker_url,
+        "SECRET_KEY": settings.SECRET_KEY,
+        **(extra_env or {}),
+    }
+    command = [
+        str(Path(sys.executable).with_name("celery")),
+        "-A",
+        "config",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        queue,
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+        *extra_args,
+    ]
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(  # noqa: S603 - our own fixed command line
+            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield log_path
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def _drop_connections() -> None:
+    """Forget the app's broker connections, so the next task is published on the broker
+    configured now. ``app.close()`` leaves the producer pool, which an eager task (or an
+    earlier publish) may have made on another broker: dropped as well."""
+    app.close()
+    app.amqp._producer_pool = None
+
+
+@contextmanager
+def publishing_to(broker_url: str, queue: str) -> Iterator[None]:
+    """Send this process's tasks to ``queue`` on ``broker_url`` (dropping pooled connections,
+    on the way in and out)."""
+    saved = app.conf.broker_url, app.conf.task_default_queue
+    _drop_connections()
+    app.conf.broker_url, app.conf.task_default_queue = broker_url, queue
+    try:
+        yield
+    finally:
+        _drop_connections()
+        app.conf.broker_url, app.conf.task_default_queue = saved
+
+
+def runs(log_path: Path, task: Task, what: str) -> int:
+    """How many times the worker's log says ``task`` was ``what`` (received, succeeded)."""
+    return len(re.findall(rf"{re.escape(task.name)}\[[0-9a-f-]+\] {what}", log_path.read_text()))
+
+
+def results(log_path: Path, task: Task) -> list[str]:
+    """What each run of ``task`` returned, as the worker's log shows it, oldest first."""
+    pattern = rf"{re.escape(task.name)}\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: (.*)"
+    return re.findall(pattern, log_path.read_text())
+
+
+def wait_until(condition: Callable[[], bool], log_path: Path) -> None:
+    """Wait for ``condition`` (up to ``WORKER_WAIT_SECONDS``); failing, show the worker's log."""
+    deadline = time.monotonic() + WORKER_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(log_path.read_text(errors="replace"))
+
+
+def inbox(mailbox: Path) -> list[EmailMessage]:
+    """Every message the worker's file backend wrote, oldest file first.
+
+    By the time each file was written: the backend names a file by the second it opened it
+    and a number of its own, so two files of the same second would sort by chance.
+    """
+    messages = []
+    for path in sorted(
+        mailbox.glob("*.log"), key=lambda path: (path.stat().st_mtime_ns, path.name)
+    ):
+        for raw in path.read_text().split(MESSAGE_END):
+            if raw.strip():
+                messages.append(email.message_from_string(raw, policy=policy.default))
+    return messages  # type: ignore[return-value]
+
+
+def plain_text(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
