@@ -1,6 +1,6 @@
 """What every real-worker test shares: a ``celery worker`` subprocess on the *test* database
 and a Redis database of its own, a queue unique to the run, this process publishing to it,
-the worker's log read for its tasks' runs, and the mailbox its file email backend writes.
+and the worker's log read for its tasks' runs (its mail is read with ``tests/mailbox.py``).
 
 These tests run only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``). The
 queue's name is unique to the run, so a concurrent run of the suite (another worker on the
@@ -9,7 +9,6 @@ same Redis database, pointed at another test database) cannot take its messages.
 
 from __future__ import annotations
 
-import email
 import os
 import re
 import signal
@@ -19,8 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from email import policy
-from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -35,8 +32,6 @@ from config.celery import app
 TEST_BROKER_DB = 15
 WORKER_WAIT_SECONDS = 30
 WORKER_STOP_SECONDS = 15
-# Django's file email backend ends each message with a line of 79 dashes.
-MESSAGE_END = "\n" + "-" * 79 + "\n"
 
 
 def worker_database_url() -> str:
@@ -64,14 +59,6 @@ def run_queue(broker_url: str) -> Iterator[str]:
         broker = redis.Redis.from_url(broker_url)
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         broker.close()
-
-
-def file_email_env(mailbox: Path) -> dict[str, str]:
-    """The worker's environment for sending email as files into ``mailbox`` (see ``inbox``)."""
-    return {
-        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-        "EMAIL_FILE_PATH": str(mailbox),
-    }
 
 
 @contextmanager
@@ -163,25 +150,3 @@ def wait_until(condition: Callable[[], bool], log_path: Path) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(log_path.read_text(errors="replace"))
-
-
-def inbox(mailbox: Path) -> list[EmailMessage]:
-    """Every message the worker's file backend wrote, oldest file first.
-
-    By the time each file was written: the backend names a file by the second it opened it
-    and a number of its own, so two files of the same second would sort by chance.
-    """
-    messages = []
-    for path in sorted(
-        mailbox.glob("*.log"), key=lambda path: (path.stat().st_mtime_ns, path.name)
-    ):
-        for raw in path.read_text().split(MESSAGE_END):
-            if raw.strip():
-                messages.append(email.message_from_string(raw, policy=policy.default))
-    return messages  # type: ignore[return-value]
-
-
-def plain_text(message: EmailMessage) -> str:
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None
-    return str(body.get_content())

@@ -31,11 +31,9 @@ from tests.alerts.conftest import (
     top_up,
     verify,
 )
+from tests.mailbox import file_email_env, inbox, plain_text
 from tests.worker import (
     celery_worker,
-    file_email_env,
-    inbox,
-    plain_text,
     publishing_to,
     run_queue,
     runs,

@@ -15,13 +15,11 @@ from django.conf import settings
 
 from portal.models import PortalBinding, PortalClient
 from portal.tasks import client_alert_send_task, client_alerts_task
+from tests.mailbox import file_email_env, inbox, plain_text
 from tests.portal.conftest import bound
 from tests.portal.test_alerts import acme_reseller, prepaid_key, spend, top_up
 from tests.worker import (
     celery_worker,
-    file_email_env,
-    inbox,
-    plain_text,
     publishing_to,
     results,
     run_queue,
