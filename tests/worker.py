@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -131,22 +132,59 @@ def publishing_to(broker_url: str, queue: str) -> Iterator[None]:
         app.conf.broker_url, app.conf.task_default_queue = saved
 
 
-def runs(log_path: Path, task: Task, what: str) -> int:
-    """How many times the worker's log says ``task`` was ``what`` (received, succeeded)."""
-    return len(re.findall(rf"{re.escape(task.name)}\[[0-9a-f-]+\] {what}", log_path.read_text()))
+@dataclass(frozen=True)
+class Worker:
+    """A running worker: the broker and queue it reads, the log it writes."""
+
+    broker_url: str
+    queue: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        """This process's tasks go to the worker's queue."""
+        with publishing_to(self.broker_url, self.queue):
+            yield
+
+    def runs(self, task: Task, what: str) -> int:
+        """How many times the log says ``task`` was ``what`` (received, succeeded)."""
+        return len(re.findall(rf"{re.escape(task.name)}\[[0-9a-f-]+\] {what}", self.log()))
+
+    def results(self, task: Task) -> list[str]:
+        """What each run of ``task`` returned, as the log shows it, oldest first."""
+        pattern = rf"{re.escape(task.name)}\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: (.*)"
+        return re.findall(pattern, self.log())
+
+    def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait for ``condition`` (up to ``WORKER_WAIT_SECONDS``); failing, show the log."""
+        deadline = time.monotonic() + WORKER_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.2)
+        raise AssertionError(self.log())
 
 
-def results(log_path: Path, task: Task) -> list[str]:
-    """What each run of ``task`` returned, as the worker's log shows it, oldest first."""
-    pattern = rf"{re.escape(task.name)}\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: (.*)"
-    return re.findall(pattern, log_path.read_text())
-
-
-def wait_until(condition: Callable[[], bool], log_path: Path) -> None:
-    """Wait for ``condition`` (up to ``WORKER_WAIT_SECONDS``); failing, show the worker's log."""
-    deadline = time.monotonic() + WORKER_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(log_path.read_text(errors="replace"))
+@contextmanager
+def worker_running(
+    tmp_path: Path, *, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+) -> Iterator[Worker]:
+    """A real worker on this test's database and a queue of the run's own, to which it also
+    sends the tasks it enqueues itself (a check's deliveries, the beat's runs); its log in
+    ``tmp_path``. The queue is deleted after."""
+    broker_url = worker_broker_url()
+    with (
+        run_queue(broker_url) as queue,
+        celery_worker(
+            database_url=worker_database_url(),
+            broker_url=broker_url,
+            queue=queue,
+            log_path=tmp_path / "worker.log",
+            extra_args=extra_args,
+            extra_env={"CELERY_TASK_DEFAULT_QUEUE": queue, **(extra_env or {})},
+        ) as log_path,
+    ):
+        yield Worker(broker_url=broker_url, queue=queue, log_path=log_path)

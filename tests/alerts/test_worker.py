@@ -32,15 +32,7 @@ from tests.alerts.conftest import (
     verify,
 )
 from tests.mailbox import file_email_env, inbox, plain_text
-from tests.worker import (
-    celery_worker,
-    publishing_to,
-    run_queue,
-    runs,
-    wait_until,
-    worker_broker_url,
-    worker_database_url,
-)
+from tests.worker import worker_running
 
 PUBLIC_URL = "https://tollgate.example"
 # Small waits for the test: 1 s × 2^(n−1), at most 2 s, drawn between half and all of it.
@@ -68,15 +60,11 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
     key = prepaid_key(acme)  # $100 budget for $60
     spend(key, price, "85")
     mailbox = tmp_path / "mailbox"
-    broker_url = worker_broker_url()
 
+    # The deliveries the check enqueues (and their retries) go to the run's queue too.
     with (
-        run_queue(broker_url) as queue,
-        celery_worker(
-            database_url=worker_database_url(),
-            broker_url=broker_url,
-            queue=queue,
-            log_path=tmp_path / "worker.log",
+        worker_running(
+            tmp_path,
             extra_env={
                 **file_email_env(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
@@ -85,23 +73,19 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
                 "ALERT_DELIVERY_MAX_RETRIES": str(MAX_RETRIES),
                 "ALERT_DELIVERY_BACKOFF_SECONDS": str(BACKOFF_SECONDS),
                 "ALERT_DELIVERY_BACKOFF_MAX_SECONDS": str(BACKOFF_MAX_SECONDS),
-                # The deliveries the check enqueues (and their retries) go to this run's queue.
-                "CELERY_TASK_DEFAULT_QUEUE": queue,
             },
-        ) as log_path,
-        publishing_to(broker_url, queue),
+        ) as worker,
+        worker.publishing(),
     ):
 
         def check_runs(count: int) -> None:
             """Publish the beat's task, wait for the worker to have run it ``count`` times
             and for every delivery to have settled (sent or failed)."""
             alerts_check_task.delay()
-            wait_until(
+            worker.wait_until(
                 lambda: (
-                    runs(log_path, alerts_check_task, "succeeded") == count
-                    and open_deliveries() == 0
-                ),
-                log_path,
+                    worker.runs(alerts_check_task, "succeeded") == count and open_deliveries() == 0
+                )
             )
 
         # Crossing 80 %: one email, one signed webhook.
@@ -120,7 +104,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # The same crossing seen again: nothing, not even a delivery task.
         check_runs(2)
         assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
-        assert runs(log_path, alert_delivery_task, "received") == 2
+        assert worker.runs(alert_delivery_task, "received") == 2
 
         # A top-up brings the key back under 80 % ($85 of $200): re-armed, nothing sent.
         top_up(key, "100")
@@ -144,11 +128,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # Jittered: at least half of 1 s, then of 2 s (the cap).
         assert waits[0] >= BACKOFF_SECONDS / 2 and waits[1] >= BACKOFF_MAX_SECONDS / 2, waits
         assert (
-            len(
-                re.findall(
-                    r"alert_delivery_task\[[0-9a-f-]+\] retry: Retry in", log_path.read_text()
-                )
-            )
+            len(re.findall(r"alert_delivery_task\[[0-9a-f-]+\] retry: Retry in", worker.log()))
             == MAX_RETRIES
         )
         # Each try of the one alert carried the same event id.

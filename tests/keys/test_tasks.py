@@ -22,15 +22,7 @@ from keys.models import ClientKey
 from keys.services import key_create
 from keys.tasks import reservations_expire_task
 from tests.metering import reserve
-from tests.worker import (
-    celery_worker,
-    publishing_to,
-    run_queue,
-    runs,
-    wait_until,
-    worker_broker_url,
-    worker_database_url,
-)
+from tests.worker import worker_running
 
 WORST = Usage(input_tokens=1_000, output_tokens=4_000)  # $0.009 at the conftest price
 
@@ -85,24 +77,15 @@ def test_the_task_releases_expired_holds_and_is_safe_to_rerun(tenant, price):
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (set REDIS_URL)")
 def test_a_real_worker_runs_the_expiry_task(transactional_db, tenant, price, tmp_path):
     keys = hold_expired_reservations(tenant, price)
-    broker_url = worker_broker_url()
 
-    with (
-        run_queue(broker_url) as queue,
-        celery_worker(
-            database_url=worker_database_url(),
-            broker_url=broker_url,
-            queue=queue,
-            log_path=tmp_path / "worker.log",
-        ) as log_path,
-    ):
-        with publishing_to(broker_url, queue):
+    with worker_running(tmp_path) as worker:
+        with worker.publishing():
             reservations_expire_task.delay()
         # Until the task has run to its end (the holds are released inside it, before it
         # returns and its success is logged).
-        wait_until(lambda: runs(log_path, reservations_expire_task, "succeeded") == 1, log_path)
+        worker.wait_until(lambda: worker.runs(reservations_expire_task, "succeeded") == 1)
 
-    log = log_path.read_text(errors="replace")
+    log = worker.log()
     assert not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), log
     assert "reservations_expire_task[" in log and "] succeeded in" in log, log
     assert_all_released(tenant, keys)

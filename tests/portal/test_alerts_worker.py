@@ -18,16 +18,7 @@ from portal.tasks import client_alert_send_task, client_alerts_task
 from tests.mailbox import file_email_env, inbox, plain_text
 from tests.portal.conftest import bound
 from tests.portal.test_alerts import acme_reseller, prepaid_key, spend, top_up
-from tests.worker import (
-    celery_worker,
-    publishing_to,
-    results,
-    run_queue,
-    runs,
-    wait_until,
-    worker_broker_url,
-    worker_database_url,
-)
+from tests.worker import worker_running
 
 PUBLIC_URL = "https://portal.example"
 
@@ -44,23 +35,17 @@ def test_a_real_worker_sends_one_email_per_crossing_and_a_top_up_rearms_it(
     binding = bound(client, key, alert_percent=80)
     spend(key, price, "85")  # 85 % of the budget; cost $51
     mailbox = tmp_path / "mailbox"
-    broker_url = worker_broker_url()
 
+    # The emails the check enqueues go to the run's queue too.
     with (
-        run_queue(broker_url) as queue,
-        celery_worker(
-            database_url=worker_database_url(),
-            broker_url=broker_url,
-            queue=queue,
-            log_path=tmp_path / "worker.log",
+        worker_running(
+            tmp_path,
             extra_env={
                 **file_email_env(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
-                # The emails the check enqueues go to this run's queue too.
-                "CELERY_TASK_DEFAULT_QUEUE": queue,
             },
-        ) as log_path,
-        publishing_to(broker_url, queue),
+        ) as worker,
+        worker.publishing(),
     ):
 
         def check_runs(count: int) -> None:
@@ -68,13 +53,12 @@ def test_a_real_worker_sends_one_email_per_crossing_and_a_top_up_rearms_it(
             times, and every email task it enqueued: as many as its runs returned (the
             worker takes an email task from the queue only after the check's run ends)."""
             client_alerts_task.delay()
-            wait_until(
+            worker.wait_until(
                 lambda: (
-                    runs(log_path, client_alerts_task, "succeeded") == count
-                    and runs(log_path, client_alert_send_task, "succeeded")
-                    == sum(int(n) for n in results(log_path, client_alerts_task))
-                ),
-                log_path,
+                    worker.runs(client_alerts_task, "succeeded") == count
+                    and worker.runs(client_alert_send_task, "succeeded")
+                    == sum(int(n) for n in worker.results(client_alerts_task))
+                )
             )
 
         # Crossing 80 %: one email.
@@ -85,7 +69,7 @@ def test_a_real_worker_sends_one_email_per_crossing_and_a_top_up_rearms_it(
         # The same crossing seen again: no email, no email task.
         check_runs(2)
         assert len(inbox(mailbox)) == 1
-        assert runs(log_path, client_alert_send_task, "received") == 1
+        assert worker.runs(client_alert_send_task, "received") == 1
 
         # A top-up brings the key back below 80 % ($85 of $200): re-armed, no email.
         top_up(key, "100")
