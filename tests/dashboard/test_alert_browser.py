@@ -128,7 +128,7 @@ def test_a_reseller_reads_the_log_and_sets_alerts(
 
     # A refused URL says why, on its field.
     page.get_by_label("Webhook URL").fill("http://169.254.169.254/latest/meta-data/")
-    with page.expect_navigation():  # to the same address: wait_for_url would not wait
+    with page.expect_navigation():  # the form's answer, not the page it was sent from
         page.get_by_role("button", name="Update alerts").click()
     expect(page.locator("#alerts")).to_contain_text("Use an https:// URL.")
     b.check("settings-refused")
