@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import connection
 
 from config.celery import app
+from tests.mailbox import file_email_env
 
 # A Redis database for tests, away from development workers on the default one.
 TEST_BROKER_DB = 15
@@ -134,11 +135,13 @@ def publishing_to(broker_url: str, queue: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Worker:
-    """A running worker: the broker and queue it reads, the log it writes."""
+    """A running worker: the broker and queue it reads, the log it writes, the folder its
+    email goes to as files (read with ``tests.mailbox.inbox``)."""
 
     broker_url: str
     queue: str
     log_path: Path
+    mailbox: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -173,9 +176,10 @@ def worker_running(
     tmp_path: Path, *, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
 ) -> Iterator[Worker]:
     """A real worker on this test's database and a queue of the run's own, to which it also
-    sends the tasks it enqueues itself (a check's deliveries, the beat's runs); its log in
-    ``tmp_path``. The queue is deleted after."""
+    sends the tasks it enqueues itself (a check's deliveries, the beat's runs); its log and
+    its mailbox in ``tmp_path``. The queue is deleted after."""
     broker_url = worker_broker_url()
+    mailbox = tmp_path / "mailbox"
     with (
         run_queue(broker_url) as queue,
         celery_worker(
@@ -184,7 +188,11 @@ def worker_running(
             queue=queue,
             log_path=tmp_path / "worker.log",
             extra_args=extra_args,
-            extra_env={"CELERY_TASK_DEFAULT_QUEUE": queue, **(extra_env or {})},
+            extra_env={
+                "CELERY_TASK_DEFAULT_QUEUE": queue,
+                **file_email_env(mailbox),
+                **(extra_env or {}),
+            },
         ) as log_path,
     ):
-        yield Worker(broker_url=broker_url, queue=queue, log_path=log_path)
+        yield Worker(broker_url=broker_url, queue=queue, log_path=log_path, mailbox=mailbox)

@@ -31,7 +31,7 @@ from tests.alerts.conftest import (
     top_up,
     verify,
 )
-from tests.mailbox import file_email_env, inbox, plain_text
+from tests.mailbox import inbox, plain_text
 from tests.worker import worker_running
 
 PUBLIC_URL = "https://tollgate.example"
@@ -59,14 +59,12 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
     assert secret is not None
     key = prepaid_key(acme)  # $100 budget for $60
     spend(key, price, "85")
-    mailbox = tmp_path / "mailbox"
 
     # The deliveries the check enqueues (and their retries) go to the run's queue too.
     with (
         worker_running(
             tmp_path,
             extra_env={
-                **file_email_env(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
                 "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
                 "ALERT_WEBHOOK_ALLOW_PRIVATE": "1",
@@ -90,7 +88,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
 
         # Crossing 80 %: one email, one signed webhook.
         check_runs(1)
-        messages = inbox(mailbox)
+        messages = inbox(worker.mailbox)
         assert len(messages) == 1
         assert len(receiver.requests) == 1
         (request,) = receiver.requests
@@ -103,7 +101,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
 
         # The same crossing seen again: nothing, not even a delivery task.
         check_runs(2)
-        assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
+        assert len(inbox(worker.mailbox)) == 1 and len(receiver.requests) == 1
         assert worker.runs(alert_delivery_task, "received") == 2
 
         # A top-up brings the key back under 80 % ($85 of $200): re-armed, nothing sent.
@@ -111,14 +109,14 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         check_runs(3)
         state = AlertState.objects.get(key=key, kind=AlertKind.KEY_USAGE, threshold=80)
         assert state.crossed_at is None
-        assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
+        assert len(inbox(worker.mailbox)) == 1 and len(receiver.requests) == 1
 
         # The next crossing ($165 of $200), the endpoint failing: the email goes, the
         # webhook is tried 1 + MAX_RETRIES times with growing waits, then failed.
         receiver.status = 500
         spend(key, price, "80")
         check_runs(4)
-        assert len(inbox(mailbox)) == 2
+        assert len(inbox(worker.mailbox)) == 2
         assert len(receiver.requests) == 1 + 1 + MAX_RETRIES
         failed = AlertDelivery.objects.get(channel="webhook", status="failed")
         assert (failed.attempts, failed.http_status) == (1 + MAX_RETRIES, 500)
@@ -137,9 +135,9 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # Crossing seen again: the failed delivery is not tried again.
         check_runs(5)
         assert len(receiver.requests) == 1 + 1 + MAX_RETRIES
-        assert len(inbox(mailbox)) == 2
+        assert len(inbox(worker.mailbox)) == 2
 
-    first, second = inbox(mailbox)
+    first, second = inbox(worker.mailbox)
     for message in (first, second):
         assert message["Subject"].strip() == "Key “Client A” has used 80 % of its budget"
         assert message["To"] == OWNER_EMAIL

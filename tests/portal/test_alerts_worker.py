@@ -15,7 +15,7 @@ from django.conf import settings
 
 from portal.models import PortalBinding, PortalClient
 from portal.tasks import client_alert_send_task, client_alerts_task
-from tests.mailbox import file_email_env, inbox, plain_text
+from tests.mailbox import inbox, plain_text
 from tests.portal.conftest import bound
 from tests.portal.test_alerts import acme_reseller, prepaid_key, spend, top_up
 from tests.worker import worker_running
@@ -34,14 +34,12 @@ def test_a_real_worker_sends_one_email_per_crossing_and_a_top_up_rearms_it(
     client = PortalClient.objects.create(email="client@example.com")
     binding = bound(client, key, alert_percent=80)
     spend(key, price, "85")  # 85 % of the budget; cost $51
-    mailbox = tmp_path / "mailbox"
 
     # The emails the check enqueues go to the run's queue too.
     with (
         worker_running(
             tmp_path,
             extra_env={
-                **file_email_env(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
             },
         ) as worker,
@@ -63,27 +61,27 @@ def test_a_real_worker_sends_one_email_per_crossing_and_a_top_up_rearms_it(
 
         # Crossing 80 %: one email.
         check_runs(1)
-        assert len(inbox(mailbox)) == 1
+        assert len(inbox(worker.mailbox)) == 1
         assert PortalBinding.objects.get(pk=binding.pk).percent_alerted_at is not None
 
         # The same crossing seen again: no email, no email task.
         check_runs(2)
-        assert len(inbox(mailbox)) == 1
+        assert len(inbox(worker.mailbox)) == 1
         assert worker.runs(client_alert_send_task, "received") == 1
 
         # A top-up brings the key back below 80 % ($85 of $200): re-armed, no email.
         top_up(key, "100")
         check_runs(3)
         assert PortalBinding.objects.get(pk=binding.pk).percent_alerted_at is None
-        assert len(inbox(mailbox)) == 1
+        assert len(inbox(worker.mailbox)) == 1
 
         # The next crossing ($165 of $200): one more.
         spend(key, price, "80")
         check_runs(4)
-        messages = inbox(mailbox)
+        messages = inbox(worker.mailbox)
         assert len(messages) == 2
         check_runs(5)
-        assert len(inbox(mailbox)) == 2
+        assert len(inbox(worker.mailbox)) == 2
 
     first, second = messages
     for message in messages:
