@@ -1,7 +1,7 @@
 """usage.services.traces_purge and its task: retention is enforced in bounded batches.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
-reuses the real-worker harness of ``tests/keys/test_tasks.py`` (a ``celery worker``
+runs on the real-worker harness of ``tests/worker.py`` (a ``celery worker``
 subprocess on the test database, a queue unique to the run).
 """
 
