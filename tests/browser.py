@@ -132,6 +132,7 @@ class OpenBrowser(Protocol):
 def browsers(base_url: str, *, tag: str, permissions: Sequence[str] = ()) -> Iterator[OpenBrowser]:
     """Debian's Chromium (headless), which opens a ``Browser`` on ``base_url`` at 1280 px, with
     JavaScript or without; tagged ``tag`` (``<tag>-nojs`` without JavaScript) unless told."""
+    default_tag = tag
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
 
@@ -147,7 +148,6 @@ def browsers(base_url: str, *, tag: str, permissions: Sequence[str] = ()) -> Ite
                 javascript=javascript,
             )
 
-        default_tag = tag
         try:
             yield open_browser
         finally:
