@@ -8,12 +8,11 @@ Deliveries are enqueued when the claims commit and tried in this process
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -37,7 +36,7 @@ from tests.alerts.conftest import (
     spend,
     top_up,
 )
-from tests.portal.test_alerts import waiting_on_locks
+from tests.races import race_on_locked_row
 
 pytestmark = pytest.mark.usefixtures("tasks_in_process")
 
@@ -399,24 +398,12 @@ def test_two_checks_at_once_claim_one_crossing(transactional_db, make_reseller, 
     state = AlertState.objects.get(key=key, threshold=80)
     assert state.crossed_at is None
 
-    def run_check(_: int) -> list[AlertEvent]:
-        try:
-            return alerts_check()
-        finally:
-            connection.close()
-
     # Both checks read the state armed and the key past 80 %, then both claim: the state's
     # row is held locked until both claims wait for it, so they truly race. The conditional
     # update lets one through; the other finds it claimed (and would send again without).
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        with transaction.atomic():
-            AlertState.objects.select_for_update().get(pk=state.pk)
-            outcomes = [pool.submit(run_check, i) for i in range(2)]
-            waiting_on_locks(2)
-        results = [outcome.result(timeout=30) for outcome in outcomes]
-    finally:
-        pool.shutdown()
+    results = race_on_locked_row(
+        lambda: AlertState.objects.select_for_update().get(pk=state.pk), alerts_check
+    )
 
     assert sorted(len(r) for r in results) == [0, 1]
     assert AlertEvent.objects.filter(key=key).count() == 2

@@ -5,8 +5,8 @@ test runs on 127.0.0.1 (allowed by ALERT_WEBHOOK_ALLOW_PRIVATE=1 in the worker's
 environment), retrying with the backoff its row records.
 
 Runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``), on the harness of
-``tests/keys/test_tasks.py``: a ``celery worker`` subprocess on the test database and a
-queue unique to the run, which the worker also sends its own tasks to (the check enqueues
+``tests/worker.py``: a ``celery worker`` subprocess on the test database and a queue unique
+to the run, which the worker also sends its own tasks to (the check enqueues
 each delivery as a task of its own, and a delivery its retries).
 """
 
@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 
 from alerts.models import AlertDelivery, AlertKind, AlertState
 from alerts.services import alert_settings_update
-from alerts.tasks import alerts_check_task
+from alerts.tasks import alert_delivery_task, alerts_check_task
 from alerts.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER
 from tests.alerts.conftest import (
     OWNER_EMAIL,
@@ -36,34 +31,14 @@ from tests.alerts.conftest import (
     top_up,
     verify,
 )
-from tests.keys.test_tasks import (
-    WORKER_WAIT_SECONDS,
-    celery_worker,
-    publishing_to,
-    worker_broker_url,
-    worker_database_url,
-)
-from tests.portal.test_alerts_worker import inbox, plain_text
+from tests.mailbox import inbox, plain_text
+from tests.worker import worker_running
 
 PUBLIC_URL = "https://tollgate.example"
 # Small waits for the test: 1 s × 2^(n−1), at most 2 s, drawn between half and all of it.
 MAX_RETRIES = 2
 BACKOFF_SECONDS = 1
 BACKOFF_MAX_SECONDS = 2
-
-
-def runs(log_path: Path, task: str, what: str) -> int:
-    """How many times the worker's log says ``task`` was ``what`` (received, succeeded)."""
-    return len(re.findall(rf"alerts\.tasks\.{task}\[[0-9a-f-]+\] {what}", log_path.read_text()))
-
-
-def wait_until(condition: Callable[[], bool], log_path: Path) -> None:
-    deadline = time.monotonic() + WORKER_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(log_path.read_text(errors="replace"))
 
 
 def open_deliveries() -> int:
@@ -84,47 +59,36 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
     assert secret is not None
     key = prepaid_key(acme)  # $100 budget for $60
     spend(key, price, "85")
-    mailbox = tmp_path / "mailbox"
-    broker_url = worker_broker_url()
-    queue = f"tollgate-test-{uuid.uuid4().hex}"
 
+    # The deliveries the check enqueues (and their retries) go to the run's queue too.
     with (
-        celery_worker(
-            database_url=worker_database_url(),
-            broker_url=broker_url,
-            queue=queue,
-            log_path=tmp_path / "worker.log",
+        worker_running(
+            tmp_path,
             extra_env={
-                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-                "EMAIL_FILE_PATH": str(mailbox),
                 "PUBLIC_URL": PUBLIC_URL,
                 "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
                 "ALERT_WEBHOOK_ALLOW_PRIVATE": "1",
                 "ALERT_DELIVERY_MAX_RETRIES": str(MAX_RETRIES),
                 "ALERT_DELIVERY_BACKOFF_SECONDS": str(BACKOFF_SECONDS),
                 "ALERT_DELIVERY_BACKOFF_MAX_SECONDS": str(BACKOFF_MAX_SECONDS),
-                # The deliveries the check enqueues (and their retries) go to this run's queue.
-                "CELERY_TASK_DEFAULT_QUEUE": queue,
             },
-        ) as log_path,
-        publishing_to(broker_url, queue),
+        ) as worker,
+        worker.publishing(),
     ):
 
         def check_runs(count: int) -> None:
             """Publish the beat's task, wait for the worker to have run it ``count`` times
             and for every delivery to have settled (sent or failed)."""
             alerts_check_task.delay()
-            wait_until(
+            worker.wait_until(
                 lambda: (
-                    runs(log_path, "alerts_check_task", "succeeded") == count
-                    and open_deliveries() == 0
-                ),
-                log_path,
+                    worker.runs(alerts_check_task, "succeeded") == count and open_deliveries() == 0
+                )
             )
 
         # Crossing 80 %: one email, one signed webhook.
         check_runs(1)
-        messages = inbox(mailbox)
+        messages = inbox(worker.mailbox)
         assert len(messages) == 1
         assert len(receiver.requests) == 1
         (request,) = receiver.requests
@@ -137,22 +101,22 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
 
         # The same crossing seen again: nothing, not even a delivery task.
         check_runs(2)
-        assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
-        assert runs(log_path, "alert_delivery_task", "received") == 2
+        assert len(inbox(worker.mailbox)) == 1 and len(receiver.requests) == 1
+        assert worker.runs(alert_delivery_task, "received") == 2
 
         # A top-up brings the key back under 80 % ($85 of $200): re-armed, nothing sent.
         top_up(key, "100")
         check_runs(3)
         state = AlertState.objects.get(key=key, kind=AlertKind.KEY_USAGE, threshold=80)
         assert state.crossed_at is None
-        assert len(inbox(mailbox)) == 1 and len(receiver.requests) == 1
+        assert len(inbox(worker.mailbox)) == 1 and len(receiver.requests) == 1
 
         # The next crossing ($165 of $200), the endpoint failing: the email goes, the
         # webhook is tried 1 + MAX_RETRIES times with growing waits, then failed.
         receiver.status = 500
         spend(key, price, "80")
         check_runs(4)
-        assert len(inbox(mailbox)) == 2
+        assert len(inbox(worker.mailbox)) == 2
         assert len(receiver.requests) == 1 + 1 + MAX_RETRIES
         failed = AlertDelivery.objects.get(channel="webhook", status="failed")
         assert (failed.attempts, failed.http_status) == (1 + MAX_RETRIES, 500)
@@ -162,11 +126,7 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # Jittered: at least half of 1 s, then of 2 s (the cap).
         assert waits[0] >= BACKOFF_SECONDS / 2 and waits[1] >= BACKOFF_MAX_SECONDS / 2, waits
         assert (
-            len(
-                re.findall(
-                    r"alert_delivery_task\[[0-9a-f-]+\] retry: Retry in", log_path.read_text()
-                )
-            )
+            len(re.findall(r"alert_delivery_task\[[0-9a-f-]+\] retry: Retry in", worker.log()))
             == MAX_RETRIES
         )
         # Each try of the one alert carried the same event id.
@@ -175,13 +135,9 @@ def test_a_real_worker_sends_one_email_and_one_signed_webhook_per_crossing_and_r
         # Crossing seen again: the failed delivery is not tried again.
         check_runs(5)
         assert len(receiver.requests) == 1 + 1 + MAX_RETRIES
-        assert len(inbox(mailbox)) == 2
+        assert len(inbox(worker.mailbox)) == 2
 
-    broker = redis.Redis.from_url(broker_url)
-    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-    broker.close()
-
-    first, second = inbox(mailbox)
+    first, second = inbox(worker.mailbox)
     for message in (first, second):
         assert message["Subject"].strip() == "Key “Client A” has used 80 % of its budget"
         assert message["To"] == OWNER_EMAIL

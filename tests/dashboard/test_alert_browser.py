@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect
 
 from accounts.services import user_password_ensure
 from alerts.models import AlertDelivery, AlertSettings
@@ -24,8 +24,8 @@ from alerts.services import alerts_check
 from billing.money import parse_usd
 from billing.services import wallet_credit
 from tests.alerts.conftest import prepaid_key, spend
-from tests.browser import CHROMIUM, DESKTOP, RECORD_VIOLATIONS, needs_chromium
-from tests.dashboard.test_money_browser import PASSWORD, Browser
+from tests.browser import Browser, OpenBrowser, browsers, needs_chromium
+from tests.dashboard.test_money_browser import EMAIL, PASSWORD
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
@@ -75,28 +75,16 @@ def alerted(
 
 
 @pytest.fixture
-def browser(server: ProxyServer) -> Iterator[Callable[..., Browser]]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-
-        def open_browser(*, javascript: bool) -> Browser:
-            context = chromium.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-            context.add_init_script(RECORD_VIOLATIONS)
-            page = context.new_page()
-            console: list[str] = []
-            page.on("console", lambda message: console.append(message.text))
-            tag = "alerts" if javascript else "alerts-nojs"
-            return Browser(context=context, page=page, console=console, server=server, tag=tag)
-
+def browser(server: ProxyServer) -> Iterator[OpenBrowser]:
+    with browsers(server.url, tag="alerts") as open_browser:
         yield open_browser
-        chromium.close()
 
 
 def api_get(b: Browser, token: str, path: str) -> Any:
     """The REST API's answer (the database is out of reach while the browser runs: its
     event loop is in this thread)."""
     response = httpx.get(
-        f"{b.server.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        f"{b.base_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert response.status_code == 200
     return response.json()
@@ -104,16 +92,15 @@ def api_get(b: Browser, token: str, path: str) -> Any:
 
 @pytest.mark.parametrize("javascript", [False, True], ids=["no-js", "js"])
 def test_a_reseller_reads_the_log_and_sets_alerts(
-    alerted: str, browser: Callable[..., Browser], javascript: bool
+    alerted: str, browser: OpenBrowser, javascript: bool
 ) -> None:
     b = browser(javascript=javascript)
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
 
     # The log: the email sent, the webhook failed with its last error.
     b.nav("Alerts", "/dashboard/alerts/")
-    rows = page.locator("table.alert-log tbody tr")
-    assert rows.count() == 2
+    expect(page.locator("table.alert-log tbody tr")).to_have_count(2)
     log = page.locator("table.alert-log").inner_text()
     assert "Key “Client A” has used 80 % of its budget" in log
     assert "HTTP 503" in log and "Failed" in log and "Sent" in log
@@ -121,7 +108,7 @@ def test_a_reseller_reads_the_log_and_sets_alerts(
     page.get_by_label("Status").select_option("failed")
     page.get_by_role("button", name="Show").click()
     page.wait_for_url("**/dashboard/alerts/?status=failed*")
-    assert page.locator("table.alert-log tbody tr").count() == 1
+    expect(page.locator("table.alert-log tbody tr")).to_have_count(1)
 
     # The settings: thresholds and the wallet's alerts, saved by a plain form.
     page.get_by_role("link", name="Alert settings").click()
@@ -141,8 +128,9 @@ def test_a_reseller_reads_the_log_and_sets_alerts(
 
     # A refused URL says why, on its field.
     page.get_by_label("Webhook URL").fill("http://169.254.169.254/latest/meta-data/")
-    page.get_by_role("button", name="Update alerts").click()
-    assert "Use an https:// URL." in page.locator("#alerts").inner_text()
+    with page.expect_navigation():  # the form's answer, not the page it was sent from
+        page.get_by_role("button", name="Update alerts").click()
+    expect(page.locator("#alerts")).to_contain_text("Use an https:// URL.")
     b.check("settings-refused")
 
     # A new signing secret, shown this once.
@@ -150,12 +138,18 @@ def test_a_reseller_reads_the_log_and_sets_alerts(
     page.get_by_role("button", name="New signing secret").click()
     secret = page.locator("#webhook-secret").inner_text().strip()
     assert secret.startswith("whsec_")
-    assert page.get_by_role("button", name="Copy").is_visible() == javascript
+    # (shown by the page's script: waited for with JavaScript, hidden without)
+    copy = page.get_by_role("button", name="Copy")
+    if javascript:
+        expect(copy).to_be_visible()
+    else:
+        expect(copy).to_be_hidden()
     b.check("secret")
 
     # A key's own shares, on its page.
     b.nav("Keys", "/dashboard/keys/")
     page.get_by_role("link", name="Client A").first.click()
+    page.wait_for_url(re.compile(r"/dashboard/keys/[0-9]+/$"))
     panel = page.locator("#alerts")
     assert "At 90 %" in panel.inner_text() and "Armed" in panel.inner_text()  # the new default
     page.get_by_label("This key's own").check()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django_otp.oath import TOTP
-from playwright.sync_api import Page, sync_playwright
 
-from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
+from tests.browser import Browser, browsers, needs_chromium
+from tests.mailbox import file_email_env, wait_for_mail
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server"]  # the fixture, used here as in tests/proxy
@@ -44,22 +44,14 @@ def server(start_proxy_server: Callable[..., ProxyServer], outbox: Path) -> Prox
     call_command("collectstatic", "--noinput", verbosity=0, stdout=io.StringIO())
     # The server's emails land as files the test reads, as a person reads their inbox.
     return start_proxy_server(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(outbox),
+        **file_email_env(outbox),
         SIGNUP_OPEN="1",
         LOGIN_FAILURE_LIMIT=str(LOCKOUT_LIMIT),
     )
 
 
 def latest_link(outbox: Path, email: str) -> str:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for message in sorted(outbox.iterdir(), key=lambda path: path.stat().st_mtime):
-            text = message.read_text()
-            if f"To: {email}" in text and (found := LINK.findall(text)):
-                return found[-1]
-        time.sleep(0.1)
-    raise AssertionError(f"no verification email to {email}")
+    return LINK.findall(wait_for_mail(outbox, to=email, having=LINK))[-1]
 
 
 def code_from_key(key_text: str, *, steps_ahead: int = 0) -> str:
@@ -76,43 +68,23 @@ def javascript(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def browser_page(transactional_db: None, javascript: bool) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        context = browser.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-        page = context.new_page()
-        page.add_init_script(RECORD_VIOLATIONS)
-        yield page
-        browser.close()
+def browser(transactional_db: None, server: ProxyServer, javascript: bool) -> Iterator[Browser]:
+    with browsers(server.url, tag="account") as open_browser:
+        yield open_browser(javascript=javascript, tag="account")
 
 
 def test_sign_up_verify_turn_on_two_factor_and_sign_in_with_a_code(
-    server: ProxyServer, outbox: Path, browser_page: Page, javascript: bool
+    server: ProxyServer, outbox: Path, browser: Browser, javascript: bool
 ) -> None:
-    page = browser_page
-    console: list[str] = []
-    page.on("console", lambda message: console.append(message.text))
+    page = browser.page
     email = f"new{time.time_ns() % 10**12}@example.com"
-
-    def violations() -> list[str]:
-        # Without JavaScript nothing records them, and no script could cause one.
-        found = page.evaluate("window.__violations") if javascript else []
-        return list(found) + [text for text in console if "Content Security Policy" in text]
 
     def shoot(name: str) -> None:
         """The page at both widths (with JavaScript only: the markup is the same)."""
-        assert violations() == [], violations()
-        if not javascript:
-            return
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        for width in (DESKTOP["width"], PHONE["width"]):
-            page.set_viewport_size({"width": width, "height": 900})
-            page.screenshot(path=str(SCREENSHOTS / f"account-{name}-{width}.png"), full_page=True)
-            sideways = page.evaluate(
-                "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
-            )
-            assert sideways <= width, (name, width, sideways)
-        page.set_viewport_size(DESKTOP)
+        if javascript:
+            browser.check(name)
+        else:
+            browser.assert_clean()
 
     # Sign up.
     page.goto(f"{server.url}/dashboard/sign-in/")
@@ -176,14 +148,14 @@ def test_sign_up_verify_turn_on_two_factor_and_sign_in_with_a_code(
     page.click("button:has-text('Verify and sign in')")
     page.wait_for_url(f"{server.url}/dashboard/")
     assert "Fresh Reseller Ltd" in page.content()
-    assert violations() == [], violations()
+    browser.assert_clean()
 
 
 @pytest.mark.parametrize("javascript", [True], ids=["javascript"])
-def test_a_locked_out_sign_in_shows_a_page(server: ProxyServer, browser_page: Page) -> None:
+def test_a_locked_out_sign_in_shows_a_page(server: ProxyServer, browser: Browser) -> None:
     """Wrong passwords up to the limit, then the page that says what happened (a 429).
     The test database is emptied after the test, and the lock with it."""
-    page = browser_page
+    page = browser.page
     for _ in range(LOCKOUT_LIMIT):
         page.goto(f"{server.url}/dashboard/sign-in/")
         page.fill("input[type=email]", "someone@example.com")
@@ -194,8 +166,4 @@ def test_a_locked_out_sign_in_shows_a_page(server: ProxyServer, browser_page: Pa
     assert response is not None and response.status == 429
     page.locator("h1:has-text('Too many failed sign-ins')").wait_for()
     assert page.locator("a[href='/dashboard/password-reset/']").count() == 1
-    assert page.evaluate("window.__violations") == []
-    for width in (DESKTOP["width"], PHONE["width"]):
-        page.set_viewport_size({"width": width, "height": 900})
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"account-locked-out-{width}.png"), full_page=True)
+    browser.check("locked-out")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import expect
 
 from accounts.models import Tenant
 from accounts.services import user_password_ensure
@@ -29,7 +29,7 @@ from billing.models import LedgerEntry
 from billing.money import Usage, parse_usd
 from keys.models import ClientKey
 from keys.services import key_create
-from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
+from tests.browser import OpenBrowser, browsers, needs_chromium
 from tests.keys.apis.conftest import prepaid_key
 from tests.metering import charge
 from tests.proxy.conftest import ProxyServer, start_proxy_server
@@ -44,16 +44,6 @@ pytestmark = [
     needs_chromium,
     pytest.mark.usefixtures("books_balance"),
 ]
-
-
-# What sticks out past the viewport's right edge (to say why a page scrolls sideways).
-WIDEST = """
-Array.from(document.querySelectorAll("body *"))
-  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-  .filter((el) => !el.closest(".table-wrap"))
-  .slice(0, 5)
-  .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -102,73 +92,13 @@ def business(transactional_db: None, reseller: Any, outsider: Any, price: Any) -
     return Reseller(tenant=tenant, api_token=token.secret)
 
 
-@dataclass
-class Browser:
-    context: BrowserContext
-    page: Page
-    console: list[str]
-    server: ProxyServer
-    tag: str
-
-    def violations(self) -> list[str]:
-        found: list[str] = []
-        try:
-            found = list(self.page.evaluate("window.__violations || []"))
-        except Exception:  # noqa: BLE001 - JavaScript is off: the console still reports
-            found = []
-        return found + [text for text in self.console if "Content Security Policy" in text]
-
-    def visit(self, path: str) -> None:
-        response = self.page.goto(f"{self.server.url}{path}")
-        assert response is not None and response.status == 200, path
-        assert "default-src 'self'" in response.headers["content-security-policy"]
-
-    def check(self, name: str) -> None:
-        """No CSP violation; photographed at 1280 px and at 390 px, where nothing may
-        scroll sideways."""
-        assert self.violations() == [], (name, self.violations())
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page = self.page
-        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-1280.png"), full_page=True)
-        page.set_viewport_size(PHONE)
-        page.wait_for_timeout(150)  # charts resize on the next frame
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], (name, width, page.evaluate(WIDEST))
-        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-390.png"), full_page=True)
-        page.set_viewport_size(DESKTOP)
-        assert self.violations() == [], (name, self.violations())
-
-    def sign_in(self) -> None:
-        self.visit("/dashboard/")
-        assert self.page.url.startswith(f"{self.server.url}/dashboard/sign-in/")
-        self.page.fill("input[type=email]", EMAIL)
-        self.page.fill("input[type=password]", PASSWORD)
-        self.page.get_by_role("button", name="Sign in").click()
-        self.page.wait_for_url(f"{self.server.url}/dashboard/")
-
-    def nav(self, name: str, path: str) -> None:
-        self.page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
-        self.page.wait_for_url(f"{self.server.url}{path}")
-
-
 @pytest.fixture
-def browser(server: ProxyServer) -> Iterator[Callable[..., Browser]]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-
-        def open_browser(*, javascript: bool) -> Browser:
-            context = chromium.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-            context.add_init_script(RECORD_VIOLATIONS)
-            if javascript:
-                context.grant_permissions(["clipboard-read", "clipboard-write"])
-            page = context.new_page()
-            console: list[str] = []
-            page.on("console", lambda message: console.append(message.text))
-            tag = "money" if javascript else "money-nojs"
-            return Browser(context=context, page=page, console=console, server=server, tag=tag)
-
+def browser(server: ProxyServer) -> Iterator[OpenBrowser]:
+    # (Copying a token's secret reads the clipboard back.)
+    with browsers(
+        server.url, tag="money", permissions=["clipboard-read", "clipboard-write"]
+    ) as open_browser:
         yield open_browser
-        chromium.close()
 
 
 def api_account(server: ProxyServer, secret: str) -> httpx.Response:
@@ -178,11 +108,11 @@ def api_account(server: ProxyServer, secret: str) -> httpx.Response:
 
 
 def test_a_reseller_clicks_through_the_money_pages(
-    business: Reseller, browser: Callable[..., Browser], server: ProxyServer
+    business: Reseller, browser: OpenBrowser, server: ProxyServer
 ) -> None:
     b = browser(javascript=True)
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
 
     # The overview: figures, a drawn chart, the key near its cap linking to its page.
     assert page.locator(".stat", has_text="Wallet balance").inner_text().endswith("$131.00")
@@ -200,7 +130,7 @@ def test_a_reseller_clicks_through_the_money_pages(
     page.get_by_label("Kind").select_option("key_funding")
     page.get_by_role("button", name="Show").click()
     page.wait_for_url("**/dashboard/wallet/?kind=key_funding*")
-    page.wait_for_function("document.querySelectorAll('table.ledger tbody tr').length === 1")
+    expect(page.locator("table.ledger tbody tr")).to_have_count(1)
     assert "Funding of key acme-corp-prod" in page.locator("table.ledger").inner_text()
     page.wait_for_selector("canvas[data-chart-drawn='1']")
     b.check("wallet")
@@ -236,8 +166,9 @@ def test_a_reseller_clicks_through_the_money_pages(
     # Settings: the time zone, saved through the same rules as the API's.
     b.nav("Settings", "/dashboard/settings/")
     page.get_by_label("Time zone").select_option("Asia/Kolkata")
-    page.get_by_role("button", name="Save").click()
-    page.wait_for_url(f"{server.url}/dashboard/settings/")
+    with page.expect_navigation():  # to the same address: wait_for_url would not wait
+        page.get_by_role("button", name="Save").click()
+    assert page.url == f"{server.url}/dashboard/settings/"
     assert "Settings saved." in page.locator(".messages").inner_text()
     assert api_account(server, business.api_token).json()["timezone"] == "Asia/Kolkata"
     b.check("settings")
@@ -245,11 +176,11 @@ def test_a_reseller_clicks_through_the_money_pages(
 
 
 def test_the_forms_work_without_javascript(
-    business: Reseller, browser: Callable[..., Browser], server: ProxyServer
+    business: Reseller, browser: OpenBrowser, server: ProxyServer
 ) -> None:
     b = browser(javascript=False)
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
     assert page.locator(".stat", has_text="Wallet balance").inner_text().endswith("$131.00")
     b.check("overview")
 
@@ -257,7 +188,7 @@ def test_the_forms_work_without_javascript(
     page.get_by_label("Kind").select_option("usage")
     page.get_by_role("button", name="Show").click()
     page.wait_for_url("**/dashboard/wallet/?kind=usage*")
-    assert page.locator("table.ledger tbody tr").count() == 1
+    expect(page.locator("table.ledger tbody tr")).to_have_count(1)
     b.check("wallet")
 
     b.nav("Earnings", "/dashboard/earnings/")
@@ -265,7 +196,7 @@ def test_the_forms_work_without_javascript(
     page.get_by_label("From", exact=True).fill(this_month)
     page.get_by_role("button", name="Show").click()
     page.wait_for_url(f"**/dashboard/earnings/?start={this_month}*")
-    assert page.locator("section[aria-labelledby=months-heading] tbody tr").count() == 1
+    expect(page.locator("section[aria-labelledby=months-heading] tbody tr")).to_have_count(1)
     b.check("earnings")
 
     b.nav("API tokens", "/dashboard/tokens/")
@@ -283,8 +214,9 @@ def test_the_forms_work_without_javascript(
     b.nav("Settings", "/dashboard/settings/")
     page.get_by_label("Time zone").select_option("America/New_York")
     page.get_by_label("Support email").fill("help@acme.example")
-    page.get_by_role("button", name="Save").click()
-    page.wait_for_url(f"{server.url}/dashboard/settings/")
+    with page.expect_navigation():  # to the same address: wait_for_url would not wait
+        page.get_by_role("button", name="Save").click()
+    assert page.url == f"{server.url}/dashboard/settings/"
     account = api_account(server, business.api_token).json()
     assert (account["timezone"], account["support_email"]) == (
         "America/New_York",

@@ -15,13 +15,12 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from django.core.management import call_command
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from accounts.models import Tenant
 from accounts.services import user_password_ensure
@@ -40,7 +39,7 @@ from tests.billing.stripe_fake import (
     stripe_fake,
     stripe_fake_server,
 )
-from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
+from tests.browser import Browser, OpenBrowser, browsers, needs_chromium
 from tests.proxy.conftest import ProxyServer, start_proxy_server
 
 __all__ = ["start_proxy_server", "stripe_fake", "stripe_fake_server"]  # fixtures
@@ -49,14 +48,6 @@ EMAIL = "alice@example.com"
 PASSWORD = "correct-horse-battery-9"
 
 pytestmark = [needs_chromium, pytest.mark.usefixtures("books_balance")]
-
-WIDEST = """
-Array.from(document.querySelectorAll("body *"))
-  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-  .filter((el) => !el.closest(".table-wrap"))
-  .slice(0, 5)
-  .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -84,60 +75,10 @@ def reseller_tenant(transactional_db: None, reseller: Any) -> Tenant:
     return tenant
 
 
-@dataclass
-class Browser:
-    context: BrowserContext
-    page: Page
-    console: list[str]
-    server: ProxyServer
-    tag: str
-
-    def violations(self) -> list[str]:
-        try:
-            found = list(self.page.evaluate("window.__violations || []"))
-        except Exception:  # noqa: BLE001 - JavaScript is off: the console still reports
-            found = []
-        return found + [text for text in self.console if "Content Security Policy" in text]
-
-    def check(self, name: str) -> None:
-        """One of our pages: no CSP violation; photographed at 1280 px and at 390 px, where
-        nothing may scroll sideways."""
-        assert self.page.url.startswith(self.server.url), self.page.url
-        assert self.violations() == [], (name, self.violations())
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page = self.page
-        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-1280.png"), full_page=True)
-        page.set_viewport_size(PHONE)
-        page.wait_for_timeout(150)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], (name, width, page.evaluate(WIDEST))
-        page.screenshot(path=str(SCREENSHOTS / f"{self.tag}-{name}-390.png"), full_page=True)
-        page.set_viewport_size(DESKTOP)
-
-    def sign_in(self) -> None:
-        self.page.goto(f"{self.server.url}/dashboard/")
-        self.page.fill("input[type=email]", EMAIL)
-        self.page.fill("input[type=password]", PASSWORD)
-        self.page.get_by_role("button", name="Sign in").click()
-        self.page.wait_for_url(f"{self.server.url}/dashboard/")
-
-
 @pytest.fixture
-def browser(server: ProxyServer) -> Iterator[Callable[..., Browser]]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-
-        def open_browser(*, javascript: bool) -> Browser:
-            context = chromium.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-            context.add_init_script(RECORD_VIOLATIONS)
-            page = context.new_page()
-            console: list[str] = []
-            page.on("console", lambda message: console.append(message.text))
-            tag = "top-up" if javascript else "top-up-nojs"
-            return Browser(context=context, page=page, console=console, server=server, tag=tag)
-
+def browser(server: ProxyServer) -> Iterator[OpenBrowser]:
+    with browsers(server.url, tag="top-up") as open_browser:
         yield open_browser
-        chromium.close()
 
 
 def webhook(server: ProxyServer, fake: StripeFake, session_id: str) -> httpx.Response:
@@ -158,19 +99,19 @@ def pay_at_the_fake(b: Browser, fake: StripeFake) -> str:
     session_id = page.url.rsplit("/", 1)[1]
     expect(page.locator("#amount")).to_have_text("Pay $51.75")
     page.get_by_role("button", name="Pay").click()
-    page.wait_for_url(re.compile(rf"{re.escape(b.server.url)}/dashboard/wallet/top-ups/\d+/$"))
+    page.wait_for_url(re.compile(rf"{re.escape(b.base_url)}/dashboard/wallet/top-ups/\d+/$"))
     return session_id
 
 
 def test_a_reseller_tops_up_by_card_and_sees_it_credited(
     reseller_tenant: Tenant,
-    browser: Callable[..., Browser],
+    browser: OpenBrowser,
     server: ProxyServer,
     stripe_fake_server: StripeFake,
 ) -> None:
     b = browser(javascript=True)
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
 
     page.get_by_role("navigation").get_by_role("link", name="Wallet", exact=True).click()
     page.wait_for_url(f"{server.url}/dashboard/wallet/")
@@ -180,10 +121,9 @@ def test_a_reseller_tops_up_by_card_and_sees_it_credited(
 
     # The fee and the total follow the typing (htmx), before anything is paid.
     page.get_by_label("Amount ($)").fill("50")
-    expect(page.locator("#top-up-preview")).to_contain_text("You pay")
-    preview = page.locator("#top-up-preview").inner_text()
-    assert re.search(
-        r"To your wallet\s+\$50\.00\s+Card fee\s+\$1\.75\s+You pay\s+\$51\.75", preview
+    expect(page.locator("#top-up-preview")).to_contain_text(
+        re.compile(r"To your wallet\s+\$50\.00\s+Card fee\s+\$1\.75\s+You pay\s+\$51\.75"),
+        use_inner_text=True,
     )
     b.check("form")
 
@@ -211,19 +151,20 @@ def test_a_reseller_tops_up_by_card_and_sees_it_credited(
 
 def test_without_javascript_the_preview_then_the_reload_link(
     reseller_tenant: Tenant,
-    browser: Callable[..., Browser],
+    browser: OpenBrowser,
     server: ProxyServer,
     stripe_fake_server: StripeFake,
 ) -> None:
     b = browser(javascript=False)
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
     page.goto(f"{server.url}/dashboard/wallet/top-up/")
 
     page.get_by_label("Amount ($)").fill("50")
-    page.get_by_role("button", name="Top up").click()  # the preview
-    preview = page.locator("#top-up-preview").inner_text()
-    assert re.search(r"You pay\s+\$51\.75", preview)
+    page.get_by_role("button", name="Top up").click()  # the preview, a page of its own
+    expect(page.locator("#top-up-preview")).to_contain_text(
+        re.compile(r"You pay\s+\$51\.75"), use_inner_text=True
+    )
     b.check("preview")
     page.get_by_role("button", name="Top up").click()  # confirmed: off to Stripe
     session_id = pay_at_the_fake(b, stripe_fake_server)

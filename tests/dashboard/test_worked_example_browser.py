@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from accounts.models import Tenant
 from accounts.services import user_password_ensure
 from billing.money import parse_usd
 from billing.selectors import wallet_for_tenant
-from billing.services import price_set, upstream_save
 from keys.models import ClientKey
-from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
-from tests.proxy.conftest import UPSTREAM_SECRET, ProxyServer, fake_upstream, start_proxy_server
+from tests.browser import Browser, browsers, needs_chromium
+from tests.proxy.conftest import ProxyServer, fake_upstream, start_proxy_server
 from tests.proxy.upstream_fake import FakeUpstream
-from tests.worked_example import INPUT_PRICE, MODEL, spend_34_20
+from tests.worked_example import fake_provider_priced, spend_34_20
 
 __all__ = ["fake_upstream", "start_proxy_server"]  # fixtures, used here as in tests/proxy
 
@@ -68,63 +66,8 @@ def reseller_with_200(
     Django refuses database calls."""
     tenant, _ = make_reseller(email=EMAIL, balance="200")
     user_password_ensure(user=tenant.owner, password=PASSWORD)
-    upstream = upstream_save(
-        name="fake-openai",
-        kind="openai",
-        base_url=fake_upstream.openai_base_url,
-        api_key=UPSTREAM_SECRET,
-    )
-    price_set(
-        model=MODEL, upstream=upstream, input_per_mtok_nanos=INPUT_PRICE, output_per_mtok_nanos=0
-    )
+    fake_provider_priced(fake_upstream)
     return tenant
-
-
-@contextmanager
-def chromium_page(*, javascript: bool) -> Iterator[Page]:
-    """A fresh page at 1280 px. Close it before reading the database: Playwright's sync
-    API runs an event loop in this thread while it is open, and Django refuses database
-    calls there."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        context = browser.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-        page = context.new_page()
-        if javascript:
-            page.add_init_script(RECORD_VIOLATIONS)
-        yield page
-        browser.close()
-
-
-class Visit:
-    """A browser page that records CSP violations and takes screenshots at both widths."""
-
-    def __init__(self, page: Page, base_url: str, name: str, *, javascript: bool) -> None:
-        self.page = page
-        self.base_url = base_url
-        self.name = name
-        self.javascript = javascript
-        self.console: list[str] = []
-        page.on("console", lambda message: self.console.append(message.text))
-
-    def violations(self) -> list[str]:
-        found = list(self.page.evaluate("window.__violations || []")) if self.javascript else []
-        return found + [text for text in self.console if "Content Security Policy" in text]
-
-    def assert_clean(self) -> None:
-        assert self.violations() == [], self.violations()
-
-    def shoot(self, what: str) -> None:
-        """Screenshots at 1280 and 390 px; at 390, nothing may scroll sideways."""
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page = self.page
-        page.set_viewport_size(DESKTOP)
-        page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{what}-1280.png"), full_page=True)
-        page.set_viewport_size(PHONE)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], (what, width)
-        page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{what}-390.png"), full_page=True)
-        page.set_viewport_size(DESKTOP)
-        self.assert_clean()
 
 
 def stat(page: Page, label: str) -> str:
@@ -134,18 +77,12 @@ def stat(page: Page, label: str) -> str:
     return card.locator(".stat-value").first.inner_text()
 
 
-def run_worked_example(visit: Visit) -> str:
+def run_worked_example(b: Browser) -> str:
     """Click through the worked example; returns the key's secret."""
-    page, base = visit.page, visit.base_url
-    js = visit.javascript
+    page, base = b.page, b.base_url
+    js = b.javascript
 
-    # Sign in: /dashboard/ sends a visitor to the form.
-    page.goto(f"{base}/dashboard/")
-    page.fill("input[type=email]", EMAIL)
-    page.fill("input[type=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/dashboard/")
-    visit.assert_clean()
+    b.sign_in(EMAIL, PASSWORD)
 
     # The keys list, empty, and "New key".
     page.get_by_role("link", name="Keys", exact=True).click()
@@ -175,7 +112,7 @@ def run_worked_example(visit: Visit) -> str:
     expect(preview).to_contain_text("$100.00")
     expect(preview).to_contain_text("$60.00")
     expect(preview).to_contain_text("$140.00")
-    visit.shoot("create-preview")
+    b.check("create-preview")
     page.get_by_role("button", name="Create key").click()
 
     # The secret, once, and the message for the client.
@@ -185,7 +122,7 @@ def run_worked_example(visit: Visit) -> str:
     expect(page.locator("#handoff-message")).to_have_value(re.compile(re.escape(secret)))
     if js:
         expect(page.get_by_role("button", name="Copy key")).to_be_visible()
-    visit.shoot("secret")
+    b.check("secret")
 
     # The client spends $34.20 through the proxy with that secret.
     spend_34_20(base, secret)
@@ -195,7 +132,7 @@ def run_worked_example(visit: Visit) -> str:
     row = page.locator("tr", has=page.get_by_role("link", name="acme-corp-prod"))
     expect(row).to_contain_text("$34.20 of $100.00")
     expect(row).to_contain_text("40 % margin")
-    visit.shoot("key-list")
+    b.check("key-list")
     if js:
         # The filters answer as the reseller types (htmx swaps the results).
         page.get_by_label("Search labels").fill("globex")
@@ -208,7 +145,7 @@ def run_worked_example(visit: Visit) -> str:
     assert stat(page, "Remaining") == "$65.80"
     assert stat(page, "Cost consumed") == "$20.52"
     assert stat(page, "Profit") == "$13.68"
-    visit.shoot("key-page")
+    b.check("key-page")
 
     # Top up $50: the wallet debit ($30.00) before confirming.
     page.fill("input[name=client_amount]", "50")
@@ -216,7 +153,7 @@ def run_worked_example(visit: Visit) -> str:
         page.get_by_role("button", name="Top up").click()
         page.wait_for_url(re.compile(r"/top-up/$"))
     expect(page.locator("#top-up-preview")).to_contain_text("$30.00")
-    visit.shoot("top-up-preview")
+    b.check("top-up-preview")
     page.get_by_role("button", name="Top up").click()
     page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
     expect(page.get_by_text("$30.00 left your wallet")).to_be_visible()
@@ -226,7 +163,7 @@ def run_worked_example(visit: Visit) -> str:
     page.get_by_role("button", name="Delete").click()
     page.wait_for_url(re.compile(r"/delete/"))
     expect(page.get_by_text("$69.48 will be refunded to your wallet")).to_be_visible()
-    visit.shoot("delete")
+    b.check("delete")
     page.get_by_role("button", name="Delete").click()
     page.wait_for_url(re.compile(r"/dashboard/keys/\d+/$"))
     expect(page.get_by_text("$69.48 was refunded to your wallet")).to_be_visible()
@@ -235,7 +172,7 @@ def run_worked_example(visit: Visit) -> str:
     # The wallet shows it: $200 − $60 − $30 + $69.48.
     page.get_by_role("link", name="Overview").click()
     expect(page.locator(".stats").first).to_contain_text("$179.48")
-    visit.assert_clean()
+    b.assert_clean()
     return secret
 
 
@@ -252,14 +189,15 @@ def assert_books(tenant: Tenant) -> None:
 
 
 def test_the_worked_example_by_clicking(server: ProxyServer, reseller_with_200: Tenant) -> None:
-    with chromium_page(javascript=True) as page:
-        run_worked_example(Visit(page, server.url, "keys", javascript=True))
+    # The browser closed before the database is read (see tests/browser.py).
+    with browsers(server.url, tag="keys") as open_browser:
+        run_worked_example(open_browser(javascript=True))
     assert_books(reseller_with_200)
 
 
 def test_the_worked_example_without_javascript(
     server: ProxyServer, reseller_with_200: Tenant
 ) -> None:
-    with chromium_page(javascript=False) as page:
-        run_worked_example(Visit(page, server.url, "keys-nojs", javascript=False))
+    with browsers(server.url, tag="keys") as open_browser:
+        run_worked_example(open_browser(javascript=False))
     assert_books(reseller_with_200)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from fractions import Fraction
 
 import pytest
 from django.core import mail
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -45,6 +43,7 @@ from portal.models import PortalBinding, PortalClient
 from portal.tasks import SEND_MAX_RETRIES, client_alert_send_task, client_alerts_task
 from tests.metering import charge
 from tests.portal.conftest import bound
+from tests.races import race_on_locked_row
 
 # The conftest price's output rate at cost: $2 per 1M tokens.
 OUTPUT_COST_NANOS_PER_TOKEN = 2_000
@@ -659,47 +658,19 @@ def test_the_beat_schedule_runs_the_check(settings):
 # -------------------------------------------------------------------------- concurrency
 
 
-def waiting_on_locks(count: int, timeout: float = 30) -> None:
-    """Wait until ``count`` other sessions of this database wait for a row lock."""
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            # Inside a transaction the activity view is read once and kept: read it anew.
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0] >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{count} sessions never waited for the lock")
-
-
 @pytest.mark.postgres
 def test_two_checks_at_once_send_one_email(transactional_db, acme, price):
     key = prepaid_key(acme)
     binding = bound(client(), key, alert_percent=80)
     spend(key, price, "85")
 
-    def run_check(_: int) -> list[tuple[int, AlertKind]]:
-        try:
-            return client_alerts_check()
-        finally:
-            connection.close()
-
     # Both checks read the crossing, then both claim: the binding's row is held locked
     # until both claims wait for it, so they truly race. The conditional update lets one
     # through; the other finds the alert claimed (and would send a second email without).
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        with transaction.atomic():
-            PortalBinding.objects.select_for_update().get(pk=binding.pk)
-            outcomes = [pool.submit(run_check, i) for i in range(2)]
-            waiting_on_locks(2)
-        results = [outcome.result(timeout=30) for outcome in outcomes]
-    finally:
-        pool.shutdown()
+    results = race_on_locked_row(
+        lambda: PortalBinding.objects.select_for_update().get(pk=binding.pk),
+        client_alerts_check,
+    )
 
     assert sorted(len(r) for r in results) == [0, 1]
     assert len(mail.outbox) == 1

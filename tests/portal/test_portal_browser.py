@@ -17,24 +17,23 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from accounts.models import Tenant
 from billing.money import parse_usd
-from billing.services import price_set, upstream_save
 from keys.models import ClientKey
 from keys.services import key_create
 from portal.models import PortalBinding
-from tests.browser import CHROMIUM, DESKTOP, PHONE, RECORD_VIOLATIONS, SCREENSHOTS, needs_chromium
-from tests.proxy.conftest import UPSTREAM_SECRET, ProxyServer, fake_upstream, start_proxy_server
+from tests.browser import Browser, browsers, needs_chromium
+from tests.mailbox import file_email_env, wait_for_mail
+from tests.proxy.conftest import ProxyServer, fake_upstream, start_proxy_server
 from tests.proxy.upstream_fake import FakeUpstream
-from tests.worked_example import INPUT_PRICE, MODEL, REQUESTS, spend_34_20
+from tests.worked_example import REQUESTS, fake_provider_priced, spend_34_20
 
 __all__ = ["fake_upstream", "start_proxy_server"]  # fixtures, used here as in tests/proxy
 
@@ -56,10 +55,7 @@ def outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(start_proxy_server: Callable[..., ProxyServer], outbox: Path) -> ProxyServer:
     call_command("collectstatic", "--noinput", verbosity=0, stdout=io.StringIO())
     # The server's emails land as files the test reads, as a person reads their inbox.
-    return start_proxy_server(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(outbox),
-    )
+    return start_proxy_server(**file_email_env(outbox))
 
 
 @pytest.fixture
@@ -75,15 +71,7 @@ def sold_key(
     tenant.name = "Acme AI"
     tenant.support_email = "help@acme.example"
     tenant.save()
-    upstream = upstream_save(
-        name="fake-openai",
-        kind="openai",
-        base_url=fake_upstream.openai_base_url,
-        api_key=UPSTREAM_SECRET,
-    )
-    price_set(
-        model=MODEL, upstream=upstream, input_per_mtok_nanos=INPUT_PRICE, output_per_mtok_nanos=0
-    )
+    fake_provider_priced(fake_upstream)
     issued = key_create(
         tenant=tenant,
         actor=None,
@@ -92,20 +80,6 @@ def sold_key(
         your_cost_nanos=parse_usd("60"),
     )
     return issued.secret
-
-
-def latest_code(outbox: Path, email: str) -> str:
-    """The code in the newest message to ``email``."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for message in sorted(
-            outbox.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True
-        ):
-            text = message.read_text()
-            if f"To: {email}" in text and (found := CODE.search(text)):
-                return found.group(1)
-        time.sleep(0.1)
-    raise AssertionError(f"no code emailed to {email}")
 
 
 def traced(page: Page, requests: int) -> None:
@@ -120,43 +94,25 @@ def traced(page: Page, requests: int) -> None:
     assert rows.count() == requests
 
 
-@contextmanager
-def chromium_page(*, javascript: bool) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        context = browser.new_context(viewport=DESKTOP, java_script_enabled=javascript)
-        page = context.new_page()
-        if javascript:
-            page.add_init_script(RECORD_VIOLATIONS)
-        yield page
-        browser.close()
-
-
 class Client:
-    """One person in one browser: signs in with a code, binds keys, reads what they see."""
+    """One person in one browser: signs in with a code, binds keys, reads what they see
+    (never what the reseller pays or earns)."""
 
-    def __init__(self, page: Page, base: str, outbox: Path, *, javascript: bool) -> None:
-        self.page, self.base, self.outbox, self.javascript = page, base, outbox, javascript
-        self.console: list[str] = []
-        page.on("console", lambda message: self.console.append(message.text))
+    def __init__(self, browser: Browser, outbox: Path) -> None:
+        self.browser, self.page, self.base, self.outbox = (
+            browser,
+            browser.page,
+            browser.base_url,
+            outbox,
+        )
 
     def assert_clean(self) -> None:
-        found = list(self.page.evaluate("window.__violations || []")) if self.javascript else []
-        found += [text for text in self.console if "Content Security Policy" in text]
-        assert found == [], found
+        self.browser.assert_clean()
         text = self.page.content()
         assert not [amount for amount in HIDDEN if amount in text], self.page.url
 
     def shoot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page = self.page
-        page.set_viewport_size(DESKTOP)
-        page.screenshot(path=str(SCREENSHOTS / f"portal-{name}-1280.png"), full_page=True)
-        page.set_viewport_size(PHONE)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], (name, width)
-        page.screenshot(path=str(SCREENSHOTS / f"portal-{name}-390.png"), full_page=True)
-        page.set_viewport_size(DESKTOP)
+        self.browser.check(name)
         self.assert_clean()
 
     def sign_in(self, email: str, *, shots: bool = False) -> None:
@@ -169,7 +125,9 @@ class Client:
         page.wait_for_url(f"{self.base}/portal/code/")
         code_input = page.locator("input[autocomplete=one-time-code]")
         expect(code_input).to_be_visible()
-        code_input.fill(latest_code(self.outbox, email))
+        code = CODE.search(wait_for_mail(self.outbox, to=email, having=CODE))
+        assert code is not None
+        code_input.fill(code.group(1))
         if shots:
             self.shoot("code")
         page.locator("form:has(input[autocomplete=one-time-code]) button[type=submit]").click()
@@ -195,8 +153,10 @@ class Client:
 def test_a_client_signs_in_binds_the_key_and_follows_its_balance(
     server: ProxyServer, outbox: Path, sold_key: str
 ) -> None:
-    with chromium_page(javascript=True) as page:
-        ann = Client(page, server.url, outbox, javascript=True)
+    # The browser closed before the database is read (see tests/browser.py).
+    with browsers(server.url, tag="portal") as open_browser:
+        ann = Client(open_browser(javascript=True), outbox)
+        page = ann.page
         ann.sign_in("ann@client.example", shots=True)
         ann.shoot("empty")
         ann.bind(sold_key)
@@ -221,9 +181,9 @@ def test_a_client_signs_in_binds_the_key_and_follows_its_balance(
         expect(main).to_contain_text("$65.80")
         ann.assert_clean()
 
-    # A teammate, without JavaScript: the same key, the same balance.
-    with chromium_page(javascript=False) as page:
-        bob = Client(page, server.url, outbox, javascript=False)
+        # A teammate, without JavaScript: the same key, the same balance.
+        bob = Client(open_browser(javascript=False, tag="portal"), outbox)
+        page = bob.page
         bob.sign_in("bob@client.example")
         bob.bind(sold_key)
         expect(page.locator("main")).to_contain_text("$65.80")

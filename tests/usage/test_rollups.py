@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
@@ -21,13 +18,8 @@ from keys.models import ClientKey
 from proxy.traces import COLUMNS, TABLE
 from tests.keys.factories import WalletKeyFactory
 from tests.keys.test_concurrency import run_together, successes
-from tests.keys.test_tasks import (
-    WORKER_WAIT_SECONDS,
-    celery_worker,
-    worker_broker_url,
-    worker_database_url,
-)
 from tests.usage.factories import TraceFactory
+from tests.worker import worker_running
 from usage.models import (
     ROLLUP_SUMS,
     Trace,
@@ -361,30 +353,22 @@ def test_the_beat_and_a_real_worker_roll_up_new_traces(transactional_db, tenant,
         TraceFactory.create(
             client_key=key, created_at=BUCKET_AT + timedelta(minutes=minute), client_nanos=minute
         )
-    broker_url = worker_broker_url()
-    queue = f"tollgate-test-{uuid.uuid4().hex}"
+
+    def all_rolled() -> bool:
+        return not Trace.objects.filter(is_rolled=False).exists()
 
     # The worker embeds the beat (-B), which sends the schedule's tasks to the run's queue.
-    with celery_worker(
-        database_url=worker_database_url(),
-        broker_url=broker_url,
-        queue=queue,
-        log_path=tmp_path / "worker.log",
+    with worker_running(
+        tmp_path,
         extra_args=("--beat", f"--schedule={tmp_path / 'beat-schedule'}"),
-        extra_env={"CELERY_TASK_DEFAULT_QUEUE": queue, "USAGE_ROLLUP_SECONDS": "1"},
-    ) as log_path:
-        deadline = time.monotonic() + WORKER_WAIT_SECONDS
-        while time.monotonic() < deadline and Trace.objects.filter(is_rolled=False).exists():
-            time.sleep(0.2)
+        extra_env={"USAGE_ROLLUP_SECONDS": "1"},
+    ) as worker:
+        worker.wait_until(all_rolled)
         # One trace more, written after a pass: the next beat's run counts it.
         TraceFactory.create(client_key=key, created_at=BUCKET_AT, client_nanos=100)
-        while time.monotonic() < deadline and Trace.objects.filter(is_rolled=False).exists():
-            time.sleep(0.2)
+        worker.wait_until(all_rolled)
 
-    broker = redis.Redis.from_url(broker_url)
-    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-    broker.close()
-    log = log_path.read_text(errors="replace")
+    log = worker.log()
     assert not Trace.objects.filter(is_rolled=False).exists(), log
     assert "usage_rollup_task[" in log and "] succeeded in" in log, log
     rollup = rollup_of(key, BUCKET_AT)

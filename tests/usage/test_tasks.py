@@ -1,18 +1,15 @@
 """usage.services.traces_purge and its task: retention is enforced in bounded batches.
 
 The worker test runs only with PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL``): it
-reuses the real-worker harness of ``tests/keys/test_tasks.py`` (a ``celery worker``
+runs on the real-worker harness of ``tests/worker.py`` (a ``celery worker``
 subprocess on the test database, a queue unique to the run).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from datetime import timedelta
 
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,14 +17,8 @@ from django.utils import timezone
 
 from keys.models import ClientKey
 from tests.keys.factories import WalletKeyFactory
-from tests.keys.test_tasks import (
-    WORKER_WAIT_SECONDS,
-    celery_worker,
-    publishing_to,
-    worker_broker_url,
-    worker_database_url,
-)
 from tests.usage.factories import TraceFactory
+from tests.worker import worker_running
 from usage.models import Trace
 from usage.services import traces_purge
 from usage.tasks import traces_purge_task
@@ -117,26 +108,15 @@ def test_a_real_worker_runs_the_purge_task(transactional_db, tenant, tmp_path, m
     key = WalletKeyFactory.create(tenant=tenant)
     traces_aged(key, timedelta(days=RETENTION_DAYS + 1), timedelta(days=RETENTION_DAYS + 3))
     kept = traces_aged(key, timedelta(hours=1))
-    broker_url = worker_broker_url()
-    queue = f"tollgate-test-{uuid.uuid4().hex}"
 
     # The worker reads TRACE_RETENTION_DAYS from the environment it inherits.
     monkeypatch.setenv("TRACE_RETENTION_DAYS", str(RETENTION_DAYS))
-    with celery_worker(
-        database_url=worker_database_url(),
-        broker_url=broker_url,
-        queue=queue,
-        log_path=tmp_path / "worker.log",
-    ) as log_path:
-        with publishing_to(broker_url, queue):
+    with worker_running(tmp_path) as worker:
+        with worker.publishing():
             traces_purge_task.delay()
-        deadline = time.monotonic() + WORKER_WAIT_SECONDS
-        while time.monotonic() < deadline and Trace.objects.count() > 1:
-            time.sleep(0.2)
+        # Until the task has run to its end (it deletes before it returns).
+        worker.wait_until(lambda: worker.runs(traces_purge_task, "succeeded") == 1)
 
-    broker = redis.Redis.from_url(broker_url)
-    broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-    broker.close()
-    log = log_path.read_text(errors="replace")
+    log = worker.log()
     assert remaining_ids() == {kept[0].pk}, log
     assert "traces_purge_task[" in log and "] succeeded in" in log, log
