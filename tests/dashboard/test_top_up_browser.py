@@ -206,14 +206,14 @@ def short_tenant(reseller_tenant: Tenant, stripe_fake: StripeFake) -> Tenant:
 
 def test_a_top_up_that_paid_an_earlier_shortfall_says_so(
     short_tenant: Tenant,
-    browser: Callable[..., Browser],
+    browser: OpenBrowser,
     server: ProxyServer,
     stripe_fake_server: StripeFake,
 ) -> None:
     b = browser(javascript=True)
     b.tag = "top-up-shortfall"
     page = b.page
-    b.sign_in()
+    b.sign_in(EMAIL, PASSWORD)
     page.goto(f"{server.url}/dashboard/wallet/top-up/")
     page.get_by_label("Amount ($)").fill("50")
     expect(page.locator("#top-up-preview")).to_contain_text("You pay")
