@@ -12,6 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from accounts.models import Tenant
 from keys.models import ClientKey
 from tests.usage.factories import TraceFactory
 from usage.models import Trace
@@ -34,7 +35,15 @@ def today_midnight() -> datetime:
     return timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def recently(key: ClientKey) -> datetime:
+    """A few minutes ago, but never before midnight of the key's tenant's today: a test's
+    "recent" request falls on the local day (and month) its pages call today, even when the
+    test runs in the first minutes after that midnight."""
+    now = timezone.now()
+    zone = Tenant.objects.get(pk=key.tenant_id).zone
+    midnight = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(now - timedelta(minutes=5), midnight)
+
+
 def trace(key: ClientKey, at: datetime | None = None, **fields: Any) -> Trace:
-    return TraceFactory.create(
-        client_key=key, created_at=at or timezone.now() - timedelta(minutes=5), **fields
-    )
+    return TraceFactory.create(client_key=key, created_at=at or recently(key), **fields)
