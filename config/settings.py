@@ -74,8 +74,16 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_secret("SECRET_KEY") or _development_secret_key()
 # Client keys and reseller tokens are stored as HMAC-SHA256(TOKEN_HASH_KEY, secret).
 TOKEN_HASH_KEY = env_secret("TOKEN_HASH_KEY") or SECRET_KEY
-# Upstream API keys stored in the database are encrypted with a key derived from this.
+# Secrets stored in the database (upstream API keys, alert webhook secrets, authenticator
+# keys) are encrypted with keys derived from this (accounts.crypto).
 FIELD_ENCRYPTION_KEY = env_secret("FIELD_ENCRYPTION_KEY") or SECRET_KEY
+# Former FIELD_ENCRYPTION_KEYs, comma-separated (or one a line in the _FILE): what they
+# encrypted still decrypts until `manage.py reencrypt_secrets` has moved it to the current key.
+FIELD_ENCRYPTION_KEY_FALLBACKS = [
+    key.strip()
+    for key in env_secret("FIELD_ENCRYPTION_KEY_FALLBACKS").replace("\n", ",").split(",")
+    if key.strip()
+]
 
 ALLOWED_HOSTS = [
     h.strip() for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()

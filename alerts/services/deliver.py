@@ -112,7 +112,8 @@ def _send_webhook(delivery: AlertDelivery, config: AlertSettings) -> int:
         secret = decrypt(config.webhook_secret_encrypted)
     except InvalidToken:
         raise _Refused(
-            "The webhook's signing secret cannot be read (FIELD_ENCRYPTION_KEY changed?): "
+            "The webhook's signing secret cannot be read (FIELD_ENCRYPTION_KEY changed "
+            "without the old one in FIELD_ENCRYPTION_KEY_FALLBACKS?): "
             "make a new one."
         ) from None
     try:
