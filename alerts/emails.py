@@ -41,8 +41,9 @@ KINDS = {
     AlertEvent.Type.WALLET_RUNWAY: "runway",
     AlertEvent.Type.TEST: "test",
 }
-# A capped key's period, as an email names it ("its spend cap for this month").
-CAP_PERIOD_PHRASE = {
+# A capped key's period, as an email names it ("its spend cap for this month"): the
+# reseller's alert emails and the client portal's (``portal.alerts``, a layer above).
+CAP_PERIOD_PHRASE: dict[str, str] = {
     ClientKey.BudgetPeriod.DAILY: "for today",
     ClientKey.BudgetPeriod.WEEKLY: "for this week",
     ClientKey.BudgetPeriod.MONTHLY: "for this month",

@@ -113,7 +113,8 @@ class AlertKind(models.TextChoices):
 class AlertState(models.Model):
     """Where one alert stands: armed (``crossed_at`` None) or claimed for the crossing that
     began at ``crossed_at``; re-armed (None again) once its subject is back on the safe
-    side. ``crossings`` counts the claims."""
+    side (a wallet's clearly, past a margin, unless credited since: see
+    ``alerts.services.check``). ``crossings`` counts the claims."""
 
     tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
     # The key of a key alert; None for the wallet's.

@@ -48,6 +48,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from alerts.emails import CAP_PERIOD_PHRASE
 from keys.models import ClientKey
 from keys.selectors import KeyUse, key_use
 from portal.figures import ClientKeyFigures, client_key_figures
@@ -303,14 +304,6 @@ def alert_message(
         render_to_string(f"{EMAIL_TEMPLATES}/alert_message.html", context), "text/html"
     )
     return message
-
-
-# How a capped key's period is named in an email ("its spend cap for this month").
-CAP_PERIOD_PHRASE: dict[str, str] = {
-    ClientKey.BudgetPeriod.DAILY: "for today",
-    ClientKey.BudgetPeriod.WEEKLY: "for this week",
-    ClientKey.BudgetPeriod.MONTHLY: "for this month",
-}
 
 
 def alert_send(*, binding_id: int, kind: str, claimed_at: datetime) -> AlertSendOutcome:

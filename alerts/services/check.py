@@ -29,6 +29,19 @@ top-up, a raised cap, a new budget period, a wallet topped up) is **re-armed**: 
 ``crossed_at`` cleared by a conditional update on the stamp this check read, so a claim
 made since is left alone. The next crossing is a new one.
 
+A wallet alert re-arms with a margin (hysteresis): a wallet whose runway or balance hovers
+around its threshold (a pace that wobbles from day to day) would otherwise cross, come
+back and cross again, one email each time. So a claimed wallet alert re-arms only once
+its figure is clearly back: the available balance at least ``BALANCE_REARM_PERCENT`` % of
+the threshold, the runway at least ``RUNWAY_REARM_PERCENT`` % of it and at least
+``RUNWAY_REARM_MIN_EXTRA_DAYS`` more days. A credit to the wallet since the claim (a
+top-up or a manual credit, ``REARMING_CREDIT_KINDS``) re-arms it at once, as soon as the
+figure is back at the threshold: money put in is a fresh start, not a wobble. Whether one
+came is one query for all the wallets checked (``_credited_at``), and only for claimed
+alerts between the threshold and the margin. A key alert re-arms as soon as the key is
+back under the share (a top-up, a raised cap or a new period is always a step, never a
+wobble).
+
 States are read *before* the figures: a check that finds a claim and then a key below it
 knows the key went below after that claim was made, so it may re-arm it. (Figures read
 first could be older than a claim another check made from newer ones.)
@@ -49,7 +62,7 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
@@ -68,7 +81,7 @@ from alerts.models import (
     AlertState,
     KeyAlertOverride,
 )
-from billing.models import Wallet
+from billing.models import LedgerEntry, Wallet
 from billing.selectors import Runway, wallet_runway
 from keys.models import ClientKey
 from keys.selectors import FULL_PERCENT, KeyUse, key_use
@@ -81,6 +94,18 @@ KEY_CHUNK_SIZE = 2000
 
 # (kind, tenant id, key id or None): what an alert watches.
 Subject = tuple[str, int, int | None]
+
+# The wallet alerts' hysteresis (see the module's doc): a claimed balance alert re-arms
+# once the available balance is at least 110 % of its threshold ($55 for a $50 alert); a
+# claimed runway alert once the runway is at least 125 % of its threshold and at least a
+# day more, in whole days (a 3-day alert at 4 days, a 4-day one at 5, a 10-day one at 13).
+# Compared exactly in integers.
+BALANCE_REARM_PERCENT = 110
+RUNWAY_REARM_PERCENT = 125
+RUNWAY_REARM_MIN_EXTRA_DAYS = 1
+# Money put into the wallet: a credit of these kinds since a wallet alert's claim re-arms
+# it as soon as its figure is back at the threshold, without the margin.
+REARMING_CREDIT_KINDS = (LedgerEntry.Kind.TOP_UP, LedgerEntry.Kind.MANUAL_CREDIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +122,10 @@ class _KeyMeasure:
     def reached(self, threshold: int) -> bool:
         return self.use.has_reached(threshold)
 
+    def is_clear_of(self, threshold: int) -> bool:
+        """Back under the share: no margin (see the module's doc)."""
+        return not self.reached(threshold)
+
     def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
         data = key_event_data(key=self.key, use=self.use, threshold=threshold)
         return AlertEvent.Type.KEY_THRESHOLD, data
@@ -108,6 +137,10 @@ class _BalanceMeasure:
 
     def reached(self, threshold: int) -> bool:
         return self.wallet.available_nanos < threshold
+
+    def is_clear_of(self, threshold: int) -> bool:
+        """At least ``BALANCE_REARM_PERCENT`` % of the threshold available."""
+        return self.wallet.available_nanos * 100 >= threshold * BALANCE_REARM_PERCENT
 
     def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
         data = balance_event_data(wallet=self.wallet, threshold_nanos=threshold)
@@ -121,6 +154,15 @@ class _RunwayMeasure:
     def reached(self, threshold: int) -> bool:
         days = self.runway.days
         return days is not None and days < threshold
+
+    def is_clear_of(self, threshold: int) -> bool:
+        """At least ``RUNWAY_REARM_PERCENT`` % of the threshold's days, and at least
+        ``RUNWAY_REARM_MIN_EXTRA_DAYS`` more; or no runway (nothing drawn of late)."""
+        days = self.runway.days
+        return days is None or (
+            days * 100 >= threshold * RUNWAY_REARM_PERCENT
+            and days >= threshold + RUNWAY_REARM_MIN_EXTRA_DAYS
+        )
 
     def event(self, threshold: int) -> tuple[str, dict[str, Any]]:
         data = runway_event_data(runway=self.runway, threshold_days=threshold)
@@ -194,32 +236,71 @@ def _check_tenants(tenant_ids: list[int], now: datetime) -> list[AlertEvent]:
         for (kind, tid, _), by_threshold in states.items()
         if kind != AlertKind.KEY_USAGE and any(s.crossed_at for s in by_threshold.values())
     }
+    measured: list[tuple[Subject, _Measure, list[int]]] = []
+    wallet_ids: dict[int, int] = {}  # tenant id → wallet id
     for wallet in Wallet.objects.filter(tenant_id__in=watching).select_related("tenant"):
+        wallet_ids[wallet.tenant_id] = wallet.pk
         config = configs[wallet.tenant_id]
         balance = config.wallet_balance_below_nanos
         balance_subject: Subject = (AlertKind.WALLET_BALANCE.value, wallet.tenant_id, None)
-        events += _judge(
-            balance_subject,
-            _BalanceMeasure(wallet=wallet),
-            [] if balance is None else [balance],
-            states[balance_subject],
-            config,
-            now,
+        measured.append(
+            (balance_subject, _BalanceMeasure(wallet=wallet), [] if balance is None else [balance])
         )
         days = config.wallet_runway_days_below
         runway_subject: Subject = (AlertKind.WALLET_RUNWAY.value, wallet.tenant_id, None)
         if days is None and not states[runway_subject]:
             continue  # no runway to measure (one query): none asked for, none to re-arm
         runway = wallet_runway(tenant=wallet.tenant, wallet=wallet, now=now)
+        measured.append(
+            (runway_subject, _RunwayMeasure(runway=runway), [] if days is None else [days])
+        )
+    credited = _credited_at(measured, states, wallet_ids)
+    for subject, measure, thresholds in measured:
+        tenant_id = subject[1]
         events += _judge(
-            runway_subject,
-            _RunwayMeasure(runway=runway),
-            [] if days is None else [days],
-            states[runway_subject],
-            config,
+            subject,
+            measure,
+            thresholds,
+            states[subject],
+            configs[tenant_id],
             now,
+            credited.get(wallet_ids[tenant_id]),
         )
     return events
+
+
+def _credited_at(
+    measured: Iterable[tuple[Subject, _Measure, list[int]]],
+    states: dict[Subject, dict[int, _State]],
+    wallet_ids: dict[int, int],
+) -> dict[int, datetime]:
+    """The last credit (``REARMING_CREDIT_KINDS``) of each wallet with a claimed alert
+    between its threshold and the re-arm margin, posted since the earliest such claim:
+    wallet id → when. One query for all of them, none when there is no such claim;
+    bounded by those wallets' ledger entries since their claims (``ledger_wallet_time``)."""
+    since: dict[int, datetime] = {}
+    for subject, measure, _ in measured:
+        for threshold, state in states[subject].items():
+            crossed_at = state.crossed_at
+            if (
+                crossed_at is not None
+                and not measure.reached(threshold)
+                and not measure.is_clear_of(threshold)
+            ):
+                wallet_id = wallet_ids[subject[1]]
+                since[wallet_id] = min(since.get(wallet_id, crossed_at), crossed_at)
+    if not since:
+        return {}
+    posted_since = Q()
+    for wallet_id, crossed_at in since.items():
+        posted_since |= Q(wallet_id=wallet_id, created_at__gt=crossed_at)
+    return dict(
+        LedgerEntry.objects.filter(posted_since, kind__in=REARMING_CREDIT_KINDS, amount_nanos__gt=0)
+        .order_by()
+        .values("wallet_id")
+        .annotate(last=Max("created_at"))
+        .values_list("wallet_id", "last")
+    )
 
 
 def _key_candidates(
@@ -264,9 +345,12 @@ def _judge(
     states: dict[int, _State],
     config: AlertSettings,
     now: datetime,
+    credited_at: datetime | None = None,
 ) -> list[AlertEvent]:
     """Claim the thresholds of ``subject`` it has reached (delivering the highest), and
-    re-arm its claimed ones (configured or not any more) that it is back from."""
+    re-arm its claimed ones (configured or not any more) that it is clearly back from
+    (``is_clear_of``), or back from with a credit to its wallet since the claim
+    (``credited_at``: the wallet's last credit, when looked up; see ``_credited_at``)."""
     newly = [
         t
         for t in thresholds
@@ -286,7 +370,10 @@ def _judge(
         if event is not None:
             events.append(event)
     for threshold, state in states.items():
-        if state.crossed_at is not None and not measure.reached(threshold):
+        if state.crossed_at is None or measure.reached(threshold):
+            continue
+        credited = credited_at is not None and credited_at > state.crossed_at
+        if measure.is_clear_of(threshold) or credited:
             # Re-armed only if the claim is still the one read before the figures, which
             # shows the subject came back after it was made; a claim made since (another
             # check's, another crossing's) is left alone.

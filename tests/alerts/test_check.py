@@ -1,5 +1,6 @@
 """The check (alerts.services.check): a key's share of its budget or cap, the wallet's
 balance and runway; once per crossing, re-armed by a top-up, a raised cap, a new period;
+a wallet alert re-armed only clearly back above its threshold, or at once by a credit;
 a key's own shares against the tenant's default.
 
 Deliveries are enqueued when the claims commit and tried in this process
@@ -8,7 +9,8 @@ Deliveries are enqueued when the claims commit and tried in this process
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from django.core import mail
@@ -19,7 +21,9 @@ from django.utils import timezone
 from alerts.models import AlertDelivery, AlertEvent, AlertKind, AlertState
 from alerts.services import alert_settings_update, alerts_check, key_alerts_set
 from alerts.tasks import alerts_check_task
-from billing.money import parse_usd
+from billing.metering import Hold
+from billing.models import LedgerEntry, ModelPrice
+from billing.money import Usage, parse_usd
 from billing.selectors import wallet_for_tenant
 from billing.services import wallet_credit
 from keys.models import ClientKey
@@ -36,6 +40,8 @@ from tests.alerts.conftest import (
     spend,
     top_up,
 )
+from tests.metering import release, reserve
+from tests.portal.test_alerts import OUTPUT_COST_NANOS_PER_TOKEN
 from tests.races import race_on_locked_row
 
 pytestmark = pytest.mark.usefixtures("tasks_in_process")
@@ -285,6 +291,206 @@ def test_a_wallet_that_drew_nothing_has_no_runway_to_alert(
     alert_settings_update(tenant=acme, actor=None, changes={"wallet_runway_days_below": 30})
 
     assert check(django_capture_on_commit_callbacks) == []
+
+
+# ------------------------------------------------- the wallet alerts' margin to re-arm
+
+
+def wallet_key(tenant) -> ClientKey:
+    """A wallet-funded key without a cap (ratio 1:1): its requests draw on the wallet."""
+    return key_create(
+        tenant=tenant, actor=None, label="Client W", funding=ClientKey.Funding.WALLET
+    ).key
+
+
+def hold(key: ClientKey, price: ModelPrice, usd: str) -> Hold:
+    """A request in flight holding ``usd`` of the wallet (until released)."""
+    tokens = parse_usd(usd) // OUTPUT_COST_NANOS_PER_TOKEN
+    held = reserve(
+        key=key,
+        price=price,
+        request_id=f"req-{uuid.uuid4().hex}",
+        worst_case=Usage(input_tokens=0, output_tokens=tokens),
+    )
+    assert wallet_for_tenant(tenant=key.tenant).reserved_nanos == parse_usd(usd)
+    return held
+
+
+def state_of(kind: str) -> AlertState:
+    return AlertState.objects.get(kind=kind)
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_a_runway_hovering_around_its_threshold_alerts_once(
+    make_reseller, price, django_capture_on_commit_callbacks
+):
+    acme = acme_reseller(make_reseller, balance="100")
+    alert_settings_update(tenant=acme, actor=None, changes={"wallet_runway_days_below": 4})
+    key = wallet_key(acme)
+    start = timezone.now()
+    spend(key, price, "20", now=start)
+    spend(key, price, "50", now=start + timedelta(days=2))
+
+    # $30 left at $70 a week: 3 days.
+    (event,) = check(django_capture_on_commit_callbacks, now=start + timedelta(days=2, minutes=1))
+    assert event.data["runway_days"] == 3
+
+    # The first $20 is out of the week: $30 at $50 a week, 4 days, back at the threshold
+    # but not clearly (5 days re-arm): still claimed.
+    assert check(django_capture_on_commit_callbacks, now=start + timedelta(days=7, hours=1)) == []
+    assert state_of(AlertKind.WALLET_RUNWAY).crossed_at is not None
+
+    # The pace wobbles up again: $25 at $55 a week, 3 days. Not a new crossing.
+    spend(key, price, "5", now=start + timedelta(days=7, hours=2))
+    assert check(django_capture_on_commit_callbacks, now=start + timedelta(days=7, hours=3)) == []
+
+    # (The checks run in days to come: their deliveries are not due yet, so no email.)
+    assert AlertEvent.objects.filter(type=AlertEvent.Type.WALLET_RUNWAY).count() == 1
+    assert state_of(AlertKind.WALLET_RUNWAY).crossings == 1
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_a_runway_clearly_back_above_rearms_and_the_next_fall_alerts_again(
+    make_reseller, price, django_capture_on_commit_callbacks
+):
+    acme = acme_reseller(make_reseller, balance="100")
+    alert_settings_update(tenant=acme, actor=None, changes={"wallet_runway_days_below": 4})
+    key = wallet_key(acme)
+    start = timezone.now()
+
+    def at(days: int, hours: int = 0) -> datetime:
+        return start + timedelta(days=days, hours=hours)
+
+    spend(key, price, "20", now=at(0))
+    spend(key, price, "50", now=at(2))
+    assert len(check(django_capture_on_commit_callbacks, now=at(2, 1))) == 1  # 3 days
+
+    spend(key, price, "5", now=at(4))  # $25 at $75 a week: 2 days
+    assert check(django_capture_on_commit_callbacks, now=at(4, 1)) == []
+
+    # Only the $5 left in the week: $25 at $5 a week, 35 days, clearly back: re-armed.
+    assert check(django_capture_on_commit_callbacks, now=at(9, 1)) == []
+    assert state_of(AlertKind.WALLET_RUNWAY).crossed_at is None
+
+    spend(key, price, "20", now=at(9, 2))  # $5 at $25 a week: 1 day
+    (event,) = check(django_capture_on_commit_callbacks, now=at(9, 3))
+    assert event.data["runway_days"] == 1
+    assert AlertEvent.objects.filter(type=AlertEvent.Type.WALLET_RUNWAY).count() == 2
+    assert state_of(AlertKind.WALLET_RUNWAY).crossings == 2
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_a_credit_rearms_the_runway_alert_at_once_without_the_margin(
+    make_reseller, django_capture_on_commit_callbacks
+):
+    acme = acme_reseller(make_reseller, balance="100")
+    alert_settings_update(tenant=acme, actor=None, changes={"wallet_runway_days_below": 4})
+    prepaid_key(acme, budget="70", cost="70")  # $30 at $70 a week: 3 days
+    assert len(check(django_capture_on_commit_callbacks)) == 1
+
+    # A credit that leaves it under the threshold re-arms nothing (and sends nothing).
+    wallet_credit(tenant=acme, amount_nanos=parse_usd("2"), reason="top-up")  # 3 days
+    assert check(django_capture_on_commit_callbacks) == []
+    assert state_of(AlertKind.WALLET_RUNWAY).crossed_at is not None
+
+    # Back at the threshold by a top-up: 4 days, under the 5 days' margin, yet re-armed.
+    wallet_credit(
+        tenant=acme,
+        amount_nanos=parse_usd("8"),
+        reason="card top-up",
+        kind=LedgerEntry.Kind.TOP_UP,
+    )
+    assert check(django_capture_on_commit_callbacks) == []
+    assert state_of(AlertKind.WALLET_RUNWAY).crossed_at is None
+
+    prepaid_key(acme, budget="10", cost="10")  # $30 at $80 a week: 2 days
+    assert len(check(django_capture_on_commit_callbacks)) == 1
+    assert len(mail.outbox) == 2
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_a_balance_wobbling_with_requests_in_flight_alerts_once_until_clearly_back(
+    make_reseller, price, django_capture_on_commit_callbacks
+):
+    acme = acme_reseller(make_reseller, balance="100")
+    alert_settings_update(
+        tenant=acme, actor=None, changes={"wallet_balance_below": parse_usd("50")}
+    )
+    prepaid = prepaid_key(acme, budget="20", cost="20")  # $80
+    key = wallet_key(acme)
+    spend(key, price, "27")  # $53 available: over $50, under the $55 that re-arms
+
+    for _ in range(3):
+        held = hold(key, price, "10")  # $43 available while it is in flight
+        check(django_capture_on_commit_callbacks)
+        release(hold=held)  # $53 again
+        assert check(django_capture_on_commit_callbacks) == []
+        assert state_of(AlertKind.WALLET_BALANCE).crossed_at is not None
+    assert subjects() == ["Wallet balance under $50.00"]
+
+    # A key's unspent cost comes back (no credit): $73, clearly back. Re-armed.
+    key_delete(tenant=acme, actor=None, key_id=prepaid.pk)
+    assert check(django_capture_on_commit_callbacks) == []
+    assert state_of(AlertKind.WALLET_BALANCE).crossed_at is None
+
+    spend(key, price, "30")  # $43
+    assert len(check(django_capture_on_commit_callbacks)) == 1
+    assert len(mail.outbox) == 2
+    assert state_of(AlertKind.WALLET_BALANCE).crossings == 2
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_a_credit_rearms_the_balance_alert_at_once_without_the_margin(
+    make_reseller, django_capture_on_commit_callbacks
+):
+    acme = acme_reseller(make_reseller, balance="100")
+    alert_settings_update(
+        tenant=acme, actor=None, changes={"wallet_balance_below": parse_usd("50")}
+    )
+    prepaid_key(acme, budget="55", cost="55")  # $45
+    assert len(check(django_capture_on_commit_callbacks)) == 1
+
+    wallet_credit(tenant=acme, amount_nanos=parse_usd("7"), reason="credit")  # $52
+    assert check(django_capture_on_commit_callbacks) == []
+    assert state_of(AlertKind.WALLET_BALANCE).crossed_at is None
+
+    prepaid_key(acme, budget="5", cost="5")  # $47
+    assert len(check(django_capture_on_commit_callbacks)) == 1
+    assert len(mail.outbox) == 2
+
+
+@pytest.mark.usefixtures("books_balance")
+def test_whether_wallets_were_credited_is_one_query_for_all_of_them(
+    make_reseller, django_capture_on_commit_callbacks
+):
+    tenants = [make_reseller(balance="100")[0] for _ in range(3)]
+    for tenant in tenants:
+        alert_settings_update(
+            tenant=tenant, actor=None, changes={"wallet_balance_below": parse_usd("50")}
+        )
+        prepaid_key(tenant, budget="57", cost="57")  # $43
+    assert len(check(django_capture_on_commit_callbacks)) == 3
+    for tenant in tenants:
+        # The operator's correction is no credit: $53, between the threshold and the margin.
+        wallet_credit(
+            tenant=tenant,
+            amount_nanos=parse_usd("10"),
+            reason="correction",
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+        )
+    wallet_credit(tenant=tenants[1], amount_nanos=parse_usd("1"), reason="credit")  # $54
+
+    with CaptureQueriesContext(connection) as queries:
+        assert check(django_capture_on_commit_callbacks) == []
+
+    lookups = [q["sql"] for q in queries if "MAX(" in q["sql"] and "ledgerentry" in q["sql"]]
+    assert len(lookups) == 1
+    claimed = dict(
+        AlertState.objects.filter(kind=AlertKind.WALLET_BALANCE).values_list(
+            "tenant_id", "crossed_at"
+        )
+    )
+    assert [claimed[t.pk] is not None for t in tenants] == [True, False, True]
 
 
 # ------------------------------------------------------------------ channels and tenants

@@ -56,18 +56,15 @@ PUBLIC_URL = "https://portal.example"
 @pytest.fixture
 def tasks_in_process() -> Iterator[None]:
     """Enqueued tasks run here and now (``CELERY_TASK_ALWAYS_EAGER``, development's mode).
-    With ``REDIS_URL`` set they would go to a broker that no worker of this test reads."""
+    With ``REDIS_URL`` set they would go to a broker that no worker of this test reads.
+    (The producer pool an eager task leaves on the configured broker is dropped by
+    ``tests.worker.publishing_to`` before any test publishes to a broker of its own.)"""
     saved = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
         yield
     finally:
         app.conf.task_always_eager = saved
-        # An eager task takes a producer (to serialize its arguments) from a pool on the
-        # configured broker, which the app keeps for good (``app.close()`` leaves it):
-        # dropped, so a later test that publishes to its own broker (``publishing_to``)
-        # does not publish on this one.
-        app.amqp._producer_pool = None
 
 
 @pytest.fixture(autouse=True)
