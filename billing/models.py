@@ -108,6 +108,13 @@ class LedgerEntry(models.Model):
             # A wallet's balance at a moment (the last entry before it) is one probe of
             # this index, however long the ledger: the wallet's balance over time.
             models.Index(fields=["wallet", "created_at", "id"], name="ledger_wallet_time"),
+            # A wallet's credits (top-ups and manual credits) since a moment: the alerts'
+            # check asks whether one came since a claim without reading every request's entry.
+            models.Index(
+                fields=["wallet", "created_at"],
+                name="ledger_wallet_credits",
+                condition=models.Q(kind__in=["top_up", "manual_credit"], amount_nanos__gt=0),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(amount_nanos=0), name="ledger_amount_non_zero"),

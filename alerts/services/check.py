@@ -277,7 +277,8 @@ def _credited_at(
     """The last credit (``REARMING_CREDIT_KINDS``) of each wallet with a claimed alert
     between its threshold and the re-arm margin, posted since the earliest such claim:
     wallet id → when. One query for all of them, none when there is no such claim;
-    bounded by those wallets' ledger entries since their claims (``ledger_wallet_time``)."""
+    bounded by those wallets' credits since their claims (``ledger_wallet_credits``, a
+    partial index of credits only)."""
     since: dict[int, datetime] = {}
     for subject, measure, _ in measured:
         for threshold, state in states[subject].items():
