@@ -116,7 +116,7 @@ def test_a_card_shows_the_runway_at_the_last_week_s_pace(
     browser, client = portal_session("ann@example.com")
     bound(client, key)
     idle = browser.get("/portal/").content.decode()
-    assert "Unused for 7 days" in idle and "At the last 7 days" not in idle
+    assert "No spend in the last 7 days" in idle and "At the last 7 days" not in idle
     # 2.1M output tokens at $2/M cost $4.20, $7.00 to the client: $1.00 a day over the
     # last 7 days, so the $93.00 left lasts 93 days.
     served(
