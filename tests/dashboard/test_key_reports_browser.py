@@ -63,12 +63,14 @@ CHARTS_DRAWN = """
 })
 """
 
-# What sticks out to the right of the viewport, outside the tables' own scrolling boxes.
+# What sticks out to the right of the viewport, outside the scrolling boxes of the tables and
+# of the header's navigation (the box itself must fit).
 WIDER_THAN_VIEWPORT = """
 () => {
   const width = document.documentElement.clientWidth;
   return [...document.querySelectorAll("body *")]
     .filter((el) => !el.closest(".table-wrap") && el.getClientRects().length)
+    .filter((el) => !el.parentElement.closest(".site-header .main-nav"))
     .filter((el) => el.getBoundingClientRect().right > width + 1)
     .map((el) => `${el.tagName.toLowerCase()}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
 }

@@ -82,6 +82,18 @@
     });
   }
 
+  // The header's navigation scrolls sideways on a phone: show the current page's link.
+  function revealCurrentNav() {
+    document.querySelectorAll(".site-header .main-nav").forEach(function (list) {
+      var current = list.querySelector("[aria-current=page]");
+      if (!current || list.scrollWidth <= list.clientWidth) return;
+      var box = list.getBoundingClientRect();
+      var link = current.getBoundingClientRect();
+      if (link.left >= box.left && link.right <= box.right) return;
+      list.scrollLeft += link.left - box.left - (box.width - link.width) / 2;
+    });
+  }
+
   function enhance(root) {
     sizeBars(root);
     wireCopy(root);
@@ -89,7 +101,15 @@
     wireFunding(root);
   }
 
-  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); revealCurrentNav(); });
+  // Again when the page gets narrower or wider (a phone turned), not when only its height
+  // changes (a phone's address bar showing or hiding while the reader scrolls).
+  var navWidth = window.innerWidth;
+  window.addEventListener("resize", function () {
+    if (window.innerWidth === navWidth) return;
+    navWidth = window.innerWidth;
+    revealCurrentNav();
+  });
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();
 
