@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import ApiToken, AuthenticatorDevice, Tenant
+from accounts.read_only_admin import ReadOnlyAdmin
 from accounts.services import (
     TenantActivation,
     api_token_revoke,
@@ -92,7 +93,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "name", "tenant", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
     list_select_related = ["tenant"]
@@ -109,15 +110,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     )
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("accounts.change_apitoken")
 
@@ -132,22 +124,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuthenticatorDevice)
-class AuthenticatorDeviceAdmin(admin.ModelAdmin):
+class AuthenticatorDeviceAdmin(ReadOnlyAdmin):
     list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
     list_filter = ["confirmed"]
     list_select_related = ["user"]
     search_fields = ["user__email"]
     fields = readonly_fields = ("user", "name", "confirmed", "created_at", "last_used_at")
     actions = ["reset"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_reset_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("accounts.delete_authenticatordevice")

@@ -3,23 +3,10 @@ dashboard or the API; states, events and deliveries are written by the check).""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from accounts.read_only_admin import ReadOnlyAdmin
 from alerts.models import AlertDelivery, AlertEvent, AlertSettings, AlertState
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(AlertSettings)

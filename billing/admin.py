@@ -26,6 +26,7 @@ from django.utils.html import format_html
 from accounts.admin import TenantAdmin
 from accounts.events import config_changed
 from accounts.models import Tenant
+from accounts.read_only_admin import ReadOnlyAdmin
 from billing.admin_forms import PriceAddForm, UpstreamForm, WalletCreditForm
 from billing.exceptions import BillingError
 from billing.models import LedgerEntry, ModelPrice, ModelRoute, Reservation, Upstream, Wallet
@@ -73,19 +74,6 @@ class ServiceSavedAdmin(admin.ModelAdmin):
         # Django's own body of changeform_view, minus its transaction.atomic() wrapper.
         changeform = self._changeform_view  # type: ignore[attr-defined]
         return changeform(request, object_id, form_url, extra_context)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that only their own flows write: viewable, never added, edited or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # ----------------------------------------------------------------------------- wallets

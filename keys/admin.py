@@ -14,6 +14,7 @@ from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.read_only_admin import ReadOnlyAdmin
 from billing.money import format_usd
 from keys.exceptions import ClientKeyError
 from keys.models import ClientKey
@@ -21,7 +22,7 @@ from keys.services import key_update
 
 
 @admin.register(ClientKey)
-class ClientKeyAdmin(admin.ModelAdmin):
+class ClientKeyAdmin(ReadOnlyAdmin):
     list_display = [
         "label",
         "display_key",
@@ -73,15 +74,6 @@ class ClientKeyAdmin(admin.ModelAdmin):
         ("History", {"fields": ["created_at", "updated_at", "revoked_at", "deleted_at"]}),
     ]
     actions = ["revoke", "activate"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_status_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("keys.change_clientkey")
